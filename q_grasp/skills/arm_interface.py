@@ -1,0 +1,39 @@
+"""The arm interface that skills (grasping, reaching) are written against.
+
+Two adapters implement it: one drives pybullet in-process (the gymnasium envs), one drives
+ROS 2 topics (the policy node, against the sim node or a real arm's drivers).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class ArmInterface(Protocol):
+    """What a skill may ask of an arm. Positions are radians, lengths metres, world frame."""
+
+    arm_joint_names: list[str]
+    """Arm joints, in the order of every joint vector passed in or returned."""
+
+    def read_arm_joints(self) -> np.ndarray:
+        """Current arm joint positions (rad), shape (n_arm,)."""
+        ...
+
+    def move_arm(self, joint_targets: np.ndarray, *, teleport: bool = False) -> bool:
+        """Drive the arm to ``joint_targets`` and wait until it gets there.
+
+        ``teleport`` lets a simulator jump without physics (free-space moves only).
+        Returns True when the arm reached the targets within tolerance, False on timeout.
+        """
+        ...
+
+    def set_gripper(self, closed: bool) -> float:
+        """Open or close the gripper, wait for it to settle, return the aperture (m)."""
+        ...
+
+    def gripper_aperture(self) -> float:
+        """Distance between the finger pads (m), from the gripper joint states."""
+        ...
