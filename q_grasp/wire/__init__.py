@@ -1,0 +1,42 @@
+"""Safe, versioned wire format for transitions and weights (safetensors blobs, no rclpy).
+
+Every decoder validates the whole blob and raises only :class:`WireError` (with a reason code
+from :data:`REASONS`); never pickle, never ``torch.load``.
+"""
+
+from q_grasp.wire.errors import REASONS, WireError
+from q_grasp.wire.transitions import (
+    TRANSITIONS_SCHEMA,
+    TRANSITIONS_SCHEMA_VERSION,
+    TransitionBatch,
+    TransitionLimits,
+    decode_transitions,
+    encode_transitions,
+)
+from q_grasp.wire.weights import (
+    WEIGHTS_SCHEMA,
+    WEIGHTS_SCHEMA_VERSION,
+    WeightsLimits,
+    WeightsMessage,
+    decode_weights,
+    encode_weights,
+    state_dict_shapes,
+)
+
+__all__ = [
+    "REASONS",
+    "TRANSITIONS_SCHEMA",
+    "TRANSITIONS_SCHEMA_VERSION",
+    "WEIGHTS_SCHEMA",
+    "WEIGHTS_SCHEMA_VERSION",
+    "TransitionBatch",
+    "TransitionLimits",
+    "WeightsLimits",
+    "WeightsMessage",
+    "WireError",
+    "decode_transitions",
+    "decode_weights",
+    "encode_transitions",
+    "encode_weights",
+    "state_dict_shapes",
+]
