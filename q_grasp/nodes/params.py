@@ -1,0 +1,336 @@
+"""ROS parameters from config dataclasses: one parameter per field, validated by the dataclass.
+
+Each field becomes a parameter named after it (nested dataclasses give dotted names such as
+``camera.width``, i.e. nested maps in a params YAML), with a ParameterDescriptor carrying the
+field's docstring. Values are type-checked and the dataclass is rebuilt, so its ``__post_init__``
+is the single place where ranges are validated: at start-up a bad value stops the node with
+the dataclass's message, at run time ``ros2 param set`` is refused with that message as reason.
+Only fields listed as dynamic may change at run time; the others are read-only parameters.
+"""
+
+from __future__ import annotations
+
+import array
+import ast
+import dataclasses
+import functools
+import inspect
+import math
+import textwrap
+import threading
+import types
+import typing
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+C = TypeVar("C")
+
+_SCALARS = (bool, int, float, str)
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings of a dataclass's fields (string literals under each field, MRO included)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):  # no source (frozen app, REPL): descriptions stay empty
+            continue
+        body = ast.parse(source).body[0]
+        if not isinstance(body, ast.ClassDef):
+            continue
+        statements = body.body
+        for stmt, following in zip(statements, statements[1:] + [None]):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    and isinstance(following, ast.Expr)
+                    and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)):
+                docs[stmt.target.id] = inspect.cleandoc(following.value.value)
+    return docs
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """How one dataclass field maps to one ROS parameter."""
+
+    name: str
+    """Full parameter name, e.g. "camera.width"."""
+    path: tuple[str, ...]
+    """Attribute path from the root config, e.g. ("camera", "width")."""
+    scalar: type
+    """Element type: bool, int, float or str."""
+    sequence: type | None
+    """list or tuple for sequence fields, None for scalars."""
+    length: int | None
+    """Required length of a fixed-size tuple, e.g. 3 for tuple[float, float, float]."""
+    optional: bool
+    """The field accepts None, written as "" (strings) or [] (sequences) in ROS."""
+    choices: tuple[str, ...] | None
+    """Allowed values of a Literal[...] string field."""
+    description: str
+    """The field's docstring."""
+    dynamic: bool
+    """True if the value may change at run time."""
+
+    @property
+    def type_text(self) -> str:
+        """Human-readable type for ParameterDescriptor.additional_constraints."""
+        text = self.scalar.__name__
+        if self.sequence is not None:
+            text = f"{self.sequence.__name__}[{text}]"
+            if self.length is not None:
+                text += f" of length {self.length}"
+        if self.choices:
+            text += f" in {list(self.choices)}"
+        if self.optional:
+            text += " (empty = unset)"
+        return text
+
+    def to_ros(self, value: Any) -> Any:
+        """The field value as a ROS parameter value."""
+        if value is None:
+            if self.sequence is None and self.scalar is not str:
+                raise TypeError(f"{self.name}: None cannot be a ROS {self.type_text} parameter")
+            return [] if self.sequence is not None else ""
+        if self.sequence is not None:
+            return [self.scalar(v) for v in value]
+        return self.scalar(value)
+
+    def from_ros(self, value: Any) -> Any:
+        """Type-check and convert a ROS parameter value; ValueError names the parameter."""
+        expected = f"{self.name}: expected {self.type_text}, got {value!r}"
+        if self.sequence is None:
+            if self.optional and value == "":
+                return None
+            converted = _convert_scalar(self.scalar, value)
+            if converted is _INVALID:
+                raise ValueError(expected)
+            if self.choices is not None and converted not in self.choices:
+                raise ValueError(f"{self.name}: must be one of {list(self.choices)}, "
+                                 f"got {converted!r}")
+            return converted
+        if not isinstance(value, (list, tuple, array.array)):
+            raise ValueError(expected)
+        items = [_convert_scalar(self.scalar, v) for v in value]
+        if any(item is _INVALID for item in items):
+            raise ValueError(expected)
+        if self.optional and not items:
+            return None
+        if self.length is not None and len(items) != self.length:
+            raise ValueError(f"{self.name}: expected {self.length} values, got {len(items)}")
+        return self.sequence(items)
+
+
+_INVALID = object()
+
+
+def _convert_scalar(scalar: type, value: Any) -> Any:
+    if scalar is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if isinstance(value, bool):  # bool is an int: never let True pass as 1
+        return _INVALID
+    if scalar is int:
+        return value if isinstance(value, int) else _INVALID
+    if scalar is float:
+        # YAML writes 1 for 1.0; accept integers for float fields. NaN is never a useful
+        # setting and would slip past every range check, so refuse it here.
+        if isinstance(value, (int, float)) and not math.isnan(value):
+            return float(value)
+        return _INVALID
+    if scalar is str:
+        return value if isinstance(value, str) else _INVALID
+    return _INVALID
+
+
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return args[0], True
+    return hint, False
+
+
+def _spec_for(name: str, path: tuple[str, ...], hint: Any, doc: str,
+              dynamic: bool) -> ParamSpec:
+    inner, optional = _unwrap_optional(hint)
+    origin, args = typing.get_origin(inner), typing.get_args(inner)
+    choices = None
+    if origin is Literal:
+        if not all(isinstance(a, str) for a in args):
+            raise TypeError(f"{name}: only Literal[str, ...] fields are supported")
+        return ParamSpec(name, path, str, None, None, optional, tuple(args), doc, dynamic)
+    if inner in _SCALARS:
+        return ParamSpec(name, path, inner, None, None, optional, choices, doc, dynamic)
+    if origin in (list, tuple, Sequence, typing.Sequence):
+        sequence = tuple if origin is tuple else list
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            elem, length = args[0], None
+        elif origin is tuple and args and all(a == args[0] for a in args):
+            elem, length = args[0], len(args)
+        elif origin is not tuple and len(args) == 1:
+            elem, length = args[0], None
+        else:
+            raise TypeError(f"{name}: unsupported sequence type {inner!r}")
+        if elem in _SCALARS:
+            return ParamSpec(name, path, elem, sequence, length, optional, None, doc, dynamic)
+    raise TypeError(f"{name}: a field of type {hint!r} cannot be a ROS parameter")
+
+
+def config_specs(config_cls: type, *, prefix: str = "",
+                 dynamic: Collection[str] = ()) -> list[ParamSpec]:
+    """Parameter specs for every field of ``config_cls`` (nested dataclasses flattened).
+
+    ``dynamic``: full parameter names that may change at run time.
+    """
+    specs: list[ParamSpec] = []
+
+    def walk(cls: type, name_prefix: str, path: tuple[str, ...]) -> None:
+        hints = typing.get_type_hints(cls, include_extras=False)
+        docs = field_docs(cls)
+        for field in dataclasses.fields(cls):
+            if not field.init:
+                continue
+            name = f"{name_prefix}{field.name}"
+            hint = hints[field.name]
+            inner, _ = _unwrap_optional(hint)
+            if dataclasses.is_dataclass(inner):
+                walk(inner, f"{name}.", (*path, field.name))
+                continue
+            specs.append(_spec_for(name, (*path, field.name), hint,
+                                   docs.get(field.name, ""), name in dynamic))
+
+    walk(config_cls, f"{prefix}." if prefix else "", ())
+    unknown = set(dynamic) - {s.name for s in specs}
+    if unknown:
+        raise ValueError(f"dynamic parameters {sorted(unknown)} are not fields of "
+                         f"{config_cls.__name__}")
+    return specs
+
+
+def _get_path(config: Any, path: tuple[str, ...]) -> Any:
+    for attr in path:
+        config = getattr(config, attr)
+    return config
+
+
+def build_config(config_cls: type[C], specs: Sequence[ParamSpec],
+                 values: dict[str, Any]) -> C:
+    """Build ``config_cls`` from ROS values by parameter name; ValueError names the problem.
+
+    Nested dataclasses are constructed innermost first, so their own validation runs and its
+    message is prefixed with the nested name (e.g. "camera: width: must be >= 16 ...").
+    """
+    tree: dict[str, Any] = {}
+    for spec in specs:
+        node = tree
+        for attr in spec.path[:-1]:
+            node = node.setdefault(attr, {})
+        node[spec.path[-1]] = spec.from_ros(values[spec.name])
+
+    def construct(cls: type, kwargs: dict[str, Any], label: str) -> Any:
+        hints = typing.get_type_hints(cls)
+        for key, value in list(kwargs.items()):
+            if isinstance(value, dict):
+                inner, _ = _unwrap_optional(hints[key])
+                kwargs[key] = construct(inner, value, f"{label}{key}.")
+        try:
+            return cls(**kwargs)
+        except ValueError as exc:
+            if label:
+                raise ValueError(f"{label[:-1]}: {exc}") from None
+            raise
+
+    return construct(config_cls, tree, "")
+
+
+class ConfigParameters(Generic[C]):
+    """The parameters of one config dataclass on one node, and the validated current config.
+
+    ``on_change(config, changed_names)`` is called (from the parameter service thread) after a
+    run-time change of dynamic parameters has been validated and applied.
+    """
+
+    def __init__(self, node: Node, config_cls: type[C], *, default: C | None = None,
+                 prefix: str = "", dynamic: Collection[str] = (),
+                 on_change: Callable[[C, list[str]], None] | None = None) -> None:
+        if not dataclasses.is_dataclass(config_cls):
+            raise TypeError(f"{config_cls!r} is not a dataclass")
+        self._node = node
+        self._cls = config_cls
+        self._lock = threading.Lock()
+        self._on_change = on_change
+        self.specs = config_specs(config_cls, prefix=prefix, dynamic=dynamic)
+        self._by_name = {s.name: s for s in self.specs}
+        base = default if default is not None else config_cls()
+        for spec in self.specs:
+            descriptor = ParameterDescriptor(
+                name=spec.name,
+                description=spec.description,
+                additional_constraints=spec.type_text
+                + ("" if spec.dynamic else "; read-only at run time"),
+                read_only=not spec.dynamic,
+                # We check types ourselves (accepting 1 for 1.0 and [] for an empty list of
+                # any type); rclpy's static typing would reject both.
+                dynamic_typing=True,
+            )
+            node.declare_parameter(spec.name, spec.to_ros(_get_path(base, spec.path)),
+                                   descriptor)
+        values = {s.name: node.get_parameter(s.name).value for s in self.specs}
+        self._config: C = build_config(config_cls, self.specs, values)
+        node.add_on_set_parameters_callback(self._validate)
+        node.add_post_set_parameters_callback(self._apply)
+
+    @property
+    def config(self) -> C:
+        """The current validated config (replaced, never mutated, on dynamic changes)."""
+        with self._lock:
+            return self._config
+
+    def _candidate(self, parameters: Sequence[Parameter]) -> tuple[C, list[str]] | None:
+        ours = [p for p in parameters if p.name in self._by_name]
+        if not ours:
+            return None
+        values = {s.name: self._node.get_parameter(s.name).value for s in self.specs}
+        for param in ours:
+            values[param.name] = param.value
+        return build_config(self._cls, self.specs, values), [p.name for p in ours]
+
+    def _validate(self, parameters: list[Parameter]) -> SetParametersResult:
+        for param in parameters:
+            spec = self._by_name.get(param.name)
+            if spec is not None and not spec.dynamic:
+                return SetParametersResult(
+                    successful=False, reason=f"{param.name}: read-only at run time "
+                                             "(set it in the params file and restart)")
+        try:
+            self._candidate(parameters)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply(self, parameters: list[Parameter]) -> None:
+        try:
+            result = self._candidate(parameters)
+        except ValueError:  # cannot happen after _validate accepted; never raise here
+            return
+        if result is None:
+            return
+        with self._lock:
+            self._config = result[0]
+        if self._on_change is not None:
+            self._on_change(result[0], result[1])
+
+
+def declare_config(node: Node, config_cls: type[C], **kwargs: Any) -> ConfigParameters[C]:
+    """Shorthand for :class:`ConfigParameters` (``default``, ``prefix``, ``dynamic``,
+    ``on_change`` as keywords)."""
+    return ConfigParameters(node, config_cls, **kwargs)

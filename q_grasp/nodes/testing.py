@@ -1,0 +1,104 @@
+"""Helpers for tests and benchmarks that talk to q_grasp nodes over real DDS.
+
+Isolation: each run picks its own ROS_DOMAIN_ID and keeps discovery on localhost, so parallel
+test runs on one machine do not hear each other. Child processes get LD_LIBRARY_PATH and the
+ros-wheels-bootstrapper guard set, so they start without the bootstrapper's re-exec.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def unique_domain_id() -> int:
+    """A ROS_DOMAIN_ID in [1, 100] unlikely to be used by a concurrent run on this machine.
+
+    Domain ids above 101 collide with the ephemeral port range on Linux; 0 is everyone's
+    default, so both are avoided.
+    """
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    return rng.randint(1, 100)
+
+
+def ros_library_path() -> str:
+    """LD_LIBRARY_PATH that the ros-wheels-bootstrapper would set (empty on a ROS install)."""
+    try:
+        import ros_wheels_bootstrapper as bootstrapper
+    except ImportError:
+        return os.environ.get("LD_LIBRARY_PATH", "")
+    paths = bootstrapper.get_ros_paths()
+    if isinstance(paths, (list, tuple)):
+        paths = os.pathsep.join(paths)
+    current = os.environ.get("LD_LIBRARY_PATH", "")
+    return os.pathsep.join(p for p in (str(paths), current) if p)
+
+
+def ros_child_env(domain_id: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child process running rclpy in ``domain_id`` on localhost only."""
+    env = dict(os.environ)
+    env.update({
+        "ROS_DOMAIN_ID": str(domain_id),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "LD_LIBRARY_PATH": ros_library_path(),
+        "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1",
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+        "RCUTILS_COLORIZED_OUTPUT": "0",
+    })
+    if extra:
+        env.update(extra)
+    return env
+
+
+def start_node_process(module: str, ros_args: Sequence[str] = (), *, domain_id: int,
+                       log_path: Path | str, extra_env: Mapping[str, str] | None = None
+                       ) -> subprocess.Popen:
+    """Run ``python -m <module> --ros-args ...`` in its own process group, output to a file."""
+    log = open(log_path, "wb")  # noqa: SIM115 - the child owns it; closed in stop_process
+    cmd = [sys.executable, "-m", module]
+    if ros_args:
+        cmd += ["--ros-args", *ros_args]
+    proc = subprocess.Popen(cmd, env=ros_child_env(domain_id, extra_env), stdout=log,
+                            stderr=subprocess.STDOUT, cwd=str(REPO_ROOT),
+                            start_new_session=True)
+    proc._q_grasp_log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> int | None:
+    """SIGINT (clean shutdown) the process we started, then SIGKILL it if it hangs."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout_s)
+        return proc.returncode
+    finally:
+        log = getattr(proc, "_q_grasp_log", None)
+        if log is not None:
+            log.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, spin_once: Callable[[], None],
+               ) -> bool:
+    """Call ``spin_once`` until ``predicate()`` holds or ``timeout_s`` (wall clock) passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        spin_once()
+    return predicate()

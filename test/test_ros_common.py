@@ -1,0 +1,405 @@
+"""Node groundwork: message conversions, trajectory validation, parameters from dataclasses,
+diagnostics and QoS. Conversions need only the message packages; tests that create a node are
+marked ``ros`` and run in their own ROS domain on localhost."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Duration
+from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from q_grasp.nodes import qos
+from q_grasp.nodes.convert import (
+    MessageError,
+    blob_to_msg,
+    camera_info_msg,
+    camera_info_to_dict,
+    color_image_to_numpy,
+    depth_image_to_numpy,
+    image_msg,
+    joint_positions,
+    joint_state_msg,
+    msg_to_blob,
+    parse_joint_trajectory,
+    to_time_msg,
+)
+from q_grasp.nodes.testing import unique_domain_id
+from q_grasp.wire import WireError
+
+# ----------------------------------------------------------------------------- images
+
+
+def test_rgb_and_depth_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    depth = rng.random((6, 5)).astype(np.float32)
+    msg = image_msg(rgb, "rgb8", to_time_msg(1.5), "camera_color_optical_frame")
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (6, 5, 15, "rgb8")
+    assert msg.header.frame_id == "camera_color_optical_frame"
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1, 500_000_000)
+    np.testing.assert_array_equal(color_image_to_numpy(msg, (6, 5)), rgb)
+    dmsg = image_msg(depth, "32FC1")
+    assert dmsg.step == 20
+    np.testing.assert_array_equal(depth_image_to_numpy(dmsg, (6, 5)), depth)
+
+
+def _raw_image(encoding: str, h: int, w: int, step: int, data: bytes,
+               bigendian: int = 0) -> Image:
+    msg = Image(height=h, width=w, encoding=encoding, step=step, is_bigendian=bigendian)
+    msg.data = bytes(data)
+    return msg
+
+
+def test_color_encodings_and_row_padding() -> None:
+    bgr = np.array([[[1, 2, 3], [4, 5, 6]]], np.uint8)
+    padded = bgr.tobytes() + b"\0\0"  # step 8 for 6 bytes of pixels
+    out = color_image_to_numpy(_raw_image("bgr8", 1, 2, 8, padded))
+    np.testing.assert_array_equal(out, bgr[:, :, ::-1])
+    rgba = np.array([[[1, 2, 3, 255]]], np.uint8)
+    np.testing.assert_array_equal(
+        color_image_to_numpy(_raw_image("rgba8", 1, 1, 4, rgba.tobytes())), [[[1, 2, 3]]])
+    mono = color_image_to_numpy(_raw_image("mono8", 1, 2, 2, b"\x07\x09"))
+    np.testing.assert_array_equal(mono, [[[7, 7, 7], [9, 9, 9]]])
+
+
+def test_depth_16uc1_millimetres_and_big_endian() -> None:
+    mm = np.array([[0, 1000, 250]], np.uint16)
+    depth = depth_image_to_numpy(_raw_image("16UC1", 1, 3, 6, mm.tobytes()))
+    assert np.isnan(depth[0, 0]) and depth[0, 1] == pytest.approx(1.0)
+    big = np.array([[0.5, 2.0]], ">f4")
+    out = depth_image_to_numpy(_raw_image("32FC1", 1, 2, 8, big.tobytes(), bigendian=1))
+    np.testing.assert_array_equal(out, [[0.5, 2.0]])
+    assert out.dtype == np.float32 and out.dtype.byteorder in ("=", "<")
+
+
+@pytest.mark.parametrize("msg, parse, reason", [
+    (_raw_image("yuv422", 2, 2, 4, b"\0" * 8), color_image_to_numpy, "encoding"),
+    (_raw_image("32FC1", 2, 2, 8, b"\0" * 16), color_image_to_numpy, "encoding"),
+    (_raw_image("rgb8", 2, 2, 6, b"\0" * 12), depth_image_to_numpy, "encoding"),
+    (_raw_image("rgb8", 2, 2, 6, b"\0" * 11), color_image_to_numpy, "bad_size"),
+    (_raw_image("rgb8", 2, 2, 5, b"\0" * 10), color_image_to_numpy, "bad_size"),
+    (_raw_image("rgb8", 0, 2, 6, b""), color_image_to_numpy, "bad_size"),
+    (_raw_image("32FC1", 2, 2, 8, b"\0" * 100), depth_image_to_numpy, "bad_size"),
+    (_raw_image("rgb8", 3, 2, 6, b"\0" * 18), color_image_to_numpy, "wrong_size"),
+])
+def test_bad_images_rejected_with_reason(msg: Image, parse, reason: str) -> None:
+    with pytest.raises(MessageError) as info:
+        parse(msg, (2, 2))
+    assert info.value.reason == reason
+
+
+def test_image_msg_refuses_wrong_arrays() -> None:
+    with pytest.raises(ValueError, match="encoding"):
+        image_msg(np.zeros((2, 2, 3), np.uint8), "bgr8")
+    with pytest.raises(ValueError, match="32FC1"):
+        image_msg(np.zeros((2, 2), np.float64), "32FC1")
+
+
+# ----------------------------------------------------------------------------- camera, joints
+
+
+def test_camera_info_round_trip() -> None:
+    K = np.array([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]])
+    P = np.hstack([K, np.zeros((3, 1))])
+    info = {"width": 64, "height": 48, "K": K, "P": P, "D": [0.0] * 5, "R": np.eye(3),
+            "distortion_model": "plumb_bob", "frame_id": "camera_color_optical_frame"}
+    msg = camera_info_msg(info, to_time_msg(2.0))
+    assert msg.header.frame_id == "camera_color_optical_frame"
+    back = camera_info_to_dict(msg)
+    np.testing.assert_array_equal(back["K"], K)
+    np.testing.assert_array_equal(back["P"], P)
+    assert (back["width"], back["height"]) == (64, 48)
+    msg.k[0] = float("nan")
+    with pytest.raises(MessageError, match="bad_intrinsics"):
+        camera_info_to_dict(msg)
+
+
+def test_joint_state_selection_and_errors() -> None:
+    msg = joint_state_msg(["b", "a", "c"], [2.0, 1.0, 3.0], [0.1, 0.2, 0.3])
+    np.testing.assert_array_equal(joint_positions(msg, ["a", "b"]), [1.0, 2.0])
+    with pytest.raises(MessageError, match="missing_joint"):
+        joint_positions(msg, ["a", "z"])
+    msg.position[0] = float("nan")
+    with pytest.raises(MessageError, match="non_finite"):
+        joint_positions(msg, ["b"])
+    msg.position = [1.0]
+    with pytest.raises(MessageError, match="size_mismatch"):
+        joint_positions(msg, ["b"])
+
+
+# ----------------------------------------------------------------------------- trajectories
+
+LOWER = {"j1": -1.0, "j2": -2.0, "j3": 0.0}
+UPPER = {"j1": 1.0, "j2": 2.0, "j3": 0.03}
+
+
+def trajectory(names: list[str], points: list[tuple[list[float], float]]) -> JointTrajectory:
+    msg = JointTrajectory(joint_names=names)
+    for positions, t in points:
+        sec = int(t)
+        msg.points.append(JointTrajectoryPoint(
+            positions=[float(p) for p in positions],
+            time_from_start=Duration(sec=sec, nanosec=int(round((t - sec) * 1e9)))))
+    return msg
+
+
+def test_trajectory_parse_and_sample() -> None:
+    traj = parse_joint_trajectory(trajectory(["j2", "j1"], [([1.0, 0.5], 1.0),
+                                                             ([2.0, -0.5], 3.0)]), LOWER, UPPER)
+    assert traj.joint_names == ("j2", "j1") and traj.duration_s == pytest.approx(3.0)
+    start = np.array([0.0, 0.0])
+    np.testing.assert_allclose(traj.sample(0.0, start), [0.0, 0.0])
+    np.testing.assert_allclose(traj.sample(0.5, start), [0.5, 0.25])
+    np.testing.assert_allclose(traj.sample(2.0, start), [1.5, 0.0])
+    np.testing.assert_allclose(traj.sample(10.0, start), [2.0, -0.5])
+    # A single point due at once is a step command.
+    now = parse_joint_trajectory(trajectory(["j3"], [([0.03], 0.0)]), LOWER, UPPER)
+    np.testing.assert_allclose(now.sample(0.0, np.array([0.0])), [0.03])
+
+
+@pytest.mark.parametrize("msg, reason", [
+    (trajectory([], [([], 1.0)]), "empty"),
+    (trajectory(["j1"], []), "empty"),
+    (trajectory(["j1", "elbow"], [([0, 0], 1.0)]), "unknown_joint"),
+    (trajectory(["j1", "j1"], [([0, 0], 1.0)]), "duplicate_joint"),
+    (trajectory(["j1", "j2"], [([0.0], 1.0)]), "size_mismatch"),
+    (trajectory(["j1"], [([float("nan")], 1.0)]), "non_finite"),
+    (trajectory(["j1"], [([float("inf")], 1.0)]), "non_finite"),
+    (trajectory(["j1"], [([1.5], 1.0)]), "out_of_limits"),
+    (trajectory(["j3"], [([0.01], 1.0), ([-0.01], 2.0)]), "out_of_limits"),
+    (trajectory(["j1"], [([0.1], 2.0), ([0.2], 1.0)]), "time_not_increasing"),
+    (trajectory(["j1"], [([0.1], 1.0), ([0.2], 1.0)]), "time_not_increasing"),
+])
+def test_bad_trajectories_rejected(msg: JointTrajectory, reason: str) -> None:
+    with pytest.raises(MessageError) as info:
+        parse_joint_trajectory(msg, LOWER, UPPER)
+    assert info.value.reason == reason
+
+
+def test_too_many_points() -> None:
+    msg = trajectory(["j1"], [([0.0], 0.1 * (i + 1)) for i in range(20)])
+    with pytest.raises(MessageError, match="too_many_points"):
+        parse_joint_trajectory(msg, LOWER, UPPER, max_points=10)
+
+
+# ----------------------------------------------------------------------------- wire messages
+
+
+def test_blob_message_round_trip_and_label() -> None:
+    blob = bytes(range(256)) * 4096  # 1 MiB
+    start = time.perf_counter()
+    msg = blob_to_msg(blob, "q_grasp/transitions")
+    elapsed = time.perf_counter() - start
+    assert msg.layout.dim[0].label == "q_grasp/transitions"
+    assert msg.layout.dim[0].size == len(blob)
+    assert bytes(msg_to_blob(msg, "q_grasp/transitions")) == blob
+    assert elapsed < 0.05, "blob_to_msg must take rosidl's fast path (one memcpy)"
+    with pytest.raises(WireError, match="schema"):
+        msg_to_blob(msg, "q_grasp/weights")
+    msg.layout.dim = []
+    with pytest.raises(WireError, match="schema"):
+        msg_to_blob(msg, "q_grasp/transitions")
+
+
+# ----------------------------------------------------------------------------- QoS
+
+
+def test_qos_profiles_match_design() -> None:
+    assert qos.SENSOR_SUBSCRIBER_QOS.reliability == ReliabilityPolicy.BEST_EFFORT
+    assert qos.IMAGE_PUBLISHER_QOS.reliability == ReliabilityPolicy.RELIABLE
+    assert qos.COMMAND_QOS.reliability == ReliabilityPolicy.RELIABLE
+    for profile in (qos.WEIGHTS_QOS, qos.LATCHED_QOS):
+        assert profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+        assert profile.depth == 1 and profile.reliability == ReliabilityPolicy.RELIABLE
+    deep = qos.transitions_qos(500)
+    assert deep.depth == 500 and deep.reliability == ReliabilityPolicy.RELIABLE
+    with pytest.raises(ValueError, match="depth"):
+        qos.transitions_qos(0)
+    assert qos.CLOCK_QOS.reliability == ReliabilityPolicy.BEST_EFFORT
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+@dataclass
+class InnerConfig:
+    """A nested config."""
+
+    width: int = 64
+    """Image width in pixels."""
+    position: tuple[float, float, float] = (0.1, 0.0, 0.25)
+    """Camera position (m)."""
+
+    def __post_init__(self) -> None:
+        if self.width < 16:
+            raise ValueError(f"width: must be >= 16 pixels, got {self.width}")
+
+
+@dataclass
+class OuterConfig:
+    """A node config."""
+
+    task: Literal["grasp", "reacher"] = "grasp"
+    """Which task to run."""
+    rate_hz: float = 10.0
+    """Publishing rate."""
+    names: list[str] = field(default_factory=lambda: ["a", "b"])
+    """Joint names."""
+    gains: list[float] = field(default_factory=list)
+    """Optional gains (may be empty)."""
+    checkpoint: str | None = None
+    """Checkpoint file, unset by default."""
+    verbose: bool = False
+    """Log more."""
+    camera: InnerConfig = field(default_factory=InnerConfig)
+    """Camera settings."""
+
+    def __post_init__(self) -> None:
+        if not self.rate_hz > 0:
+            raise ValueError(f"rate_hz: must be > 0 Hz, got {self.rate_hz}")
+
+
+@pytest.fixture(scope="module")
+def ros_context():
+    import rclpy
+
+    os.environ["ROS_DOMAIN_ID"] = str(unique_domain_id())
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.try_shutdown(context=context)
+
+
+def _node(context, name: str, overrides: list | None = None):
+    from rclpy.node import Node
+
+    return Node(name, context=context, parameter_overrides=overrides or [])
+
+
+@pytest.mark.ros
+def test_parameters_declared_with_docs_and_types(ros_context) -> None:
+    from q_grasp.nodes.params import declare_config
+
+    node = _node(ros_context, "params_docs")
+    try:
+        params = declare_config(node, OuterConfig, dynamic={"rate_hz"})
+        assert params.config == OuterConfig()
+        described = {d.name: d for d in node.describe_parameters(
+            ["rate_hz", "camera.width", "camera.position", "task", "checkpoint"])}
+        assert described["rate_hz"].description == "Publishing rate."
+        assert described["camera.width"].description == "Image width in pixels."
+        assert described["camera.width"].read_only
+        assert not described["rate_hz"].read_only
+        assert "['grasp', 'reacher']" in described["task"].additional_constraints
+        assert node.get_parameter("camera.position").value == [0.1, 0.0, 0.25]
+        assert node.get_parameter("checkpoint").value == ""
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.ros
+def test_parameter_overrides_build_config(ros_context) -> None:
+    from rclpy.parameter import Parameter
+
+    from q_grasp.nodes.params import declare_config
+
+    overrides = [Parameter("rate_hz", value=5), Parameter("camera.width", value=128),
+                 Parameter("camera.position", value=[1, 2, 3]),
+                 Parameter("task", value="reacher"), Parameter("checkpoint", value="/x.st"),
+                 Parameter("gains", value=[1.0, 2.0])]
+    node = _node(ros_context, "params_overrides", overrides)
+    try:
+        config = declare_config(node, OuterConfig).config
+        assert config.rate_hz == 5.0 and isinstance(config.rate_hz, float)
+        assert config.camera == InnerConfig(width=128, position=(1.0, 2.0, 3.0))
+        assert config.task == "reacher" and config.checkpoint == "/x.st"
+        assert config.gains == [1.0, 2.0]
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("override, message", [
+    (("rate_hz", -1.0), "rate_hz: must be > 0"),
+    (("rate_hz", "fast"), "rate_hz: expected float"),
+    (("rate_hz", float("nan")), "rate_hz: expected float"),
+    (("camera.width", 8), "camera: width: must be >= 16"),
+    (("camera.width", True), "camera.width: expected int"),
+    (("camera.position", [1.0, 2.0]), "camera.position: expected 3 values"),
+    (("task", "juggle"), "task: must be one of"),
+    (("names", [1, 2]), r"names: expected list\[str\]"),
+])
+def test_bad_overrides_stop_the_node_with_a_reason(ros_context, override, message) -> None:
+    from rclpy.parameter import Parameter
+
+    from q_grasp.nodes.params import declare_config
+
+    node = _node(ros_context, "params_bad", [Parameter(override[0], value=override[1])])
+    try:
+        with pytest.raises(ValueError, match=message):
+            declare_config(node, OuterConfig)
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.ros
+def test_runtime_changes_validated(ros_context) -> None:
+    from rclpy.parameter import Parameter
+
+    from q_grasp.nodes.params import declare_config
+
+    node = _node(ros_context, "params_runtime")
+    changes = []
+    try:
+        params = declare_config(node, OuterConfig, dynamic={"rate_hz", "camera.width"},
+                                on_change=lambda cfg, names: changes.append((cfg, names)))
+        ok = node.set_parameters([Parameter("rate_hz", value=20)])[0]
+        assert ok.successful and params.config.rate_hz == 20.0
+        assert changes and changes[-1][1] == ["rate_hz"]
+        bad = node.set_parameters([Parameter("rate_hz", value=0.0)])[0]
+        assert not bad.successful and "rate_hz: must be > 0" in bad.reason
+        assert params.config.rate_hz == 20.0
+        bad = node.set_parameters([Parameter("camera.width", value=4)])[0]
+        assert not bad.successful and "width: must be >= 16" in bad.reason
+        ro = node.set_parameters([Parameter("task", value="reacher")])[0]
+        assert not ro.successful and params.config.task == "grasp"
+        assert node.set_parameters([Parameter("camera.width", value=32)])[0].successful
+        assert params.config.camera.width == 32
+    finally:
+        node.destroy_node()
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+
+@pytest.mark.ros
+def test_diagnostics_counts_and_rejections(ros_context) -> None:
+    from q_grasp.nodes.diagnostics import WARN, Diagnostics, status_values
+
+    node = _node(ros_context, "diag")
+    try:
+        diag = Diagnostics(node, "q_grasp/test", period_s=0.0)
+        diag.count("received", 3)
+        diag.set(loss=0.125, buffer_size=10)
+        for _ in range(5):
+            diag.reject("trajectory", "non_finite", "NaN in point 0")
+        diag.reject("trajectory", "unknown_joint", "joint 'x'")
+        diag.set_level(WARN, "rejecting input")
+        status = diag.status()
+        values = status_values(status)
+        assert values["received"] == "3" and values["loss"] == "0.125"
+        assert values["rejected.trajectory.non_finite"] == "5"
+        assert diag.rejected_total("trajectory") == 6 and diag.rejected_total() == 6
+        assert status.level == WARN and status.message == "rejecting input"
+        diag.publish()
+    finally:
+        node.destroy_node()
