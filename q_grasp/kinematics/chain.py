@@ -287,7 +287,8 @@ class KinematicChain:
         if arr.shape != (self.n_joints,):
             raise ValueError(f"{name}: expected shape ({self.n_joints},) for joints "
                              f"{self._joint_names}, got shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
+        # One sum instead of an elementwise test: NaN/inf propagate (fk sits in env.step).
+        if not math.isfinite(arr.sum()):
             raise ValueError(f"{name}: joint positions must be finite, got {arr}")
         return arr
 
@@ -317,14 +318,20 @@ class KinematicChain:
         return k, chain_offset @ offset
 
     # ---------------------------------------------------------------------------- forward
-    def _motions(self, Qs: np.ndarray) -> np.ndarray:
-        """M_k(q) for joint values Qs (..., n_mov) in chain order: shape (..., n_mov, 4, 4)."""
+    def _motions(self, Qs: np.ndarray, n: int | None = None) -> np.ndarray:
+        """M_k(q) of the first n movable joints for values Qs (..., n) in chain order:
+        shape (..., n, 4, 4)."""
+        n = len(self._pre) if n is None else n
         a = np.sin(Qs)
         b = 1.0 - np.cos(Qs)
         if self._any_prismatic:
-            a[..., self._prismatic] = Qs[..., self._prismatic]
-            b[..., self._prismatic] = 0.0
-        return self._P0 + a[..., None, None] * self._P1 + b[..., None, None] * self._P2
+            pris = self._prismatic[:n]
+            a[..., pris] = Qs[..., pris]
+            b[..., pris] = 0.0
+        M = a[..., None, None] * self._P1[:n]
+        M += self._P0[:n]
+        M += b[..., None, None] * self._P2[:n]
+        return M
 
     def _forward(self, q: np.ndarray, keep_frames: bool = False):
         """World pose of ee_link plus each movable joint's world axis and origin (for J)."""
@@ -343,7 +350,11 @@ class KinematicChain:
 
     def fk(self, q: np.ndarray | Sequence[float]) -> np.ndarray:
         """World pose (4, 4) of ee_link at joint positions ``q`` (n_joints,)."""
-        return self._forward(self._check_q(q))[0]
+        M = self._motions(self._check_q(q)[self._qidx])
+        T = self.world_T_base
+        for k in range(M.shape[0]):
+            T = T @ M[k]
+        return T @ self._tail
 
     def link_pose(self, q: np.ndarray | Sequence[float], link_name: str) -> np.ndarray:
         """World pose (4, 4) of ``link_name`` (on the chain, or fixed to a chain link)."""
@@ -357,22 +368,27 @@ class KinematicChain:
 
         Vectorised over N with numpy; equal to fk / link_pose in a loop.
         """
+        return self.link_poses_batch(Q, [self.ee_link if link_name is None else link_name])[:, 0]
+
+    def link_poses_batch(self, Q: np.ndarray, link_names: Sequence[str]) -> np.ndarray:
+        """World poses (N, L, 4, 4) of several links for joint vectors Q (N, n), in one pass."""
         Q = np.asarray(Q, dtype=float)
         if Q.ndim != 2 or Q.shape[1] != self.n_joints:
             raise ValueError(f"Q: expected shape (N, {self.n_joints}), got {Q.shape}")
         if not np.all(np.isfinite(Q)):
             raise ValueError("Q: joint positions must be finite")
-        if link_name is None:
-            stop, offset = len(self._pre) - 1, self._tail
-        else:
-            stop, offset = self._resolve_link(link_name)
+        wanted = [self._resolve_link(name) for name in link_names]
+        stop = max((k for k, _ in wanted), default=-1)
         N = Q.shape[0]
-        T = np.broadcast_to(self.world_T_base, (N, 4, 4))
+        frames = [np.broadcast_to(self.world_T_base, (N, 4, 4))]
         if stop >= 0:
-            M = self._motions(Q[:, self._qidx])
+            M = self._motions(Q[:, self._qidx[: stop + 1]], stop + 1)
             for k in range(stop + 1):
-                T = T @ M[:, k]
-        return T @ offset
+                frames.append(frames[-1] @ M[:, k])
+        out = np.empty((N, len(wanted), 4, 4))
+        for i, (k, offset) in enumerate(wanted):
+            out[:, i] = frames[k + 1] @ offset
+        return out
 
     def _jacobian_from(self, T_ee: np.ndarray, axes: np.ndarray, origins: np.ndarray):
         d = T_ee[:3, 3] - origins
