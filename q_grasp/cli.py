@@ -1,0 +1,279 @@
+"""Single-process command line: `python -m q_grasp train | eval | plot` (no ROS needed).
+
+  python -m q_grasp train --task reacher --seed 0 --out runs/reacher
+  python -m q_grasp train --task CartPole-v1 --seeds 0,1,2 --steps 50000 --out runs/cartpole
+  python -m q_grasp eval --checkpoint runs/reacher/model.safetensors --episodes 100 --video r.gif
+  python -m q_grasp plot runs/reacher runs/other --out compare.png
+
+Bad input (unknown task, invalid config, corrupt checkpoint) ends with one clear error line on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+USAGE_ERROR = 2
+
+
+class CliError(ValueError):
+    """A command-line argument is wrong."""
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CliError(f"--seeds: expected comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CliError(f"--seeds: expected distinct comma-separated integers, got {text!r}")
+    return seeds
+
+
+def _apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`section.field=value` strings (values parsed as YAML) applied onto a config dict."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            raise CliError(f"--set: expected section.field=value, got {item!r}")
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise CliError(f"--set {key}: {p!r} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise CliError(f"--set {key}: cannot parse value {raw!r}") from None
+    return data
+
+
+def _load_config(args: argparse.Namespace):
+    from q_grasp.learning.config import ExperimentConfig
+    from q_grasp.learning.tasks import default_config, resolve_task
+
+    env_id = resolve_task(args.task) if args.task else None
+    if args.config:
+        cfg = ExperimentConfig.from_yaml(args.config)
+        if env_id is not None and cfg.env.id != env_id:
+            if cfg.env.kwargs:
+                raise CliError(f"--task {args.task} ({env_id}) differs from env.id {cfg.env.id!r}"
+                               f" of {args.config}, whose env.kwargs are for that env")
+            cfg.env.id = env_id
+    elif env_id is not None:
+        cfg = default_config(env_id)
+    else:
+        raise CliError("train: give --task (reacher, grasp, or a gymnasium id) or --config")
+    data = cfg.to_dict()
+    if args.steps is not None:
+        data["training"]["total_steps"] = args.steps
+    data = _apply_overrides(data, args.set or [])
+    return ExperimentConfig.from_dict(data)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from q_grasp.learning.checkpoint import load_checkpoint
+    from q_grasp.learning.config import ExperimentConfig
+    from q_grasp.learning.plotting import plot_runs
+    from q_grasp.learning.trainer import run_training
+
+    if args.resume:
+        ckpt = load_checkpoint(args.resume)
+        if args.config or args.task:
+            cfg = _load_config(args)
+        else:
+            if ckpt.config is None:
+                raise CliError(f"--resume {args.resume}: checkpoint holds no training config")
+            data = ckpt.config.to_dict()
+            if args.steps is not None:
+                data["training"]["total_steps"] = args.steps
+            cfg = ExperimentConfig.from_dict(_apply_overrides(data, args.set or []))
+        seeds = [int(ckpt.extra.get("seed", 0)) if args.seed is None else args.seed]
+        out = Path(args.out) if args.out else Path(args.resume).parent
+    else:
+        cfg = _load_config(args)
+        if args.seeds and args.seed is not None:
+            raise CliError("train: give either --seed or --seeds, not both")
+        seeds = _parse_seeds(args.seeds) if args.seeds else [args.seed or 0]
+        out = Path(args.out) if args.out else Path("runs") / cfg.env.id.split("/")[-1]
+    if args.resume and args.seeds:
+        raise CliError("train: --resume continues one run; --seeds does not apply")
+    log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    results = []
+    for seed in seeds:
+        run_dir = out / f"seed_{seed}" if len(seeds) > 1 else out
+        res = run_training(cfg, run_dir, seed=seed, resume=args.resume, log=log,
+                           plot=not args.no_plot)
+        results.append(res)
+        print(f"[seed {seed}] greedy eval: {res.final_eval.summary()} "
+              f"(trained {cfg.training.total_steps} steps in {res.wall_time_s:.0f} s)",
+              flush=True)
+    if len(results) > 1:
+        plot = None if args.no_plot else plot_runs([out], out / "plots.png")
+        rates = [r.final_eval.success_rate for r in results]
+        rets = [r.final_eval.mean_return for r in results]
+        summary = {"seeds": seeds, "median_success_rate": statistics.median(rates),
+                   "median_mean_return": statistics.median(rets),
+                   "per_seed": [r.final_eval.to_dict() for r in results]}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"median over seeds {seeds}: success rate {summary['median_success_rate']:.3f}, "
+              f"mean return {summary['median_mean_return']:.3f}")
+        if plot:
+            print(f"plots: {plot}")
+    else:
+        res = results[0]
+        print(f"checkpoint: {res.checkpoint}")
+        if res.plot:
+            print(f"plots: {res.plot}")
+        print(f"metrics: {res.run_dir / 'progress.csv'}, {res.run_dir / 'episodes.csv'}, "
+              f"TensorBoard: {res.run_dir / 'tb'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from q_grasp.learning.agent import Actor
+    from q_grasp.learning.checkpoint import load_checkpoint
+    from q_grasp.learning.config import EnvConfig, ExplorationConfig
+    from q_grasp.learning.networks import image_channel_names
+    from q_grasp.learning.tasks import make_env, resolve_task
+    from q_grasp.learning.trainer import EVAL_SEED_BASE, evaluate
+    from q_grasp.learning.visualize import camera_image, q_map_overlay, save_gif, save_png
+
+    if args.episodes < 1:
+        raise CliError(f"--episodes: must be >= 1, got {args.episodes}")
+    ckpt = load_checkpoint(args.checkpoint)
+    env_info = ckpt.env or {}
+    env_cfg = ckpt.config.env if ckpt.config else EnvConfig(id=env_info.get("id", ""))
+    if args.task:
+        env_cfg = EnvConfig(id=resolve_task(args.task))
+    render_mode = None
+    if args.video:
+        probe = make_env(env_cfg)
+        modes = probe.metadata.get("render_modes", [])
+        probe.close()
+        render_mode = "rgb_array" if "rgb_array" in modes else None
+    env = make_env(env_cfg, render_mode=render_mode)
+    ckpt.check_env(env)
+    net = ckpt.build_network()
+    actor = Actor(net, ExplorationConfig(eval_epsilon=args.epsilon), total_steps=1,
+                  seed=args.seed)
+    frames: list = []
+    channels = image_channel_names(env)
+    qmap_dir = Path(args.qmap_dir) if args.qmap_dir else None
+    count = {"n": 0}
+
+    def on_step(obs, action, _info) -> None:
+        if args.video and len(frames) < args.max_frames:
+            frame = env.render() if render_mode else None
+            if frame is None and obs.ndim == 3:
+                frame = camera_image(obs, channels)
+            if frame is not None:
+                frames.append(frame)
+        if qmap_dir is not None and net.kind == "unet" and count["n"] < args.max_qmaps:
+            q_map = net.predict_q_map(obs)
+            pixel = np.unravel_index(int(action), q_map.shape)
+            save_png(q_map_overlay(obs, q_map, channels, tuple(int(x) for x in pixel)),
+                     qmap_dir / f"qmap_{count['n']:04d}.png")
+            count["n"] += 1
+
+    result = evaluate(env, actor, args.episodes, seed=args.seed + EVAL_SEED_BASE,
+                      on_step=on_step if (args.video or qmap_dir) else None)
+    env.close()
+    print(f"{env_cfg.id}: {result.summary()}")
+    if result.successes is not None and np.any(result.lengths > 1) and \
+            net.kind == "unet":
+        print(f"attempt success rate {result.attempt_success_rate:.3f}")
+    if args.video:
+        if frames:
+            print(f"video: {save_gif(frames, args.video, fps=args.fps)} ({len(frames)} frames)")
+        else:
+            print("video: the environment renders no frames; nothing written", file=sys.stderr)
+    if qmap_dir is not None:
+        if net.kind == "unet":
+            print(f"Q-maps: {count['n']} PNGs in {qmap_dir}")
+        else:
+            print("Q-maps: only for image (U-Net) policies; nothing written", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from q_grasp.learning.plotting import plot_runs
+
+    out = plot_runs(args.runs, args.out, window=args.window, title=args.title)
+    print(f"plots: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="q_grasp", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a DQN agent (single process)")
+    t.add_argument("--task", help="reacher, grasp, cartpole or any gymnasium id")
+    t.add_argument("--config", help="YAML config file (default: config/<task>.yaml)")
+    t.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    t.add_argument("--seeds", help="comma-separated seeds: one run per seed in OUT/seed_N")
+    t.add_argument("--steps", type=int, help="total environment steps (overrides the config)")
+    t.add_argument("--out", help="run folder (default runs/<env name>)")
+    t.add_argument("--resume", help="checkpoint to continue from (counters, schedules, buffer)")
+    t.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override one config field, e.g. --set dqn.learning_rate=5e-4")
+    t.add_argument("--quiet", action="store_true", help="no progress lines")
+    t.add_argument("--no-plot", action="store_true", help="skip the PNG plots at the end")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="greedy evaluation of a checkpoint")
+    e.add_argument("--checkpoint", required=True, help="model .safetensors file")
+    e.add_argument("--episodes", type=int, default=100)
+    e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    e.add_argument("--epsilon", type=float, default=0.0, help="epsilon for evaluation")
+    e.add_argument("--task", help="evaluate on this env instead of the checkpoint's")
+    e.add_argument("--video", help="write a GIF of the episodes here")
+    e.add_argument("--fps", type=float, default=10.0)
+    e.add_argument("--max-frames", type=int, default=600)
+    e.add_argument("--qmap-dir", help="grasping: write Q-map-over-image PNGs here")
+    e.add_argument("--max-qmaps", type=int, default=50)
+    e.add_argument("--json", help="also write the result as JSON here")
+    e.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plot", help="plot learning curves of run folders")
+    p.add_argument("runs", nargs="+", help="run folders (each: one curve; seeds averaged)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--window", type=int, default=50, help="moving-average window (episodes)")
+    p.add_argument("--title")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("q_grasp: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        # Our error types (ConfigError, CheckpointError, TaskError, ...) are ValueErrors whose
+        # message names the problem; a traceback adds nothing for bad input.
+        if args.debug:
+            raise
+        print(f"q_grasp {args.command}: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

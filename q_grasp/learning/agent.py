@@ -1,0 +1,187 @@
+"""Actor (acts from observations) and Learner (replay + TD updates), and the Agent that joins them.
+
+The roles are separate so that the ROS policy node can wrap an `Actor` and the trainer node a
+`Learner` (acme's actor/learner split): the actor only needs a network and exploration; the
+learner owns the replay buffer, the target network and the optimizer. Both guard their network
+with a lock so one thread can swap or publish weights while another acts or trains.
+In a single process, `Agent` shares one network between the two.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from q_grasp.learning.buffer import ReplayBuffer
+from q_grasp.learning.config import ExperimentConfig, ExplorationConfig
+from q_grasp.learning.dqn import UpdateResult, dqn_update, make_optimizer, update_target
+from q_grasp.learning.networks import (
+    QNetwork,
+    UNetQMap,
+    build_network,
+    image_channel_names,
+    network_spec_for_env,
+)
+from q_grasp.learning.schedules import boltzmann, epsilon_greedy, make_schedule
+
+
+class Actor:
+    """Chooses actions: epsilon-greedy or Boltzmann on the Q-network's output."""
+
+    def __init__(self, q_net: QNetwork | UNetQMap, exploration: ExplorationConfig,
+                 total_steps: int, seed: int | None = None) -> None:
+        self.q_net = q_net
+        self.exploration = exploration
+        self.schedule = make_schedule(exploration, total_steps)
+        self.rng = np.random.default_rng(seed)
+        self.lock = threading.RLock()
+
+    def exploration_value(self, step: int) -> float:
+        """Epsilon (or Boltzmann temperature) at environment step `step`."""
+        return float(self.schedule(step))
+
+    def act(self, obs: np.ndarray, step: int | None = None, *, greedy: bool = False,
+            epsilon: float | None = None) -> int:
+        """Action for one observation: greedy, with the given epsilon, or by the schedule."""
+        if greedy:
+            epsilon = self.exploration.eval_epsilon
+            if epsilon == 0.0:
+                with self.lock:
+                    return int(self.q_net.predict(obs))
+        value = epsilon if epsilon is not None else self.exploration_value(step or 0)
+        if self.exploration.strategy == "boltzmann" and not greedy and epsilon is None:
+            with self.lock:
+                q = self.q_net.predict_q(obs)
+            return int(boltzmann(q[None], value, self.rng)[0])
+        # Draw the coin first so that exploring steps skip the forward pass.
+        if self.rng.random() < value:
+            return int(self.rng.integers(self.q_net.n_actions))
+        with self.lock:
+            return int(self.q_net.predict(obs))
+
+    def act_batch(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """Epsilon-greedy actions for a batch of observations."""
+        with self.lock:
+            q = self.q_net.predict_q(obs)
+        return epsilon_greedy(q, epsilon, self.rng)
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Replace the network weights (e.g. received from the learner)."""
+        with self.lock:
+            self.q_net.load_state_dict(state_dict)
+
+
+class Learner:
+    """Replay buffer + online/target networks + optimizer; `optimize` runs one TD update."""
+
+    def __init__(self, q_net: QNetwork | UNetQMap, buffer: ReplayBuffer,
+                 cfg: ExperimentConfig, device: str | torch.device = "cpu") -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.q_net = q_net.to(self.device)
+        self.target_net = copy.deepcopy(q_net).to(self.device)
+        self.target_net.requires_grad_(False)
+        self.optimizer = make_optimizer(self.q_net.parameters(), cfg.dqn)
+        self.buffer = buffer
+        self.updates = 0
+        self.lock = threading.RLock()
+
+    def add_transition(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray,
+                       terminated: bool, truncated: bool, stream: Any = 0) -> None:
+        """Store one environment step of actor `stream` (thread-safe)."""
+        self.buffer.add(obs, action, reward, next_obs, terminated, truncated, stream)
+
+    def can_optimize(self) -> bool:
+        return len(self.buffer) >= self.cfg.dqn.batch_size
+
+    def optimize(self, beta: float = 1.0) -> UpdateResult | None:
+        """Sample a batch and run one TD update (None while the buffer has too few samples)."""
+        if not self.can_optimize():
+            return None
+        batch = self.buffer.sample(self.cfg.dqn.batch_size, beta=beta).to_torch(self.device)
+        with self.lock:
+            result = dqn_update(self.q_net, self.target_net, self.optimizer, batch, self.cfg.dqn)
+            self.updates += 1
+            dqn = self.cfg.dqn
+            if self.updates % dqn.target_update_interval == 0:
+                update_target(self.q_net, self.target_net, dqn.tau)
+        self.buffer.update_priorities(batch.indices.cpu().numpy(), result.td_errors)
+        return result
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the online network's state dict (for actors)."""
+        with self.lock:
+            return {k: v.detach().cpu().clone() for k, v in self.q_net.state_dict().items()}
+
+
+def make_buffer(cfg: ExperimentConfig, env: gym.Env, seed: int | None = None) -> ReplayBuffer:
+    """The replay buffer `cfg.buffer` describes for `env`'s observation space."""
+    obs_space = env.observation_space
+    return ReplayBuffer(
+        cfg.buffer.capacity, obs_space.shape, obs_space.dtype, n_steps=cfg.buffer.n_steps,
+        gamma=cfg.dqn.gamma, prioritized=cfg.buffer.prioritized, alpha=cfg.buffer.alpha,
+        priority_eps=cfg.buffer.priority_eps, channel_names=image_channel_names(env),
+        augment=cfg.buffer.augment, n_actions=int(env.action_space.n), seed=seed)
+
+
+class Agent:
+    """Single-process DQN agent: an Actor and a Learner sharing one Q-network.
+
+    Counters (`env_steps`, `episodes`, `learner.updates`) drive the exploration and PER-beta
+    schedules, so restoring them (checkpoint resume) continues the schedules.
+    """
+
+    def __init__(self, env: gym.Env, cfg: ExperimentConfig, seed: int = 0,
+                 network: tuple[str, dict[str, Any]] | None = None) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        seeds = np.random.SeedSequence(seed).generate_state(3)
+        torch.manual_seed(seed)
+        kind, net_config = network or network_spec_for_env(env, cfg.network)
+        q_net = build_network(kind, net_config)
+        self.buffer = make_buffer(cfg, env, seed=int(seeds[0]))
+        self.learner = Learner(q_net, self.buffer, cfg, cfg.training.device)
+        self.actor = Actor(self.learner.q_net, cfg.exploration, cfg.training.total_steps,
+                           seed=int(seeds[1]))
+        self.env_steps = 0
+        self.episodes = 0
+
+    @property
+    def q_net(self) -> QNetwork | UNetQMap:
+        return self.learner.q_net
+
+    @property
+    def exploration_value(self) -> float:
+        return self.actor.exploration_value(self.env_steps)
+
+    def act(self, obs: np.ndarray, greedy: bool = False) -> int:
+        return self.actor.act(obs, self.env_steps, greedy=greedy)
+
+    def observe(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray,
+                terminated: bool, truncated: bool) -> None:
+        self.learner.add_transition(obs, action, reward, next_obs, terminated, truncated)
+        self.env_steps += 1
+        if terminated or truncated:
+            self.episodes += 1
+
+    def per_beta(self) -> float:
+        b0 = self.cfg.buffer.beta_start
+        frac = min(self.env_steps / max(self.cfg.training.total_steps, 1), 1.0)
+        return b0 + frac * (1.0 - b0)
+
+    def optimize(self) -> UpdateResult | None:
+        return self.learner.optimize(beta=self.per_beta())
+
+    def counters(self) -> dict[str, int]:
+        return {"env_steps": self.env_steps, "episodes": self.episodes,
+                "updates": self.learner.updates}
+
+    def set_counters(self, counters: dict[str, int]) -> None:
+        self.env_steps = int(counters.get("env_steps", 0))
+        self.episodes = int(counters.get("episodes", 0))
+        self.learner.updates = int(counters.get("updates", 0))

@@ -1,0 +1,392 @@
+"""Configuration of a DQN experiment: one dataclass per component, loaded from YAML and validated.
+
+Every field has a docstring (the string literal under it). `ExperimentConfig.from_dict` rejects
+unknown keys, wrong types and out-of-range values with a `ConfigError` (a `ValueError`) naming
+the field, e.g. ``dqn.gamma: must be in (0, 1], got 1.5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+@dataclass
+class EnvConfig:
+    """Which gymnasium environment to train on, and its constructor arguments."""
+
+    id: str = "CartPole-v1"
+    """Gymnasium id (`q_grasp/Reacher-v0`, `q_grasp/TopDownGrasp-v0`, `CartPole-v1`, ...)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `gymnasium.make` (for q_grasp envs: fields of the env's config)."""
+    max_episode_steps: int | None = None
+    """Override of the registered time limit (None: keep the registered one)."""
+
+    def validate(self) -> None:
+        _check(bool(self.id.strip()), "env.id", "must be a non-empty gymnasium id", self.id)
+        if self.max_episode_steps is not None:
+            _check(self.max_episode_steps >= 1, "env.max_episode_steps", "must be >= 1",
+                   self.max_episode_steps)
+
+
+@dataclass
+class NetworkConfig:
+    """Q-network architecture; `kind: auto` picks the MLP for vectors, the U-Net for images."""
+
+    kind: Literal["auto", "mlp", "unet"] = "auto"
+    """`mlp` (QNetwork) for vector observations, `unet` (UNetQMap) for images, `auto` by shape."""
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64, 64])
+    """MLP hidden layer widths."""
+    activation: Literal["relu", "tanh", "elu", "gelu"] = "relu"
+    """Hidden activation (MLP and U-Net)."""
+    dueling: bool = False
+    """MLP only: dueling head Q = V + A - mean(A) (Wang et al. 2016)."""
+    normalize_inputs: bool = True
+    """MLP: rescale observation dims with finite Box bounds to [-1, 1] inside the network."""
+    unet_base_channels: int = 16
+    """U-Net: channels after the first convolution (doubled at every down-sampling)."""
+    unet_depth: int = 3
+    """U-Net: number of stride-2 down-convolutions (image sides are padded to 2**depth)."""
+    unet_up_mode: Literal["transpose", "upsample"] = "transpose"
+    """U-Net: ConvTranspose2d(stride 2) or Upsample(x2) + Conv2d on the way up."""
+    unet_coord_channels: bool = True
+    """U-Net: append normalised (x, y) pixel-coordinate channels (position-aware Q-maps)."""
+    height_scale_m: float = 0.05
+    """U-Net: height/depth channels are divided by this (metres) so they are of order 1."""
+
+    def validate(self) -> None:
+        _check(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
+               "network.hidden_sizes", "must be a non-empty list of positive ints",
+               self.hidden_sizes)
+        _check(1 <= self.unet_base_channels <= 1024, "network.unet_base_channels",
+               "must be in [1, 1024]", self.unet_base_channels)
+        _check(1 <= self.unet_depth <= 6, "network.unet_depth", "must be in [1, 6]",
+               self.unet_depth)
+        _check(self.height_scale_m > 0, "network.height_scale_m", "must be > 0",
+               self.height_scale_m)
+
+
+@dataclass
+class AugmentConfig:
+    """Random symmetries applied to sampled image transitions (image and pixel action together).
+
+    Valid for a camera looking straight down with its image axes along the world axes: a 90
+    degree image rotation then is a 90 degree turn of the scene, which adds pi/2 to the grasp
+    yaw (rotation index + R/2), and a mirror maps yaw to -yaw (index -> -index mod R).
+    """
+
+    rotate90: bool = False
+    """Random rotation by a multiple of 90 degrees (180 only when H != W or R is odd)."""
+    flip: bool = False
+    """Random horizontal/vertical mirror."""
+    translate_px: int = 0
+    """Random shift of up to this many pixels along each image axis (edge-padded)."""
+
+    def validate(self) -> None:
+        _check(0 <= self.translate_px <= 64, "buffer.augment.translate_px", "must be in [0, 64]",
+               self.translate_px)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rotate90 or self.flip or self.translate_px > 0
+
+
+@dataclass
+class BufferConfig:
+    """Replay buffer: capacity, n-step returns, prioritized replay, image augmentation."""
+
+    capacity: int = 50_000
+    """Number of transitions kept; the oldest is replaced when full."""
+    n_steps: int = 1
+    """n of n-step returns (1: plain one-step TD targets)."""
+    prioritized: bool = False
+    """Proportional prioritized replay (Schaul et al. 2015) with importance weights."""
+    alpha: float = 0.6
+    """PER: priority exponent (0: uniform sampling)."""
+    beta_start: float = 0.4
+    """PER: importance-weight exponent at the start, annealed linearly to 1 over training."""
+    priority_eps: float = 1e-3
+    """PER: added to |TD error| so that no transition gets zero priority."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Image augmentation (image observations only)."""
+
+    def validate(self) -> None:
+        _check(self.capacity >= 1, "buffer.capacity", "must be >= 1", self.capacity)
+        _check(1 <= self.n_steps <= 100, "buffer.n_steps", "must be in [1, 100]", self.n_steps)
+        _check(0.0 <= self.alpha <= 1.0, "buffer.alpha", "must be in [0, 1]", self.alpha)
+        _check(0.0 <= self.beta_start <= 1.0, "buffer.beta_start", "must be in [0, 1]",
+               self.beta_start)
+        _check(self.priority_eps > 0, "buffer.priority_eps", "must be > 0", self.priority_eps)
+        self.augment.validate()
+
+
+@dataclass
+class DQNConfig:
+    """The TD update: discount, loss, optimizer, Double DQN, target network."""
+
+    gamma: float = 0.98
+    """Discount factor (gamma**k for a k-step return)."""
+    learning_rate: float = 1e-3
+    """Optimizer learning rate."""
+    optimizer: Literal["adam", "adamw"] = "adam"
+    """Adam or AdamW."""
+    weight_decay: float = 0.0
+    """Weight decay (decoupled for AdamW)."""
+    amsgrad: bool = False
+    """Use the AMSGrad variant of Adam/AdamW."""
+    batch_size: int = 64
+    """Transitions per gradient step."""
+    double_q: bool = True
+    """Double DQN: pick a' with the online network, evaluate it with the target network."""
+    loss: Literal["huber", "mse"] = "huber"
+    """Huber (smooth L1) or mean squared TD error."""
+    huber_delta: float = 1.0
+    """Huber loss: quadratic within +-delta, linear outside."""
+    max_grad_norm: float | None = 10.0
+    """Clip the gradient to this global L2 norm (None: no clipping)."""
+    target_update_interval: int = 1000
+    """Update the target network every this many gradient steps."""
+    tau: float = 1.0
+    """Target update weight: 1.0 = hard copy, < 1 = Polyak averaging."""
+
+    def validate(self) -> None:
+        _check(0.0 < self.gamma <= 1.0, "dqn.gamma", "must be in (0, 1]", self.gamma)
+        _check(0.0 < self.learning_rate < 1.0, "dqn.learning_rate", "must be in (0, 1)",
+               self.learning_rate)
+        _check(self.weight_decay >= 0.0, "dqn.weight_decay", "must be >= 0", self.weight_decay)
+        _check(self.batch_size >= 1, "dqn.batch_size", "must be >= 1", self.batch_size)
+        _check(self.huber_delta > 0, "dqn.huber_delta", "must be > 0", self.huber_delta)
+        if self.max_grad_norm is not None:
+            _check(self.max_grad_norm > 0, "dqn.max_grad_norm", "must be > 0 or null",
+                   self.max_grad_norm)
+        _check(self.target_update_interval >= 1, "dqn.target_update_interval", "must be >= 1",
+               self.target_update_interval)
+        _check(0.0 < self.tau <= 1.0, "dqn.tau", "must be in (0, 1]", self.tau)
+
+
+@dataclass
+class ExplorationConfig:
+    """How the actor explores: epsilon-greedy or Boltzmann, with a decay schedule."""
+
+    strategy: Literal["epsilon_greedy", "boltzmann"] = "epsilon_greedy"
+    """epsilon-greedy (random action with prob. epsilon) or Boltzmann (softmax of Q / T)."""
+    schedule: Literal["linear", "exponential", "constant"] = "linear"
+    """How epsilon (or the temperature) goes from `start` to `end` over environment steps."""
+    start: float = 1.0
+    """Epsilon (or temperature) at step 0."""
+    end: float = 0.05
+    """Final epsilon (or temperature)."""
+    fraction: float = 0.9
+    """Linear: fraction of the training steps over which the value decays."""
+    decay_steps: float = 5000.0
+    """Exponential: time constant in steps of end + (start - end) exp(-step / decay_steps)."""
+    eval_epsilon: float = 0.0
+    """Epsilon used by evaluation (0: greedy)."""
+
+    def validate(self) -> None:
+        lo = "exploration.start"
+        if self.strategy == "epsilon_greedy":
+            _check(0.0 <= self.start <= 1.0, lo, "must be in [0, 1] for epsilon", self.start)
+            _check(0.0 <= self.end <= 1.0, "exploration.end", "must be in [0, 1] for epsilon",
+                   self.end)
+        else:
+            _check(self.start > 0, lo, "must be > 0 for a temperature", self.start)
+            _check(self.end > 0, "exploration.end", "must be > 0 for a temperature", self.end)
+        _check(0.0 < self.fraction <= 1.0, "exploration.fraction", "must be in (0, 1]",
+               self.fraction)
+        _check(self.decay_steps > 0, "exploration.decay_steps", "must be > 0", self.decay_steps)
+        _check(0.0 <= self.eval_epsilon <= 1.0, "exploration.eval_epsilon", "must be in [0, 1]",
+               self.eval_epsilon)
+
+
+@dataclass
+class TrainingConfig:
+    """The training loop: budget, update rhythm, evaluation, logging, checkpoints."""
+
+    total_steps: int = 20_000
+    """Environment steps to train for (the CLI's --steps overrides it)."""
+    learning_starts: int = 1000
+    """Environment steps collected before the first gradient step."""
+    train_freq: int = 1
+    """Run `gradient_steps` gradient steps every this many environment steps."""
+    gradient_steps: int = 1
+    """Gradient steps per training round."""
+    eval_interval: int = 5000
+    """Greedy evaluation every this many steps (0: only at the end)."""
+    eval_episodes: int = 20
+    """Episodes per periodic evaluation."""
+    final_eval_episodes: int = 100
+    """Episodes of the greedy evaluation at the end of training."""
+    keep_best: bool = False
+    """Save `best.safetensors` at the best periodic evaluation (the final model is kept too)."""
+    log_interval: int = 1000
+    """Print a progress line and write a metrics row every this many steps."""
+    checkpoint_interval: int = 0
+    """Save a checkpoint every this many steps (0: only at the end)."""
+    save_replay_buffer: bool = True
+    """Save the replay buffer next to the final checkpoint so that --resume continues it."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files."""
+    torch_threads: int = 1
+    """torch.set_num_threads (small networks run fastest on one thread)."""
+    device: str = "cpu"
+    """Torch device for the networks."""
+
+    def validate(self) -> None:
+        _check(self.total_steps >= 1, "training.total_steps", "must be >= 1", self.total_steps)
+        for name in ("learning_starts", "eval_interval", "checkpoint_interval"):
+            _check(getattr(self, name) >= 0, f"training.{name}", "must be >= 0",
+                   getattr(self, name))
+        for name in ("train_freq", "gradient_steps", "eval_episodes", "final_eval_episodes",
+                     "log_interval", "torch_threads"):
+            _check(getattr(self, name) >= 1, f"training.{name}", "must be >= 1",
+                   getattr(self, name))
+        _check(self.device == "cpu" or self.device.startswith(("cuda", "mps")),
+               "training.device", "must be cpu, cuda[:N] or mps", self.device)
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: environment, network, buffer, update, exploration, training loop."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The environment."""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    """The Q-network."""
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    """The replay buffer."""
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    """The TD update."""
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    """Exploration."""
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    """The training loop."""
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ExperimentConfig:
+        """Build and validate; raises ConfigError naming the offending field."""
+        cfg = _from_dict(cls, data or {}, "")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ExperimentConfig:
+        """Load a YAML file (missing sections and fields take their defaults)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"config file {str(path)!r}: cannot read ({exc.strerror})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r}: not valid YAML: {exc}") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"config file {str(path)!r}: top level must be a mapping of "
+                              f"sections, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"config file {str(path)!r}: {exc}") from None
+
+    def replace(self, **sections: Any) -> ExperimentConfig:
+        return dataclasses.replace(self, **sections)
+
+
+def _check(ok: bool, name: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: {rule}, got {value!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, name)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else
+                          f"{name}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name}: must be one of {', '.join(map(str, args))}; "
+                              f"got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{name}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping of fields, got {value!r}")
+        return _from_dict(tp, value, name + ".")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{name}: unsupported field type {_type_name(tp)}")  # pragma: no cover
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown field (in {where}; known fields: "
+                          f"{', '.join(names)})")
+    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
+    return cls(**kwargs)

@@ -1,0 +1,94 @@
+"""The DQN update as one readable function, plus target-network updates and the optimizer.
+
+    y = R + (1 - terminated) * gamma^k * Q_target(s', a*),
+    a* = argmax_a Q_online(s', a) (Double DQN) or argmax_a Q_target(s', a),
+
+where R is the k-step discounted return stored by the replay buffer. Only `terminated` masks
+the bootstrap term: a time-limit cut-off (truncated) still bootstraps.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from q_grasp.learning.buffer import ReplayBatch
+from q_grasp.learning.config import DQNConfig
+
+
+class UpdateResult(NamedTuple):
+    """What one gradient step reports."""
+
+    loss: float
+    """Mean (importance-weighted) Huber/MSE TD loss."""
+    mean_q: float
+    """Mean Q(s, a) of the batch's actions."""
+    mean_max_q: float
+    """Mean max_a Q(s, a) over the batch (model confidence)."""
+    grad_norm: float
+    """Gradient L2 norm before clipping."""
+    td_errors: np.ndarray
+    """Per-sample TD errors y - Q(s, a) (for prioritized replay)."""
+
+
+def make_optimizer(params, cfg: DQNConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW as configured (the learner owns it; networks never do)."""
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+
+
+def td_target(q_net: nn.Module, target_net: nn.Module, batch: ReplayBatch, gamma: float,
+              double_q: bool) -> torch.Tensor:
+    """TD targets (B,) for a torch batch, computed without gradients."""
+    with torch.no_grad():
+        next_q_target = target_net(batch.next_observations).flatten(1)
+        if double_q:
+            next_actions = q_net(batch.next_observations).flatten(1).argmax(dim=1, keepdim=True)
+        else:
+            next_actions = next_q_target.argmax(dim=1, keepdim=True)
+        next_q = next_q_target.gather(1, next_actions).squeeze(1)
+        discount = torch.pow(torch.as_tensor(gamma, dtype=next_q.dtype), batch.n_steps)
+        return batch.rewards + (1.0 - batch.terminated) * discount * next_q
+
+
+def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.Optimizer,
+               batch: ReplayBatch, cfg: DQNConfig) -> UpdateResult:
+    """One gradient step on a torch `ReplayBatch` (see module docstring for the target)."""
+    target = td_target(q_net, target_net, batch, cfg.gamma, cfg.double_q)
+    q_all = q_net(batch.observations).flatten(1)
+    q_taken = q_all.gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+    if cfg.loss == "huber":
+        per_sample = F.huber_loss(q_taken, target, reduction="none", delta=cfg.huber_delta)
+    else:
+        per_sample = F.mse_loss(q_taken, target, reduction="none")
+    loss = (batch.weights * per_sample).mean()
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.max_grad_norm is not None:
+        grad_norm = nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
+    else:
+        grad_norm = torch.linalg.vector_norm(torch.stack(
+            [p.grad.detach().norm() for p in q_net.parameters() if p.grad is not None]))
+    optimizer.step()
+
+    with torch.no_grad():
+        td_errors = (target - q_taken).cpu().numpy()
+        return UpdateResult(float(loss), float(q_taken.mean()),
+                            float(q_all.max(dim=1).values.mean()), float(grad_norm), td_errors)
+
+
+def update_target(q_net: nn.Module, target_net: nn.Module, tau: float = 1.0) -> None:
+    """theta' <- tau * theta + (1 - tau) * theta' (tau = 1: hard copy); buffers are copied."""
+    with torch.no_grad():
+        for p, tp in zip(q_net.parameters(), target_net.parameters(), strict=True):
+            if tau >= 1.0:
+                tp.copy_(p)
+            else:
+                tp.lerp_(p, tau)
+        for b, tb in zip(q_net.buffers(), target_net.buffers(), strict=True):
+            tb.copy_(b)

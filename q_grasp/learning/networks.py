@@ -1,0 +1,351 @@
+"""Q-networks: an MLP for vector observations and a U-Net that maps an image to a Q-map.
+
+Networks are plain `nn.Module`s that never own an optimizer. Each keeps its constructor
+arguments as a JSON-able dict in `net.config`, so `build_network(kind, config)` rebuilds it from
+a checkpoint alone. `predict` wrappers take numpy observations and return numpy actions (eval
+mode, no gradients).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from q_grasp.learning.config import NetworkConfig
+
+NETWORK_KINDS = ("mlp", "unet")
+COLOR_CHANNELS = ("r", "g", "b")
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
+
+
+class _Predictor(nn.Module):
+    """numpy in, numpy out; eval mode and no_grad for acting."""
+
+    config: dict[str, Any]
+    kind: str
+
+    @property
+    def n_actions(self) -> int:
+        raise NotImplementedError
+
+    def q_values(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, n_actions) Q-values in the env's flat action order."""
+        return self(obs).flatten(1)
+
+    def predict_q(self, obs: np.ndarray) -> np.ndarray:
+        """Q-values (B, n_actions) for a numpy batch (or a single observation: (n_actions,))."""
+        obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self._device())
+        single = obs_t.dim() == len(self.obs_shape)
+        if single:
+            obs_t = obs_t.unsqueeze(0)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                q = self.q_values(obs_t).cpu().numpy()
+        finally:
+            self.train(was_training)
+        return q[0] if single else q
+
+    def predict(self, obs: np.ndarray) -> np.ndarray | int:
+        """argmax_a Q(obs, a): an int for one observation, an int array for a batch."""
+        q = self.predict_q(obs)
+        if q.ndim == 1:
+            return int(q.argmax())
+        return q.argmax(axis=1)
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+class QNetwork(_Predictor):
+    """MLP Q(s, .) for a flat observation; optional dueling head and input normalisation."""
+
+    kind = "mlp"
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden_sizes: Sequence[int] = (64, 64, 64),
+                 activation: str = "relu", dueling: bool = False,
+                 obs_low: Sequence[float] | None = None,
+                 obs_high: Sequence[float] | None = None) -> None:
+        super().__init__()
+        if obs_dim < 1:
+            raise ValueError(f"obs_dim: must be >= 1, got {obs_dim}")
+        if n_actions < 1:
+            raise ValueError(f"n_actions: must be >= 1, got {n_actions}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation: must be one of {sorted(_ACTIVATIONS)}, "
+                             f"got {activation!r}")
+        self.config = {
+            "obs_dim": int(obs_dim), "n_actions": int(n_actions),
+            "hidden_sizes": [int(h) for h in hidden_sizes], "activation": activation,
+            "dueling": bool(dueling),
+            "obs_low": None if obs_low is None else [float(x) for x in obs_low],
+            "obs_high": None if obs_high is None else [float(x) for x in obs_high],
+        }
+        offset, scale = _normalisation(obs_dim, obs_low, obs_high)
+        # Buffers, not parameters: part of the state dict but never trained.
+        self.register_buffer("obs_offset", torch.as_tensor(offset))
+        self.register_buffer("obs_scale", torch.as_tensor(scale))
+        layers: list[nn.Module] = []
+        width = obs_dim
+        for h in hidden_sizes:
+            layers += [nn.Linear(width, h), _ACTIVATIONS[activation]()]
+            width = h
+        self.trunk = nn.Sequential(*layers)
+        if dueling:
+            self.value_head = nn.Linear(width, 1)
+            self.advantage_head = nn.Linear(width, n_actions)
+        else:
+            self.q_head = nn.Linear(width, n_actions)
+
+    @property
+    def n_actions(self) -> int:
+        return self.config["n_actions"]
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return (self.config["obs_dim"],)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = (obs.flatten(1) - self.obs_offset) * self.obs_scale
+        h = self.trunk(x)
+        if self.config["dueling"]:
+            adv = self.advantage_head(h)
+            return self.value_head(h) + adv - adv.mean(dim=1, keepdim=True)
+        return self.q_head(h)
+
+
+def _normalisation(obs_dim: int, low: Sequence[float] | None,
+                   high: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, scale) mapping finite, sensible Box bounds to [-1, 1]; identity elsewhere."""
+    offset = np.zeros(obs_dim, np.float32)
+    scale = np.ones(obs_dim, np.float32)
+    if low is None or high is None:
+        return offset, scale
+    low_a = np.asarray(low, np.float64).reshape(-1)
+    high_a = np.asarray(high, np.float64).reshape(-1)
+    if len(low_a) != obs_dim or len(high_a) != obs_dim:
+        raise ValueError(f"obs_low/obs_high: expected {obs_dim} values each, got "
+                         f"{len(low_a)} and {len(high_a)}")
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        span = high_a - low_a
+        ok = np.isfinite(low_a) & np.isfinite(high_a) & (span > 0) & (span < 1e6)
+        offset[ok] = ((high_a + low_a) / 2)[ok]
+        scale[ok] = (2.0 / span)[ok]
+    return offset, scale
+
+
+class _ConvBlock(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, act: type[nn.Module], stride: int = 1) -> None:
+        super().__init__(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), act(),
+                         nn.Conv2d(c_out, c_out, 3, padding=1), act())
+
+
+class _Up(nn.Module):
+    """Up-sample x2, concatenate the skip connection on channels, convolve."""
+
+    def __init__(self, c_in: int, c_out: int, mode: str, act: type[nn.Module]) -> None:
+        super().__init__()
+        if mode == "transpose":
+            self.up = nn.ConvTranspose2d(c_in, c_out, 2, stride=2)
+        else:
+            self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                    nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.act = act()
+        self.conv = _ConvBlock(2 * c_out, c_out, act)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([self.act(self.up(x)), skip], dim=1))
+
+
+class UNetQMap(_Predictor):
+    """Fully-convolutional Q-map: (B, C, H, W) image -> (B, rotations, H, W) Q-values.
+
+    Any H, W >= 1 works: the image is edge-padded to a multiple of 2**depth and the Q-map
+    cropped back, so the output always has the input's resolution. Flattening the output in C
+    order gives the env's action index rot*H*W + row*W + col.
+    """
+
+    kind = "unet"
+
+    def __init__(self, in_channels: int, n_rotations: int, height: int, width: int,
+                 base_channels: int = 16, depth: int = 3, up_mode: str = "transpose",
+                 activation: str = "relu", coord_channels: bool = True,
+                 channel_scale: Sequence[float] | None = None,
+                 channel_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels: must be >= 1, got {in_channels}")
+        if n_rotations < 1:
+            raise ValueError(f"n_rotations: must be >= 1, got {n_rotations}")
+        if height < 1 or width < 1:
+            raise ValueError(f"height/width: must be >= 1 pixel, got {height}x{width}")
+        if not 1 <= depth <= 6:
+            raise ValueError(f"depth: must be in [1, 6], got {depth}")
+        if up_mode not in ("transpose", "upsample"):
+            raise ValueError(f"up_mode: must be 'transpose' or 'upsample', got {up_mode!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation: must be one of {sorted(_ACTIVATIONS)}, "
+                             f"got {activation!r}")
+        scale = [1.0] * in_channels if channel_scale is None else [float(s) for s in
+                                                                   channel_scale]
+        if len(scale) != in_channels:
+            raise ValueError(f"channel_scale: expected {in_channels} values, got {len(scale)}")
+        self.config = {
+            "in_channels": int(in_channels), "n_rotations": int(n_rotations),
+            "height": int(height), "width": int(width), "base_channels": int(base_channels),
+            "depth": int(depth), "up_mode": up_mode, "activation": activation,
+            "coord_channels": bool(coord_channels), "channel_scale": scale,
+            "channel_names": None if channel_names is None else list(channel_names),
+        }
+        act = _ACTIVATIONS[activation]
+        self.register_buffer("channel_scale", torch.tensor(scale).view(1, -1, 1, 1))
+        widths = [min(base_channels * 2 ** i, 512) for i in range(depth + 1)]
+        c_in = in_channels + (2 if coord_channels else 0)
+        self.stem = _ConvBlock(c_in, widths[0], act)
+        self.down = nn.ModuleList(
+            _ConvBlock(widths[i], widths[i + 1], act, stride=2) for i in range(depth))
+        self.up = nn.ModuleList(
+            _Up(widths[i + 1], widths[i], up_mode, act) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(widths[0], n_rotations, 1)
+
+    @property
+    def n_actions(self) -> int:
+        c = self.config
+        return c["n_rotations"] * c["height"] * c["width"]
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        c = self.config
+        return (c["in_channels"], c["height"], c["width"])
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if obs.dim() != 4 or obs.shape[1] != self.config["in_channels"]:
+            raise ValueError(f"UNetQMap expects (B, {self.config['in_channels']}, H, W) images, "
+                             f"got shape {tuple(obs.shape)}")
+        height, width = obs.shape[-2:]
+        x = obs * self.channel_scale
+        if self.config["coord_channels"]:
+            x = torch.cat([x, _coord_channels(x)], dim=1)
+        mult = 2 ** self.config["depth"]
+        pad_h, pad_w = (-height) % mult, (-width) % mult
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        h = skips.pop()
+        for block in self.up:
+            h = block(h, skips.pop())
+        return self.head(h)[:, :, :height, :width]
+
+    def predict_pixel(self, obs: np.ndarray) -> tuple[int, int, int]:
+        """Greedy (rotation, row, col) for one observation (C, H, W)."""
+        a = int(self.predict(obs))
+        c = self.config
+        rot, rest = divmod(a, c["height"] * c["width"])
+        row, col = divmod(rest, c["width"])
+        return rot, row, col
+
+    def predict_q_map(self, obs: np.ndarray) -> np.ndarray:
+        """Q-map (R, H, W) for one observation (C, H, W)."""
+        c = self.config
+        return self.predict_q(obs).reshape(c["n_rotations"], c["height"], c["width"])
+
+
+def _coord_channels(x: torch.Tensor) -> torch.Tensor:
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y]).unsqueeze(0).expand(b, -1, -1, -1)
+
+
+def build_network(kind: str, config: dict[str, Any]) -> QNetwork | UNetQMap:
+    """Rebuild a network from its `kind` and `config` dict (as stored in a checkpoint)."""
+    if kind == "mlp":
+        cls: type = QNetwork
+    elif kind == "unet":
+        cls = UNetQMap
+    else:
+        raise ValueError(f"network kind: must be one of {', '.join(NETWORK_KINDS)}, "
+                         f"got {kind!r}")
+    if not isinstance(config, dict):
+        raise ValueError(f"network config: expected a mapping, got {type(config).__name__}")
+    try:
+        return cls(**config)
+    except TypeError as exc:
+        raise ValueError(f"network config for {kind!r} does not fit the constructor: "
+                         f"{exc}") from None
+
+
+def image_channel_names(env: gym.Env) -> tuple[str, ...] | None:
+    """The env's `image_channels` names (q_grasp image envs), or None."""
+    names = getattr(env.unwrapped, "image_channels", None)
+    return tuple(names) if names is not None else None
+
+
+def is_image_space(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 3
+
+
+def network_spec_for_env(env: gym.Env, cfg: NetworkConfig) -> tuple[str, dict[str, Any]]:
+    """(kind, config) of the Q-network `cfg` describes for `env`'s spaces."""
+    obs_space, act_space = env.observation_space, env.action_space
+    if not isinstance(act_space, gym.spaces.Discrete):
+        raise ValueError(f"env {env.spec.id if env.spec else env}: DQN needs a Discrete action "
+                         f"space, got {act_space}")
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise ValueError(f"env {env.spec.id if env.spec else env}: DQN needs a Box observation "
+                         f"space, got {obs_space}")
+    kind = cfg.kind
+    if kind == "auto":
+        kind = "unet" if is_image_space(obs_space) else "mlp"
+    n_actions = int(act_space.n)
+    if kind == "mlp":
+        dim = int(np.prod(obs_space.shape))
+        low = obs_space.low.reshape(-1).tolist() if cfg.normalize_inputs else None
+        high = obs_space.high.reshape(-1).tolist() if cfg.normalize_inputs else None
+        return kind, QNetwork(dim, n_actions, cfg.hidden_sizes, cfg.activation, cfg.dueling,
+                              low, high).config
+    if not is_image_space(obs_space):
+        raise ValueError(f"network.kind: unet needs (C, H, W) image observations, got shape "
+                         f"{obs_space.shape}")
+    c, h, w = obs_space.shape
+    if n_actions % (h * w):
+        raise ValueError(f"network.kind: unet needs Discrete(R*H*W) actions for {h}x{w} images, "
+                         f"got Discrete({n_actions})")
+    names = image_channel_names(env)
+    if names is not None and len(names) != c:
+        raise ValueError(f"env image_channels {names} do not match {c} observation channels")
+    scale = [1.0 if (names is None or n in COLOR_CHANNELS) else 1.0 / cfg.height_scale_m
+             for n in (names or [None] * c)]
+    net = UNetQMap(c, n_actions // (h * w), h, w, cfg.unet_base_channels, cfg.unet_depth,
+                   cfg.unet_up_mode, cfg.activation, cfg.unet_coord_channels, scale, names)
+    return kind, net.config
+
+
+def check_network_matches_env(net: QNetwork | UNetQMap, env: gym.Env) -> None:
+    """Raise ValueError when `net` cannot act in `env` (observation shape or action count)."""
+    obs_shape = tuple(env.observation_space.shape or ())
+    n_actions = getattr(env.action_space, "n", None)
+    env_name = env.spec.id if env.spec else type(env.unwrapped).__name__
+    want_obs = net.obs_shape
+    flat_ok = net.kind == "mlp" and math.prod(obs_shape) == want_obs[0]
+    if not (obs_shape == want_obs or flat_ok):
+        raise ValueError(f"network ({net.kind}) expects observations of shape {want_obs}, but env "
+                         f"{env_name} has {obs_shape}")
+    if n_actions is None or int(n_actions) != net.n_actions:
+        raise ValueError(f"network ({net.kind}) has {net.n_actions} actions, but env {env_name} "
+                         f"has action space {env.action_space}")

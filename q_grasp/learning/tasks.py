@@ -1,0 +1,72 @@
+"""Task names -> gymnasium environments and their default config files."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from q_grasp.learning.config import EnvConfig, ExperimentConfig
+
+TASK_ALIASES = {
+    "reacher": "q_grasp/Reacher-v0",
+    "grasp": "q_grasp/TopDownGrasp-v0",
+    "cartpole": "CartPole-v1",
+}
+DEFAULT_CONFIG_FILES = {
+    "q_grasp/Reacher-v0": "reacher.yaml",
+    "q_grasp/TopDownGrasp-v0": "grasp.yaml",
+    "CartPole-v1": "cartpole.yaml",
+}
+
+
+class TaskError(ValueError):
+    """Unknown task, or an environment that cannot be created."""
+
+
+def resolve_task(task: str) -> str:
+    """Alias (reacher, grasp, cartpole) or gymnasium id -> gymnasium id."""
+    return TASK_ALIASES.get(task.lower(), task) if task else task
+
+
+def config_dirs() -> list[Path]:
+    """Where packaged config files live: the source tree, then the installed share folder."""
+    here = Path(__file__).resolve().parents[2] / "config"
+    return [here, Path(sys.prefix) / "share" / "q_grasp" / "config"]
+
+
+def default_config(env_id: str) -> ExperimentConfig:
+    """The packaged config for `env_id`, or the built-in defaults for other gymnasium ids."""
+    name = DEFAULT_CONFIG_FILES.get(env_id)
+    if name:
+        for folder in config_dirs():
+            if (folder / name).is_file():
+                return ExperimentConfig.from_yaml(folder / name)
+    return ExperimentConfig(env=EnvConfig(id=env_id))
+
+
+def make_env(env_cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
+    """`gymnasium.make` with the config's kwargs; registers q_grasp envs when needed."""
+    if env_cfg.id.startswith("q_grasp/"):
+        try:
+            importlib.import_module("q_grasp.envs")
+        except ImportError as exc:
+            raise TaskError(f"task {env_cfg.id!r}: the q_grasp environments cannot be imported "
+                            f"({exc})") from None
+    kwargs: dict[str, Any] = dict(env_cfg.kwargs)
+    if env_cfg.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = env_cfg.max_episode_steps
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    try:
+        return gym.make(env_cfg.id, **kwargs)
+    except gym.error.Error as exc:
+        known = ", ".join(TASK_ALIASES)
+        raise TaskError(f"unknown task {env_cfg.id!r} ({exc}); use one of {known} or a "
+                        f"registered gymnasium id such as CartPole-v1") from None
+    except (TypeError, ValueError) as exc:
+        raise TaskError(f"task {env_cfg.id!r}: cannot create the environment with kwargs "
+                        f"{env_cfg.kwargs}: {exc}") from None
