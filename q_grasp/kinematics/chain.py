@@ -24,7 +24,7 @@ ROT_ERROR_WEIGHT_M_PER_RAD = 0.1
 _MAX_STEP_RAD = 0.4
 """Largest joint change per IK iteration; keeps linearisation valid far from the target."""
 _LAMBDA_INIT = 1e-4
-_LAMBDA_MIN = 1e-9
+_LAMBDA_MIN = 1e-7
 _LAMBDA_MAX = 1e1
 """Bounds of the adaptive Levenberg-Marquardt damping (units m^2, as J J^T)."""
 _STALL_WINDOW = 8
@@ -489,11 +489,16 @@ class KinematicChain:
                 start[active] = rng.uniform(self._sample_lo[active], self._sample_hi[active])
             order = yaws
             if len(yaws) == 2:
-                # Try the yaw closest to the start orientation first; the other is the fallback.
+                # Try the yaw closest to the start orientation first. From q0 the other one is
+                # the fallback (a wrist limit may block the first); a random restart already
+                # varies the wrist, so it tries only the closer one, halving the cost of
+                # unreachable targets.
                 R0 = self._forward(start)[0][:3, :3]
                 errs = [np.linalg.norm(rotation_vector(top_down_rotation(y) @ R0.T))
                         for y in yaws]
                 order = yaws if errs[0] <= errs[1] else yaws[::-1]
+                if attempt > 0:
+                    order = order[:1]
             for yaw in order:
                 R_t = None if yaw is None else top_down_rotation(yaw)
                 ok, q, pos_err, rot_err, iters = self._solve(
@@ -544,8 +549,12 @@ class KinematicChain:
             J = self._jacobian_from(T, axes, origins)[:rows, active]
             if rows == 6:
                 J[3:] *= w
+            # One SVD per iteration makes every damping retry below a few small products:
+            # J^T (J J^T + lam I)^-1 e = V diag(s / (s^2 + lam)) U^T e.
+            U, S, Vt = np.linalg.svd(J, full_matrices=False)
+            Ute = U.T @ e
             while True:
-                dq = J.T @ np.linalg.solve(J @ J.T + lam * eye, e)
+                dq = Vt.T @ (S / (S * S + lam) * Ute)
                 # Joints pinned at a limit and pushed further out are frozen for this step,
                 # so the remaining joints solve for the whole error instead of stalling.
                 qa = q[active]

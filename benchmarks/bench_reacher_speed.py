@@ -1,0 +1,133 @@
+"""Reacher simulation speed and IK quality on this machine: environment steps per second
+(random actions, joint and Cartesian modes) and inverse-kinematics solve time / success rate.
+
+    python benchmarks/bench_reacher_speed.py [--steps 20000] [--ik-trials 1000]
+
+Prints one result line and writes benchmarks/results/reacher_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from q_grasp.envs.reacher import ReacherEnv  # noqa: E402
+from q_grasp.kinematics import KinematicChain  # noqa: E402
+from q_grasp.robot_config import RobotConfig  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "reacher_speed.json"
+
+
+def env_steps_per_s(env, steps: int, seed: int) -> dict:  # noqa: ANN001 (any gymnasium env)
+    """Random-action steps per second, resets included (as in training)."""
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(env.action_space.n, size=steps).tolist()
+    env.reset(seed=seed)
+    episodes = successes = 0
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            episodes += 1
+            successes += bool(terminated)
+            env.reset()
+    elapsed = time.perf_counter() - start
+    return {"steps": steps, "seconds": elapsed, "steps_per_s": steps / elapsed,
+            "episodes": episodes, "random_policy_success_rate": successes / max(episodes, 1)}
+
+
+def ik_stats(chain: KinematicChain, targets: np.ndarray, **ik_kwargs) -> dict:
+    """Solve time (ms) and success / within-2-mm rates over ``targets``."""
+    times, ok, within_2mm = [], 0, 0
+    for target in targets:
+        start = time.perf_counter()
+        result = chain.ik(target, **ik_kwargs)
+        times.append(time.perf_counter() - start)
+        ok += result.success
+        within_2mm += result.success and result.pos_error_m < 2e-3
+    t = np.array(times) * 1e3
+    return {"trials": len(targets), "success_rate": ok / len(targets),
+            "within_2mm_rate": within_2mm / len(targets),
+            "ms_median": float(np.median(t)), "ms_mean": float(t.mean()),
+            "ms_p99": float(np.percentile(t, 99)), "ms_max": float(t.max())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20000, help="env steps (joint mode)")
+    parser.add_argument("--cartesian-steps", type=int, default=3000)
+    parser.add_argument("--ik-trials", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    results: dict = {
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "processor": platform.processor()},
+        "command": "python benchmarks/bench_reacher_speed.py " + " ".join(sys.argv[1:]),
+    }
+    start = time.perf_counter()
+    env = ReacherEnv()
+    results["env_construct_s"] = time.perf_counter() - start
+    results["reacher_joint"] = env_steps_per_s(env, args.steps, args.seed)
+    env.close()
+    with ReacherEnv(action_mode="cartesian") as env:
+        results["reacher_cartesian"] = env_steps_per_s(env, args.cartesian_steps, args.seed)
+    try:
+        import gymnasium
+
+        import q_grasp.envs  # noqa: F401  (registers the ids)
+
+        if "q_grasp/Reacher-v0" in gymnasium.registry:
+            env = gymnasium.make("q_grasp/Reacher-v0")
+            results["reacher_joint_gym_make"] = env_steps_per_s(env, args.steps, args.seed)
+            env.close()
+    except ImportError:
+        pass
+
+    chain = KinematicChain.from_robot_config(RobotConfig())
+    rng = np.random.default_rng(args.seed)
+    targets = chain.fk_batch(chain.random_q(rng, args.ik_trials))[:, :3, 3]
+    results["ik_position"] = ik_stats(chain, targets)
+    results["ik_position_reach_joints"] = ik_stats(
+        chain, targets, active_joints=RobotConfig().reach_joint_names)
+    # Top-down grasps over the default grasp workspace, where the camera looks.
+    n_td = max(args.ik_trials // 2, 1)
+    td_targets = rng.uniform([0.09, -0.05, 0.01], [0.17, 0.05, 0.05], size=(n_td, 3))
+    yaws = rng.uniform(-math.pi, math.pi, size=n_td)
+    times, ok = [], 0
+    for target, yaw in zip(td_targets, yaws):
+        t0 = time.perf_counter()
+        ok += chain.ik(target, yaw_rad=float(yaw)).success
+        times.append(time.perf_counter() - t0)
+    t = np.array(times) * 1e3
+    results["ik_top_down_workspace"] = {
+        "region_m": {"x": [0.09, 0.17], "y": [-0.05, 0.05], "z": [0.01, 0.05]},
+        "trials": n_td, "success_rate": ok / n_td, "ms_median": float(np.median(t)),
+        "ms_mean": float(t.mean()), "ms_p99": float(np.percentile(t, 99)),
+        "ms_max": float(t.max())}
+    unreachable = np.array([[1.0, 0.0, 0.1], [0.05, 0.0, 0.01], [0.3, 0.0, 0.05]])
+    results["ik_unreachable_top_down"] = ik_stats(chain, unreachable, yaw_rad=0.0)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    j, c = results["reacher_joint"], results["reacher_cartesian"]
+    ip, td = results["ik_position"], results["ik_top_down_workspace"]
+    print(f"reacher_speed: joint {j['steps_per_s']:.0f} steps/s, cartesian "
+          f"{c['steps_per_s']:.0f} steps/s | IK position {ip['success_rate']:.1%} ok, "
+          f"{ip['ms_median']:.2f} ms median ({ip['ms_p99']:.2f} p99) | IK top-down "
+          f"{td['success_rate']:.1%} ok, {td['ms_median']:.2f} ms median | -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
