@@ -1,5 +1,6 @@
 """Reacher simulation speed and IK quality on this machine: environment steps per second
-(random actions, joint and Cartesian modes) and inverse-kinematics solve time / success rate.
+(random actions, joint and Cartesian modes), inverse-kinematics solve time / success rate, and
+the success of a greedy lookahead controller (how solvable the episodes are).
 
     python benchmarks/bench_reacher_speed.py [--steps 20000] [--ik-trials 1000]
 
@@ -46,6 +47,37 @@ def env_steps_per_s(env, steps: int, seed: int) -> dict:  # noqa: ANN001 (any gy
             "episodes": episodes, "random_policy_success_rate": successes / max(episodes, 1)}
 
 
+def greedy_action(env: ReacherEnv) -> int:
+    """The joint step that brings the tool closest to the goal (one-step lookahead with FK)."""
+    n = env.action_space.n
+    Q = np.tile(env.joint_positions, (n, 1))
+    lower, upper = env.chain.lower, env.chain.upper
+    for a in range(n):
+        j = a // 2
+        step = env.config.dtheta_rad if a % 2 == 0 else -env.config.dtheta_rad
+        Q[a, j] = min(max(Q[a, j] + step, lower[j]), upper[j])
+    distances = np.linalg.norm(env.chain.fk_batch(Q)[:, :3, 3] - env.goal, axis=1)
+    return int(np.argmin(distances))
+
+
+def greedy_success(episodes: int, seed: int, **overrides) -> dict:
+    """Success rate of the greedy lookahead controller: a yardstick for what a learned policy
+    can reach under these episode settings (it gets stuck in local minima, so it is no bound)."""
+    with ReacherEnv(**overrides) as env:
+        successes, lengths = 0, []
+        for episode in range(episodes):
+            env.reset(seed=seed + episode)
+            terminated = truncated = False
+            length = 0
+            while not (terminated or truncated):
+                _, _, terminated, truncated, _ = env.step(greedy_action(env))
+                length += 1
+            successes += bool(terminated)
+            lengths.append(length)
+    return {"overrides": overrides, "episodes": episodes, "success_rate": successes / episodes,
+            "mean_length": float(np.mean(lengths))}
+
+
 def ik_stats(chain: KinematicChain, targets: np.ndarray, **ik_kwargs) -> dict:
     """Solve time (ms) and success / within-2-mm rates over ``targets``."""
     times, ok, within_2mm = [], 0, 0
@@ -67,6 +99,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20000, help="env steps (joint mode)")
     parser.add_argument("--cartesian-steps", type=int, default=3000)
     parser.add_argument("--ik-trials", type=int, default=1000)
+    parser.add_argument("--greedy-episodes", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -94,6 +127,11 @@ def main() -> None:
             env.close()
     except ImportError:
         pass
+
+    results["greedy_oracle"] = [
+        greedy_success(args.greedy_episodes, 1000),
+        greedy_success(args.greedy_episodes, 1000, max_goal_steps=50),
+    ]
 
     chain = KinematicChain.from_robot_config(RobotConfig())
     rng = np.random.default_rng(args.seed)
@@ -123,10 +161,13 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     j, c = results["reacher_joint"], results["reacher_cartesian"]
     ip, td = results["ik_position"], results["ik_top_down_workspace"]
+    g = results["greedy_oracle"]
     print(f"reacher_speed: joint {j['steps_per_s']:.0f} steps/s, cartesian "
           f"{c['steps_per_s']:.0f} steps/s | IK position {ip['success_rate']:.1%} ok, "
           f"{ip['ms_median']:.2f} ms median ({ip['ms_p99']:.2f} p99) | IK top-down "
-          f"{td['success_rate']:.1%} ok, {td['ms_median']:.2f} ms median | -> {args.out}")
+          f"{td['success_rate']:.1%} ok, {td['ms_median']:.2f} ms median | greedy success "
+          f"{g[0]['success_rate']:.0%} (free goals), {g[1]['success_rate']:.0%} "
+          f"(max_goal_steps=50) | -> {args.out}")
 
 
 if __name__ == "__main__":

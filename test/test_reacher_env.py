@@ -210,6 +210,28 @@ def test_cartesian_actions_move_the_tool() -> None:
         assert e.ee_position[0] < e.chain.max_reach_m + 0.01
 
 
+def test_goals_near_start_are_reachable_in_budget() -> None:
+    with ReacherEnv(max_goal_steps=1, goal_tolerance_m=0.002) as e:
+        for seed in range(20):
+            obs, info = e.reset(seed=seed)
+            assert not info["is_success"]
+            assert obs[6] >= e.config.goal_min_height_m - 1e-6
+            start = e.joint_positions
+            # The goal is exactly one joint step away: some action ends the episode at once.
+            reached = []
+            for action in range(8):
+                e.reset(options={"reach_joint_positions": start[:4], "goal": e.goal})
+                reached.append(e.step(action)[2])
+            assert any(reached)
+    with ReacherEnv(max_goal_steps=10) as e:
+        for seed in range(20):
+            e.reset(seed=seed)
+            # 10 steps of 0.035 rad move the tool at most ~10 * 0.035 * 0.33 m.
+            assert np.linalg.norm(e.goal - e.ee_position) < 10 * 0.035 * e.chain.max_reach_m
+    with pytest.raises(ValueError, match="max_goal_steps"):
+        ReacherEnv(max_goal_steps=0)
+
+
 def test_fixed_goal_is_used(env: ReacherEnv) -> None:
     with ReacherEnv(fixed_goal=[0.12, 0.05, 0.1]) as e:
         for seed in range(3):
