@@ -279,9 +279,10 @@ class ReacherEnv(gymnasium.Env):
         return self._ee.copy()
 
     def _obs(self) -> np.ndarray:
-        obs = np.empty(7, dtype=np.float32)
-        obs[:4] = self._q[self._reach_idx]
-        obs[4:] = self._goal
+        n = len(self._reach_idx)
+        obs = np.empty(n + 3, dtype=np.float32)
+        obs[:n] = self._q[self._reach_idx]
+        obs[n:] = self._goal
         return obs
 
     def _distance(self) -> float:

@@ -133,7 +133,6 @@ class KinematicChain:
         index = {name: i for i, name in enumerate(joint_names)}
 
         # Fold fixed joints into the constant transform in front of the next movable joint.
-        # Fold fixed joints into the constant transform in front of the next movable joint.
         # Joint k then contributes M_k(q) = pre_k @ motion(q) = P0_k + a_k P1_k + b_k P2_k with
         # (a, b) = (sin q, 1 - cos q) for revolute joints (Rodrigues) and (q, 0) for prismatic
         # ones, so a whole chain is evaluated with a few vectorised numpy calls.
