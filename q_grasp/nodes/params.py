@@ -117,6 +117,9 @@ class ParamSpec:
                 raise ValueError(f"{self.name}: must be one of {list(self.choices)}, "
                                  f"got {converted!r}")
             return converted
+        if value is None:
+            # rcl's YAML parser turns `[]` into an unset parameter: that is an empty list.
+            value = []
         if not isinstance(value, (list, tuple, array.array)):
             raise ValueError(expected)
         items = [_convert_scalar(self.scalar, v) for v in value]
@@ -334,3 +337,43 @@ def declare_config(node: Node, config_cls: type[C], **kwargs: Any) -> ConfigPara
     """Shorthand for :class:`ConfigParameters` (``default``, ``prefix``, ``dynamic``,
     ``on_change`` as keywords)."""
     return ConfigParameters(node, config_cls, **kwargs)
+
+
+def _yaml_value(value: Any) -> str:
+    import yaml
+
+    if isinstance(value, tuple):
+        value = list(value)
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text[:-4].strip() if text.endswith("\n...") else text.removesuffix("...").strip()
+
+
+def params_yaml(node_name: str, specs: Sequence[ParamSpec], config: Any, *,
+                commented: Collection[str] = (), indent: int = 2) -> str:
+    """A ROS params-file section for one node, every parameter preceded by its docstring.
+
+    ``commented``: parameter names written commented out (e.g. machine-specific paths whose
+    default is right on every install). Keys are nested by the dotted names; the node key is
+    ``/**/<node_name>`` so the section applies in any namespace.
+    """
+    lines = [f"/**/{node_name}:", " " * indent + "ros__parameters:"]
+    opened: list[str] = []
+    for spec in specs:
+        groups = list(spec.path[:-1])
+        common = 0
+        while common < min(len(groups), len(opened)) and groups[common] == opened[common]:
+            common += 1
+        opened = opened[:common]
+        for depth in range(common, len(groups)):
+            pad = " " * indent * (2 + depth)
+            lines.append(f"{pad}{groups[depth]}:")
+            opened.append(groups[depth])
+        pad = " " * indent * (2 + len(groups))
+        for doc_line in (spec.description or "(undocumented)").splitlines():
+            lines.append(f"{pad}# {doc_line}".rstrip())
+        lines.append(f"{pad}# type: {spec.type_text}"
+                     + ("" if spec.dynamic else "; read-only at run time"))
+        value = spec.to_ros(_get_path(config, spec.path))
+        prefix = "# " if spec.name in commented else ""
+        lines.append(f"{pad}{prefix}{spec.path[-1]}: {_yaml_value(value)}")
+    return "\n".join(lines) + "\n"

@@ -3,7 +3,9 @@ clean up (Ctrl-C, external shutdown, invalid parameters), one node or several in
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 import rclpy
@@ -40,6 +42,10 @@ def run_nodes(factories: Sequence[NodeFactory], args: Sequence[str] | None = Non
         print(f"[ERROR] {exc}", file=sys.stderr)
         code = 2
     finally:
+        # rclpy's SIGINT handler shuts the context down and then raises KeyboardInterrupt in
+        # the main thread, which can land in the middle of destroy_node (joining a worker).
+        # Cleanup is bounded, so ignore further Ctrl-C until it is done.
+        _ignore_sigint()
         for node in reversed(nodes):
             try:
                 node.destroy_node()
@@ -47,6 +53,11 @@ def run_nodes(factories: Sequence[NodeFactory], args: Sequence[str] | None = Non
                 print(f"[WARN] destroying {node.get_name()}: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
     return code
+
+
+def _ignore_sigint() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_node(factory: NodeFactory, args: Sequence[str] | None = None, *,

@@ -1,0 +1,95 @@
+"""The shipped node parameter files, config/sim_train_<task>.yaml, generated from the nodes'
+config dataclasses so that every parameter appears with its docstring and a valid value.
+
+Regenerate after changing a node config: ``python -m q_grasp.nodes.config_files``.
+test/test_launch_static.py checks that the files cover every parameter with valid values.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from q_grasp.nodes.params import config_specs, params_yaml
+
+TASKS = ("grasp", "reacher")
+"""Tasks with a shipped parameter file."""
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+COMMENTED = frozenset({"robot.urdf_path"})
+"""Parameters whose default is install-specific (written commented out)."""
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    """One node's section of a parameter file."""
+
+    node_name: str
+    """Node name (the section key is /**/<node_name>)."""
+    config_cls: type
+    """The node's config dataclass."""
+    dynamic: frozenset[str]
+    """Parameters the node lets change at run time."""
+    for_task: Callable[[str], Any]
+    """The config the file ships for a task."""
+
+
+def sim_arm_for_task(task: str) -> Any:
+    """sim_arm's configuration for training ``task``, matching the single-process env."""
+    from q_grasp.nodes.sim_arm import SimArmConfig
+
+    if task == "grasp":
+        from q_grasp.envs.grasp import GraspConfig
+
+        env = GraspConfig()
+        # Same camera, scene, robot and physics as the gym env, so that the ROS pipeline and
+        # the single-process loop learn the same problem.
+        return SimArmConfig(real_time_factor=10.0, camera_rate_hz=10.0, robot=env.robot,
+                            sim=env.physics, motors=env.motors, camera=env.camera_config(),
+                            scene=env.scene_config())
+    if task == "reacher":
+        # Reaching needs no images and no objects: the camera is off to save CPU.
+        return SimArmConfig(real_time_factor=10.0, camera_rate_hz=0.0, spawn_on_start=False,
+                            publish_ground_truth=False)
+    raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
+
+
+def node_sections() -> list[NodeSection]:
+    """Every node with a section in the parameter files (policy and trainer join here)."""
+    from q_grasp.nodes.sim_arm import DYNAMIC_PARAMETERS, SimArmConfig
+
+    return [NodeSection("sim_arm", SimArmConfig, DYNAMIC_PARAMETERS, sim_arm_for_task)]
+
+
+def render(task: str) -> str:
+    """The text of config/sim_train_<task>.yaml."""
+    parts = [
+        f"# q_grasp: node parameters for training the {task} task over ROS 2 topics.\n"
+        "# Pass to every node (ros2 launch q_grasp sim_train.launch.py task:=" + task + ", or\n"
+        "# --ros-args --params-file); each node reads its own /**/<node> section.\n"
+        "# Generated from the nodes' config dataclasses by `python -m\n"
+        "# q_grasp.nodes.config_files`; edit values freely, every parameter is documented.\n"
+        "# Nested keys (camera: width:) are the dotted parameter names (camera.width).\n"
+    ]
+    for section in node_sections():
+        specs = config_specs(section.config_cls, dynamic=section.dynamic)
+        parts.append(params_yaml(section.node_name, specs, section.for_task(task),
+                                 commented=COMMENTED))
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write config/sim_train_<task>.yaml for every task (or into the folder given)."""
+    args = sys.argv[1:] if argv is None else argv
+    out_dir = Path(args[0]) if args else CONFIG_DIR
+    for task in TASKS:
+        path = out_dir / f"sim_train_{task}.yaml"
+        path.write_text(render(task))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,518 @@
+"""sim_arm: the pybullet NURO arm presented the way a ROS 2 driver presents a real arm.
+
+Publishes /joint_states, RGB and depth images with CameraInfo, /robot_description (latched),
+/clock on simulated time and /diagnostics; executes ros2_control-style JointTrajectory commands
+with physics; offers ~/reset_scene and ~/spawn_scene. Physics runs in a worker thread paced to
+``real_time_factor`` (0 = as fast as possible); subscriptions and services only hand work to it,
+so a long motion never blocks a callback.
+
+Topics (all remappable, relative names follow the node's namespace):
+  joint_states                          sensor_msgs/JointState        every movable joint
+  camera/color/image_raw                sensor_msgs/Image rgb8
+  camera/color/camera_info              sensor_msgs/CameraInfo
+  camera/depth/image_raw                sensor_msgs/Image 32FC1 (m)   aligned with color
+  camera/depth/camera_info              sensor_msgs/CameraInfo
+  robot_description                     std_msgs/String               transient local
+  /clock                                rosgraph_msgs/Clock           when publish_clock
+  /diagnostics                          diagnostic_msgs/DiagnosticArray
+  ~/object_poses                        geometry_msgs/PoseArray       ground truth (evaluation)
+  /tf_static                            world->base_link, world->camera optical frame, when
+                                        tf2_msgs is installed (ROS 2 installs; not the venv)
+Subscriptions: arm_controller/joint_trajectory, gripper_controller/joint_trajectory.
+Services: ~/reset_scene, ~/spawn_scene (std_srvs/Trigger).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pybullet
+from geometry_msgs.msg import Pose, PoseArray, TransformStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from q_grasp.nodes import qos
+from q_grasp.nodes.convert import (
+    MessageError,
+    Trajectory,
+    camera_info_msg,
+    image_msg,
+    joint_state_msg,
+    parse_joint_trajectory,
+    to_time_msg,
+)
+from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
+from q_grasp.nodes.params import declare_config
+from q_grasp.nodes.runtime import run_node
+from q_grasp.robot_config import RobotConfig
+from q_grasp.sim.bullet import BulletSim, BulletSimConfig
+from q_grasp.sim.camera import CameraConfig, PinholeCamera
+from q_grasp.sim.robot import SimRobot, SimRobotConfig
+from q_grasp.sim.scene import Scene, SceneConfig
+
+
+@dataclass
+class SimArmConfig:
+    """Parameters of the sim_arm node (nested configs become dotted parameter names)."""
+
+    seed: int = 0
+    """Seed of the simulator's random stream (object shapes, sizes and poses)."""
+    real_time_factor: float = 1.0
+    """Simulated seconds per wall-clock second; 0 runs as fast as the CPU allows. Faster than
+    real time needs every node on use_sim_time (publish_clock true)."""
+    publish_clock: bool = True
+    """Publish /clock with the simulated time and stamp every message with it."""
+    tick_rate_hz: float = 120.0
+    """Control loop rate in simulated time: trajectory setpoints and /clock are updated this
+    often (rounded to whole physics steps)."""
+    joint_state_rate_hz: float = 60.0
+    """Rate (simulated time) of /joint_states."""
+    camera_rate_hz: float = 10.0
+    """Rate (simulated time) of camera images; 0 stops the camera."""
+    publish_depth: bool = True
+    """Publish the depth image and its camera_info."""
+    publish_ground_truth: bool = True
+    """Publish object poses (simulator ground truth, for evaluation) on ~/object_poses."""
+    spawn_on_start: bool = True
+    """Spawn a scene of objects at start-up."""
+    world_frame: str = "world"
+    """Fixed frame (REP-105) of object poses and static transforms."""
+    max_trajectory_points: int = 10000
+    """Longest trajectory accepted."""
+    limit_tolerance: float = 1e-6
+    """Slack (rad or m) on joint limits when validating trajectories."""
+    robot: RobotConfig = field(default_factory=RobotConfig)
+    """The arm (URDF, joint names, home pose)."""
+    sim: BulletSimConfig = field(default_factory=BulletSimConfig)
+    """Physics settings."""
+    motors: SimRobotConfig = field(default_factory=SimRobotConfig)
+    """How the simulator drives the joints."""
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    """The RGB-D camera (size, field of view, pose)."""
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    """Objects spawned on the table."""
+
+    def __post_init__(self) -> None:
+        if not self.real_time_factor >= 0.0:
+            raise ValueError(f"real_time_factor: must be >= 0 (0 = unlimited), got "
+                             f"{self.real_time_factor}")
+        for name in ("tick_rate_hz", "joint_state_rate_hz"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name}: must be > 0 Hz, got {getattr(self, name)}")
+        if not self.camera_rate_hz >= 0.0:
+            raise ValueError(f"camera_rate_hz: must be >= 0 Hz (0 = off), got "
+                             f"{self.camera_rate_hz}")
+        if self.max_trajectory_points < 1:
+            raise ValueError(f"max_trajectory_points: must be >= 1, got "
+                             f"{self.max_trajectory_points}")
+        if not 0.0 <= self.limit_tolerance <= 0.1:
+            raise ValueError(f"limit_tolerance: must be in [0, 0.1], got {self.limit_tolerance}")
+        if not self.world_frame:
+            raise ValueError("world_frame: must not be empty")
+
+
+DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz"})
+"""Parameters that may change while the node runs (ros2 param set)."""
+
+
+class TrajectoryFollower:
+    """Holds one controller's trajectory and turns it into setpoints over simulated time.
+
+    Like ros2_control's JointTrajectoryController: a new trajectory replaces the current one and
+    starts at once from the last setpoints; joints it does not name keep their setpoints; after
+    the last point the final setpoints are held.
+    """
+
+    def __init__(self, joint_names: list[str], initial: np.ndarray) -> None:
+        self.joint_names = list(joint_names)
+        self.setpoints = np.asarray(initial, np.float64).copy()
+        self._index = {name: i for i, name in enumerate(self.joint_names)}
+        self._pending: Trajectory | None = None
+        self._active: tuple[Trajectory, np.ndarray, float, list[int]] | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, trajectory: Trajectory) -> None:
+        """Queue a trajectory (any thread); it starts at the next control tick."""
+        with self._lock:
+            self._pending = trajectory
+
+    def cancel(self, setpoints: np.ndarray) -> None:
+        """Drop queued and running trajectories and hold ``setpoints``."""
+        with self._lock:
+            self._pending = None
+            self._active = None
+            self.setpoints = np.asarray(setpoints, np.float64).copy()
+
+    @property
+    def active(self) -> bool:
+        """True while a trajectory is queued or running."""
+        with self._lock:
+            return self._pending is not None or self._active is not None
+
+    def update(self, now_s: float) -> bool:
+        """Advance to simulated time ``now_s``; True when the setpoints changed."""
+        with self._lock:
+            if self._pending is not None:
+                traj = self._pending
+                columns = [self._index[n] for n in traj.joint_names]
+                self._active = (traj, self.setpoints[columns].copy(), now_s, columns)
+                self._pending = None
+            if self._active is None:
+                return False
+            traj, start, t0, columns = self._active
+            elapsed = now_s - t0
+            self.setpoints[columns] = traj.sample(elapsed, start)
+            if elapsed >= traj.duration_s:
+                self._active = None
+            return True
+
+
+def _quaternion_xyzw(R: np.ndarray) -> tuple[float, float, float, float]:
+    """Rotation matrix -> unit quaternion (x, y, z, w), numerically stable branch."""
+    m = np.asarray(R, np.float64)
+    trace = np.trace(m)
+    if trace > 0.0:
+        s = 2.0 * np.sqrt(trace + 1.0)
+        q = ((m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4)
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        v = np.zeros(3)
+        v[i] = s / 4
+        v[j] = (m[j, i] + m[i, j]) / s
+        v[k] = (m[k, i] + m[i, k]) / s
+        q = (v[0], v[1], v[2], (m[k, j] - m[j, k]) / s)
+    norm = float(np.linalg.norm(q))
+    return tuple(float(c) / norm for c in q)  # type: ignore[return-value]
+
+
+class SimArmNode(Node):
+    """The simulated arm, camera and objects as a ROS 2 driver."""
+
+    def __init__(self, node_name: str = "sim_arm", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self._params = declare_config(self, SimArmConfig, dynamic=DYNAMIC_PARAMETERS,
+                                      on_change=self._on_parameters_changed)
+        cfg = self._params.config
+        self._config = cfg
+        self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}",
+                                       hardware_id="pybullet")
+
+        # The simulator. Everything that touches it holds self._sim_lock (pybullet clients
+        # are not thread-safe); the physics thread holds it one control tick at a time.
+        self._sim_lock = threading.RLock()
+        self.sim = BulletSim(seed=cfg.seed, config=cfg.sim)
+        self.robot = SimRobot(self.sim, cfg.robot, cfg.motors)
+        self.camera = PinholeCamera(cfg.camera)
+        self.scene = Scene(self.sim, cfg.scene)
+        rc = cfg.robot
+        self._steps_per_tick = max(1, round(1.0 / (cfg.tick_rate_hz * self.sim.time_step_s)))
+        self._arm_limits = (
+            dict(zip(rc.arm_joint_names, self.robot.arm_lower.tolist())),
+            dict(zip(rc.arm_joint_names, self.robot.arm_upper.tolist())),
+        )
+        self._gripper_limits = self._joint_limits(rc.gripper_joint_names)
+        self.arm = TrajectoryFollower(rc.arm_joint_names, self.robot.home_positions)
+        self.gripper = TrajectoryFollower(rc.gripper_joint_names,
+                                          np.asarray(rc.gripper_open_positions))
+
+        # Publishers. Sensor streams are reliable so that every subscriber QoS matches.
+        self._joint_pub = self.create_publisher(JointState, "joint_states",
+                                                qos.JOINT_STATES_PUBLISHER_QOS,
+                                                qos_overriding_options=qos.QOS_OVERRIDES)
+        image_qos = dict(qos_profile=qos.IMAGE_PUBLISHER_QOS,
+                         qos_overriding_options=qos.QOS_OVERRIDES)
+        self._color_pub = self.create_publisher(Image, "camera/color/image_raw", **image_qos)
+        self._color_info_pub = self.create_publisher(CameraInfo, "camera/color/camera_info",
+                                                     **image_qos)
+        self._depth_pub = self._depth_info_pub = None
+        if cfg.publish_depth:
+            self._depth_pub = self.create_publisher(Image, "camera/depth/image_raw",
+                                                    **image_qos)
+            self._depth_info_pub = self.create_publisher(
+                CameraInfo, "camera/depth/camera_info", **image_qos)
+        self._description_pub = self.create_publisher(String, "robot_description",
+                                                      qos.LATCHED_QOS)
+        self._clock_pub = (self.create_publisher(Clock, "/clock", qos.CLOCK_QOS)
+                           if cfg.publish_clock else None)
+        self._truth_pub = (self.create_publisher(PoseArray, "~/object_poses", qos.DEFAULT_QOS)
+                           if cfg.publish_ground_truth else None)
+        self._camera_info = camera_info_msg(self.camera.camera_info())
+        self._tf_static_pub = None
+
+        # Commands and services in their own callback groups: a slow reset never delays a
+        # trajectory, and neither ever waits for physics (they only hand over work).
+        commands = MutuallyExclusiveCallbackGroup()
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(JointTrajectory, "arm_controller/joint_trajectory",
+                                 self._on_arm_trajectory, qos.COMMAND_QOS,
+                                 callback_group=commands)
+        self.create_subscription(JointTrajectory, "gripper_controller/joint_trajectory",
+                                 self._on_gripper_trajectory, qos.COMMAND_QOS,
+                                 callback_group=commands)
+        self.create_service(Trigger, "~/reset_scene", self._on_reset_scene,
+                            callback_group=services)
+        self.create_service(Trigger, "~/spawn_scene", self._on_spawn_scene,
+                            callback_group=services)
+
+        self._publish_robot_description(rc.urdf_path)
+        self._publish_static_transforms()
+        if cfg.spawn_on_start:
+            with self._sim_lock:
+                self.scene.spawn(self.sim.rng)
+        self.diagnostics.set(objects=len(self.scene.object_ids))
+
+        self._stop = threading.Event()
+        # SIGINT shuts the context down before destroy_node runs: stop publishing at once.
+        self.context.on_shutdown(self._stop.set)
+        self._rtf_anchor: tuple[float, float] | None = None  # (wall s, sim s) pacing origin
+        self._thread = threading.Thread(target=self._physics_loop, name="sim_arm_physics",
+                                        daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f"sim_arm up: {len(self.robot.movable_joint_names)} joints, camera "
+            f"{self.camera.width}x{self.camera.height} at {cfg.camera_rate_hz} Hz, real-time "
+            f"factor {cfg.real_time_factor or 'unlimited'}, "
+            f"{'publishing /clock' if cfg.publish_clock else 'wall-clock stamps'}")
+
+    # ----------------------------------------------------------------------------- set-up
+
+    def _joint_limits(self, names: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+        lower, upper = {}, {}
+        for name in names:
+            info = self.sim.client.getJointInfo(self.robot.body_id, self.robot.joint_index(name))
+            lower[name], upper[name] = float(info[8]), float(info[9])
+        return lower, upper
+
+    def _publish_robot_description(self, urdf_path: str) -> None:
+        self._description_pub.publish(String(data=Path(urdf_path).read_text()))
+
+    def _publish_static_transforms(self) -> None:
+        try:  # tf2_msgs comes with ROS 2 installs; the pip-only venv does not need TF.
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            self.get_logger().info("tf2_msgs not installed: not publishing /tf_static")
+            return
+        cfg = self._config
+        stamp = self._stamp(self._sim_time_s())
+        base = TransformStamped()
+        base.header.stamp, base.header.frame_id = stamp, cfg.world_frame
+        base.child_frame_id = cfg.robot.base_link
+        (base.transform.translation.x, base.transform.translation.y,
+         base.transform.translation.z) = (float(v) for v in cfg.robot.base_position)
+        yaw = cfg.robot.base_yaw_rad
+        base.transform.rotation.z, base.transform.rotation.w = np.sin(yaw / 2), np.cos(yaw / 2)
+        position, rotation = self.camera.world_pose()
+        cam = TransformStamped()
+        cam.header.stamp, cam.header.frame_id = stamp, cfg.world_frame
+        cam.child_frame_id = cfg.camera.frame_id
+        (cam.transform.translation.x, cam.transform.translation.y,
+         cam.transform.translation.z) = (float(v) for v in position)
+        (cam.transform.rotation.x, cam.transform.rotation.y, cam.transform.rotation.z,
+         cam.transform.rotation.w) = _quaternion_xyzw(rotation)
+        self._tf_static_pub = self.create_publisher(TFMessage, "/tf_static", qos.LATCHED_QOS)
+        self._tf_static_pub.publish(TFMessage(transforms=[base, cam]))
+
+    # ----------------------------------------------------------------------------- callbacks
+
+    def _on_parameters_changed(self, config: SimArmConfig, names: list[str]) -> None:
+        self._config = config
+        self._rtf_anchor = None  # re-anchor pacing at the new real-time factor
+        self.get_logger().info(f"parameters changed: {', '.join(names)}")
+
+    def _on_trajectory(self, msg: JointTrajectory, follower: TrajectoryFollower,
+                       limits: tuple[dict[str, float], dict[str, float]], source: str) -> None:
+        try:
+            trajectory = parse_joint_trajectory(
+                msg, limits[0], limits[1], tolerance=self._config.limit_tolerance,
+                max_points=self._config.max_trajectory_points)
+        except MessageError as exc:
+            self.diagnostics.reject(source, exc.reason, exc.detail)
+            return
+        follower.submit(trajectory)
+        self.diagnostics.count(f"accepted.{source}")
+
+    def _on_arm_trajectory(self, msg: JointTrajectory) -> None:
+        self._on_trajectory(msg, self.arm, self._arm_limits, "arm_trajectory")
+
+    def _on_gripper_trajectory(self, msg: JointTrajectory) -> None:
+        self._on_trajectory(msg, self.gripper, self._gripper_limits, "gripper_trajectory")
+
+    def _on_reset_scene(self, request: Trigger.Request, response: Trigger.Response
+                        ) -> Trigger.Response:
+        try:
+            with self._sim_lock:
+                self.robot.home()
+                self.arm.cancel(self.robot.home_positions)
+                self.gripper.cancel(np.asarray(self._config.robot.gripper_open_positions))
+                objects = self.scene.spawn(self.sim.rng)
+        except Exception as exc:  # a failed reset is reported to the caller, never fatal
+            response.success, response.message = False, f"reset failed: {exc}"
+            self.diagnostics.count("reset_failures")
+            return response
+        self.diagnostics.count("resets")
+        self.diagnostics.set(objects=len(objects))
+        response.success = True
+        response.message = f"arm at home, {len(objects)} objects spawned"
+        return response
+
+    def _on_spawn_scene(self, request: Trigger.Request, response: Trigger.Response
+                        ) -> Trigger.Response:
+        try:
+            with self._sim_lock:
+                objects = self.scene.spawn(self.sim.rng)
+        except Exception as exc:
+            response.success, response.message = False, f"spawn failed: {exc}"
+            self.diagnostics.count("spawn_failures")
+            return response
+        self.diagnostics.count("spawns")
+        self.diagnostics.set(objects=len(objects))
+        response.success, response.message = True, f"{len(objects)} objects spawned"
+        return response
+
+    # ----------------------------------------------------------------------------- physics
+
+    def _sim_time_s(self) -> float:
+        return self.sim.sim_time_s
+
+    def _stamp(self, sim_time_s: float):
+        if self._config.publish_clock:
+            return to_time_msg(sim_time_s)
+        return self.get_clock().now().to_msg()
+
+    def _apply_setpoints(self, now_s: float) -> None:
+        if self.arm.update(now_s):
+            self.robot.set_arm_targets(self.arm.setpoints)
+        if self.gripper.update(now_s):
+            client, body = self.sim.client, self.robot.body_id
+            rc, motors = self._config.robot, self._config.motors
+            for name, target in zip(rc.gripper_joint_names, self.gripper.setpoints):
+                client.setJointMotorControl2(
+                    body, self.robot.joint_index(name), pybullet.POSITION_CONTROL,
+                    targetPosition=float(target), force=rc.max_gripper_force,
+                    maxVelocity=motors.gripper_max_velocity_m_s)
+
+    def _physics_loop(self) -> None:
+        next_joint_s = next_camera_s = 0.0
+        window = (time.monotonic(), self._sim_time_s())
+        ticks = 0
+        try:
+            while not self._stop.is_set():
+                cfg = self._config
+                with self._sim_lock:
+                    now_s = self._sim_time_s()
+                    self._apply_setpoints(now_s)
+                    self.sim.step(self._steps_per_tick)
+                    now_s = self._sim_time_s()
+                    joints = self.robot.joint_states() if now_s >= next_joint_s else None
+                    frame = poses = None
+                    if cfg.camera_rate_hz > 0 and now_s >= next_camera_s:
+                        frame = self.camera.render(self.sim)
+                        poses = self.scene.object_poses() if self._truth_pub else None
+                stamp = self._stamp(now_s)
+                if self._clock_pub is not None:
+                    self._clock_pub.publish(Clock(clock=stamp))
+                if joints is not None:
+                    next_joint_s = max(next_joint_s + 1.0 / cfg.joint_state_rate_hz, now_s)
+                    names, position, velocity, effort = joints
+                    self._joint_pub.publish(joint_state_msg(names, position, velocity, effort,
+                                                            stamp))
+                if frame is not None:
+                    next_camera_s = max(next_camera_s + 1.0 / cfg.camera_rate_hz, now_s)
+                    self._publish_camera(frame, stamp, poses)
+                ticks += 1
+                if ticks % 200 == 0:
+                    window = self._report_rate(window)
+                self._pace(now_s)
+        except Exception as exc:
+            if self._stop.is_set() or not self.context.ok():
+                return  # shutting down: publishers may already be gone
+            # Keep the node alive (services, diagnostics) and say why physics stopped.
+            self.get_logger().error(f"physics loop stopped: {exc}\n{traceback.format_exc()}")
+            self.diagnostics.set_level(ERROR, f"physics loop stopped: {exc}")
+
+    def _publish_camera(self, frame: tuple[np.ndarray, np.ndarray], stamp, poses) -> None:
+        rgb, depth = frame
+        frame_id = self._config.camera.frame_id
+        self._camera_info.header.stamp, self._camera_info.header.frame_id = stamp, frame_id
+        self._color_pub.publish(image_msg(rgb, "rgb8", stamp, frame_id))
+        self._color_info_pub.publish(self._camera_info)
+        if self._depth_pub is not None:
+            self._depth_pub.publish(image_msg(depth, "32FC1", stamp, frame_id))
+            self._depth_info_pub.publish(self._camera_info)
+        self.diagnostics.count("camera_frames")
+        if poses is not None:
+            msg = PoseArray()
+            msg.header.stamp, msg.header.frame_id = stamp, self._config.world_frame
+            for position, quat in poses.values():
+                pose = Pose()
+                pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
+                (pose.orientation.x, pose.orientation.y, pose.orientation.z,
+                 pose.orientation.w) = (float(v) for v in quat)
+                msg.poses.append(pose)
+            self._truth_pub.publish(msg)
+
+    def _report_rate(self, window: tuple[float, float]) -> tuple[float, float]:
+        wall, sim_s = time.monotonic(), self._sim_time_s()
+        elapsed = wall - window[0]
+        measured = (sim_s - window[1]) / elapsed if elapsed > 0 else 0.0
+        target = self._config.real_time_factor
+        self.diagnostics.set(sim_time_s=round(sim_s, 3), real_time_factor=round(measured, 3),
+                             real_time_factor_target=target,
+                             arm_trajectory_active=self.arm.active,
+                             gripper_trajectory_active=self.gripper.active)
+        if self.diagnostics.rejected_total() == 0:
+            self.diagnostics.set_level(OK, "running")
+        elif target > 0 and measured < 0.5 * target:
+            self.diagnostics.set_level(WARN, "slower than the requested real-time factor")
+        else:
+            self.diagnostics.set_level(WARN, "rejected some commands (see rejected.*)")
+        return wall, sim_s
+
+    def _pace(self, now_s: float) -> None:
+        rtf = self._config.real_time_factor
+        if rtf <= 0.0:
+            return
+        wall = time.monotonic()
+        if self._rtf_anchor is None:
+            self._rtf_anchor = (wall, now_s)
+            return
+        due = self._rtf_anchor[0] + (now_s - self._rtf_anchor[1]) / rtf
+        if due - wall > 0:
+            self._stop.wait(due - wall)
+        elif wall - due > 0.25:
+            # Far behind (a slow tick, a reset that settled objects): re-anchor instead of
+            # racing to catch up, which would make simulated time jerk forwards.
+            self._rtf_anchor = (wall, now_s)
+
+    # ----------------------------------------------------------------------------- shutdown
+
+    def destroy_node(self) -> None:
+        """Stop the physics thread before the publishers it uses go away, then the sim."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+        with self._sim_lock:
+            self.sim.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``sim_arm``."""
+    return run_node(SimArmNode, args if args is not None else sys.argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
