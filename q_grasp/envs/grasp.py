@@ -1,0 +1,376 @@
+"""Top-down grasping as a gymnasium env: observe a top-down RGB-D image, choose a pixel and a
+gripper rotation, and the simulated NURO arm grasps there (pixel -> world -> IK -> pre-grasp ->
+descend -> close -> lift, with physics). Reward 1 when an object is held after lifting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from q_grasp.kinematics import KinematicChain
+from q_grasp.robot_config import RobotConfig
+from q_grasp.sim.bullet import BulletSim, BulletSimConfig
+from q_grasp.sim.camera import CameraConfig, PinholeCamera
+from q_grasp.sim.robot import SimRobot, SimRobotConfig
+from q_grasp.sim.scene import PRIMITIVE_SHAPES, Scene, SceneConfig
+from q_grasp.skills.grasp import GraspOutcome, GraspSkillConfig, execute_grasp
+
+OBSERVATION_CHANNELS = {
+    "rgb": ("r", "g", "b"),
+    "depth": ("height",),
+    "rgbd": ("r", "g", "b", "height"),
+}
+LIFTED_CLEARANCE_M = 0.005
+"""Ground truth counts an object as lifted when its lowest point is this far above the table
+(and it touches a finger). An object held by one corner may hang low, so this is small."""
+MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 512
+
+
+@dataclass
+class GraspConfig:
+    """Parameters of the top-down grasping task (TopDownGraspEnv)."""
+
+    observation: str = "rgbd"
+    """Image channels: "rgb" (r, g, b in [0, 1]), "depth" (height above the table in metres) or
+    "rgbd" (r, g, b, height)."""
+    image_size: tuple[int, int] = (64, 64)
+    """Observation size (height, width) in pixels, 16..512 each."""
+    num_rotations: int = 8
+    """Gripper rotations R: action rotation k means yaw k*pi/R (1 = plain pixel actions)."""
+    min_objects: int = 1
+    """Fewest objects in a new scene."""
+    max_objects: int = 1
+    """Most objects in a new scene."""
+    shapes: tuple[str, ...] = PRIMITIVE_SHAPES
+    """Primitive shapes to spawn: any of "cube", "cuboid", "cylinder"."""
+    object_files: tuple[str, ...] = ()
+    """URDF files or folders of them; when given, objects come from these instead of shapes."""
+    scale_to_fit: bool = False
+    """Scale URDF objects so that the gripper (6 cm aperture) can close across them."""
+    max_attempts: int = 5
+    """Grasp attempts per episode before it is truncated."""
+    workspace_x_m: tuple[float, float] = (0.10, 0.16)
+    """Range (m) of object centres along world x (forward from the robot)."""
+    workspace_y_m: tuple[float, float] = (-0.05, 0.05)
+    """Range (m) of object centres along world y."""
+    camera_height_m: float = 0.25
+    """Height (m) of the top-down camera above the workspace centre."""
+    view_margin_m: float = 0.03
+    """The camera sees the workspace plus this margin (m) on every side (objects near an edge
+    stick out of the workspace by up to half their size)."""
+    remove_objects_out_of_view: bool = True
+    """Objects pushed out of the camera's view are removed (they can no longer be grasped)."""
+    settle_steps: int = 60
+    """Physics steps after each attempt so that dropped or pushed objects come to rest."""
+    render_size: tuple[int, int] = (240, 320)
+    """Size (height, width) of render() frames."""
+    seed: int | None = None
+    """Seed used by the first reset() when none is passed to it."""
+    gui: bool = False
+    """Open pybullet's GUI window (for watching; images are rendered the same way)."""
+    robot: RobotConfig = field(default_factory=RobotConfig)
+    """The arm."""
+    skill: GraspSkillConfig = field(default_factory=GraspSkillConfig)
+    """Heights, depths and the success threshold of the grasp motion."""
+    physics: BulletSimConfig = field(default_factory=BulletSimConfig)
+    """Simulator time step and solver settings."""
+    motors: SimRobotConfig = field(default_factory=SimRobotConfig)
+    """How the simulator drives the arm and gripper."""
+    object_width_m: tuple[float, float] = (0.015, 0.04)
+    """Range of the width the gripper closes across (cube side, cuboid width, cylinder
+    diameter; URDF objects with scale_to_fit)."""
+    object_height_m: tuple[float, float] = (0.02, 0.045)
+    """Range of cuboid and cylinder heights (m)."""
+
+    def __post_init__(self) -> None:
+        if self.observation not in OBSERVATION_CHANNELS:
+            raise ValueError(f"observation: must be one of {list(OBSERVATION_CHANNELS)}, got "
+                             f"{self.observation!r}")
+        size = tuple(self.image_size) if np.ndim(self.image_size) else (self.image_size,) * 2
+        if len(size) != 2:
+            raise ValueError(f"image_size: expected (height, width), got {self.image_size!r}")
+        for s in size:
+            if int(s) != s or not MIN_IMAGE_SIZE <= s <= MAX_IMAGE_SIZE:
+                raise ValueError(f"image_size: must be >= {MIN_IMAGE_SIZE} and <= "
+                                 f"{MAX_IMAGE_SIZE} pixels, got {s}")
+        self.image_size = (int(size[0]), int(size[1]))
+        if int(self.num_rotations) != self.num_rotations or not 1 <= self.num_rotations <= 64:
+            raise ValueError(f"num_rotations: must be an integer in [1, 64], got "
+                             f"{self.num_rotations}")
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise ValueError(f"min_objects/max_objects: need 1 <= min_objects <= max_objects, "
+                             f"got {self.min_objects}, {self.max_objects}")
+        if self.max_objects > 20:
+            raise ValueError(f"max_objects: must be <= 20, got {self.max_objects}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts: must be >= 1, got {self.max_attempts}")
+        if not 0.05 <= self.camera_height_m <= 2.0:
+            raise ValueError(f"camera_height_m: must be in [0.05, 2.0] m, got "
+                             f"{self.camera_height_m}")
+        if not 0.0 <= self.view_margin_m <= 0.5:
+            raise ValueError(f"view_margin_m: must be in [0, 0.5] m, got {self.view_margin_m}")
+        if self.settle_steps < 0:
+            raise ValueError(f"settle_steps: must be >= 0, got {self.settle_steps}")
+        if len(self.render_size) != 2 or min(self.render_size) < 1:
+            raise ValueError(f"render_size: expected (height, width) >= 1 pixel, got "
+                             f"{self.render_size!r}")
+        self.shapes = tuple(self.shapes)
+        self.object_files = tuple(self.object_files)
+        self.scene_config()  # validates workspace, shapes, sizes and object_files
+
+    def scene_config(self) -> SceneConfig:
+        """The SceneConfig these parameters describe."""
+        return SceneConfig(
+            workspace_x_m=tuple(self.workspace_x_m), workspace_y_m=tuple(self.workspace_y_m),
+            num_objects=(self.min_objects, self.max_objects), shapes=self.shapes,
+            width_m=tuple(self.object_width_m), height_m=tuple(self.object_height_m),
+            object_files=self.object_files, scale_to_fit=self.scale_to_fit,
+        )
+
+    def camera_config(self) -> CameraConfig:
+        """A camera looking straight down at the workspace centre, image up = world +x, with a
+        field of view that covers the workspace plus view_margin_m."""
+        h, w = self.image_size
+        cx = 0.5 * (self.workspace_x_m[0] + self.workspace_x_m[1])
+        cy = 0.5 * (self.workspace_y_m[0] + self.workspace_y_m[1])
+        half_x = 0.5 * (self.workspace_x_m[1] - self.workspace_x_m[0]) + self.view_margin_m
+        half_y = 0.5 * (self.workspace_y_m[1] - self.workspace_y_m[0]) + self.view_margin_m
+        # Image rows run along world x, columns along world y.
+        tan_half = max(half_x, half_y * h / w) / self.camera_height_m
+        return CameraConfig(
+            width=w, height=h, fov_y_deg=math.degrees(2.0 * math.atan(tan_half)),
+            position=(cx, cy, self.camera_height_m), target=(cx, cy, 0.0),
+            up_vector=(1.0, 0.0, 0.0), near_m=0.05, far_m=self.camera_height_m + 0.25,
+        )
+
+
+class TopDownGraspEnv(gymnasium.Env):
+    """Top-down grasping with the simulated NURO arm.
+
+    Observation: float32 (C, H, W), channels ``image_channels`` (see GraspConfig.observation).
+    Action: Discrete(R*H*W), index = rot*H*W + row*W + col; rotation k is gripper yaw k*pi/R.
+    The chosen pixel's surface point (camera model + depth) is the grasp target; the arm runs
+    ``q_grasp.skills.grasp.execute_grasp``. Reward 1 when the gripper aperture after lifting says
+    an object is held; that object is then removed. Terminated when the scene is empty,
+    truncated after ``max_attempts`` attempts. Construct with a GraspConfig, keyword overrides
+    of its fields, or both: ``TopDownGraspEnv(image_size=(32, 32), num_rotations=4)``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(self, config: GraspConfig | None = None, render_mode: str | None = None,
+                 **overrides: Any) -> None:
+        if config is None:
+            config = GraspConfig()
+        elif not isinstance(config, GraspConfig):
+            raise ValueError(f"config: must be a GraspConfig or None, got {type(config)}")
+        if overrides:
+            known = {f.name for f in dataclasses.fields(GraspConfig)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise ValueError(f"TopDownGraspEnv: unknown config fields {unknown}; known "
+                                 f"fields: {sorted(known)}")
+            config = dataclasses.replace(config, **overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode: must be None or one of "
+                             f"{self.metadata['render_modes']}, got {render_mode!r}")
+        self.config = config
+        self.render_mode = render_mode
+        self.image_channels: tuple[str, ...] = OBSERVATION_CHANNELS[config.observation]
+        self.num_rotations = int(config.num_rotations)
+        self.height, self.width = config.image_size
+
+        self.camera = PinholeCamera(config.camera_config())
+        rh, rw = config.render_size
+        self.render_camera = PinholeCamera(CameraConfig(
+            width=int(rw), height=int(rh), fov_y_deg=45.0, position=(0.40, -0.30, 0.32),
+            target=(0.11, 0.0, 0.03), up_vector=(0.0, 0.0, 1.0), near_m=0.05, far_m=3.0,
+        ))
+        self.chain = KinematicChain.from_robot_config(config.robot)
+        self.sim = BulletSim(gui=config.gui, seed=config.seed, config=config.physics)
+        self.robot = SimRobot(self.sim, config.robot, config.motors)
+        self.scene = Scene(self.sim, config.scene_config())
+
+        c = len(self.image_channels)
+        low = np.zeros((c, self.height, self.width), dtype=np.float32)
+        high = np.ones((c, self.height, self.width), dtype=np.float32)
+        if "height" in self.image_channels:
+            high[self.image_channels.index("height")] = config.camera_height_m
+        self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
+        self.action_space = spaces.Discrete(self.num_rotations * self.height * self.width)
+
+        self._rgb = np.zeros((self.height, self.width, 3), dtype=np.uint8)
+        self._depth = np.zeros((self.height, self.width), dtype=np.float32)
+        self._heightmap = np.zeros((self.height, self.width), dtype=np.float32)
+        self._attempts = 0
+        self._needs_reset = True
+        self._first_reset = True
+
+    # ----------------------------------------------------------------------------- actions
+    def decode_action(self, action: int | np.integer) -> tuple[int, int, int]:
+        """Action index -> (rotation index, row, col)."""
+        a = self._check_action(action)
+        hw = self.height * self.width
+        return a // hw, (a % hw) // self.width, a % self.width
+
+    def encode_action(self, rot: int, row: int, col: int) -> int:
+        """(rotation index, row, col) -> action index."""
+        for name, value, n in (("rot", rot, self.num_rotations), ("row", row, self.height),
+                               ("col", col, self.width)):
+            if int(value) != value or not 0 <= value < n:
+                raise ValueError(f"{name}: must be an integer in [0, {n - 1}], got {value}")
+        return int(rot) * self.height * self.width + int(row) * self.width + int(col)
+
+    def _check_action(self, action: Any) -> int:
+        n = int(self.action_space.n)
+        arr = np.asarray(action)
+        if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"action: must be an integer in [0, {n - 1}], got {action!r}")
+        a = int(arr.reshape(()))
+        if not 0 <= a < n:
+            raise ValueError(f"action: must be an integer in [0, {n - 1}], got {a}")
+        return a
+
+    def rotation_yaw(self, rot: int) -> float:
+        """Gripper yaw (rad, world frame) of rotation index ``rot``."""
+        return rot * math.pi / self.num_rotations
+
+    def pixel_to_world(self, row: int, col: int) -> np.ndarray:
+        """World point (m) of the surface seen at pixel (row, col) of the current observation."""
+        return self.camera.pixel_to_world(col, row, float(self._depth[row, col]))
+
+    # ----------------------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        if seed is None and self._first_reset:
+            seed = self.config.seed
+        self._first_reset = False
+        super().reset(seed=seed)
+        options = options or {}
+        # A fresh physics world every episode: a scene's outcome then depends only on the seed,
+        # not on what earlier episodes left in pybullet's caches.
+        self.sim.reset()
+        self.robot.load()
+        self.scene.forget()
+        num = options.get("num_objects")
+        if num is not None and not 1 <= int(num) <= 50:
+            raise ValueError(f"options['num_objects']: must be in [1, 50], got {num}")
+        objects = self.scene.spawn(self.np_random, None if num is None else int(num))
+        self._attempts = 0
+        self._needs_reset = False
+        obs = self._observe()
+        return obs, {"num_objects": len(objects)}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._needs_reset:
+            raise RuntimeError("step() called before reset() or after the episode ended")
+        rot, row, col = self.decode_action(action)
+        yaw = self.rotation_yaw(rot)
+        point = self.pixel_to_world(row, col)
+        lifted: list[int] = []
+
+        def after_lift(outcome: GraspOutcome) -> None:
+            lifted.extend(self._lifted_objects())
+            if outcome.success:
+                # The robot would put a held object away; here it leaves the scene.
+                for body in lifted:
+                    self.scene.remove(body)
+
+        outcome = execute_grasp(self.robot, self.chain, point, yaw, self.config.skill,
+                                home_joints=self.robot.home_positions, after_lift=after_lift)
+        if outcome.ik_success:
+            self.sim.step(self.config.settle_steps)
+        removed_out_of_view = self._remove_out_of_view()
+        self._attempts += 1
+        obs = self._observe()
+        reward = 1.0 if outcome.success else 0.0
+        terminated = len(self.scene.objects) == 0
+        truncated = (not terminated) and self._attempts >= self.config.max_attempts
+        self._needs_reset = terminated or truncated
+        info = {
+            "is_success": bool(outcome.success),
+            "grasp_pixel": (int(row), int(col)),
+            "grasp_rotation": int(rot),
+            "grasp_yaw_rad": float(outcome.yaw_rad),
+            "grasp_position_m": point,
+            "tcp_target_m": outcome.grasp_position_m,
+            "ik_success": bool(outcome.ik_success),
+            "aperture_m": float(outcome.aperture_m),
+            "object_lifted_ground_truth": len(lifted) > 0,
+            "lifted_object_ids": list(lifted),
+            "objects_removed_out_of_view": removed_out_of_view,
+            "num_objects": len(self.scene.objects),
+            "attempts": self._attempts,
+            "message": outcome.message,
+        }
+        return obs, reward, terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        """An RGB frame (H, W, 3) uint8 from a camera beside the robot (render_mode
+        "rgb_array"); None without a render mode."""
+        if self.render_mode != "rgb_array":
+            return None
+        rgb, _ = self.render_camera.render(self.sim)
+        return rgb
+
+    def close(self) -> None:
+        if getattr(self, "sim", None) is not None:
+            self.sim.close()
+            self.sim = None
+
+    # ----------------------------------------------------------------------------- internals
+    @property
+    def heightmap(self) -> np.ndarray:
+        """Height above the table (m) per pixel of the current observation."""
+        return self._heightmap
+
+    @property
+    def rgb_image(self) -> np.ndarray:
+        """RGB image (H, W, 3) uint8 of the current observation."""
+        return self._rgb
+
+    def _observe(self) -> np.ndarray:
+        self._rgb, self._depth = self.camera.render(self.sim)
+        heights = self.camera.heightmap(self._depth)
+        self._heightmap = np.clip(heights, 0.0, self.config.camera_height_m)
+        channels = []
+        if "r" in self.image_channels:
+            channels.extend(np.moveaxis(self._rgb, -1, 0).astype(np.float32) / 255.0)
+        if "height" in self.image_channels:
+            channels.append(self._heightmap)
+        return np.stack(channels).astype(np.float32)
+
+    def _lifted_objects(self) -> list[int]:
+        """Ground truth (simulator only): objects touching a finger and clear of the table."""
+        c = self.sim.client
+        fingers = set(self.robot.finger_link_indices)
+        lifted = []
+        for body in self.scene.object_ids:
+            lo, _ = self.scene.object_aabb(body)
+            if lo[2] < LIFTED_CLEARANCE_M or c.getContactPoints(bodyA=self.sim.table_id,
+                                                                bodyB=body):
+                continue
+            contacts = c.getContactPoints(bodyA=self.robot.body_id, bodyB=body)
+            if any(contact[3] in fingers for contact in contacts):
+                lifted.append(body)
+        return lifted
+
+    def _remove_out_of_view(self) -> list[int]:
+        if not self.config.remove_objects_out_of_view:
+            return []
+        removed = []
+        for body, (pos, _) in self.scene.object_poses().items():
+            u, v, d = self.camera.world_to_pixel(pos)
+            inside = d > 0 and -0.5 <= u <= self.width - 0.5 and -0.5 <= v <= self.height - 0.5
+            if not inside or pos[2] < -0.05:
+                self.scene.remove(body)
+                removed.append(body)
+        return removed
