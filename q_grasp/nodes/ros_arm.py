@@ -1,0 +1,262 @@
+"""ArmInterface over ROS 2 topics: the adapter the policy node runs the grasp skill with.
+
+Commands go out as trajectory_msgs/JointTrajectory on the ros2_control JointTrajectoryController
+topics; arrival is judged from /joint_states feedback, with timeouts measured in the arm's own
+time (the joint states' stamps: simulated time for sim_arm, the driver's clock for a real arm),
+never by sleeping. So the same code drives sim_arm or a real arm.
+
+The blocking calls (move_arm, set_gripper) must run in a worker thread while an executor spins
+the node in others (MultiThreadedExecutor): they wait for joint-state callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from q_grasp.nodes import qos
+from q_grasp.robot_config import RobotConfig
+
+
+@dataclass
+class RosArmConfig:
+    """How the ROS arm adapter commands motions and decides that they are finished."""
+
+    joint_tolerance_rad: float = 0.01
+    """A move has arrived when every arm joint is this close to its target..."""
+    velocity_tolerance_rad_s: float = 0.05
+    """...and every arm joint is slower than this."""
+    max_joint_velocity_rad_s: float = 2.0
+    """Trajectory timing: the joint that moves furthest moves at this speed."""
+    min_move_duration_s: float = 0.05
+    """Shortest trajectory duration (s)."""
+    move_timeout_margin_s: float = 1.5
+    """A move fails when it has not arrived this long (arm time) after its trajectory ends."""
+    gripper_duration_s: float = 0.0
+    """Duration of gripper trajectories (0: a step; the gripper's own speed limit applies)."""
+    gripper_min_settle_s: float = 0.1
+    """Gripper motions last at least this long (arm time) before they may count as settled."""
+    gripper_velocity_tolerance_m_s: float = 0.002
+    """Fingers slower than this count as settled (stopped on an object or at their limit)."""
+    gripper_position_tolerance_m: float = 0.001
+    """Fingers this close to their target have arrived; fingers that stop short must first
+    have moved this far (an object between the pads)."""
+    gripper_timeout_s: float = 1.5
+    """Gripper motions stop waiting after this long (arm time)."""
+    stale_timeout_s: float = 5.0
+    """Wall-clock seconds without a new joint state after which a wait gives up (the arm or
+    its driver stopped)."""
+    joint_states_topic: str = "joint_states"
+    """Joint state feedback topic."""
+    arm_trajectory_topic: str = "arm_controller/joint_trajectory"
+    """Arm JointTrajectoryController command topic."""
+    gripper_trajectory_topic: str = "gripper_controller/joint_trajectory"
+    """Gripper JointTrajectoryController command topic."""
+
+    def __post_init__(self) -> None:
+        for name in ("joint_tolerance_rad", "velocity_tolerance_rad_s",
+                     "max_joint_velocity_rad_s", "gripper_velocity_tolerance_m_s",
+                     "stale_timeout_s", "gripper_timeout_s", "gripper_position_tolerance_m"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("min_move_duration_s", "move_timeout_margin_s", "gripper_duration_s",
+                     "gripper_min_settle_s"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name}: must be >= 0 s, got {getattr(self, name)}")
+
+
+class ArmTimeoutError(RuntimeError):
+    """No joint states arrived (at start-up, or the arm stopped publishing)."""
+
+
+def _duration(seconds: float) -> Duration:
+    sec = math.floor(seconds)
+    return Duration(sec=int(sec), nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
+
+
+class RosArm:
+    """An ArmInterface whose joints live behind ROS topics (sim_arm or a real driver)."""
+
+    def __init__(self, node: Node, robot: RobotConfig | None = None,
+                 config: RosArmConfig | None = None) -> None:
+        self.node = node
+        self.robot = robot if robot is not None else RobotConfig()
+        self.config = config if config is not None else RosArmConfig()
+        self.arm_joint_names: list[str] = list(self.robot.arm_joint_names)
+        self._gripper_names = list(self.robot.gripper_joint_names)
+        self._grip_open = np.asarray(self.robot.gripper_open_positions, float)
+        self._grip_closed = np.asarray(self.robot.gripper_closed_positions, float)
+        self.lower, self.upper = self._limits_from_urdf()
+        self._cond = threading.Condition()
+        self._positions: dict[str, float] = {}
+        self._velocities: dict[str, float] = {}
+        self._stamp_s = 0.0
+        self._seq = 0
+        cfg = self.config
+        self._arm_pub = node.create_publisher(JointTrajectory, cfg.arm_trajectory_topic,
+                                              qos.COMMAND_QOS)
+        self._gripper_pub = node.create_publisher(JointTrajectory, cfg.gripper_trajectory_topic,
+                                                  qos.COMMAND_QOS)
+        # Its own callback group, so feedback keeps flowing while another callback waits.
+        node.create_subscription(JointState, cfg.joint_states_topic, self._on_joint_state,
+                                 qos.SENSOR_SUBSCRIBER_QOS,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+
+    def _limits_from_urdf(self) -> tuple[np.ndarray, np.ndarray]:
+        from q_grasp.kinematics.urdf import parse_urdf
+
+        joints = parse_urdf(self.robot.urdf_path).joints
+        lower = np.array([joints[n].lower for n in self.arm_joint_names], float)
+        upper = np.array([joints[n].upper for n in self.arm_joint_names], float)
+        return lower, upper
+
+    # ----------------------------------------------------------------------------- feedback
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        if len(msg.position) != len(msg.name):
+            return  # malformed; nothing here is trustworthy
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if stamp == 0.0:  # unstamped driver: fall back to this node's clock
+            stamp = self.node.get_clock().now().nanoseconds * 1e-9
+        has_velocity = len(msg.velocity) == len(msg.name)
+        with self._cond:
+            dt = stamp - self._stamp_s
+            for i, name in enumerate(msg.name):
+                position = float(msg.position[i])
+                if not math.isfinite(position):
+                    continue
+                if has_velocity and math.isfinite(msg.velocity[i]):
+                    self._velocities[name] = float(msg.velocity[i])
+                elif name in self._positions and dt > 0:
+                    self._velocities[name] = (position - self._positions[name]) / dt
+                self._positions[name] = position
+            self._stamp_s = stamp
+            self._seq += 1
+            self._cond.notify_all()
+
+    def wait_for_joint_states(self, timeout_s: float = 10.0) -> bool:
+        """Block (wall clock) until every arm and gripper joint has been reported and both
+        controllers subscribe to their command topics (a command published before discovery
+        completes would be lost)."""
+        deadline = time.monotonic() + timeout_s
+        names = self.arm_joint_names + self._gripper_names
+        with self._cond:
+            if not self._cond.wait_for(lambda: all(n in self._positions for n in names),
+                                       timeout=timeout_s):
+                return False
+        while time.monotonic() < deadline:
+            if (self._arm_pub.get_subscription_count() > 0
+                    and self._gripper_pub.get_subscription_count() > 0):
+                return True
+            time.sleep(0.02)  # discovery is wall-clock work; nothing to wait on but time
+        return False
+
+    def _read(self, names: list[str], table: dict[str, float]) -> np.ndarray:
+        with self._cond:
+            missing = [n for n in names if n not in table]
+            if missing:
+                raise ArmTimeoutError(f"no joint state yet for {missing} on "
+                                      f"{self.config.joint_states_topic}")
+            return np.array([table[n] for n in names])
+
+    def read_arm_joints(self) -> np.ndarray:
+        """Latest arm joint positions (rad), in ``arm_joint_names`` order."""
+        return self._read(self.arm_joint_names, self._positions)
+
+    def gripper_aperture(self) -> float:
+        """Distance between the finger pads (m), from the latest gripper joint states."""
+        q = self._read(self._gripper_names, self._positions)
+        return float(self.robot.gripper_aperture_scale_m * np.mean(q - self._grip_closed))
+
+    def arm_time_s(self) -> float:
+        """Stamp of the latest joint state (the arm's clock)."""
+        with self._cond:
+            return self._stamp_s
+
+    def _wait(self, done, deadline_s: float) -> bool:
+        """Wait for joint states until ``done()`` holds (True) or the arm's clock passes
+        ``deadline_s`` or the feedback goes stale (False)."""
+        stale = self.config.stale_timeout_s
+        with self._cond:
+            while True:
+                if done():
+                    return True
+                if self._stamp_s >= deadline_s:
+                    return False
+                seq = self._seq
+                if not self._cond.wait_for(lambda seq=seq: self._seq != seq, timeout=stale):
+                    self.node.get_logger().warn(
+                        f"no joint states for {stale:.1f} s of wall time; giving up the wait")
+                    return False
+
+    # ----------------------------------------------------------------------------- commands
+
+    def _trajectory(self, names: list[str], targets: np.ndarray, duration_s: float
+                    ) -> JointTrajectory:
+        msg = JointTrajectory(joint_names=list(names))
+        msg.points = [JointTrajectoryPoint(positions=[float(v) for v in targets],
+                                           time_from_start=_duration(duration_s))]
+        return msg
+
+    def move_arm(self, joint_targets: np.ndarray, *, teleport: bool = False) -> bool:
+        """Move to ``joint_targets`` (clamped to the URDF limits); True once the joint states
+        show the arm there and nearly still, False on timeout. ``teleport`` is ignored: a
+        trajectory is the only way to move an arm over ROS."""
+        cfg = self.config
+        q = np.asarray(joint_targets, float).reshape(-1)
+        if q.shape[0] != len(self.arm_joint_names):
+            raise ValueError(f"joint_targets: expected {len(self.arm_joint_names)} values "
+                             f"({self.arm_joint_names}), got {q.shape[0]}")
+        if not np.isfinite(q).all():
+            raise ValueError("joint_targets: values must be finite")
+        q = np.clip(q, self.lower, self.upper)
+        start = self.read_arm_joints()
+        duration = max(float(np.abs(q - start).max()) / cfg.max_joint_velocity_rad_s,
+                       cfg.min_move_duration_s)
+        t0 = self.arm_time_s()
+        self._arm_pub.publish(self._trajectory(self.arm_joint_names, q, duration))
+        names = self.arm_joint_names
+
+        def arrived() -> bool:  # called with the condition held
+            if any(n not in self._velocities for n in names):
+                return False
+            err = max(abs(self._positions[n] - t) for n, t in zip(names, q))
+            speed = max(abs(self._velocities[n]) for n in names)
+            return err < cfg.joint_tolerance_rad and speed < cfg.velocity_tolerance_rad_s
+
+        return self._wait(arrived, t0 + duration + cfg.move_timeout_margin_s)
+
+    def set_gripper(self, closed: bool) -> float:
+        """Close or open the gripper, wait until the fingers stop, return the aperture (m)."""
+        cfg = self.config
+        target = self._grip_closed if closed else self._grip_open
+        t0 = self.arm_time_s()
+        self._gripper_pub.publish(self._trajectory(self._gripper_names, target,
+                                                   cfg.gripper_duration_s))
+        names = self._gripper_names
+        start = self._read(names, self._positions)
+        settle_from = t0 + max(cfg.gripper_min_settle_s, cfg.gripper_duration_s)
+
+        def settled() -> bool:
+            q = np.array([self._positions[n] for n in names])
+            if np.abs(q - target).max() < cfg.gripper_position_tolerance_m:
+                return True
+            # Stopped short of the target (on an object) counts only once the fingers have
+            # moved: before the command arrives they are still too, but have not started.
+            if (self._stamp_s < settle_from or any(n not in self._velocities for n in names)
+                    or np.abs(q - start).max() < cfg.gripper_position_tolerance_m):
+                return False
+            return max(abs(self._velocities[n]) for n in names) < \
+                cfg.gripper_velocity_tolerance_m_s
+
+        self._wait(settled, t0 + cfg.gripper_duration_s + cfg.gripper_timeout_s)
+        return self.gripper_aperture()

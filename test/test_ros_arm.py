@@ -1,0 +1,105 @@
+"""RosArm (ArmInterface over ROS topics) against sim_arm in another process: moves, gripper,
+and the project's grasp skill executed end to end through the trajectory topics."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+rclpy = pytest.importorskip("rclpy")
+
+from geometry_msgs.msg import PoseArray  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+
+from q_grasp.kinematics import KinematicChain  # noqa: E402
+from q_grasp.nodes import qos  # noqa: E402
+from q_grasp.nodes.ros_arm import RosArm, RosArmConfig  # noqa: E402
+from q_grasp.nodes.testing import start_node_process, stop_process, unique_domain_id  # noqa: E402
+from q_grasp.robot_config import RobotConfig  # noqa: E402
+from q_grasp.skills import arm_interface  # noqa: E402
+from q_grasp.skills.grasp import execute_grasp  # noqa: E402
+
+HOME = np.array([0.0, -1.1, 1.4, 1.3, 0.0])
+
+
+@pytest.fixture(scope="module")
+def ros_arm(tmp_path_factory):
+    domain = unique_domain_id()
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    log = Path(tmp_path_factory.mktemp("ros_arm")) / "sim_arm.log"
+    proc = start_node_process(
+        "q_grasp.nodes.sim_arm",
+        ["-p", "real_time_factor:=4.0", "-p", "camera_rate_hz:=2.0",
+         "-p", "scene.shapes:=[cube]", "-p", "seed:=3"],
+        domain_id=domain, log_path=log)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("ros_arm_test", context=context)
+    objects: list[PoseArray] = []
+    node.create_subscription(PoseArray, "/sim_arm/object_poses", objects.append,
+                             qos.DEFAULT_QOS)
+    arm = RosArm(node, RobotConfig(), RosArmConfig())
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        assert arm.wait_for_joint_states(timeout_s=30.0), log.read_text()
+        yield arm, objects, proc, log
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        spinner.join(timeout=5.0)
+        stop_process(proc)
+
+
+def test_is_an_arm_interface(ros_arm) -> None:
+    arm, *_ = ros_arm
+    assert isinstance(arm, arm_interface.ArmInterface)
+    np.testing.assert_allclose(arm.read_arm_joints(), HOME, atol=0.03)
+    assert arm.gripper_aperture() == pytest.approx(0.06, abs=0.005)
+
+
+def test_move_arm_and_gripper(ros_arm) -> None:
+    arm, _, proc, log = ros_arm
+    target = HOME + np.array([0.4, 0.1, -0.1, 0.0, 0.5])
+    assert arm.move_arm(target), log.read_text()[-2000:]
+    np.testing.assert_allclose(arm.read_arm_joints(), target, atol=0.02)
+    assert arm.set_gripper(True) < 0.004
+    assert arm.set_gripper(False) > 0.055
+    # Out-of-limit targets are clamped like SimRobot does, so the move still succeeds.
+    beyond = HOME.copy()
+    beyond[0] = 10.0
+    assert arm.move_arm(beyond)
+    assert arm.read_arm_joints()[0] == pytest.approx(arm.upper[0], abs=0.02)
+    assert arm.move_arm(HOME)
+    with pytest.raises(ValueError, match="finite"):
+        arm.move_arm(np.full(5, np.nan))
+    assert proc.poll() is None
+
+
+def test_grasp_skill_over_ros(ros_arm) -> None:
+    arm, objects, _, log = ros_arm
+    assert arm.move_arm(HOME)
+    chain = KinematicChain.from_robot_config(RobotConfig())
+    deadline = arm.arm_time_s() + 5.0
+    while not objects and arm.arm_time_s() < deadline:
+        threading.Event().wait(0.05)
+    assert objects, "no ground-truth object poses from sim_arm"
+    pose = objects[-1].poses[0]
+    q = pose.orientation
+    yaw = float(np.arctan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y**2 + q.z**2)))
+    # A cube resting on the table: its top surface is at twice its centre height.
+    surface = [pose.position.x, pose.position.y, 2.0 * pose.position.z]
+    outcome = execute_grasp(arm, chain, surface, yaw, home_joints=HOME)
+    assert outcome.ik_success, outcome.message
+    assert outcome.success, f"{outcome.message}\n{log.read_text()[-2000:]}"
+    np.testing.assert_allclose(arm.read_arm_joints(), HOME, atol=0.03)
