@@ -6,7 +6,9 @@ time (the joint states' stamps: simulated time for sim_arm, the driver's clock f
 never by sleeping. So the same code drives sim_arm or a real arm.
 
 The blocking calls (move_arm, set_gripper) must run in a worker thread while an executor spins
-the node in others (MultiThreadedExecutor): they wait for joint-state callbacks.
+the node in others (MultiThreadedExecutor): they wait for joint-state callbacks. Setting the
+``stop`` event (node shutdown) makes every wait raise :class:`ArmStoppedError`, so a skill in the
+middle of a motion unwinds at once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +28,9 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from q_grasp.nodes import qos
 from q_grasp.robot_config import RobotConfig
+
+RejectFn = Callable[[str, str, str], None]
+"""``reject(source, reason, detail)`` for malformed feedback, e.g. Diagnostics.reject."""
 
 
 @dataclass
@@ -78,6 +84,10 @@ class ArmTimeoutError(RuntimeError):
     """No joint states arrived (at start-up, or the arm stopped publishing)."""
 
 
+class ArmStoppedError(RuntimeError):
+    """The arm's owner is shutting down: raised out of any wait so that a skill unwinds."""
+
+
 def _duration(seconds: float) -> Duration:
     sec = math.floor(seconds)
     return Duration(sec=int(sec), nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
@@ -87,7 +97,8 @@ class RosArm:
     """An ArmInterface whose joints live behind ROS topics (sim_arm or a real driver)."""
 
     def __init__(self, node: Node, robot: RobotConfig | None = None,
-                 config: RosArmConfig | None = None) -> None:
+                 config: RosArmConfig | None = None, *, stop: threading.Event | None = None,
+                 reject: RejectFn | None = None) -> None:
         self.node = node
         self.robot = robot if robot is not None else RobotConfig()
         self.config = config if config is not None else RosArmConfig()
@@ -101,6 +112,11 @@ class RosArm:
         self._velocities: dict[str, float] = {}
         self._stamp_s = 0.0
         self._seq = 0
+        self._stop = stop if stop is not None else threading.Event()
+        self._reject = reject
+        self._first_command_monotonic: float | None = None
+        self.move_timeouts = 0
+        """Moves that did not arrive in time (for diagnostics)."""
         cfg = self.config
         self._arm_pub = node.create_publisher(JointTrajectory, cfg.arm_trajectory_topic,
                                               qos.COMMAND_QOS)
@@ -122,8 +138,11 @@ class RosArm:
     # ----------------------------------------------------------------------------- feedback
 
     def _on_joint_state(self, msg: JointState) -> None:
-        if len(msg.position) != len(msg.name):
-            return  # malformed; nothing here is trustworthy
+        if len(msg.position) != len(msg.name):  # malformed; nothing here is trustworthy
+            if self._reject is not None:
+                self._reject("joint_states", "size_mismatch",
+                             f"{len(msg.name)} names but {len(msg.position)} positions")
+            return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         if stamp == 0.0:  # unstamped driver: fall back to this node's clock
             stamp = self.node.get_clock().now().nanoseconds * 1e-9
@@ -133,6 +152,8 @@ class RosArm:
             for i, name in enumerate(msg.name):
                 position = float(msg.position[i])
                 if not math.isfinite(position):
+                    if self._reject is not None:
+                        self._reject("joint_states", "non_finite", f"{name} = {position}")
                     continue
                 if has_velocity and math.isfinite(msg.velocity[i]):
                     self._velocities[name] = float(msg.velocity[i])
@@ -168,6 +189,10 @@ class RosArm:
                                       f"{self.config.joint_states_topic}")
             return np.array([table[n] for n in names])
 
+    def joint_positions(self, names: Sequence[str]) -> np.ndarray:
+        """Latest positions of any reported joints, in the order of ``names``."""
+        return self._read(list(names), self._positions)
+
     def read_arm_joints(self) -> np.ndarray:
         """Latest arm joint positions (rad), in ``arm_joint_names`` order."""
         return self._read(self.arm_joint_names, self._positions)
@@ -188,15 +213,43 @@ class RosArm:
         stale = self.config.stale_timeout_s
         with self._cond:
             while True:
+                if self._stop.is_set():
+                    raise ArmStoppedError("shutting down")
                 if done():
                     return True
                 if self._stamp_s >= deadline_s:
                     return False
                 seq = self._seq
-                if not self._cond.wait_for(lambda seq=seq: self._seq != seq, timeout=stale):
-                    self.node.get_logger().warn(
-                        f"no joint states for {stale:.1f} s of wall time; giving up the wait")
-                    return False
+                # Short waits so that a stop request is seen at once; staleness is judged by
+                # the total wall time without a new joint state.
+                quiet_since = time.monotonic()
+                while self._seq == seq and not self._stop.is_set():
+                    if time.monotonic() - quiet_since > stale:
+                        self.node.get_logger().warn(
+                            f"no joint states for {stale:.1f} s of wall time; giving up the "
+                            "wait")
+                        return False
+                    self._cond.wait(timeout=0.1)
+
+    def wait_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait (arm time) until ``done()``, evaluated with the state lock held after every
+        joint state, holds (True) or ``timeout_s`` passes (False). Raises ArmStoppedError."""
+        return self._wait(done, self.arm_time_s() + timeout_s)
+
+    def mark_decision(self) -> None:
+        """Start a decision-latency measurement: :attr:`first_command_monotonic` becomes the
+        wall time of the first command published after this call."""
+        self._first_command_monotonic = None
+
+    @property
+    def first_command_monotonic(self) -> float | None:
+        """time.monotonic() of the first command since :meth:`mark_decision` (None: none yet)."""
+        return self._first_command_monotonic
+
+    def _publish(self, publisher, msg: JointTrajectory) -> None:
+        if self._first_command_monotonic is None:
+            self._first_command_monotonic = time.monotonic()
+        publisher.publish(msg)
 
     # ----------------------------------------------------------------------------- commands
 
@@ -223,7 +276,7 @@ class RosArm:
         duration = max(float(np.abs(q - start).max()) / cfg.max_joint_velocity_rad_s,
                        cfg.min_move_duration_s)
         t0 = self.arm_time_s()
-        self._arm_pub.publish(self._trajectory(self.arm_joint_names, q, duration))
+        self._publish(self._arm_pub, self._trajectory(self.arm_joint_names, q, duration))
         names = self.arm_joint_names
 
         def arrived() -> bool:  # called with the condition held
@@ -233,15 +286,18 @@ class RosArm:
             speed = max(abs(self._velocities[n]) for n in names)
             return err < cfg.joint_tolerance_rad and speed < cfg.velocity_tolerance_rad_s
 
-        return self._wait(arrived, t0 + duration + cfg.move_timeout_margin_s)
+        arrived_in_time = self._wait(arrived, t0 + duration + cfg.move_timeout_margin_s)
+        if not arrived_in_time:
+            self.move_timeouts += 1
+        return arrived_in_time
 
     def set_gripper(self, closed: bool) -> float:
         """Close or open the gripper, wait until the fingers stop, return the aperture (m)."""
         cfg = self.config
         target = self._grip_closed if closed else self._grip_open
         t0 = self.arm_time_s()
-        self._gripper_pub.publish(self._trajectory(self._gripper_names, target,
-                                                   cfg.gripper_duration_s))
+        self._publish(self._gripper_pub, self._trajectory(self._gripper_names, target,
+                                                          cfg.gripper_duration_s))
         names = self._gripper_names
         start = self._read(names, self._positions)
         settle_from = t0 + max(cfg.gripper_min_settle_s, cfg.gripper_duration_s)
