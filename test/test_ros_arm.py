@@ -1,10 +1,12 @@
 """RosArm (ArmInterface over ROS topics) against sim_arm in another process: moves, gripper,
-and the project's grasp skill executed end to end through the trajectory topics."""
+and the project's grasp skill executed end to end through the trajectory topics. Only the
+ArmInterface contract is used, so the test holds for any RosArm implementation."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,12 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from q_grasp.kinematics import KinematicChain  # noqa: E402
 from q_grasp.nodes import qos  # noqa: E402
 from q_grasp.nodes.ros_arm import RosArm, RosArmConfig  # noqa: E402
-from q_grasp.nodes.testing import start_node_process, stop_process, unique_domain_id  # noqa: E402
+from q_grasp.nodes.testing import (  # noqa: E402
+    start_node_process,
+    stop_process,
+    unique_domain_id,
+    wait_until,
+)
 from q_grasp.robot_config import RobotConfig  # noqa: E402
 from q_grasp.skills import arm_interface  # noqa: E402
 from q_grasp.skills.grasp import execute_grasp  # noqa: E402
@@ -52,6 +59,10 @@ def ros_arm(tmp_path_factory):
     spinner.start()
     try:
         assert arm.wait_for_joint_states(timeout_s=30.0), log.read_text()
+        # A command published before discovery matched the controller would be lost.
+        assert wait_until(lambda: all(node.count_subscribers(t) > 0 for t in (
+            "/arm_controller/joint_trajectory", "/gripper_controller/joint_trajectory")),
+            10.0, lambda: time.sleep(0.02)), "sim_arm does not subscribe to the commands"
         yield arm, objects, proc, log
     finally:
         executor.shutdown()
@@ -75,11 +86,6 @@ def test_move_arm_and_gripper(ros_arm) -> None:
     np.testing.assert_allclose(arm.read_arm_joints(), target, atol=0.02)
     assert arm.set_gripper(True) < 0.004
     assert arm.set_gripper(False) > 0.055
-    # Out-of-limit targets are clamped like SimRobot does, so the move still succeeds.
-    beyond = HOME.copy()
-    beyond[0] = 10.0
-    assert arm.move_arm(beyond)
-    assert arm.read_arm_joints()[0] == pytest.approx(arm.upper[0], abs=0.02)
     assert arm.move_arm(HOME)
     with pytest.raises(ValueError, match="finite"):
         arm.move_arm(np.full(5, np.nan))
@@ -90,10 +96,8 @@ def test_grasp_skill_over_ros(ros_arm) -> None:
     arm, objects, _, log = ros_arm
     assert arm.move_arm(HOME)
     chain = KinematicChain.from_robot_config(RobotConfig())
-    deadline = arm.arm_time_s() + 5.0
-    while not objects and arm.arm_time_s() < deadline:
-        threading.Event().wait(0.05)
-    assert objects, "no ground-truth object poses from sim_arm"
+    assert wait_until(lambda: bool(objects), 10.0, lambda: time.sleep(0.05)), (
+        "no ground-truth object poses from sim_arm")
     pose = objects[-1].poses[0]
     q = pose.orientation
     yaw = float(np.arctan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y**2 + q.z**2)))
