@@ -223,6 +223,10 @@ class Scene:
         else:
             info = self._create_primitive(rng)
         body = info.body_id
+        # Everything already in the world except the table: this scene's objects, the robot,
+        # and bodies other code added.
+        others = [c.getBodyUniqueId(i) for i in range(c.getNumBodies())]
+        others = [b for b in others if b not in (body, self.sim.table_id)]
         for _ in range(cfg.max_placement_tries):
             x = rng.uniform(*cfg.workspace_x_m)
             y = rng.uniform(*cfg.workspace_y_m)
@@ -234,8 +238,7 @@ class Scene:
             z = 0.5 - lo[2] + 0.001
             c.resetBasePositionAndOrientation(body, [x, y, z], quat)
             if not any(
-                c.getClosestPoints(body, other, distance=cfg.min_gap_m)
-                for other in self.objects
+                c.getClosestPoints(body, other, distance=cfg.min_gap_m) for other in others
             ):
                 info.position = np.array([x, y, z])
                 info.yaw_rad = yaw
