@@ -1,0 +1,773 @@
+"""policy: the actor node. It observes the arm through its topics, picks actions with the
+Q-network (epsilon-greedy), executes them through the trajectory topics, computes rewards from
+what the robot senses, publishes every transition for the trainer, and swaps in the trainer's
+weights as they arrive.
+
+Tasks: ``reacher`` (MLP over reach-joint angles and goal; joint steps) and ``grasp`` (U-Net Q-map
+over the top-down RGB-D image; pixel + rotation -> grasp through q_grasp.skills.grasp).
+Acting runs in a worker thread; subscription callbacks only store data, so nothing that waits
+for motion ever blocks them (MultiThreadedExecutor).
+
+Topics (relative names follow the node's namespace; all remappable):
+  joint_states                          sensor_msgs/JointState       (in)
+  camera/color/image_raw                sensor_msgs/Image rgb8       (in, grasp)
+  camera/depth/image_raw                sensor_msgs/Image 32FC1/16UC1 (in, grasp)
+  camera/color/camera_info              sensor_msgs/CameraInfo       (in, grasp)
+  arm_controller/joint_trajectory       trajectory_msgs/JointTrajectory (out)
+  gripper_controller/joint_trajectory   trajectory_msgs/JointTrajectory (out)
+  /q_grasp/transitions                  std_msgs/UInt8MultiArray     (out, wire blob; global)
+  /q_grasp/weights                      std_msgs/UInt8MultiArray     (in, latched; global)
+  q_grasp/q_map                         sensor_msgs/Image rgb8       (out, grasp heat map)
+  q_grasp/markers                       visualization_msgs/MarkerArray (out)
+  q_grasp/goal                          geometry_msgs/PointStamped   (out)
+  /diagnostics                          diagnostic_msgs/DiagnosticArray (out)
+Service client: sim_arm/reset_scene (std_srvs/Trigger) at the start of every grasp episode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from geometry_msgs.msg import Point, PointStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import UInt8MultiArray
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker, MarkerArray
+
+from q_grasp.learning.agent import Actor
+from q_grasp.learning.visualize import q_map_overlay
+from q_grasp.nodes import qos
+from q_grasp.nodes.convert import (
+    MessageError,
+    blob_to_msg,
+    camera_info_to_dict,
+    color_image_to_numpy,
+    depth_image_to_numpy,
+    image_msg,
+    msg_to_blob,
+)
+from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
+from q_grasp.nodes.params import declare_config
+from q_grasp.nodes.policy_core import (
+    TASKS,
+    CameraModel,
+    EpisodeStats,
+    ReacherEpisodes,
+    Transition,
+    TransitionBatcher,
+    choose_action,
+    decode_grasp_action,
+    exploration_config,
+    grasp_observation,
+    load_task,
+    reacher_reward,
+    shaped_reward,
+    table_looks_empty,
+)
+from q_grasp.nodes.ros_arm import ArmStoppedError, ArmTimeoutError, RosArm, RosArmConfig
+from q_grasp.nodes.runtime import run_node
+from q_grasp.wire import (
+    TRANSITIONS_SCHEMA,
+    WEIGHTS_SCHEMA,
+    WeightsLimits,
+    WireError,
+    decode_weights,
+    encode_transitions,
+    state_dict_shapes,
+)
+
+
+@dataclass
+class PolicyConfig:
+    """Parameters of the policy (actor) node."""
+
+    task: Literal["grasp", "reacher"] = "grasp"
+    """Skill to run: top-down grasping (U-Net over the camera image) or goal reaching (MLP over
+    reach-joint angles and goal)."""
+    train: bool = True
+    """true: explore with the epsilon schedule and publish every transition for the trainer.
+    false: evaluation - act with eval_epsilon, publish no transitions, apply no reward shaping."""
+    checkpoint: str = ""
+    """Checkpoint file (.safetensors, from `q-grasp train` or the trainer) giving the network
+    and the task settings it was trained with; empty: a fresh network from experiment_config."""
+    experiment_config: str = ""
+    """Experiment YAML (the file `q-grasp train --config` reads) whose env.kwargs set the task
+    (episode length, rewards, image size...) and whose network section sets the architecture;
+    empty: the checkpoint's own, else the packaged config/<task>.yaml."""
+    actor_id: str = ""
+    """Name of this actor in transition blobs (empty: the node's fully qualified name)."""
+    seed: int = 0
+    """Seed of exploration, goal sampling and the fresh network's initialisation."""
+    torch_threads: int = 1
+    """torch.set_num_threads for the network's forward passes."""
+    epsilon_schedule: Literal["linear", "exponential", "constant"] = "linear"
+    """How epsilon goes from epsilon_start to epsilon_end over this actor's steps."""
+    epsilon_start: float = 1.0
+    """Epsilon at step 0 (probability of a random action while training)."""
+    epsilon_end: float = 0.05
+    """Final epsilon."""
+    epsilon_decay_steps: int = 10000
+    """linear: steps until epsilon_end is reached; exponential: time constant in steps."""
+    eval_epsilon: float = 0.0
+    """Epsilon when train is false (0: greedy)."""
+    resume_exploration: bool = True
+    """With a checkpoint, continue the epsilon schedule from its env_steps counter."""
+    goal_tolerance_m: float = 0.0
+    """reacher: success distance (m) of the end effector to the goal; 0 keeps the task's."""
+    start_pose: Literal["random", "current"] = "random"
+    """reacher: "random" moves the arm to a start pose drawn like ReacherEnv.reset (the
+    distribution the single-process env trains on); "current" starts every episode where the
+    arm is (no repositioning, e.g. on a real arm)."""
+    max_episodes: int = 0
+    """Stop acting after this many episodes (0: never), e.g. for an evaluation run."""
+    shutdown_when_done: bool = False
+    """Shut the node down once max_episodes episodes are done."""
+    success_window: int = 50
+    """Episodes (and grasp attempts) over which success rates are reported."""
+    transition_batch_size: int = 1
+    """Transitions per /q_grasp/transitions message (an episode's end always sends)."""
+    transitions_queue_depth: int = 100
+    """Depth of the reliable /q_grasp/transitions queue kept for a slow trainer."""
+    max_weights_bytes: int = 268435456
+    """Largest weights blob accepted (bytes)."""
+    reset_service: str = "sim_arm/reset_scene"
+    """grasp: std_srvs/Trigger service that resets the scene at the start of every episode
+    (relative: follows the namespace); empty: no reset (a person or another node resets)."""
+    reset_timeout_s: float = 30.0
+    """grasp: how long (wall clock; the simulator's clock stands still while it resets) to
+    wait for the reset service."""
+    settle_time_s: float = 0.25
+    """grasp: time (arm clock) for objects to come to rest before an image is used (the env
+    steps settle_steps = 60 physics steps of 1/240 s)."""
+    frame_timeout_s: float = 5.0
+    """grasp: longest wait (arm clock) for a camera frame taken after a given time."""
+    max_stamp_skew_s: float = 0.02
+    """grasp: colour and depth images whose stamps differ by at most this form one frame."""
+    camera_position_m: list[float] = field(default_factory=list)
+    """grasp: camera optical centre in the world frame (x, y, z; m); empty: the grasp task's
+    camera (GraspConfig.camera_config()), which sim_arm uses in config/sim_train_grasp.yaml."""
+    camera_target_m: list[float] = field(default_factory=list)
+    """grasp: world point on the camera's optical axis (m); empty: the grasp task's."""
+    camera_up_vector: list[float] = field(default_factory=list)
+    """grasp: world direction that points up in the image; empty: the grasp task's."""
+    empty_table_height_m: float = 0.005
+    """grasp: the episode ends (terminated) when no pixel stands higher than this above the
+    table (nothing left to grasp, as the camera sees it)."""
+    terminate_on_success: bool = True
+    """grasp: end the episode after a successful grasp. The gym env removes a grasped object,
+    so its one-object scenes end there; over ROS the scene is reset at the next episode."""
+    place_joint_positions: list[float] = field(default_factory=list)
+    """grasp: arm joints (rad) to carry a held object to before the gripper opens (e.g. over
+    a bin beside the table); empty: release it where it was lifted."""
+    world_frame: str = "world"
+    """Frame of markers and goal points (the URDF base is placed in it by robot.base_position)."""
+    publish_q_map: bool = True
+    """grasp: publish the Q-map heat map image."""
+    q_map_scale: int = 4
+    """grasp: heat-map image pixels per camera pixel."""
+    diagnostics_period_s: float = 1.0
+    """Period (node clock) of /diagnostics."""
+    arm: RosArmConfig = field(default_factory=RosArmConfig)
+    """How motions are commanded and judged finished."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task: must be one of {list(TASKS)}, got {self.task!r}")
+        for name in ("epsilon_start", "epsilon_end", "eval_epsilon"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        for name, low in (("epsilon_decay_steps", 1), ("torch_threads", 1),
+                          ("success_window", 1), ("transition_batch_size", 1),
+                          ("transitions_queue_depth", 1), ("max_weights_bytes", 1024),
+                          ("q_map_scale", 1), ("max_episodes", 0), ("seed", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
+        if not 0.0 <= self.goal_tolerance_m <= 0.1:
+            raise ValueError(f"goal_tolerance_m: must be in [0, 0.1] m (0 = the task's), got "
+                             f"{self.goal_tolerance_m}")
+        for name in ("reset_timeout_s", "frame_timeout_s", "diagnostics_period_s"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name}: must be > 0 s, got {getattr(self, name)}")
+        for name in ("settle_time_s", "max_stamp_skew_s", "empty_table_height_m"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("camera_position_m", "camera_target_m", "camera_up_vector"):
+            value = getattr(self, name)
+            if value and (len(value) != 3 or not all(math.isfinite(v) for v in value)):
+                raise ValueError(f"{name}: must be empty or 3 finite numbers, got {value}")
+        if not self.world_frame:
+            raise ValueError("world_frame: must not be empty")
+
+
+DYNAMIC_PARAMETERS = frozenset({"epsilon_schedule", "epsilon_start", "epsilon_end",
+                                "epsilon_decay_steps", "eval_epsilon", "publish_q_map"})
+"""Parameters that may change while the node runs (ros2 param set)."""
+
+
+def policy_config_for_task(task: str) -> PolicyConfig:
+    """The policy configuration shipped for ``task``: its epsilon schedule is the one of the
+    task's packaged experiment config, so the ROS pipeline explores like `q-grasp train`."""
+    from q_grasp.learning.tasks import default_config, resolve_task
+
+    exploration = default_config(resolve_task(task)).exploration
+    total = default_config(resolve_task(task)).training.total_steps
+    decay = (exploration.fraction * total if exploration.schedule == "linear"
+             else exploration.decay_steps)
+    return PolicyConfig(task=task, epsilon_schedule=exploration.schedule,
+                        epsilon_start=exploration.start, epsilon_end=exploration.end,
+                        epsilon_decay_steps=max(int(round(decay)), 1),
+                        eval_epsilon=exploration.eval_epsilon)
+
+
+@dataclass
+class CameraFrame:
+    """One colour + depth pair with the camera model that maps its pixels to the world."""
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    heightmap: np.ndarray
+    stamp_ns: int
+    stamp: Any
+    frame_id: str
+    received_monotonic: float
+    camera: CameraModel
+
+
+def _yaw_quaternion(yaw: float) -> tuple[float, float, float, float]:
+    return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
+
+
+class PolicyNode(Node):
+    """The actor: acts on the arm through topics, publishes transitions, receives weights."""
+
+    def __init__(self, node_name: str = "policy", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._params = declare_config(self, PolicyConfig, dynamic=DYNAMIC_PARAMETERS)
+        cfg = self._params.config
+        torch.set_num_threads(cfg.torch_threads)
+        self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}",
+                                       period_s=cfg.diagnostics_period_s, hardware_id=cfg.task)
+        self.setup = load_task(cfg.task, experiment_config=cfg.experiment_config,
+                               checkpoint=cfg.checkpoint, seed=cfg.seed)
+        env_cfg = self.setup.env_config
+        if cfg.task == "reacher" and cfg.goal_tolerance_m > 0.0:
+            env_cfg = dataclasses.replace(env_cfg, goal_tolerance_m=cfg.goal_tolerance_m)
+            self.setup.env_config = env_cfg
+        self.robot = env_cfg.robot
+        q_net = self.setup.q_net
+        exploration, total = exploration_config(cfg.epsilon_schedule, cfg.epsilon_start,
+                                                cfg.epsilon_end, cfg.eval_epsilon,
+                                                cfg.epsilon_decay_steps)
+        self.actor = Actor(q_net, exploration, total, seed=cfg.seed)
+        self._net_config = dict(q_net.config)
+        self._weights_shapes = state_dict_shapes(q_net.state_dict())
+        self._weights_limits = WeightsLimits(max_blob_bytes=cfg.max_weights_bytes)
+        self._weights_version = -1
+        start_step = 0
+        if cfg.resume_exploration and cfg.train:
+            start_step = int(self.setup.counters.get("env_steps", 0))
+        self.stats = EpisodeStats(cfg.success_window, initial_steps=start_step)
+        actor_id = cfg.actor_id or self.get_fully_qualified_name()
+        self._batcher = TransitionBatcher(cfg.task, actor_id, q_net.n_actions,
+                                          cfg.transition_batch_size)
+        self._latency_ms: float | None = None
+        self._stop = threading.Event()
+        # SIGINT shuts the context down before destroy_node runs: stop acting at once.
+        self.context.on_shutdown(self._stop.set)
+
+        self.arm = RosArm(self, self.robot, cfg.arm, stop=self._stop,
+                          reject=self.diagnostics.reject)
+        self._transitions_pub = self.create_publisher(
+            UInt8MultiArray, "/q_grasp/transitions",
+            qos.transitions_qos(cfg.transitions_queue_depth))
+        self._markers_pub = self.create_publisher(MarkerArray, "q_grasp/markers", qos.DEFAULT_QOS)
+        self._goal_pub = self.create_publisher(PointStamped, "q_grasp/goal", qos.DEFAULT_QOS)
+        self.create_subscription(UInt8MultiArray, "/q_grasp/weights", self._on_weights,
+                                 qos.WEIGHTS_QOS, callback_group=MutuallyExclusiveCallbackGroup())
+
+        self._frame_cond = threading.Condition()
+        self._color: tuple[int, Any, np.ndarray, str, float] | None = None
+        self._depth: tuple[int, np.ndarray, float] | None = None
+        self._camera: CameraModel | None = None
+        self._camera_key: tuple | None = None
+        self._q_map_pub = None
+        self._reset_client = None
+        if cfg.task == "grasp":
+            self._init_grasp(cfg)
+        else:
+            self.episodes = ReacherEpisodes(env_cfg, seed=cfg.seed)
+
+        self.diagnostics.set(task=cfg.task, mode="train" if cfg.train else "evaluate",
+                             weights_version=-1, weights_source=self.setup.source,
+                             steps=self.stats.steps, episodes=0)
+        self._worker = threading.Thread(target=self._run, name="policy_act", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"policy up: task {cfg.task}, {'training' if cfg.train else 'evaluating'}, "
+            f"{q_net.kind} network ({q_net.n_actions} actions) from {self.setup.source}, "
+            f"actor id {actor_id}")
+
+    @property
+    def config(self) -> PolicyConfig:
+        """The current (validated) parameters."""
+        return self._params.config
+
+    # ----------------------------------------------------------------------------- set-up
+
+    def _init_grasp(self, cfg: PolicyConfig) -> None:
+        from q_grasp.kinematics import KinematicChain
+
+        env_cfg = self.setup.env_config
+        self.chain = KinematicChain.from_robot_config(self.robot)
+        self.channels = tuple(self.setup.spaces.image_channels)
+        self.image_hw = tuple(env_cfg.image_size)
+        self.n_rotations = int(env_cfg.num_rotations)
+        task_camera = env_cfg.camera_config()
+        self._camera_pose = (
+            tuple(cfg.camera_position_m or task_camera.position),
+            tuple(cfg.camera_target_m or task_camera.target),
+            tuple(cfg.camera_up_vector or task_camera.up_vector),
+        )
+        sensors = MutuallyExclusiveCallbackGroup()
+        sensor_qos = qos.SENSOR_SUBSCRIBER_QOS
+        self.create_subscription(Image, "camera/color/image_raw", self._on_color, sensor_qos,
+                                 callback_group=sensors)
+        self.create_subscription(Image, "camera/depth/image_raw", self._on_depth, sensor_qos,
+                                 callback_group=sensors)
+        self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_camera_info,
+                                 sensor_qos, callback_group=sensors)
+        self._q_map_pub = self.create_publisher(Image, "q_grasp/q_map", qos.DEFAULT_QOS)
+        if cfg.reset_service:
+            self._reset_client = self.create_client(
+                Trigger, cfg.reset_service, callback_group=MutuallyExclusiveCallbackGroup())
+
+    # ----------------------------------------------------------------------------- callbacks
+
+    def _on_weights(self, msg: UInt8MultiArray) -> None:
+        try:
+            blob = msg_to_blob(msg, WEIGHTS_SCHEMA)
+            weights = decode_weights(blob, self._weights_limits, self._net_config,
+                                     expected_shapes=self._weights_shapes)
+        except WireError as exc:
+            self.diagnostics.reject("weights", exc.reason, exc.detail)
+            return
+        own = self.actor.q_net.state_dict()
+        # Convert every tensor before touching the network, so that the swap below cannot
+        # fail half way: the network holds either the old weights or the new ones.
+        state = {k: v.to(dtype=own[k].dtype) for k, v in weights.state_dict.items()}
+        with self.actor.lock:
+            self.actor.q_net.load_state_dict(state)
+            previous, self._weights_version = self._weights_version, weights.version
+        if weights.version < previous:
+            self.get_logger().warn(f"weights version went back from {previous} to "
+                                   f"{weights.version} (trainer restarted?)")
+        self.diagnostics.count("weights_received")
+        self.diagnostics.set(weights_version=weights.version,
+                             weights_source=weights.source or "trainer",
+                             weights_updates=weights.num_updates)
+
+    def _on_color(self, msg: Image) -> None:
+        try:
+            rgb = color_image_to_numpy(msg, self.image_hw)
+        except MessageError as exc:
+            self.diagnostics.reject("color_image", exc.reason, exc.detail)
+            return
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self._frame_cond:
+            self._color = (stamp_ns, msg.header.stamp, rgb, msg.header.frame_id,
+                           time.monotonic())
+            self._frame_cond.notify_all()
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            depth = depth_image_to_numpy(msg, self.image_hw)
+        except MessageError as exc:
+            self.diagnostics.reject("depth_image", exc.reason, exc.detail)
+            return
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self._frame_cond:
+            self._depth = (stamp_ns, depth, time.monotonic())
+            self._frame_cond.notify_all()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            info = camera_info_to_dict(msg)
+            h, w = self.image_hw
+            if (info["height"], info["width"]) != (h, w):
+                raise MessageError("wrong_size", f"camera_info is {info['height']}x"
+                                                 f"{info['width']}, expected {h}x{w}")
+        except MessageError as exc:
+            self.diagnostics.reject("camera_info", exc.reason, exc.detail)
+            return
+        key = tuple(np.round(info["K"].ravel(), 9))
+        if key == self._camera_key:
+            return
+        camera = CameraModel(info["K"], info["width"], info["height"], *self._camera_pose)
+        with self._frame_cond:
+            self._camera, self._camera_key = camera, key
+            self._frame_cond.notify_all()
+
+    # ----------------------------------------------------------------------------- acting
+
+    def _run(self) -> None:
+        """Worker thread: wait for the arm, then run episodes until shutdown."""
+        try:
+            self._wait_for_arm()
+            errors = 0
+            while not self._stop.is_set():
+                cfg = self.config
+                if cfg.max_episodes and self.stats.episodes >= cfg.max_episodes:
+                    self._finish()
+                    return
+                try:
+                    if cfg.task == "grasp":
+                        self._grasp_episode()
+                    else:
+                        self._reacher_episode()
+                    errors = 0
+                except (ArmStoppedError, KeyboardInterrupt):
+                    return
+                except Exception as exc:  # keep the node alive; say what went wrong
+                    if self._stop.is_set():
+                        return
+                    errors += 1
+                    self.diagnostics.count("act_errors")
+                    self.diagnostics.set_level(ERROR, f"acting failed: {exc}")
+                    self.get_logger().error(f"episode failed ({errors} in a row): {exc}\n"
+                                            f"{traceback.format_exc()}")
+                    self._stop.wait(min(1.0 * errors, 10.0))
+        except ArmStoppedError:
+            return
+
+    def _wait_for_arm(self) -> None:
+        waited = 0.0
+        while not self.arm.wait_for_joint_states(timeout_s=5.0):
+            if self._stop.is_set():
+                raise ArmStoppedError("shutting down")
+            waited += 5.0
+            self.get_logger().info(f"waiting for joint_states of {self.robot.arm_joint_names} "
+                                   f"and the trajectory controllers ({waited:.0f} s)")
+            self.diagnostics.set_level(WARN, "waiting for the arm")
+        self.diagnostics.set_level(OK, "acting")
+
+    def _finish(self) -> None:
+        stats = self.stats
+        self.get_logger().info(
+            f"done: {stats.episodes} episodes, success rate {stats.success_rate:.3f} over the "
+            f"last {min(stats.episodes, self.config.success_window)}, attempt success rate "
+            f"{stats.attempt_success_rate:.3f}, mean return {stats.mean_return:.3f}")
+        self.diagnostics.set_level(OK, "finished")
+        self.diagnostics.publish()
+        if self.config.shutdown_when_done:
+            self.context.try_shutdown()
+
+    def _epsilon(self) -> float:
+        cfg = self.config
+        if not cfg.train:
+            return cfg.eval_epsilon
+        exploration, total = exploration_config(cfg.epsilon_schedule, cfg.epsilon_start,
+                                                cfg.epsilon_end, cfg.eval_epsilon,
+                                                cfg.epsilon_decay_steps)
+        if exploration != self.actor.exploration:  # changed at run time (ros2 param set)
+            from q_grasp.learning.schedules import make_schedule
+
+            self.actor.exploration = exploration
+            self.actor.schedule = make_schedule(exploration, total)
+        return self.actor.exploration_value(self.stats.steps)
+
+    def _q_values(self, obs: np.ndarray) -> np.ndarray:
+        with self.actor.lock:
+            return self.actor.q_net.predict_q(obs)
+
+    def _record(self, transition: Transition, latency_ms: float | None, epsilon: float) -> None:
+        done = transition.terminated or transition.truncated
+        self.stats.record_step(transition.reward, transition.is_success, done)
+        cfg = self.config
+        if cfg.train:
+            batch = self._batcher.add(transition, self._weights_version)
+            if batch is not None:
+                batch.stamp_ns = self.get_clock().now().nanoseconds
+                msg = blob_to_msg(encode_transitions(batch), TRANSITIONS_SCHEMA)
+                self._transitions_pub.publish(msg)
+                self.diagnostics.count("transitions_published", len(batch))
+        if latency_ms is not None:
+            self._latency_ms = (latency_ms if self._latency_ms is None
+                                else 0.9 * self._latency_ms + 0.1 * latency_ms)
+        s = self.stats
+        values = dict(steps=s.steps, episodes=s.episodes, epsilon=epsilon,
+                      success_rate=s.success_rate, mean_return=s.mean_return,
+                      weights_version=self._weights_version,
+                      move_timeouts=self.arm.move_timeouts)
+        if cfg.task == "grasp":
+            values.update(attempt_success_rate=s.attempt_success_rate,
+                          grasp_successes=s.attempt_successes)
+        if latency_ms is not None:
+            values.update(decision_latency_ms=latency_ms,
+                          decision_latency_ms_mean=self._latency_ms)
+        self.diagnostics.set(**values)
+        if self.diagnostics.rejected_total() == 0:
+            self.diagnostics.set_level(OK, "acting")
+        else:
+            self.diagnostics.set_level(WARN, "acting; rejected some inputs (see rejected.*)")
+        if done and (cfg.task == "grasp" or s.episodes % 10 == 0):
+            self.get_logger().info(
+                f"episode {s.episodes}: step {s.steps}, success rate {s.success_rate:.2f}, "
+                f"epsilon {epsilon:.3f}, weights v{self._weights_version}")
+
+    # ----------------------------------------------------------------------------- reacher
+
+    def _reacher_episode(self) -> None:
+        cfg, episodes = self.config, self.episodes
+        tolerance = self.setup.env_config.goal_tolerance_m
+        reward_type = self.setup.env_config.reward
+        experiment = self.setup.experiment
+        current = self.arm.read_arm_joints()
+        start, goal = episodes.new_episode(None if cfg.start_pose == "random" else current)
+        self._publish_goal(goal, tolerance)
+        if cfg.start_pose == "random":
+            self.arm.move_arm(start)
+            target = start
+        else:
+            target = np.clip(current, episodes.lower, episodes.upper)
+        q = self.arm.read_arm_joints()
+        obs, distance = episodes.observation(q, goal), episodes.distance(q, goal)
+        for t in range(1, self.setup.max_episode_steps + 1):
+            epsilon = self._epsilon()
+            received = time.monotonic()
+            self.arm.mark_decision()
+            action, _ = choose_action(self._q_values(obs), epsilon, self.actor.rng)
+            target, _ = episodes.joint_target(target, action)
+            self.arm.move_arm(target)
+            first = self.arm.first_command_monotonic
+            latency = None if first is None else (first - received) * 1e3
+            q = self.arm.read_arm_joints()
+            next_obs, next_distance = episodes.observation(q, goal), episodes.distance(q, goal)
+            success = next_distance <= tolerance
+            reward = reacher_reward(next_distance, tolerance, reward_type)
+            if cfg.train:
+                reward = shaped_reward(reward, distance, next_distance, success,
+                                       experiment.env.distance_shaping, experiment.dqn.gamma)
+            truncated = not success and t >= self.setup.max_episode_steps
+            self._record(Transition(obs, action, reward, next_obs, success, truncated, success),
+                         latency, epsilon)
+            self._publish_markers(goal=goal, tolerance=tolerance,
+                                  ee=episodes.ee_position(q))
+            if success or truncated or self._stop.is_set():
+                return
+            obs, distance = next_obs, next_distance
+
+    # ----------------------------------------------------------------------------- grasp
+
+    def _reset_scene(self) -> None:
+        client = self._reset_client
+        if client is None:
+            return
+        if not client.wait_for_service(timeout_sec=1.0):
+            self.diagnostics.count("reset_unavailable")
+            self.get_logger().warn(f"reset service {client.srv_name} not available; "
+                                   "continuing with the scene as it is",
+                                   throttle_duration_sec=30.0)
+            return
+        done = threading.Event()
+        future = client.call_async(Trigger.Request())
+        future.add_done_callback(lambda _: done.set())
+        deadline = time.monotonic() + self.config.reset_timeout_s
+        while not done.wait(0.1):
+            if self._stop.is_set():
+                raise ArmStoppedError("shutting down")
+            if time.monotonic() > deadline:
+                future.cancel()
+                self.diagnostics.count("reset_timeouts")
+                self.get_logger().warn("scene reset timed out")
+                return
+        result = future.result()
+        if result is None or not result.success:
+            self.diagnostics.count("reset_failures")
+            self.get_logger().warn(f"scene reset failed: {result.message if result else '?'}")
+        else:
+            self.diagnostics.count("resets")
+
+    def _wait_for_frame(self, after_s: float) -> CameraFrame:
+        """The first complete colour + depth frame stamped at or after ``after_s`` (arm
+        clock). Raises ArmTimeoutError after frame_timeout_s of arm time without one."""
+        cfg = self.config
+        after_ns = int(after_s * 1e9)
+        skew_ns = int(cfg.max_stamp_skew_s * 1e9)
+        deadline_s = self.arm.arm_time_s() + cfg.frame_timeout_s
+        wall_deadline = time.monotonic() + cfg.arm.stale_timeout_s + cfg.frame_timeout_s
+        with self._frame_cond:
+            while True:
+                if self._stop.is_set():
+                    raise ArmStoppedError("shutting down")
+                color, depth, camera = self._color, self._depth, self._camera
+                if (color is not None and depth is not None and camera is not None
+                        and abs(color[0] - depth[0]) <= skew_ns
+                        and min(color[0], depth[0]) >= after_ns - skew_ns):
+                    break
+                if self.arm.arm_time_s() > deadline_s or time.monotonic() > wall_deadline:
+                    self.diagnostics.count("frame_timeouts")
+                    raise ArmTimeoutError(
+                        f"no camera frame (colour, depth and camera_info of "
+                        f"{self.image_hw[0]}x{self.image_hw[1]}) stamped after {after_s:.2f} s "
+                        f"within {cfg.frame_timeout_s} s")
+                self._frame_cond.wait(0.05)
+        stamp_ns, stamp, rgb, frame_id, received = color
+        return CameraFrame(rgb=rgb, depth=depth[1], heightmap=camera.heightmap(depth[1]),
+                           stamp_ns=stamp_ns, stamp=stamp, frame_id=frame_id,
+                           received_monotonic=max(received, depth[2]), camera=camera)
+
+    def _settled_frame(self) -> tuple[np.ndarray, CameraFrame]:
+        """Wait settle_time_s (arm clock), then the next frame and its observation."""
+        cfg = self.config
+        if cfg.settle_time_s > 0:
+            self.arm.wait_until(lambda: False, cfg.settle_time_s)
+        frame = self._wait_for_frame(self.arm.arm_time_s())
+        obs = grasp_observation(frame.rgb, frame.heightmap, self.channels,
+                                self.setup.env_config.camera_height_m)
+        return obs, frame
+
+    def _grasp_episode(self) -> None:
+        from q_grasp.skills.grasp import GraspOutcome, execute_grasp
+
+        cfg, env_cfg = self.config, self.setup.env_config
+        self._reset_scene()
+        home = np.asarray(self.robot.home_positions, float)
+        if np.abs(self.arm.read_arm_joints() - home).max() > cfg.arm.joint_tolerance_rad:
+            self.arm.move_arm(home)  # out of the camera's view
+        obs, frame = self._settled_frame()
+        h, w = self.image_hw
+        attempts = 0
+        place = np.asarray(cfg.place_joint_positions, float)
+        if place.size and place.size != len(self.robot.arm_joint_names):
+            raise ValueError(f"place_joint_positions: expected {len(self.robot.arm_joint_names)}"
+                             f" values, got {place.size}")
+
+        def carry_away(outcome: GraspOutcome) -> None:
+            if outcome.success and place.size:
+                self.arm.move_arm(place)
+
+        while not self._stop.is_set():
+            epsilon = self._epsilon()
+            self.arm.mark_decision()
+            q = self._q_values(obs)
+            action, _ = choose_action(q, epsilon, self.actor.rng)
+            rot, row, col = decode_grasp_action(action, self.n_rotations, h, w)
+            yaw = rot * math.pi / self.n_rotations
+            depth = float(frame.depth[row, col])
+            if cfg.publish_q_map:
+                self._publish_q_map(obs, q.reshape(self.n_rotations, h, w), (rot, row, col),
+                                    frame)
+            if math.isfinite(depth) and depth > 0:
+                point = frame.camera.pixel_to_world(col, row, depth)
+                self._publish_markers(grasp=(point, yaw))
+                self._publish_goal(point, None)
+                outcome = execute_grasp(self.arm, self.chain, point, yaw, env_cfg.skill,
+                                        home_joints=home, after_lift=carry_away)
+            else:  # no depth reading there: nothing to aim at, an unsuccessful attempt
+                outcome = GraspOutcome(False, False, 0.0, "no depth at the chosen pixel")
+                self.diagnostics.count("grasp_no_depth")
+            first = self.arm.first_command_monotonic
+            latency = None if first is None else (first - frame.received_monotonic) * 1e3
+            if not outcome.ik_success:
+                self.diagnostics.count("grasp_ik_failures")
+            attempts += 1
+            next_obs, next_frame = self._settled_frame()
+            success = bool(outcome.success)
+            empty = table_looks_empty(next_frame.heightmap, cfg.empty_table_height_m)
+            terminated = (success and cfg.terminate_on_success) or empty
+            truncated = not terminated and attempts >= self.setup.max_episode_steps
+            self._record(Transition(obs, action, 1.0 if success else 0.0, next_obs, terminated,
+                                    truncated, success), latency, epsilon)
+            self.get_logger().debug(f"grasp at pixel ({row}, {col}) rotation {rot}: "
+                                    f"{outcome.message}")
+            if terminated or truncated:
+                return
+            obs, frame = next_obs, next_frame
+
+    # ----------------------------------------------------------------------------- display
+
+    def _publish_q_map(self, obs: np.ndarray, q_map: np.ndarray, action: tuple[int, int, int],
+                       frame: CameraFrame) -> None:
+        picture = q_map_overlay(obs, q_map, self.channels, action,
+                                scale=self.config.q_map_scale)
+        self._q_map_pub.publish(image_msg(np.ascontiguousarray(picture, np.uint8), "rgb8",
+                                          frame.stamp, frame.frame_id))
+
+    def _marker(self, ns: str, kind: int, position: np.ndarray, scale: tuple[float, ...],
+                rgba: tuple[float, ...], yaw: float = 0.0) -> Marker:
+        marker = Marker(ns=ns, id=0, type=kind, action=Marker.ADD)
+        marker.header.frame_id = self.config.world_frame
+        marker.header.stamp = self.get_clock().now().to_msg()
+        p = marker.pose.position
+        p.x, p.y, p.z = (float(v) for v in position)
+        o = marker.pose.orientation
+        o.x, o.y, o.z, o.w = _yaw_quaternion(yaw)
+        marker.scale.x, marker.scale.y, marker.scale.z = (float(s) for s in scale)
+        c = marker.color
+        c.r, c.g, c.b, c.a = (float(v) for v in rgba)
+        return marker
+
+    def _publish_markers(self, *, goal: np.ndarray | None = None, tolerance: float = 0.01,
+                         ee: np.ndarray | None = None,
+                         grasp: tuple[np.ndarray, float] | None = None) -> None:
+        markers = MarkerArray()
+        if goal is not None:
+            size = 2.0 * max(tolerance, 0.005)
+            markers.markers.append(self._marker("goal", Marker.SPHERE, goal, (size,) * 3,
+                                                (0.1, 0.8, 0.2, 0.6)))
+        if ee is not None:
+            markers.markers.append(self._marker("end_effector", Marker.SPHERE, ee, (0.01,) * 3,
+                                                (0.2, 0.4, 1.0, 0.9)))
+        if grasp is not None:
+            point, yaw = grasp
+            # The bar lies along the finger closing direction (cos yaw, sin yaw, 0), the arrow
+            # shows the top-down approach ending at the grasp point.
+            markers.markers.append(self._marker("grasp", Marker.CUBE, point, (0.06, 0.006, 0.006),
+                                                (1.0, 0.5, 0.0, 0.9), yaw))
+            arrow = Marker(ns="grasp_approach", id=0, type=Marker.ARROW, action=Marker.ADD)
+            arrow.header = markers.markers[-1].header
+            arrow.points = [Point(x=float(point[0]), y=float(point[1]), z=float(point[2]) + 0.06),
+                            Point(x=float(point[0]), y=float(point[1]), z=float(point[2]))]
+            arrow.pose.orientation.w = 1.0
+            arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.004, 0.008, 0.01
+            arrow.color.r, arrow.color.g, arrow.color.b, arrow.color.a = 1.0, 0.5, 0.0, 0.9
+            markers.markers.append(arrow)
+        self._markers_pub.publish(markers)
+
+    def _publish_goal(self, point: np.ndarray, tolerance: float | None) -> None:
+        msg = PointStamped()
+        msg.header.frame_id = self.config.world_frame
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in point)
+        self._goal_pub.publish(msg)
+        if tolerance is not None:
+            self._publish_markers(goal=point, tolerance=tolerance)
+
+    # ----------------------------------------------------------------------------- shutdown
+
+    def destroy_node(self) -> None:
+        """Stop the worker (every wait raises on the stop flag) before the node goes away."""
+        self._stop.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``policy``."""
+    return run_node(PolicyNode, args if args is not None else sys.argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
