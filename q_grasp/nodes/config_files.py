@@ -56,11 +56,24 @@ def sim_arm_for_task(task: str) -> Any:
     raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
 
 
-def node_sections() -> list[NodeSection]:
-    """Every node with a section in the parameter files (policy and trainer join here)."""
-    from q_grasp.nodes.sim_arm import DYNAMIC_PARAMETERS, SimArmConfig
+def trainer_for_task(task: str) -> Any:
+    """The trainer's configuration for ``task`` (the experiment YAML is the task's default)."""
+    from q_grasp.nodes.trainer_core import TrainerConfig
 
-    return [NodeSection("sim_arm", SimArmConfig, DYNAMIC_PARAMETERS, sim_arm_for_task)]
+    if task not in TASKS:
+        raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
+    return TrainerConfig(task=task, output_dir=f"runs/ros_{task}")
+
+
+def node_sections() -> list[NodeSection]:
+    """Every node with a section in the parameter files (the policy joins here)."""
+    from q_grasp.nodes.sim_arm import DYNAMIC_PARAMETERS as SIM_ARM_DYNAMIC
+    from q_grasp.nodes.sim_arm import SimArmConfig
+    from q_grasp.nodes.trainer import DYNAMIC_PARAMETERS as TRAINER_DYNAMIC
+    from q_grasp.nodes.trainer_core import TrainerConfig
+
+    return [NodeSection("sim_arm", SimArmConfig, SIM_ARM_DYNAMIC, sim_arm_for_task),
+            NodeSection("trainer", TrainerConfig, TRAINER_DYNAMIC, trainer_for_task)]
 
 
 def render(task: str) -> str:

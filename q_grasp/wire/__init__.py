@@ -20,6 +20,7 @@ from q_grasp.wire.weights import (
     WeightsMessage,
     decode_weights,
     encode_weights,
+    network_config_of,
     state_dict_shapes,
 )
 
@@ -38,5 +39,6 @@ __all__ = [
     "decode_weights",
     "encode_transitions",
     "encode_weights",
+    "network_config_of",
     "state_dict_shapes",
 ]

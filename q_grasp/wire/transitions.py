@@ -199,13 +199,13 @@ def _check_batch(arrays: Mapping[str, tuple[str, tuple[int, ...]]], num_actions:
         return
     if n > limits.max_batch_size:
         raise WireError(REASON_TOO_LARGE, f"batch of {n}, limit {limits.max_batch_size}")
+    if limits.obs_shape is not None and tuple(obs_shape[1:]) != limits.obs_shape:
+        raise WireError(REASON_SHAPE, f"observation shape {list(obs_shape[1:])}, expected "
+                                      f"{list(limits.obs_shape)}")
     obs_elements = math.prod(obs_shape[1:])
     if obs_elements > limits.max_obs_elements:
         raise WireError(REASON_TOO_LARGE, f"observation of {obs_elements} elements, limit "
                                           f"{limits.max_obs_elements}")
-    if limits.obs_shape is not None and tuple(obs_shape[1:]) != limits.obs_shape:
-        raise WireError(REASON_SHAPE, f"observation shape {list(obs_shape[1:])}, expected "
-                                      f"{list(limits.obs_shape)}")
     if limits.num_actions is not None and num_actions != limits.num_actions:
         raise WireError(REASON_RANGE, f"num_actions {num_actions}, expected "
                                       f"{limits.num_actions}")

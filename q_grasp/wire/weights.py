@@ -225,6 +225,13 @@ def _load_torch(data: bytes | memoryview) -> dict[str, torch.Tensor]:
         raise WireError(REASON_CORRUPT, f"safetensors rejected the payload: {exc}") from None
 
 
+def network_config_of(net: Any) -> dict[str, Any]:
+    """The ``net_config`` a learner publishes and an actor expects for a q_grasp network:
+    ``{"kind": net.kind, "config": net.config}`` (the constructor arguments checkpoints store),
+    so both sides compare the same thing."""
+    return {"kind": str(net.kind), "config": dict(net.config)}
+
+
 def state_dict_shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     """``{key: shape}`` of a state dict, for ``decode_weights(expected_shapes=...)``."""
     return {k: tuple(v.shape) for k, v in state_dict.items()}

@@ -1,0 +1,210 @@
+"""trainer: the learner. Transitions in on /q_grasp/transitions, weights out on
+/q_grasp/weights, progress on /diagnostics and in output_dir/progress.csv.
+
+The subscription callback only decodes and validates a blob (bad ones are logged, counted and
+dropped: they never reach the replay buffer) and queues it; a training thread owns the replay
+buffer, the gradient updates, weight publication and checkpoints. A restart resumes from the
+newest checkpoint in output_dir (weights, target network, optimizer, counters, and the replay
+buffer saved at the last clean shutdown).
+
+Topics: /q_grasp/transitions (std_msgs/UInt8MultiArray, reliable, deep queue) in;
+/q_grasp/weights (std_msgs/UInt8MultiArray, reliable, transient local) and /diagnostics out.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import queue
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from std_msgs.msg import UInt8MultiArray
+
+from q_grasp.nodes import qos
+from q_grasp.nodes.convert import blob_to_msg, msg_to_blob
+from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
+from q_grasp.nodes.params import declare_config
+from q_grasp.nodes.runtime import run_node
+from q_grasp.nodes.trainer_core import TrainerConfig, TrainerCore
+from q_grasp.wire import TRANSITIONS_SCHEMA, WEIGHTS_SCHEMA, TransitionBatch, WireError
+
+TRANSITIONS_TOPIC = "/q_grasp/transitions"
+WEIGHTS_TOPIC = "/q_grasp/weights"
+PROGRESS_FIELDS = ("wall_time_s", "transitions", "episodes", "buffer_size", "updates",
+                   "updates_per_s", "loss", "epsilon", "success_rate", "reward_mean",
+                   "weights_version", "rejected", "dropped_batches")
+DYNAMIC_PARAMETERS = frozenset({"max_updates_per_s", "publish_every_updates", "log_every_s"})
+"""Parameters that may change while the node runs."""
+
+
+class TrainerNode(Node):
+    """The learner node."""
+
+    def __init__(self, node_name: str = "trainer", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._params = declare_config(self, TrainerConfig, dynamic=DYNAMIC_PARAMETERS,
+                                      on_change=self._on_parameters_changed)
+        self._config = self._params.config
+        self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}")
+        self.core = TrainerCore(self._config, source=self.get_fully_qualified_name())
+        self.core.output_dir.mkdir(parents=True, exist_ok=True)
+        self._queue: queue.Queue[TransitionBatch] = queue.Queue(self._config.queue_size)
+        self._weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS_TOPIC,
+                                                  qos.WEIGHTS_QOS)
+        self.create_subscription(UInt8MultiArray, TRANSITIONS_TOPIC, self._on_transitions,
+                                 qos.transitions_qos(self._config.transitions_qos_depth),
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self._stop = threading.Event()
+        self.context.on_shutdown(self._stop.set)
+        self._csv_file = None
+        self._thread = threading.Thread(target=self._train_loop, name="trainer_learn",
+                                        daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f"trainer up: task {self._config.task}, network {self.core.net_config['kind']} "
+            f"on {self.core.learner.device}, replay ratio {self.core.replay_ratio:g}, "
+            f"learning starts at {self.core.learning_starts} transitions, "
+            f"{'resumed from ' + self.core.resumed_from if self.core.resumed_from else 'fresh'}"
+            f", {self.core.updates} updates so far")
+
+    # ----------------------------------------------------------------------------- callbacks
+
+    def _on_parameters_changed(self, config: TrainerConfig, names: list[str]) -> None:
+        self._config = config
+        self.get_logger().info(f"parameters changed: {', '.join(names)}")
+
+    def _on_transitions(self, msg: UInt8MultiArray) -> None:
+        try:
+            batch = self.core.decode(msg_to_blob(msg, TRANSITIONS_SCHEMA))
+        except WireError as exc:
+            self.diagnostics.reject("transitions", exc.reason, exc.detail)
+            return
+        self.diagnostics.count("received_batches")
+        while True:
+            try:
+                self._queue.put_nowait(batch)
+                return
+            except queue.Full:
+                try:  # drop the oldest: fresh experience is worth more than stale
+                    self._queue.get_nowait()
+                    self.diagnostics.count("dropped_batches")
+                except queue.Empty:
+                    pass
+
+    # ----------------------------------------------------------------------------- learning
+
+    def _publish_weights(self) -> None:
+        blob = self.core.weights_blob()
+        self._weights_pub.publish(blob_to_msg(blob, WEIGHTS_SCHEMA))
+        self.diagnostics.count("weights_published")
+
+    def _drain(self, timeout_s: float) -> int:
+        added = 0
+        try:
+            batch = self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return 0
+        while True:
+            added += self.core.ingest(batch)
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                return added
+
+    def _train_loop(self) -> None:
+        core = self.core
+        last_publish = last_checkpoint = core.updates
+        window = (time.monotonic(), core.updates)
+        last_log = time.monotonic()
+        try:
+            self._publish_weights()  # actors (latched subscription) start from these
+            while not self._stop.is_set():
+                cfg = self._config
+                due = core.updates_due()
+                self._drain(0.0 if due else 0.05)
+                # A bounded chunk, so new transitions keep flowing into the buffer.
+                for _ in range(min(core.updates_due(), 16)):
+                    if self._stop.is_set():
+                        break
+                    core.update()
+                    if cfg.max_updates_per_s > 0:
+                        self._stop.wait(1.0 / cfg.max_updates_per_s)
+                if core.updates - last_publish >= cfg.publish_every_updates:
+                    self._publish_weights()
+                    last_publish = core.updates
+                if core.updates - last_checkpoint >= cfg.checkpoint_every_updates:
+                    core.save_checkpoint()
+                    last_checkpoint = core.updates
+                now = time.monotonic()
+                if now - last_log >= cfg.log_every_s:
+                    window = self._report(window)
+                    last_log = now
+        except Exception as exc:
+            if self._stop.is_set() or not self.context.ok():
+                return
+            self.get_logger().error(f"training stopped: {exc}\n{traceback.format_exc()}")
+            self.diagnostics.set_level(ERROR, f"training stopped: {exc}")
+
+    def _report(self, window: tuple[float, int]) -> tuple[float, int]:
+        now, updates = time.monotonic(), self.core.updates
+        rate = (updates - window[1]) / max(now - window[0], 1e-9)
+        stats = self.core.stats()
+        row = {**stats, "wall_time_s": round(now, 3), "updates_per_s": rate,
+               "rejected": self.diagnostics.rejected_total(),
+               "dropped_batches": self.diagnostics.counter("dropped_batches")}
+        self.diagnostics.set(**{k: v for k, v in row.items() if k != "wall_time_s"})
+        if row["rejected"]:
+            self.diagnostics.set_level(WARN, "rejected some transition blobs (see rejected.*)")
+        else:
+            self.diagnostics.set_level(OK, "training" if stats["updates"] else "collecting")
+        self._write_progress(row)
+        loss = stats["loss"]
+        self.get_logger().info(
+            f"transitions {stats['transitions']}  buffer {stats['buffer_size']}  updates "
+            f"{stats['updates']} ({rate:.1f}/s)  loss "
+            f"{'-' if math.isnan(loss) else f'{loss:.4f}'}  weights v{stats['weights_version']}"
+            f"  success {stats['success_rate']:.2f}")
+        return now, updates
+
+    def _write_progress(self, row: dict[str, Any]) -> None:
+        path = self.core.output_dir / "progress.csv"
+        if self._csv_file is None:
+            new = not path.exists()
+            self._csv_file = open(path, "a", newline="")  # noqa: SIM115 - closed on destroy
+            self._csv = csv.DictWriter(self._csv_file, PROGRESS_FIELDS, extrasaction="ignore")
+            if new:
+                self._csv.writeheader()
+        self._csv.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                            for k, v in row.items()})
+        self._csv_file.flush()
+
+    # ----------------------------------------------------------------------------- shutdown
+
+    def destroy_node(self) -> None:
+        """Stop training, write a final checkpoint (with the replay buffer), then go."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30.0)
+        try:
+            path = self.core.save_checkpoint(replay=self._config.save_replay_buffer)
+            print(f"[trainer] saved {path}", file=sys.stderr)
+        except Exception as exc:  # never lose the shutdown over a full disk; say so
+            print(f"[trainer] final checkpoint failed: {exc}", file=sys.stderr)
+        if self._csv_file is not None:
+            self._csv_file.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``trainer``."""
+    return run_node(TrainerNode, args if args is not None else sys.argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

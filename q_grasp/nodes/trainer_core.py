@@ -1,0 +1,298 @@
+"""The trainer node's logic without ROS: validated transition blobs in, replay buffer, DQN
+updates at a fixed replay ratio, versioned weight blobs out, checkpoints and resume.
+
+The network, spaces and experiment config come from ``policy_core.load_task``, the same
+function the policy node uses, so learner and actors agree on the architecture by
+construction (and the weights' ``net_config`` lets each side check the other).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from q_grasp.learning.agent import Learner, make_buffer
+from q_grasp.learning.checkpoint import env_description, load_checkpoint, save_checkpoint
+from q_grasp.learning.schedules import make_schedule
+from q_grasp.nodes.policy_core import load_task
+from q_grasp.wire import (
+    TransitionBatch,
+    TransitionLimits,
+    decode_transitions,
+    encode_weights,
+    network_config_of,
+)
+
+CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d{9})\.safetensors$")
+
+
+@dataclass
+class TrainerConfig:
+    """Parameters of the trainer node (the learner)."""
+
+    task: Literal["grasp", "reacher"] = "grasp"
+    """Task whose transitions arrive (sets the network and the expected observation shape)."""
+    experiment_config: str = ""
+    """Learning YAML (network, buffer, DQN, exploration); empty: the packaged default for the
+    task, or the config stored in the checkpoint."""
+    checkpoint: str = ""
+    """Checkpoint to start from. Empty: the newest checkpoint in output_dir/checkpoints
+    (resume after a restart), else fresh weights."""
+    output_dir: str = "runs/ros_trainer"
+    """Folder for checkpoints/, progress.csv and TensorBoard files."""
+    seed: int = 0
+    """Seed of the network initialisation and replay sampling."""
+    device: str = ""
+    """Torch device ("cpu", "cuda", "cuda:1"); empty: the experiment's training.device. Set
+    "cuda" to train on a GPU (weights are published from CPU copies either way)."""
+    replay_ratio: float = 0.0
+    """Gradient updates per received transition; 0: the experiment's gradient_steps /
+    train_freq (the single-process loop's rhythm)."""
+    learning_starts: int = -1
+    """Transitions to collect before the first update; -1: the experiment's learning_starts."""
+    max_updates_per_s: float = 0.0
+    """Cap on gradient updates per wall-clock second (0: no cap) to leave CPU to actors."""
+    publish_every_updates: int = 50
+    """Publish the weights every this many updates (and once at start)."""
+    checkpoint_every_updates: int = 500
+    """Write a checkpoint every this many updates (and at shutdown)."""
+    keep_checkpoints: int = 3
+    """Newest periodic checkpoints kept in output_dir/checkpoints."""
+    save_replay_buffer: bool = True
+    """At shutdown, save the replay buffer next to the checkpoints; a restart reloads it."""
+    log_every_s: float = 5.0
+    """Write a progress.csv row and a log line this often (wall clock)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files."""
+    queue_size: int = 256
+    """Decoded transition batches waiting for the training thread; the oldest are dropped
+    (and counted) beyond this."""
+    transitions_qos_depth: int = 100
+    """Depth of the reliable /q_grasp/transitions subscription queue."""
+    max_blob_bytes: int = 64 * 1024 * 1024
+    """Largest transitions blob accepted (bytes)."""
+    max_batch_size: int = 4096
+    """Most transitions in one blob."""
+    success_window: int = 100
+    """Finished episodes over which the success rate is reported."""
+
+    def __post_init__(self) -> None:
+        if not self.replay_ratio >= 0.0:
+            raise ValueError(f"replay_ratio: must be >= 0 (0 = from the experiment), got "
+                             f"{self.replay_ratio}")
+        if self.learning_starts < -1:
+            raise ValueError(f"learning_starts: must be >= -1, got {self.learning_starts}")
+        if not self.max_updates_per_s >= 0.0:
+            raise ValueError(f"max_updates_per_s: must be >= 0, got {self.max_updates_per_s}")
+        for name in ("publish_every_updates", "checkpoint_every_updates", "keep_checkpoints",
+                     "queue_size", "transitions_qos_depth", "max_blob_bytes",
+                     "max_batch_size", "success_window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.log_every_s > 0.0:
+            raise ValueError(f"log_every_s: must be > 0 s, got {self.log_every_s}")
+        if not self.output_dir:
+            raise ValueError("output_dir: must not be empty")
+        if self.device and not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
+            raise ValueError(f"device: must be cpu, cuda[:N], mps or empty, got {self.device!r}")
+
+
+def newest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The periodic checkpoint with the most updates in ``output_dir``/checkpoints."""
+    folder = Path(output_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir()
+                   if (m := CHECKPOINT_PATTERN.match(p.name)))
+    return found[-1][1] if found else None
+
+
+class TrainerCore:
+    """Replay buffer + learner fed by transition blobs; thread-safe between one ingesting
+    thread (decode) and one training thread (add, update, publish, checkpoint)."""
+
+    def __init__(self, config: TrainerConfig, source: str = "trainer") -> None:
+        self.config = config
+        self.source = source
+        self.output_dir = Path(config.output_dir).expanduser()
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        start = config.checkpoint or str(newest_checkpoint(self.output_dir) or "")
+        self.setup = load_task(config.task, experiment_config=config.experiment_config,
+                               checkpoint=start, seed=config.seed)
+        exp = self.setup.experiment
+        device = config.device or exp.training.device
+        torch.manual_seed(config.seed)
+        torch.set_num_threads(exp.training.torch_threads)
+        buffer = make_buffer(exp, self.setup.spaces, seed=config.seed)
+        self.learner = Learner(self.setup.q_net, buffer, exp, device)
+        self.learner.q_net.train()
+        self.net_config = network_config_of(self.learner.q_net)
+        spaces = self.setup.spaces
+        self.obs_dtype = spaces.observation_space.dtype
+        self.limits = TransitionLimits(
+            max_blob_bytes=config.max_blob_bytes, max_batch_size=config.max_batch_size,
+            obs_shape=tuple(spaces.observation_space.shape),
+            max_obs_elements=max(int(np.prod(spaces.observation_space.shape)), 1),
+            num_actions=int(spaces.action_space.n), task=config.task)
+        tcfg = exp.training
+        self.replay_ratio = (config.replay_ratio if config.replay_ratio > 0
+                             else tcfg.gradient_steps / tcfg.train_freq)
+        self.learning_starts = (config.learning_starts if config.learning_starts >= 0
+                                else tcfg.learning_starts)
+        self.schedule = make_schedule(exp.exploration, tcfg.total_steps)
+        self.transitions = 0
+        self.episodes = 0
+        self.weights_version = -1
+        self.resumed_from = start
+        self.last_loss = math.nan
+        self._successes: deque[bool] = deque(maxlen=config.success_window)
+        self._rewards: deque[float] = deque(maxlen=1000)
+        self._lock = threading.Lock()
+        if start:
+            self._restore(start)
+
+    # ----------------------------------------------------------------------------- resume
+
+    def _restore(self, path: str) -> None:
+        ckpt = load_checkpoint(path)
+        learner = self.learner
+        if ckpt.target_net_state is not None:
+            learner.target_net.load_state_dict(ckpt.target_net_state)
+        else:
+            learner.target_net.load_state_dict(ckpt.q_net_state)
+        if ckpt.optimizer_state is not None:
+            try:
+                learner.optimizer.load_state_dict(ckpt.optimizer_state)
+            except (ValueError, KeyError, RuntimeError) as exc:
+                raise ValueError(f"checkpoint: optimizer state does not fit: {exc}") from None
+        counters = ckpt.counters
+        learner.updates = int(counters.get("updates", 0))
+        self.transitions = int(counters.get("env_steps", 0))
+        self.episodes = int(counters.get("episodes", 0))
+        self.weights_version = int(counters.get("weights_version", learner.updates))
+        replay = self.checkpoint_dir / "replay.safetensors"
+        if self.config.save_replay_buffer and replay.is_file():
+            from safetensors.numpy import load_file
+
+            try:
+                learner.buffer.load_state_dict(load_file(str(replay)))
+            except (ValueError, KeyError, OSError) as exc:  # stale or foreign: start empty
+                self.replay_error = str(exc)
+
+    # ----------------------------------------------------------------------------- ingest
+
+    def decode(self, blob: Any) -> TransitionBatch:
+        """Validate a blob (WireError on any problem); nothing is stored yet."""
+        return decode_transitions(blob, self.limits)
+
+    def ingest(self, batch: TransitionBatch) -> int:
+        """Add a validated batch to the replay buffer; returns the transitions added."""
+        obs = batch.observations.astype(self.obs_dtype, copy=False)
+        next_obs = batch.next_observations.astype(self.obs_dtype, copy=False)
+        if batch.observations.dtype == np.uint8 and self.obs_dtype != np.uint8:
+            obs, next_obs = obs / np.float32(255.0), next_obs / np.float32(255.0)
+        stream = batch.actor_id or "actor"
+        for i in range(len(batch)):
+            self.learner.add_transition(obs[i], int(batch.actions[i]), float(batch.rewards[i]),
+                                        next_obs[i], bool(batch.terminated[i]),
+                                        bool(batch.truncated[i]), stream)
+        done = batch.terminated | batch.truncated
+        with self._lock:
+            self.transitions += len(batch)
+            self.episodes += int(done.sum())
+            self._rewards.extend(float(r) for r in batch.rewards)
+            if batch.is_success is not None:
+                self._successes.extend(bool(s) for s in batch.is_success[done])
+        return len(batch)
+
+    # ----------------------------------------------------------------------------- training
+
+    def updates_due(self) -> int:
+        """Gradient updates owed at the replay ratio for the transitions received so far."""
+        learner = self.learner
+        if self.transitions < self.learning_starts or not learner.can_optimize():
+            return 0
+        owed = int((self.transitions - self.learning_starts) * self.replay_ratio) + 1
+        return max(owed - learner.updates, 0)
+
+    def per_beta(self) -> float:
+        """Prioritised-replay importance exponent, annealed like the single-process Agent."""
+        buffer_cfg = self.setup.experiment.buffer
+        total = max(self.setup.experiment.training.total_steps, 1)
+        return buffer_cfg.beta_start + min(self.transitions / total, 1.0) * (
+            1.0 - buffer_cfg.beta_start)
+
+    def update(self) -> float | None:
+        """One gradient update; its loss (None while the buffer is too small)."""
+        result = self.learner.optimize(beta=self.per_beta())
+        if result is None:
+            return None
+        self.last_loss = float(result.loss)
+        return self.last_loss
+
+    @property
+    def updates(self) -> int:
+        """Gradient updates so far (restored on resume)."""
+        return self.learner.updates
+
+    def weights_blob(self) -> bytes:
+        """The current weights as a wire blob; bumps the weights version."""
+        self.weights_version = max(self.weights_version + 1, self.learner.updates)
+        return encode_weights(self.learner.weights(), self.weights_version, self.net_config,
+                              task=self.config.task, source=self.source,
+                              num_updates=self.learner.updates, stamp_ns=time.time_ns())
+
+    # ----------------------------------------------------------------------------- saving
+
+    def save_checkpoint(self, *, replay: bool = False) -> Path:
+        """Write checkpoints/ckpt_<updates>.safetensors (and the replay buffer if asked);
+        keep the newest ``keep_checkpoints``."""
+        exp = self.setup.experiment
+        path = self.checkpoint_dir / f"ckpt_{self.learner.updates:09d}.safetensors"
+        with self.learner.lock:
+            save_checkpoint(
+                path, self.learner.q_net, target_net=self.learner.target_net,
+                optimizer=self.learner.optimizer, config=exp,
+                env=env_description(self.setup.spaces, exp.env.id, exp.env.kwargs),
+                counters={"env_steps": self.transitions, "episodes": self.episodes,
+                          "updates": self.learner.updates,
+                          "weights_version": max(self.weights_version, 0)},
+                extra={"seed": self.config.seed, "source": self.source})
+        if replay:
+            from safetensors.numpy import save_file
+
+            tmp = self.checkpoint_dir / "replay.safetensors.tmp"
+            save_file(self.learner.buffer.state_dict(), str(tmp))
+            tmp.replace(self.checkpoint_dir / "replay.safetensors")
+        old = sorted(p for p in self.checkpoint_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name))
+        for stale in old[:-self.config.keep_checkpoints]:
+            stale.unlink(missing_ok=True)
+        return path
+
+    # ----------------------------------------------------------------------------- metrics
+
+    def stats(self) -> dict[str, Any]:
+        """Numbers for diagnostics and progress.csv."""
+        with self._lock:
+            successes = list(self._successes)
+            rewards = list(self._rewards)
+        return {
+            "transitions": self.transitions,
+            "episodes": self.episodes,
+            "buffer_size": len(self.learner.buffer),
+            "updates": self.learner.updates,
+            "loss": self.last_loss,
+            "epsilon": float(self.schedule(self.transitions)),
+            "success_rate": float(np.mean(successes)) if successes else math.nan,
+            "reward_mean": float(np.mean(rewards)) if rewards else math.nan,
+            "weights_version": self.weights_version,
+        }
