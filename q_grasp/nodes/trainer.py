@@ -67,7 +67,7 @@ class TrainerNode(Node):
                                         daemon=True)
         self._thread.start()
         self.get_logger().info(
-            f"trainer up: task {self._config.task}, network {self.core.net_config['kind']} "
+            f"trainer up: task {self._config.task}, network {self.core.learner.q_net.kind} "
             f"on {self.core.learner.device}, replay ratio {self.core.replay_ratio:g}, "
             f"learning starts at {self.core.learning_starts} transitions, "
             f"{'resumed from ' + self.core.resumed_from if self.core.resumed_from else 'fresh'}"

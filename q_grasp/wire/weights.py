@@ -226,10 +226,10 @@ def _load_torch(data: bytes | memoryview) -> dict[str, torch.Tensor]:
 
 
 def network_config_of(net: Any) -> dict[str, Any]:
-    """The ``net_config`` a learner publishes and an actor expects for a q_grasp network:
-    ``{"kind": net.kind, "config": net.config}`` (the constructor arguments checkpoints store),
-    so both sides compare the same thing."""
-    return {"kind": str(net.kind), "config": dict(net.config)}
+    """The ``net_config`` a learner publishes and an actor expects for a q_grasp network: its
+    constructor arguments (``net.config``, what checkpoints store), so both sides compare the
+    same thing. The architecture kind is implied: the state-dict keys and shapes differ."""
+    return dict(net.config)
 
 
 def state_dict_shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
