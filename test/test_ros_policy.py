@@ -1,0 +1,308 @@
+"""policy node over real DDS, with sim_arm in another process (own ROS domain, localhost):
+transitions flow and decode, a weights blob changes the policy's weights version, hostile
+weights blobs are rejected and counted while the node keeps acting, and a grasp episode runs
+end to end with the Q-map, markers and goal published."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+rclpy = pytest.importorskip("rclpy")
+
+import torch  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PointStamped  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from safetensors.numpy import save as np_save  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import UInt8MultiArray  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from q_grasp.learning.checkpoint import save_checkpoint  # noqa: E402
+from q_grasp.learning.config import NetworkConfig  # noqa: E402
+from q_grasp.learning.networks import build_network, network_spec_for_env  # noqa: E402
+from q_grasp.nodes import qos  # noqa: E402
+from q_grasp.nodes.convert import blob_to_msg, msg_to_blob  # noqa: E402
+from q_grasp.nodes.policy_core import load_task  # noqa: E402
+from q_grasp.nodes.testing import (  # noqa: E402
+    start_node_process,
+    stop_process,
+    unique_domain_id,
+    wait_until,
+)
+from q_grasp.wire import (  # noqa: E402
+    TRANSITIONS_SCHEMA,
+    WEIGHTS_SCHEMA,
+    TransitionLimits,
+    decode_transitions,
+    encode_weights,
+)
+from q_grasp.wire.format import Checksum, canonical_json, numpy_dtype_code  # noqa: E402
+
+torch.set_num_threads(1)
+POLICY = "q_grasp/policy"
+
+
+class Probe:
+    """The test's node: records what the policy publishes and publishes weights."""
+
+    def __init__(self, context) -> None:
+        from rclpy.node import Node
+
+        self.node = Node("policy_probe", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.transitions: list[UInt8MultiArray] = []
+        self.last: dict[str, object] = {}
+        self.diag: dict[str, str] = {}
+        self.node.create_subscription(UInt8MultiArray, "/q_grasp/transitions",
+                                      self.transitions.append, qos.transitions_qos())
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag,
+                                      qos.DEFAULT_QOS)
+        for msg_type, topic in ((PointStamped, "/q_grasp/goal"),
+                                (MarkerArray, "/q_grasp/markers"), (Image, "/q_grasp/q_map")):
+            self.node.create_subscription(msg_type, topic, self._recorder(topic),
+                                          qos.DEFAULT_QOS)
+        self.weights_pub = self.node.create_publisher(UInt8MultiArray, "/q_grasp/weights",
+                                                      qos.WEIGHTS_QOS)
+
+    def _recorder(self, topic: str):
+        return lambda msg: self.last.__setitem__(topic, msg)
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.startswith(POLICY):
+                self.diag = {kv.key: kv.value for kv in status.values}
+
+    def spin_once(self) -> None:
+        self.executor.spin_once(timeout_sec=0.05)
+
+    def wait(self, predicate, timeout_s: float, what: str, log: Path | None = None) -> None:
+        ok = wait_until(predicate, timeout_s, self.spin_once)
+        assert ok, f"timed out waiting for {what}; diagnostics {self.diag}\n" + (
+            log.read_text()[-3000:] if log is not None else "")
+
+    def counter(self, key: str) -> int:
+        return int(self.diag.get(key, 0))
+
+
+def _start(tmp_path_factory, name: str, sim_args: list[str], policy_args: list[str]):
+    domain = unique_domain_id()
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    folder = Path(tmp_path_factory.mktemp(name))
+    sim = start_node_process("q_grasp.nodes.sim_arm", sim_args, domain_id=domain,
+                             log_path=folder / "sim_arm.log")
+    policy = start_node_process("q_grasp.nodes.policy",
+                                ["-p", "use_sim_time:=true", *policy_args], domain_id=domain,
+                                log_path=folder / "policy.log")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    return domain, folder, sim, policy, context, Probe(context)
+
+
+def _stop(sim, policy, context, probe) -> None:
+    try:
+        probe.node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    finally:
+        stop_process(policy)
+        stop_process(sim)
+
+
+@pytest.fixture(scope="class")
+def reacher(tmp_path_factory):
+    # A checkpoint as `q-grasp train` would leave it: the node must take network and counters.
+    fresh = load_task("reacher", seed=3)
+    ckpt = Path(tmp_path_factory.mktemp("ckpt")) / "reacher.safetensors"
+    save_checkpoint(ckpt, fresh.q_net, config=fresh.experiment,
+                    env={"id": fresh.env_id, "kwargs": fresh.experiment.env.kwargs},
+                    counters={"env_steps": 500})
+    domain, folder, sim, policy, context, probe = _start(
+        tmp_path_factory, "reacher",
+        ["-p", "real_time_factor:=0.0", "-p", "camera_rate_hz:=0.0",
+         "-p", "spawn_on_start:=false"],
+        ["-p", "task:=reacher", "-p", f"checkpoint:={ckpt}", "-p", "transition_batch_size:=2"])
+    try:
+        yield probe, policy, folder / "policy.log", fresh, domain
+    finally:
+        _stop(sim, policy, context, probe)
+
+
+def _weights_blob(q_net, version: int) -> bytes:
+    return encode_weights(q_net.state_dict(), version, q_net.config, task="reacher",
+                          source="test", num_updates=version)
+
+
+def _crafted_weights(state: dict[str, np.ndarray], net_config: dict, version: int) -> bytes:
+    """A weights blob with arbitrary tensors but valid metadata and checksum, so that the
+    receiver's value checks (not the checksum) are what rejects it."""
+    digest = Checksum()
+    for name in sorted(state):
+        arr = np.ascontiguousarray(state[name])
+        digest.add(name, numpy_dtype_code(arr.dtype), arr.shape, arr.reshape(-1).view(np.uint8))
+    meta = {"schema": WEIGHTS_SCHEMA, "schema_version": "1", "version": str(version),
+            "net_config": canonical_json(net_config), "task": "reacher", "source": "evil",
+            "num_updates": "0", "stamp_ns": "0", "checksum": digest.hexdigest()}
+    return np_save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata=meta)
+
+
+class TestReacher:
+    """One sim_arm + policy pair (reacher) shared by these tests, stopped at the end."""
+
+    def test_reacher_transitions_flow_and_decode(self, reacher) -> None:
+        probe, policy, log, fresh, _ = reacher
+        probe.wait(lambda: len(probe.transitions) >= 4, 45.0, "4 transition messages", log)
+        limits = TransitionLimits(obs_shape=(7,), num_actions=8, task="reacher")
+        batches = [decode_transitions(msg_to_blob(m, TRANSITIONS_SCHEMA), limits)
+                   for m in probe.transitions[:4]]
+        # Consecutive sequence numbers (the first ones may predate this subscription).
+        first_seq = batches[0].sequence
+        assert [b.sequence for b in batches] == list(range(first_seq, first_seq + 4))
+        assert all(b.actor_id == "/policy" and b.weights_version == -1 for b in batches)
+        assert all(1 <= len(b) <= 2 for b in batches)
+        # Consecutive transitions chain: s' of one step is s of the next (same goal, measured q).
+        first = batches[0]
+        if len(first) == 2 and not (first.terminated[0] or first.truncated[0]):
+            np.testing.assert_array_equal(first.next_observations[0], first.observations[1])
+        goal = first.observations[0, 4:]
+        np.testing.assert_allclose(first.next_observations[:, 4:], np.tile(goal, (len(first), 1)))
+        probe.wait(lambda: "/q_grasp/goal" in probe.last and "/q_grasp/markers" in probe.last,
+                   10.0, "goal and markers")
+        point = probe.last["/q_grasp/goal"]
+        assert point.header.frame_id == "world"
+        assert {m.ns for m in probe.last["/q_grasp/markers"].markers} >= {"goal"}
+        probe.wait(lambda: "decision_latency_ms" in probe.diag, 10.0, "diagnostics")
+        # The checkpoint's counters continue the epsilon schedule; its weights are the network's.
+        assert probe.diag["weights_source"].endswith("reacher.safetensors")
+        assert int(probe.diag["steps"]) >= 500
+        assert probe.diag["mode"] == "train" and 0.0 <= float(probe.diag["epsilon"]) <= 1.0
+        assert policy.poll() is None
+
+
+    def test_weights_update_changes_version(self, reacher) -> None:
+        probe, policy, log, fresh, _ = reacher
+        probe.wait(lambda: "weights_version" in probe.diag, 30.0, "diagnostics", log)
+        torch.manual_seed(11)
+        new_net = build_network(fresh.q_net.kind, fresh.q_net.config)  # fresh weights
+        probe.weights_pub.publish(blob_to_msg(_weights_blob(new_net, 7), WEIGHTS_SCHEMA))
+        probe.wait(lambda: probe.diag.get("weights_version") == "7", 20.0,
+                   "weights_version 7 in /diagnostics", log)
+        seen = len(probe.transitions)
+        limits = TransitionLimits(obs_shape=(7,), num_actions=8)
+
+        def acted_with_v7() -> bool:
+            return any(decode_transitions(msg_to_blob(m, TRANSITIONS_SCHEMA), limits)
+                       .weights_version == 7 for m in probe.transitions[seen:])
+
+        probe.wait(acted_with_v7, 30.0, "a transition made with weights version 7", log)
+        assert policy.poll() is None
+
+
+    def test_hostile_weights_rejected_counted_survived(self, reacher) -> None:
+        probe, policy, log, fresh, _ = reacher
+        probe.wait(lambda: "weights_version" in probe.diag, 30.0, "diagnostics", log)
+        version_before = probe.diag["weights_version"]
+        net = fresh.q_net
+        good = _weights_blob(net, 100)
+        state = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+        nan_state = dict(state)
+        key = next(k for k, v in state.items() if v.dtype == np.float32 and v.ndim == 2)
+        nan_state[key] = state[key].copy()
+        nan_state[key][0, 0] = np.nan
+        # Another architecture's weights, labelled with this network's config: shapes differ.
+        other = NetworkConfig(hidden_sizes=[16, 16, 16])
+        kind, other_cfg = network_spec_for_env(fresh.spaces, other)
+        other_net = build_network(kind, other_cfg)
+        wrong_shapes = {k: v.numpy() for k, v in other_net.state_dict().items()}
+        hostile = {
+            "truncated": blob_to_msg(good[: len(good) // 2], WEIGHTS_SCHEMA),
+            "non_finite": blob_to_msg(_crafted_weights(nan_state, net.config, 101),
+                                      WEIGHTS_SCHEMA),
+            "shape": blob_to_msg(_crafted_weights(wrong_shapes, net.config, 102),
+                                 WEIGHTS_SCHEMA),
+            "net_config": blob_to_msg(_weights_blob(other_net, 103), WEIGHTS_SCHEMA),
+            "schema": blob_to_msg(good, TRANSITIONS_SCHEMA),
+        }
+        before = {reason: probe.counter(f"rejected.weights.{reason}") for reason in hostile}
+        steps_before = int(probe.diag.get("steps", 0))
+        for msg in hostile.values():
+            probe.weights_pub.publish(msg)
+            # Latched depth-1 topic: give each message time to be delivered before the next.
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                probe.spin_once()
+
+        def all_counted() -> bool:
+            return all(probe.counter(f"rejected.weights.{r}") > before[r] for r in hostile)
+
+        probe.wait(all_counted, 20.0, f"rejections of {sorted(hostile)}", log)
+        assert probe.diag["weights_version"] == version_before
+        # Still acting after the attack.
+        probe.wait(lambda: int(probe.diag.get("steps", 0)) > steps_before + 3, 20.0,
+                   "more steps after the hostile blobs", log)
+        assert policy.poll() is None
+        assert "rejected weights" in log.read_text()
+
+
+    def test_bad_parameter_and_clean_shutdown(self, reacher, tmp_path) -> None:
+        probe, policy, log, _, domain = reacher
+        bad = start_node_process("q_grasp.nodes.policy", ["-p", "epsilon_start:=2.0"],
+                                 domain_id=(domain % 100) + 1, log_path=tmp_path / "bad.log")
+        try:
+            assert bad.wait(timeout=60) == 2
+        finally:
+            stop_process(bad)
+        assert "epsilon_start: must be in [0, 1], got 2.0" in (tmp_path / "bad.log").read_text()
+        assert stop_process(policy) == 0, log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="class")
+def grasp(tmp_path_factory):
+    config = Path(__file__).resolve().parents[1] / "config" / "sim_train_grasp.yaml"
+    domain, folder, sim, policy, context, probe = _start(
+        tmp_path_factory, "grasp",
+        ["--params-file", str(config), "-p", "real_time_factor:=0.0"],
+        ["-p", "task:=grasp"])
+    try:
+        yield probe, policy, folder / "policy.log"
+    finally:
+        _stop(sim, policy, context, probe)
+
+
+class TestGrasp:
+    """sim_arm with the grasp scene + a grasping policy."""
+
+    def test_grasp_attempts_over_topics(self, grasp) -> None:
+        probe, policy, log = grasp
+        probe.wait(lambda: len(probe.transitions) >= 2, 60.0, "2 grasp transitions", log)
+        setup = load_task("grasp")
+        c, h, w = setup.spaces.observation_space.shape
+        limits = TransitionLimits(obs_shape=(c, h, w), num_actions=setup.q_net.n_actions,
+                                  task="grasp")
+        blob = msg_to_blob(probe.transitions[0], TRANSITIONS_SCHEMA)
+        batch = decode_transitions(blob, limits)
+        assert batch.rewards[0] in (0.0, 1.0)
+        assert bool(batch.is_success[0]) == (batch.rewards[0] == 1.0)
+        obs = batch.observations[0]
+        assert 0.0 <= obs[:3].min() and obs[:3].max() <= 1.0
+        # The height channel shows the object standing on the table.
+        assert obs[3].max() > 0.01 and np.median(obs[3]) < 0.005
+        probe.wait(lambda: "/q_grasp/q_map" in probe.last and "/q_grasp/markers" in probe.last,
+                   10.0, "q_map and markers", log)
+        q_map = probe.last["/q_grasp/q_map"]
+        assert q_map.encoding == "rgb8" and (q_map.height, q_map.width) == (4 * h, 4 * w)
+        assert q_map.header.frame_id == "camera_color_optical_frame"
+        namespaces = {m.ns for m in probe.last["/q_grasp/markers"].markers}
+        assert namespaces >= {"grasp", "grasp_approach"}
+        probe.wait(lambda: "decision_latency_ms" in probe.diag and "resets" in probe.diag, 10.0,
+                   "grasp diagnostics", log)
+        assert int(probe.diag.get("rejected.color_image.wrong_size", 0)) == 0
+        assert policy.poll() is None
