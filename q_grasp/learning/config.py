@@ -32,9 +32,14 @@ class EnvConfig:
     """Keyword arguments for `gymnasium.make` (for q_grasp envs: fields of the env's config)."""
     max_episode_steps: int | None = None
     """Override of the registered time limit (None: keep the registered one)."""
+    distance_shaping: float = 0.0
+    """Training only: potential-based shaping r + k (d - gamma d') per metre of the env's
+    info['distance_m'] (Ng et al. 1999: optimal policies unchanged); 0 disables it."""
 
     def validate(self) -> None:
         _check(bool(self.id.strip()), "env.id", "must be a non-empty gymnasium id", self.id)
+        _check(self.distance_shaping >= 0, "env.distance_shaping", "must be >= 0",
+               self.distance_shaping)
         if self.max_episode_steps is not None:
             _check(self.max_episode_steps >= 1, "env.max_episode_steps", "must be >= 1",
                    self.max_episode_steps)
@@ -120,6 +125,9 @@ class BufferConfig:
     """PER: added to |TD error| so that no transition gets zero priority."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Image augmentation (image observations only)."""
+    her_k: int = 0
+    """Hindsight replay: relabeled copies per transition with goals reached later in the
+    episode (goal-reaching envs such as the Reacher; needs n_steps = 1); 0 disables it."""
 
     def validate(self) -> None:
         _check(self.capacity >= 1, "buffer.capacity", "must be >= 1", self.capacity)
@@ -128,6 +136,10 @@ class BufferConfig:
         _check(0.0 <= self.beta_start <= 1.0, "buffer.beta_start", "must be in [0, 1]",
                self.beta_start)
         _check(self.priority_eps > 0, "buffer.priority_eps", "must be > 0", self.priority_eps)
+        _check(0 <= self.her_k <= 16, "buffer.her_k", "must be in [0, 16]", self.her_k)
+        if self.her_k:
+            _check(self.n_steps == 1, "buffer.n_steps", "must be 1 with hindsight replay "
+                   "(buffer.her_k > 0)", self.n_steps)
         self.augment.validate()
 
 

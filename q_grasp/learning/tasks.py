@@ -23,6 +23,42 @@ DEFAULT_CONFIG_FILES = {
 }
 
 
+class DistanceShaping(gym.Wrapper):
+    """Potential-based reward shaping from info['distance_m'] (phi = -k * distance).
+
+    r' = r + gamma * phi(s') - phi(s), with phi = 0 after termination, so the optimal policy is
+    unchanged (Ng, Harada & Russell 1999) while every step towards the goal pays at once. The
+    env's own reward is kept in info['raw_reward'] for logging.
+    """
+
+    def __init__(self, env: gym.Env, coefficient: float, gamma: float) -> None:
+        super().__init__(env)
+        self.coefficient = float(coefficient)
+        self.gamma = float(gamma)
+        self._distance = 0.0
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self._distance = self._read(info)
+        return obs, info
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        distance = self._read(info)
+        next_potential = 0.0 if terminated else -self.coefficient * distance
+        shaped = float(reward) + self.gamma * next_potential + self.coefficient * self._distance
+        self._distance = distance
+        info = dict(info, raw_reward=float(reward))
+        return obs, shaped, terminated, truncated, info
+
+    @staticmethod
+    def _read(info: dict) -> float:
+        if "distance_m" not in info:
+            raise TaskError("env.distance_shaping: the environment reports no "
+                            "info['distance_m']; set distance_shaping to 0")
+        return float(info["distance_m"])
+
+
 class TaskError(ValueError):
     """Unknown task, or an environment that cannot be created."""
 

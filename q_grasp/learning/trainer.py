@@ -33,7 +33,8 @@ from q_grasp.learning.checkpoint import (
     save_checkpoint,
 )
 from q_grasp.learning.config import ExperimentConfig
-from q_grasp.learning.tasks import make_env
+from q_grasp.learning.her import GoalAdapter, HindsightRelabeler
+from q_grasp.learning.tasks import DistanceShaping, make_env
 
 PROGRESS_FIELDS = ["step", "episodes", "updates", "time_s", "steps_per_s", "epsilon",
                    "mean_return", "mean_length", "success_rate", "loss", "mean_q", "mean_max_q",
@@ -258,6 +259,8 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
     tcfg = cfg.training
     torch.set_num_threads(tcfg.torch_threads)
     env = make_env(cfg.env)
+    if cfg.env.distance_shaping > 0:
+        env = DistanceShaping(env, cfg.env.distance_shaping, cfg.dqn.gamma)
     eval_env = make_env(cfg.env)
     if resume is not None:
         agent = restore_agent(env, resume, cfg, seed)
@@ -265,6 +268,10 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
             f"in the replay buffer)")
     else:
         agent = Agent(env, cfg, seed=seed)
+    relabeler = None
+    if cfg.buffer.her_k:
+        relabeler = HindsightRelabeler(GoalAdapter(env), agent.buffer, cfg.buffer.her_k,
+                                       np.random.default_rng(seed + 17))
     (run_dir / "config.yaml").write_text(_yaml_dump(cfg))
     logger = MetricsLogger(run_dir, tcfg.tensorboard, append=resume is not None)
     env.action_space.seed(seed)
@@ -289,7 +296,9 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
         action = agent.act(obs)
         next_obs, reward, terminated, truncated, info = env.step(action)
         agent.observe(obs, action, float(reward), next_obs, terminated, truncated)
-        ep_return += float(reward)
+        if relabeler is not None:
+            relabeler.record(obs, action, next_obs)
+        ep_return += float(info.get("raw_reward", reward))
         ep_len += 1
         obs = next_obs
         step = agent.env_steps
@@ -302,6 +311,8 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
             logger.log_episode({"step": step, "episode": agent.episodes, "return": ep_return,
                                 "length": ep_len,
                                 "success": "" if success is None else int(bool(success))})
+            if relabeler is not None:
+                relabeler.end_episode()
             obs, _ = env.reset()
             ep_return, ep_len = 0.0, 0
 
