@@ -65,14 +65,26 @@ def trainer_for_task(task: str) -> Any:
     return TrainerConfig(task=task, output_dir=f"runs/ros_{task}")
 
 
+def policy_for_task(task: str) -> Any:
+    """The policy's configuration for ``task`` (its defaults follow the task's env config)."""
+    from q_grasp.nodes.policy import PolicyConfig
+
+    if task not in TASKS:
+        raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
+    return PolicyConfig(task=task)
+
+
 def node_sections() -> list[NodeSection]:
-    """Every node with a section in the parameter files (the policy joins here)."""
+    """Every node with a section in the parameter files."""
+    from q_grasp.nodes.policy import DYNAMIC_PARAMETERS as POLICY_DYNAMIC
+    from q_grasp.nodes.policy import PolicyConfig
     from q_grasp.nodes.sim_arm import DYNAMIC_PARAMETERS as SIM_ARM_DYNAMIC
     from q_grasp.nodes.sim_arm import SimArmConfig
     from q_grasp.nodes.trainer import DYNAMIC_PARAMETERS as TRAINER_DYNAMIC
     from q_grasp.nodes.trainer_core import TrainerConfig
 
     return [NodeSection("sim_arm", SimArmConfig, SIM_ARM_DYNAMIC, sim_arm_for_task),
+            NodeSection("policy", PolicyConfig, POLICY_DYNAMIC, policy_for_task),
             NodeSection("trainer", TrainerConfig, TRAINER_DYNAMIC, trainer_for_task)]
 
 
