@@ -147,6 +147,7 @@ def run_baseline(
         obs, _ = env.reset(seed=seed)
         successes = ik_failures = ground_truth = agree = episodes = cleared = 0
         start = time.perf_counter()
+        cpu_start = time.process_time()
         steps0 = env.sim.step_count
         sim_steps = 0
         for _ in range(attempts):
@@ -164,6 +165,7 @@ def run_baseline(
                 steps0 = env.sim.step_count
         sim_steps += env.sim.step_count - steps0
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
     finally:
         env.close()
     return {
@@ -179,6 +181,8 @@ def run_baseline(
         "fallback_random_actions": getattr(agent, "fallback_count", 0),
         "wall_time_s": elapsed,
         "attempts_per_s": attempts / elapsed,
+        "cpu_time_s": cpu,
+        "attempts_per_cpu_s": attempts / cpu,
         "physics_steps_per_attempt": sim_steps / attempts,
         "seed": seed,
     }

@@ -104,6 +104,7 @@ class BulletSim:
             baseCollisionShapeIndex=col,
             baseVisualShapeIndex=vis,
             basePosition=[0.0, 0.0, -0.01],
+            useMaximalCoordinates=True,
         )
         c.changeDynamics(self.table_id, -1, lateralFriction=cfg.table_lateral_friction)
         self.step_count = 0

@@ -92,6 +92,9 @@ class SceneConfig:
     """Random poses tried per object before the scene gives up on placing it."""
     settle_steps: int = 120
     """Physics steps after spawning for the objects to come to rest."""
+    allow_sleeping: bool = True
+    """Let objects at rest sleep (skipped by the solver until something touches them): about
+    twice the physics speed with five objects on the table."""
 
     def __post_init__(self) -> None:
         _pair(self.workspace_x_m, "workspace_x_m", low=-10.0)
@@ -278,7 +281,7 @@ class Scene:
             )
         body = c.createMultiBody(
             baseMass=mass, baseCollisionShapeIndex=col, baseVisualShapeIndex=vis,
-            basePosition=[0.0, 0.0, 0.5],
+            basePosition=[0.0, 0.0, 0.5], useMaximalCoordinates=True,
         )
         self._set_friction(body)
         return ObjectInfo(
@@ -290,7 +293,7 @@ class Scene:
         """Bounding-box extents of a URDF at scale 1 (measured once, cached)."""
         if path not in self._file_extents:
             c = self.sim.client
-            body = c.loadURDF(path, basePosition=[0.0, 0.0, 0.5])
+            body = c.loadURDF(path, basePosition=[0.0, 0.0, 0.5], useMaximalCoordinates=True)
             lo, hi = _body_aabb(c, body)
             c.removeBody(body)
             self._file_extents[path] = hi - lo
@@ -307,7 +310,8 @@ class Scene:
             scale = rng.uniform(*cfg.width_m) / minor
             if extents[2] * scale > cfg.height_m[1]:
                 scale = cfg.height_m[1] / max(float(extents[2]), 1e-4)
-        body = c.loadURDF(path, basePosition=[0.0, 0.0, 0.5], globalScaling=scale)
+        body = c.loadURDF(path, basePosition=[0.0, 0.0, 0.5], globalScaling=scale,
+                          useMaximalCoordinates=True)
         self._set_friction(body)
         mass = float(c.getDynamicsInfo(body, -1)[0])
         return ObjectInfo(
@@ -322,6 +326,9 @@ class Scene:
                 body, link, lateralFriction=self.config.lateral_friction,
                 spinningFriction=0.001, rollingFriction=0.0001,
             )
+        if self.config.allow_sleeping:
+            c.changeDynamics(body, -1,
+                             activationState=pybullet.ACTIVATION_STATE_ENABLE_SLEEPING)
 
 
 def _body_aabb(client: object, body: int) -> tuple[np.ndarray, np.ndarray]:
