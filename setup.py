@@ -37,6 +37,9 @@ setup(
     entry_points={
         "console_scripts": [
             "q-grasp = q_grasp.cli:main",
+            "sim_arm = q_grasp.nodes.sim_arm:main",
+            "policy = q_grasp.nodes.policy:main",
+            "trainer = q_grasp.nodes.trainer:main",
         ],
     },
 )
