@@ -110,8 +110,9 @@ class ObservationCodec:
         any_part = next(iter(sub.values()))
         out = np.empty((len(any_part), *self.shape[:1], *any_part.shape[2:]), np.float32)
         if self.color_idx:
-            scale = 1.0 if self.raw_dtype == np.uint8 else 1.0 / 255.0
-            out[:, self.color_idx] = sub["color"].astype(np.float32) * scale
+            color = sub["color"].astype(np.float32)
+            # Divide (not multiply by 1/255) to reproduce the env's x / 255 bit for bit.
+            out[:, self.color_idx] = color if self.raw_dtype == np.uint8 else color / 255.0
         if self.other_idx:
             out[:, self.other_idx] = sub["other"].astype(np.float32)
         return out
@@ -183,14 +184,9 @@ class ImageAugmenter:
             k = int(rng.choice(self.turns))
             flip_h = bool(self.cfg.flip and rng.random() < 0.5)
             flip_v = bool(self.cfg.flip and rng.random() < 0.5)
-            dy = dx = 0
-            if self.cfg.translate_px:
-                t = self.cfg.translate_px
-                dy = int(rng.integers(-t, t + 1))
-                dx = int(rng.integers(-t, t + 1))
 
-            def transform(img: np.ndarray, k=k, flip_h=flip_h, flip_v=flip_v, dy=dy,
-                          dx=dx) -> np.ndarray:
+            def transform(img: np.ndarray, dy: int, dx: int, k=k, flip_h=flip_h,
+                          flip_v=flip_v) -> np.ndarray:
                 if k:
                     img = np.rot90(img, k, axes=(1, 2))
                 if flip_h:
@@ -201,13 +197,12 @@ class ImageAugmenter:
                     img = _shift(img, dy, dx)
                 return np.ascontiguousarray(img)
 
-            for store in (parts, next_parts):
-                for key in store:
-                    store[key][i] = transform(store[key][i])
             # Same geometry on the pixel action (np.rot90 turns counter-clockwise as displayed:
             # old (row, col) -> new (W-1-col, row)).
+            cur_w = w
             for _ in range(k):
-                row, col = w - 1 - col, row
+                row, col = cur_w - 1 - col, row
+                cur_w = h if cur_w == w else w
             if k % 2:
                 rot = (rot + r_count // 2) % r_count
             if flip_h:
@@ -216,9 +211,16 @@ class ImageAugmenter:
             if flip_v:
                 row = h - 1 - row
                 rot = (-rot) % r_count
-            row = min(max(row + dy, 0), h - 1)
-            col = min(max(col + dx, 0), w - 1)
-            actions[i] = rot * h * w + row * w + col
+            dy = dx = 0
+            if self.cfg.translate_px:
+                # Shift only so far that the grasp pixel stays in the image.
+                t = self.cfg.translate_px
+                dy = int(rng.integers(max(-t, -row), min(t, h - 1 - row) + 1))
+                dx = int(rng.integers(max(-t, -col), min(t, w - 1 - col) + 1))
+            for store in (parts, next_parts):
+                for key in store:
+                    store[key][i] = transform(store[key][i], dy=dy, dx=dx)
+            actions[i] = rot * h * w + (row + dy) * w + (col + dx)
         return actions
 
 

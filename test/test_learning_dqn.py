@@ -1,0 +1,130 @@
+"""DQN update: Double-DQN targets by hand, terminated vs truncated masking, n-step discount,
+target-network updates, exploration schedules."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from q_grasp.learning.buffer import ReplayBatch
+from q_grasp.learning.config import DQNConfig, ExplorationConfig
+from q_grasp.learning.dqn import dqn_update, make_optimizer, td_target, update_target
+from q_grasp.learning.schedules import (
+    ExponentialSchedule,
+    LinearSchedule,
+    boltzmann,
+    epsilon_greedy,
+    make_schedule,
+)
+
+torch.set_num_threads(1)
+
+
+class TableQ(nn.Module):
+    """Q(s, .) = table[s] for integer states encoded as a 1-element float observation."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = nn.Parameter(torch.tensor(table, dtype=torch.float32))
+
+    def forward(self, obs):
+        return self.table[obs[:, 0].long()]
+
+
+def _batch(obs, actions, rewards, next_obs, terminated, truncated, n_steps):
+    b = len(obs)
+    return ReplayBatch(
+        torch.tensor(obs, dtype=torch.float32).view(b, 1), torch.tensor(actions),
+        torch.tensor(rewards, dtype=torch.float32),
+        torch.tensor(next_obs, dtype=torch.float32).view(b, 1),
+        torch.tensor(terminated, dtype=torch.float32),
+        torch.tensor(truncated, dtype=torch.float32),
+        torch.tensor(n_steps), torch.ones(b), torch.arange(b))
+
+
+# Online net prefers action 0 in state 1, the target net prefers action 1 there.
+ONLINE = [[0.0, 0.0], [5.0, 1.0]]
+TARGET = [[0.0, 0.0], [2.0, 7.0]]
+
+
+def test_double_dqn_target_by_hand():
+    q, qt = TableQ(ONLINE), TableQ(TARGET)
+    batch = _batch([0], [0], [0.5], [1], [0.0], [0.0], [1])
+    g = 0.9
+    # Double DQN: a* = argmax online(s') = 0, evaluated by the target net: 2.0.
+    assert td_target(q, qt, batch, g, double_q=True).item() == pytest.approx(0.5 + g * 2.0)
+    # Plain DQN: max target(s') = 7.0.
+    assert td_target(q, qt, batch, g, double_q=False).item() == pytest.approx(0.5 + g * 7.0)
+
+
+def test_terminated_masks_bootstrap_but_truncated_does_not():
+    q, qt = TableQ(ONLINE), TableQ(TARGET)
+    batch = _batch([0, 0, 0], [0, 0, 0], [1.0, 1.0, 1.0], [1, 1, 1], [1.0, 0.0, 1.0],
+                   [0.0, 1.0, 1.0], [1, 1, 1])
+    y = td_target(q, qt, batch, 0.5, double_q=True)
+    np.testing.assert_allclose(y.numpy(), [1.0, 1.0 + 0.5 * 2.0, 1.0])
+
+
+def test_n_step_bootstrap_uses_gamma_to_the_window_length():
+    q, qt = TableQ(ONLINE), TableQ(TARGET)
+    batch = _batch([0, 0], [0, 0], [3.0, 3.0], [1, 1], [0.0, 0.0], [0.0, 1.0], [3, 2])
+    y = td_target(q, qt, batch, 0.5, double_q=True)
+    np.testing.assert_allclose(y.numpy(), [3.0 + 0.125 * 2.0, 3.0 + 0.25 * 2.0])
+
+
+def test_update_moves_q_towards_target_and_reports():
+    q, qt = TableQ(ONLINE), TableQ(TARGET)
+    cfg = DQNConfig(gamma=0.9, learning_rate=0.1, optimizer="adam", loss="mse",
+                    max_grad_norm=None)
+    opt = make_optimizer(q.parameters(), cfg)
+    batch = _batch([0], [1], [1.0], [1], [0.0], [0.0], [1])
+    target = 1.0 + 0.9 * 2.0
+    res = dqn_update(q, qt, opt, batch, cfg)
+    assert res.loss == pytest.approx(target ** 2)
+    assert res.td_errors[0] == pytest.approx(target)
+    assert res.mean_q == 0.0 and res.mean_max_q == 0.0
+    assert q.table[0, 1].item() > 0.0 and q.table[0, 0].item() == 0.0  # only Q(s, a) moved
+    assert qt.table[1, 1].item() == 7.0  # target net untouched
+
+
+def test_huber_loss_and_gradient_clipping():
+    q, qt = TableQ([[0.0, 0.0], [0.0, 0.0]]), TableQ([[0.0, 0.0], [0.0, 0.0]])
+    cfg = DQNConfig(loss="huber", huber_delta=1.0, max_grad_norm=0.5, learning_rate=1e-3)
+    opt = make_optimizer(q.parameters(), cfg)
+    batch = _batch([0], [0], [10.0], [1], [1.0], [0.0], [1])
+    res = dqn_update(q, qt, opt, batch, cfg)
+    assert res.loss == pytest.approx(10.0 - 0.5)  # linear part of Huber
+    assert res.grad_norm == pytest.approx(1.0)  # reported before clipping
+
+
+def test_target_update_hard_and_polyak():
+    a, b = TableQ([[1.0, 1.0]]), TableQ([[0.0, 0.0]])
+    update_target(a, b, tau=0.25)
+    np.testing.assert_allclose(b.table.detach().numpy(), [[0.25, 0.25]])
+    update_target(a, b, tau=1.0)
+    np.testing.assert_allclose(b.table.detach().numpy(), [[1.0, 1.0]])
+
+
+def test_schedules():
+    lin = LinearSchedule(1.0, 0.1, 900)
+    assert lin(0) == 1.0 and lin(450) == pytest.approx(0.55) and lin(10_000) == pytest.approx(0.1)
+    exp = ExponentialSchedule(1.0, 0.05, 100.0)
+    assert exp(100) == pytest.approx(0.05 + 0.95 * math.exp(-1))
+    s = make_schedule(ExplorationConfig(start=1.0, end=0.0, fraction=0.9), 1000)
+    assert s(900) == pytest.approx(0.0) and s(450) == pytest.approx(0.5)
+    assert make_schedule(ExplorationConfig(schedule="constant", start=0.3), 10)(5) == 0.3
+
+
+def test_epsilon_greedy_and_boltzmann():
+    rng = np.random.default_rng(0)
+    q = np.array([[0.0, 1.0, 0.0]] * 2000)
+    assert np.all(epsilon_greedy(q, 0.0, rng) == 1)
+    frac = np.mean(epsilon_greedy(q, 0.3, rng) != 1)
+    assert frac == pytest.approx(0.2, abs=0.03)  # 0.3 * 2/3 pick another action
+    # Boltzmann: p(a) ~ exp(Q / T).
+    acts = boltzmann(q, 1.0, rng)
+    p1 = math.e / (math.e + 2)
+    assert np.mean(acts == 1) == pytest.approx(p1, abs=0.03)
+    assert np.all(boltzmann(q * 1000, 0.01, rng) == 1)  # no overflow at low temperature

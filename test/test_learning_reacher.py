@@ -1,0 +1,36 @@
+"""Learning smoke test: a small-budget Reacher run is clearly better than the random policy."""
+
+import numpy as np
+import pytest
+import torch
+
+from q_grasp.learning.config import ExperimentConfig
+from q_grasp.learning.trainer import EVAL_SEED_BASE, evaluate, run_training
+
+torch.set_num_threads(1)
+
+
+def _random_policy_eval(env, episodes, seed):
+    class RandomActor:
+        rng = np.random.default_rng(0)
+
+        def act(self, obs, greedy=False):
+            return int(self.rng.integers(env.action_space.n))
+
+    return evaluate(env, RandomActor(), episodes, seed=seed)
+
+
+def test_small_budget_reacher_is_clearly_better_than_random(tmp_path):
+    pytest.importorskip("q_grasp.envs.reacher")
+    from q_grasp.learning.tasks import default_config, make_env
+
+    data = default_config("q_grasp/Reacher-v0").to_dict()
+    data["env"]["kwargs"].update(fixed_goal=[0.15, 0.0, 0.05], episode_length=100)
+    data["buffer"].update(n_steps=1)
+    data["training"].update(total_steps=4000, learning_starts=500, eval_interval=0,
+                            final_eval_episodes=30, tensorboard=False, save_replay_buffer=False)
+    cfg = ExperimentConfig.from_dict(data)
+    res = run_training(cfg, tmp_path / "reacher", seed=1, log=lambda _m: None, plot=False)
+    random_res = _random_policy_eval(make_env(cfg.env), 30, seed=EVAL_SEED_BASE + 10_000 + 5_000)
+    assert res.final_eval.mean_return > random_res.mean_return + 10.0
+    assert res.final_eval.success_rate > random_res.success_rate
