@@ -21,7 +21,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from safetensors.numpy import save as np_save  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 from std_msgs.msg import UInt8MultiArray  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
@@ -29,7 +29,12 @@ from q_grasp.learning.checkpoint import save_checkpoint  # noqa: E402
 from q_grasp.learning.config import NetworkConfig  # noqa: E402
 from q_grasp.learning.networks import build_network, network_spec_for_env  # noqa: E402
 from q_grasp.nodes import qos  # noqa: E402
-from q_grasp.nodes.convert import blob_to_msg, msg_to_blob  # noqa: E402
+from q_grasp.nodes.convert import (  # noqa: E402
+    blob_to_msg,
+    image_msg,
+    joint_state_msg,
+    msg_to_blob,
+)
 from q_grasp.nodes.policy_core import load_task  # noqa: E402
 from q_grasp.nodes.testing import (  # noqa: E402
     start_node_process,
@@ -305,4 +310,38 @@ class TestGrasp:
         probe.wait(lambda: "decision_latency_ms" in probe.diag and "resets" in probe.diag, 10.0,
                    "grasp diagnostics", log)
         assert int(probe.diag.get("rejected.color_image.wrong_size", 0)) == 0
+        assert policy.poll() is None
+
+    def test_bad_sensor_messages_rejected_counted_survived(self, grasp) -> None:
+        probe, policy, log = grasp
+        probe.wait(lambda: "steps" in probe.diag, 60.0, "diagnostics", log)
+        node = probe.node
+        color = node.create_publisher(Image, "/camera/color/image_raw", qos.IMAGE_PUBLISHER_QOS)
+        depth = node.create_publisher(Image, "/camera/depth/image_raw", qos.IMAGE_PUBLISHER_QOS)
+        info = node.create_publisher(CameraInfo, "/camera/color/camera_info",
+                                     qos.IMAGE_PUBLISHER_QOS)
+        joints = node.create_publisher(JointState, "/joint_states",
+                                       qos.JOINT_STATES_PUBLISHER_QOS)
+        assert wait_until(lambda: all(pub.get_subscription_count() > 0
+                                      for pub in (color, depth, info, joints)), 10.0,
+                          probe.spin_once), "the policy does not subscribe to the sensors"
+        bad = {
+            "color_image.wrong_size": (color, image_msg(np.zeros((8, 8, 3), np.uint8), "rgb8")),
+            "depth_image.encoding": (depth, image_msg(np.zeros((64, 64, 3), np.uint8), "rgb8")),
+            "camera_info.bad_intrinsics": (info, CameraInfo(width=64, height=64)),
+            "joint_states.non_finite": (joints, joint_state_msg(["base_joint"], [np.nan])),
+            "joint_states.size_mismatch": (joints, JointState(name=["a", "b"], position=[0.0])),
+        }
+        before = {key: probe.counter(f"rejected.{key}") for key in bad}
+        steps_before = probe.counter("steps")
+
+        def all_counted() -> bool:
+            # The sensor subscriptions keep only the newest few messages and sim_arm floods
+            # them, so a single bad message may be dropped unseen: repeat until counted.
+            for publisher, msg in bad.values():
+                publisher.publish(msg)
+            return all(probe.counter(f"rejected.{k}") > before[k] for k in bad)
+
+        probe.wait(all_counted, 30.0, f"rejections {sorted(bad)}", log)
+        probe.wait(lambda: probe.counter("steps") > steps_before, 60.0, "another grasp", log)
         assert policy.poll() is None
