@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import yaml
 
@@ -171,10 +172,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     channels = image_channel_names(env)
     qmap_dir = Path(args.qmap_dir) if args.qmap_dir else None
     count = {"n": 0}
+    render_failed: list[str] = []
 
     def on_step(obs, action, _info) -> None:
         if args.video and len(frames) < args.max_frames:
-            frame = env.render() if render_mode else None
+            frame = None
+            if render_mode and not render_failed:
+                try:
+                    frame = env.render()
+                except gym.error.DependencyNotInstalled as exc:
+                    render_failed.append(str(exc))
             if frame is None and obs.ndim == 3:
                 frame = camera_image(obs, channels)
             if frame is not None:
@@ -197,7 +204,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if frames:
             print(f"video: {save_gif(frames, args.video, fps=args.fps)} ({len(frames)} frames)")
         else:
-            print("video: the environment renders no frames; nothing written", file=sys.stderr)
+            why = f" ({render_failed[0]})" if render_failed else ""
+            print(f"video: the environment rendered no frames{why}; nothing written",
+                  file=sys.stderr)
     if qmap_dir is not None:
         if net.kind == "unet":
             print(f"Q-maps: {count['n']} PNGs in {qmap_dir}")
