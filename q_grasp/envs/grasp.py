@@ -68,6 +68,10 @@ class GraspConfig:
     stick out of the workspace by up to half their size)."""
     remove_objects_out_of_view: bool = True
     """Objects pushed out of the camera's view are removed (they can no longer be grasped)."""
+    remove_objects_outside_workspace_m: float | None = 0.01
+    """Objects whose centre is pushed more than this (m) outside the workspace are removed
+    after an attempt, as if they fell off a tray: the workspace is what the arm reaches
+    top-down, so they could not be grasped again. None keeps them."""
     settle_steps: int = 60
     """Physics steps after each attempt so that dropped or pushed objects come to rest."""
     render_size: tuple[int, int] = (240, 320)
@@ -89,6 +93,9 @@ class GraspConfig:
     diameter; URDF objects with scale_to_fit)."""
     object_height_m: tuple[float, float] = (0.02, 0.045)
     """Range of cuboid and cylinder heights (m)."""
+    cuboid_length_m: tuple[float, float] = (0.04, 0.075)
+    """Range of cuboid lengths (m); those longer than the 6 cm aperture must be grasped
+    across, which makes the rotation part of the action matter."""
 
     def __post_init__(self) -> None:
         if self.observation not in OBSERVATION_CHANNELS:
@@ -117,6 +124,10 @@ class GraspConfig:
                              f"{self.camera_height_m}")
         if not 0.0 <= self.view_margin_m <= 0.5:
             raise ValueError(f"view_margin_m: must be in [0, 0.5] m, got {self.view_margin_m}")
+        margin = self.remove_objects_outside_workspace_m
+        if margin is not None and not 0.0 <= margin <= 1.0:
+            raise ValueError(f"remove_objects_outside_workspace_m: must be None or in [0, 1] m,"
+                             f" got {margin}")
         if self.settle_steps < 0:
             raise ValueError(f"settle_steps: must be >= 0, got {self.settle_steps}")
         if len(self.render_size) != 2 or min(self.render_size) < 1:
@@ -132,6 +143,7 @@ class GraspConfig:
             workspace_x_m=tuple(self.workspace_x_m), workspace_y_m=tuple(self.workspace_y_m),
             num_objects=(self.min_objects, self.max_objects), shapes=self.shapes,
             width_m=tuple(self.object_width_m), height_m=tuple(self.object_height_m),
+            cuboid_length_m=tuple(self.cuboid_length_m),
             object_files=self.object_files, scale_to_fit=self.scale_to_fit,
         )
 
@@ -288,7 +300,7 @@ class TopDownGraspEnv(gymnasium.Env):
                                 home_joints=self.robot.home_positions, after_lift=after_lift)
         if outcome.ik_success:
             self.sim.step(self.config.settle_steps)
-        removed_out_of_view = self._remove_out_of_view()
+        removed = self._remove_lost_objects()
         self._attempts += 1
         obs = self._observe()
         reward = 1.0 if outcome.success else 0.0
@@ -306,7 +318,7 @@ class TopDownGraspEnv(gymnasium.Env):
             "aperture_m": float(outcome.aperture_m),
             "object_lifted_ground_truth": len(lifted) > 0,
             "lifted_object_ids": list(lifted),
-            "objects_removed_out_of_view": removed_out_of_view,
+            "objects_removed_out_of_reach": removed,
             "num_objects": len(self.scene.objects),
             "attempts": self._attempts,
             "message": outcome.message,
@@ -363,14 +375,20 @@ class TopDownGraspEnv(gymnasium.Env):
                 lifted.append(body)
         return lifted
 
-    def _remove_out_of_view(self) -> list[int]:
-        if not self.config.remove_objects_out_of_view:
-            return []
+    def _remove_lost_objects(self) -> list[int]:
+        """Remove objects pushed out of view, off the table or out of the workspace."""
+        cfg = self.config
+        margin = cfg.remove_objects_outside_workspace_m
         removed = []
         for body, (pos, _) in self.scene.object_poses().items():
             u, v, d = self.camera.world_to_pixel(pos)
-            inside = d > 0 and -0.5 <= u <= self.width - 0.5 and -0.5 <= v <= self.height - 0.5
-            if not inside or pos[2] < -0.05:
+            in_view = d > 0 and -0.5 <= u <= self.width - 0.5 and -0.5 <= v <= self.height - 0.5
+            lost = pos[2] < -0.05 or (cfg.remove_objects_out_of_view and not in_view)
+            if margin is not None:
+                (x0, x1), (y0, y1) = cfg.workspace_x_m, cfg.workspace_y_m
+                lost = lost or not (x0 - margin <= pos[0] <= x1 + margin
+                                    and y0 - margin <= pos[1] <= y1 + margin)
+            if lost:
                 self.scene.remove(body)
                 removed.append(body)
         return removed

@@ -72,8 +72,9 @@ class SceneConfig:
     """Primitive shapes to draw from: any of "cube", "cuboid", "cylinder"."""
     width_m: tuple[float, float] = (0.015, 0.04)
     """Range of the minor horizontal width (m): cube side, cuboid width, cylinder diameter."""
-    cuboid_length_m: tuple[float, float] = (0.03, 0.055)
-    """Range of a cuboid's major horizontal length (m); at least 1.3x its width."""
+    cuboid_length_m: tuple[float, float] = (0.04, 0.075)
+    """Range of a cuboid's major horizontal length (m); at least 1.3x its width. Lengths over
+    the 6 cm aperture can only be grasped across, so the grasp rotation matters for them."""
     height_m: tuple[float, float] = (0.02, 0.045)
     """Range of cuboid and cylinder heights (m); a cube's height is its side."""
     mass_kg: tuple[float, float] = (0.02, 0.08)
