@@ -1,7 +1,7 @@
 """ament_python packaging for q_grasp (colcon build, or pip install -e . in a virtualenv)."""
 
-from glob import glob
 import os
+from glob import glob
 
 from setuptools import find_packages, setup
 
