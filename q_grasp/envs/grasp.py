@@ -203,8 +203,8 @@ class TopDownGraspEnv(gymnasium.Env):
         self.camera = PinholeCamera(config.camera_config())
         rh, rw = config.render_size
         self.render_camera = PinholeCamera(CameraConfig(
-            width=int(rw), height=int(rh), fov_y_deg=45.0, position=(0.40, -0.30, 0.32),
-            target=(0.11, 0.0, 0.03), up_vector=(0.0, 0.0, 1.0), near_m=0.05, far_m=3.0,
+            width=int(rw), height=int(rh), fov_y_deg=45.0, position=(0.32, -0.24, 0.22),
+            target=(0.09, 0.0, 0.05), up_vector=(0.0, 0.0, 1.0), near_m=0.02, far_m=3.0,
         ))
         self.chain = KinematicChain.from_robot_config(config.robot)
         self.sim = BulletSim(gui=config.gui, seed=config.seed, config=config.physics)
