@@ -5,7 +5,6 @@ descend -> close -> lift, with physics). Reward 1 when an object is held after l
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from q_grasp.envs._config import check_render_mode, resolve_env_config
 from q_grasp.kinematics import KinematicChain
 from q_grasp.robot_config import RobotConfig
 from q_grasp.sim.bullet import BulletSim, BulletSimConfig
@@ -180,20 +180,8 @@ class TopDownGraspEnv(gymnasium.Env):
 
     def __init__(self, config: GraspConfig | None = None, render_mode: str | None = None,
                  **overrides: Any) -> None:
-        if config is None:
-            config = GraspConfig()
-        elif not isinstance(config, GraspConfig):
-            raise ValueError(f"config: must be a GraspConfig or None, got {type(config)}")
-        if overrides:
-            known = {f.name for f in dataclasses.fields(GraspConfig)}
-            unknown = sorted(set(overrides) - known)
-            if unknown:
-                raise ValueError(f"TopDownGraspEnv: unknown config fields {unknown}; known "
-                                 f"fields: {sorted(known)}")
-            config = dataclasses.replace(config, **overrides)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode: must be None or one of "
-                             f"{self.metadata['render_modes']}, got {render_mode!r}")
+        config = resolve_env_config(GraspConfig, config, overrides, "TopDownGraspEnv")
+        check_render_mode(render_mode, self.metadata)
         self.config = config
         self.render_mode = render_mode
         self.image_channels: tuple[str, ...] = OBSERVATION_CHANNELS[config.observation]

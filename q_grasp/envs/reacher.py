@@ -8,7 +8,6 @@ is only started, lazily, by ``render()``. Suggested discount for learning: gamma
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import operator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from q_grasp.envs._config import check_render_mode, resolve_env_config
 from q_grasp.kinematics import KinematicChain
 from q_grasp.robot_config import RobotConfig
 
@@ -153,20 +153,8 @@ class ReacherEnv(gymnasium.Env):
 
     def __init__(self, config: ReacherConfig | None = None, render_mode: str | None = None,
                  **overrides: Any) -> None:
-        if config is None:
-            config = ReacherConfig()
-        elif not isinstance(config, ReacherConfig):
-            raise ValueError(f"config: must be a ReacherConfig or None, got {type(config)}")
-        if overrides:
-            known = {f.name for f in dataclasses.fields(ReacherConfig)}
-            unknown = sorted(set(overrides) - known)
-            if unknown:
-                raise ValueError(f"ReacherEnv: unknown config fields {unknown}; known fields: "
-                                 f"{sorted(known)}")
-            config = dataclasses.replace(config, **overrides)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode: must be None or one of "
-                             f"{self.metadata['render_modes']}, got {render_mode!r}")
+        config = resolve_env_config(ReacherConfig, config, overrides, "ReacherEnv")
+        check_render_mode(render_mode, self.metadata)
         self.config = config
         self.render_mode = render_mode
 
