@@ -66,12 +66,14 @@ def trainer_for_task(task: str) -> Any:
 
 
 def policy_for_task(task: str) -> Any:
-    """The policy's configuration for ``task`` (its defaults follow the task's env config)."""
-    from q_grasp.nodes.policy import PolicyConfig
+    """The policy's configuration for ``task``: its epsilon schedule is the one of the task's
+    packaged experiment config (config/<task>.yaml), so that the ROS pipeline explores like
+    ``python -m q_grasp train`` over the same budget (regenerate after changing that file)."""
+    from q_grasp.nodes.policy import policy_config_for_task
 
     if task not in TASKS:
         raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
-    return PolicyConfig(task=task)
+    return policy_config_for_task(task)
 
 
 def node_sections() -> list[NodeSection]:

@@ -1,0 +1,887 @@
+"""Train (and then evaluate) over ROS 2 topics without ``ros2 launch``: the pip-only twin of
+``ros2 launch q_grasp sim_train.launch.py``.
+
+  python -m q_grasp.nodes.bringup --task grasp                 # train, then greedy evaluation
+  python -m q_grasp.nodes.bringup --task reacher --processes   # three node processes
+  python -m q_grasp.nodes.bringup --task grasp --train false --checkpoint runs/x/ckpt.safetensors
+
+It starts the launch file's three nodes (sim_arm, policy, trainer) with the same parameters
+file (config/sim_train_<task>.yaml unless --config) and the same per-node overrides
+(use_sim_time, task, checkpoint, train), either composed in this process on one
+MultiThreadedExecutor (default) or as three child processes (--processes). Progress comes from
+/diagnostics, as an operator would see it. At the budget (--max-transitions, default the
+experiment's training.total_steps, the budget of ``python -m q_grasp train``; or --duration-s)
+the actor stops, the trainer finishes the gradient updates it owes at its replay ratio and
+writes its checkpoint, and a greedy policy (train:=false, the trainer's final checkpoint) is
+evaluated on the same simulator. A summary goes to <out>/bringup_summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+TASKS = ("grasp", "reacher")
+"""Tasks with a shipped parameters file."""
+NAMESPACE_PATTERN = re.compile(r"^(/?[A-Za-z_][A-Za-z0-9_]*)(/[A-Za-z_][A-Za-z0-9_]*)*$")
+MODULES = {"sim_arm": "q_grasp.nodes.sim_arm", "policy": "q_grasp.nodes.policy",
+           "trainer": "q_grasp.nodes.trainer"}
+"""Node name -> module whose main() runs it (what the console scripts run)."""
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+@dataclass
+class BringupConfig:
+    """What to start and when to stop (the command line, validated)."""
+
+    task: Literal["grasp", "reacher"] = "grasp"
+    """Skill to learn (the launch file's task argument)."""
+    config: str = ""
+    """Node parameters file; empty: config/sim_train_<task>.yaml (source tree, else the
+    installed share folder), the file the launch file uses."""
+    namespace: str = ""
+    """Namespace of sim_arm and policy (the trainer and /q_grasp/* stay global)."""
+    use_sim: bool = True
+    """Start sim_arm; false: a real arm's drivers provide its topics."""
+    use_sim_time: bool = True
+    """Every node runs on sim_arm's /clock."""
+    checkpoint: str = ""
+    """Checkpoint for the policy's initial weights (and the trainer resumes from it); with
+    train false, the policy to evaluate."""
+    train: bool = True
+    """Start the trainer and train; false: only the greedy evaluation of ``checkpoint``."""
+    out: str = ""
+    """Trainer output folder (checkpoints/, progress.csv), node logs and the summary; empty:
+    the parameters file's trainer output_dir. A folder that holds checkpoints is resumed."""
+    max_transitions: int = 0
+    """Stop training once this many transitions were collected in total (a resumed run
+    counts the earlier ones); 0: the experiment's training.total_steps (unless duration_s)."""
+    duration_s: float = 0.0
+    """Stop training after this many wall-clock seconds instead (0: use max_transitions)."""
+    processes: bool = False
+    """Run the nodes as three child processes instead of composed in this process."""
+    eval_episodes: int = -1
+    """Greedy evaluation episodes after training; -1: the experiment's final_eval_episodes;
+    0: no evaluation."""
+    progress_every_s: float = 10.0
+    """Print a progress line this often (wall clock)."""
+    catch_up: bool = True
+    """After the actor stops, let the trainer finish the gradient updates it owes at its
+    replay ratio (so a run does the updates `q_grasp train` does for the same budget)."""
+    catch_up_timeout_s: float = 1800.0
+    """Longest wait (wall clock) for those updates and for the final checkpoint."""
+    node_log_level: Literal["debug", "info", "warn", "error"] = "warn"
+    """Console log level of the nodes after start-up (their per-episode lines are INFO)."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task: must be one of {list(TASKS)}, got {self.task!r}")
+        if self.namespace and not NAMESPACE_PATTERN.match(self.namespace):
+            raise ValueError(f"namespace: must be a ROS namespace such as arm0 or /lab/arm0 "
+                             f"(letters, digits, _; not starting with a digit), got "
+                             f"{self.namespace!r}")
+        if self.max_transitions < 0:
+            raise ValueError(f"max_transitions: must be >= 1 (0 = the experiment's "
+                             f"total_steps), got {self.max_transitions}")
+        if not (self.duration_s >= 0.0 and math.isfinite(self.duration_s)):
+            raise ValueError(f"duration_s: must be > 0 s, got {self.duration_s}")
+        if self.max_transitions and self.duration_s:
+            raise ValueError("max_transitions, duration_s: give one budget, not both")
+        if self.eval_episodes < -1:
+            raise ValueError(f"eval_episodes: must be >= 0 (or -1 = the experiment's), got "
+                             f"{self.eval_episodes}")
+        for name in ("progress_every_s", "catch_up_timeout_s"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name}: must be > 0 s, got {getattr(self, name)}")
+        if self.node_log_level not in LOG_LEVELS:
+            raise ValueError(f"node_log_level: must be one of {list(LOG_LEVELS)}, got "
+                             f"{self.node_log_level!r}")
+        if not self.train and not self.checkpoint:
+            raise ValueError("checkpoint: --train false evaluates a trained policy; give its "
+                             "checkpoint file")
+        if not self.train and self.eval_episodes == 0:
+            raise ValueError("eval_episodes: --train false only evaluates; must be >= 1")
+
+
+# --------------------------------------------------------------------------------- set-up
+
+
+def default_params_file(task: str) -> Path:
+    """config/sim_train_<task>.yaml from the source tree, else from the installed share."""
+    name = f"sim_train_{task}.yaml"
+    candidates = [Path(__file__).resolve().parents[2] / "config" / name,
+                  Path(sys.prefix) / "share" / "q_grasp" / "config" / name]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ValueError(f"config: {name} not found in {[str(c.parent) for c in candidates]}")
+
+
+def node_parameters(params_file: Path, node_name: str) -> dict[str, Any]:
+    """The parameters a params file gives ``node_name`` (dotted names, as the node sees them).
+
+    Sections apply as rcl applies them: ``/**``, ``/**/<name>``, ``<name>`` and ``/<name>``.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(params_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"config: cannot read {params_file}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config: {params_file} is not a ROS parameters file")
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}{key}.", item)
+        else:
+            flat[prefix[:-1]] = value
+
+    for key in ("/**", f"/**/{node_name}", node_name, f"/{node_name}"):
+        section = data.get(key)
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            walk("", section["ros__parameters"])
+    return flat
+
+
+@dataclass
+class TrainingPlan:
+    """What the trainer will do, worked out before starting it (for budget and catch-up)."""
+
+    output_dir: Path
+    """The trainer's output folder."""
+    resume_from: str
+    """Checkpoint the trainer starts from ("" = fresh)."""
+    total_steps: int
+    """The experiment's training.total_steps (the single-process budget)."""
+    replay_ratio: float
+    """Gradient updates per transition."""
+    learning_starts: int
+    """Transitions before the first update."""
+    final_eval_episodes: int
+    """The experiment's final_eval_episodes."""
+
+
+def training_plan(cfg: BringupConfig, params_file: Path) -> TrainingPlan:
+    """Resolve the trainer's experiment as TrainerCore will (checkpoint, file, packaged)."""
+    from q_grasp.learning.checkpoint import load_checkpoint
+    from q_grasp.learning.config import ExperimentConfig
+    from q_grasp.learning.tasks import default_config, resolve_task
+    from q_grasp.nodes.trainer_core import newest_checkpoint
+
+    trainer = node_parameters(params_file, "trainer")
+    output_dir = Path(cfg.out or trainer.get("output_dir") or f"runs/ros_{cfg.task}")
+    resume = cfg.checkpoint or str(newest_checkpoint(output_dir) or "")
+    experiment_file = str(trainer.get("experiment_config") or "")
+    experiment = None
+    if resume and not experiment_file:
+        try:
+            experiment = load_checkpoint(resume).config
+        except ValueError as exc:
+            raise ValueError(f"checkpoint: {exc}") from None
+    if experiment is None and experiment_file:
+        try:
+            experiment = ExperimentConfig.from_yaml(Path(experiment_file).expanduser())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"config: trainer experiment_config: {exc}") from None
+    if experiment is None:
+        experiment = default_config(resolve_task(cfg.task))
+    tcfg = experiment.training
+    ratio = float(trainer.get("replay_ratio") or 0.0)
+    starts = int(trainer.get("learning_starts", -1))
+    return TrainingPlan(
+        output_dir=output_dir, resume_from=resume, total_steps=int(tcfg.total_steps),
+        replay_ratio=ratio if ratio > 0 else tcfg.gradient_steps / tcfg.train_freq,
+        learning_starts=starts if starts >= 0 else int(tcfg.learning_starts),
+        final_eval_episodes=int(tcfg.final_eval_episodes))
+
+
+def node_overrides(cfg: BringupConfig, node_name: str, plan: TrainingPlan | None
+                   ) -> dict[str, Any]:
+    """The launch file's per-node parameters on top of the params file (plus output_dir)."""
+    values: dict[str, Any] = {"use_sim_time": cfg.use_sim_time}
+    if node_name == "policy":
+        values.update(task=cfg.task, checkpoint=cfg.checkpoint, train=cfg.train)
+        if plan is not None and not cfg.checkpoint and plan.resume_from:
+            # The trainer resumes from its newest checkpoint; the actor continues with those
+            # weights and its exploration schedule from the same step.
+            values["checkpoint"] = plan.resume_from
+    elif node_name == "trainer":
+        values.update(task=cfg.task, checkpoint=cfg.checkpoint)
+        if plan is not None:
+            values["output_dir"] = str(plan.output_dir)
+    return values
+
+
+# --------------------------------------------------------------------------------- progress
+
+
+def _number(values: dict[str, str], key: str, default: float = math.nan) -> float:
+    try:
+        return float(values[key])
+    except (KeyError, ValueError):
+        return default
+
+
+class Monitor:
+    """Latest /diagnostics of the trainer and of the policy, per status name."""
+
+    def __init__(self, node: Any, namespace: str) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from q_grasp.nodes.qos import DEFAULT_QOS
+
+        self.node = node
+        self._lock = threading.Lock()
+        self.trainer: dict[str, str] = {}
+        self.policy: dict[str, str] = {}
+        self.sim_arm: dict[str, str] = {}
+        self.messages: dict[str, tuple[bytes, str]] = {}
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
+                                 DEFAULT_QOS)
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        with self._lock:
+            for status in msg.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if status.name == "q_grasp/trainer":
+                    self.trainer = values
+                elif status.name == "q_grasp/policy":
+                    self.policy = values
+                elif status.name == "q_grasp/sim_arm":
+                    self.sim_arm = values
+                else:
+                    continue
+                self.messages[status.name] = (status.level, status.message)
+
+    def snapshot(self) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """Copies of the trainer's, the policy's and sim_arm's latest values."""
+        with self._lock:
+            return dict(self.trainer), dict(self.policy), dict(self.sim_arm)
+
+    def forget_policy(self) -> None:
+        """Drop the policy's values (a new policy node takes over the name)."""
+        with self._lock:
+            self.policy = {}
+            self.messages.pop("q_grasp/policy", None)
+
+    def errors(self) -> list[str]:
+        """Nodes whose status level is ERROR, with their message."""
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        with self._lock:
+            return [f"{name}: {message}" for name, (level, message) in self.messages.items()
+                    if level == DiagnosticStatus.ERROR]
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes:3d}:{secs:02d}"
+
+
+def progress_line(task: str, elapsed_s: float, budget: str, trainer: dict[str, str],
+                  policy: dict[str, str], rate: float) -> str:
+    """One human-readable progress line from the nodes' diagnostics."""
+    steps = int(_number(policy, "steps", 0))
+    parts = [f"[{_clock(elapsed_s)}] transitions {steps}{budget} ({rate:.1f}/s)"]
+    if task == "grasp":
+        successes = int(_number(policy, "grasp_successes", 0))
+        recent = _number(policy, "attempt_success_rate")
+        parts.append(f"grasp attempts {steps}, successes {successes}"
+                     + ("" if math.isnan(recent) else f" (last 50: {100 * recent:.0f}%)"))
+    else:
+        episodes = int(_number(policy, "episodes", 0))
+        recent = _number(policy, "success_rate")
+        parts.append(f"episodes {episodes}"
+                     + ("" if math.isnan(recent) else f", success (last 50) {100 * recent:.0f}%"))
+    if trainer:
+        loss = _number(trainer, "loss")
+        parts.append(f"trainer: {int(_number(trainer, 'transitions', 0))} received, updates "
+                     f"{int(_number(trainer, 'updates', 0))} "
+                     f"({_number(trainer, 'updates_per_s', 0.0):.1f}/s), loss "
+                     + ("-" if math.isnan(loss) else f"{loss:.4f}"))
+    epsilon = _number(policy, "epsilon")
+    if not math.isnan(epsilon):
+        parts.append(f"eps {epsilon:.3f}")
+    parts.append(f"weights v{policy.get('weights_version', '-')}")
+    return " | ".join(parts)
+
+
+# --------------------------------------------------------------------------------- backends
+
+
+class Composed:
+    """The nodes in this process, spun by one MultiThreadedExecutor (the main thread)."""
+
+    def __init__(self, cfg: BringupConfig, params_file: Path) -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+
+        self.cfg = cfg
+        self.params_file = params_file
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        # Two worker threads per node keeps every node's callback groups served (the physics,
+        # acting and training work runs in the nodes' own threads, not here).
+        self.executor = MultiThreadedExecutor(num_threads=8, context=self.context)
+        self.nodes: dict[str, Any] = {}
+        self.monitor_node = rclpy.create_node("bringup_monitor", context=self.context)
+        self.monitor = Monitor(self.monitor_node, cfg.namespace)
+        self.executor.add_node(self.monitor_node)
+
+    def start(self, name: str, overrides: dict[str, Any]) -> None:
+        """Create node ``name`` with the params file and ``overrides``."""
+        from rclpy.logging import LoggingSeverity
+        from rclpy.parameter import Parameter
+
+        factories = self._factories()
+        namespace = "" if name == "trainer" else self.cfg.namespace
+        node = factories[name](
+            name, context=self.context, namespace=namespace,
+            cli_args=["--ros-args", "--params-file", str(self.params_file)],
+            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        level = getattr(LoggingSeverity, self.cfg.node_log_level.upper())
+        node.get_logger().set_level(level)
+        self.nodes[name] = node
+        self.executor.add_node(node)
+
+    @staticmethod
+    def _factories() -> dict[str, Callable[..., Any]]:
+        from q_grasp.nodes.policy import PolicyNode
+        from q_grasp.nodes.sim_arm import SimArmNode
+        from q_grasp.nodes.trainer import TrainerNode
+
+        return {"sim_arm": SimArmNode, "policy": PolicyNode, "trainer": TrainerNode}
+
+    def stop(self, name: str, timeout_s: float = 60.0) -> int:
+        """Destroy node ``name`` (its destroy_node joins its threads, the trainer saves)."""
+        node = self.nodes.pop(name, None)
+        if node is None:
+            return 0
+        self.executor.remove_node(node)
+        node.destroy_node()
+        return 0
+
+    def alive(self, name: str) -> bool:
+        return name in self.nodes
+
+    def failed(self) -> str | None:
+        """A node that died on its own (never in this mode: errors show in diagnostics)."""
+        return None
+
+    def spin(self, seconds: float) -> None:
+        """Serve callbacks for ``seconds`` (wall clock)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.context.ok():
+            self.executor.spin_once(timeout_sec=min(0.1, max(deadline - time.monotonic(), 0)))
+
+    def close(self) -> None:
+        import rclpy
+
+        for name in list(self.nodes)[::-1]:
+            try:
+                self.stop(name)
+            except Exception as exc:  # destroy the others, and say why this one failed
+                print(f"[bringup] stopping {name}: {exc}", file=sys.stderr)
+        self.executor.shutdown()
+        self.monitor_node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def child_env() -> dict[str, str]:
+    """This environment plus what a node process needs to start without the
+    ros-wheels-bootstrapper's re-exec (LD_LIBRARY_PATH and its guard) and to import q_grasp."""
+    from q_grasp.nodes.testing import REPO_ROOT, ros_library_path
+
+    env = dict(os.environ)
+    env.update({
+        "LD_LIBRARY_PATH": ros_library_path(),
+        "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", ""))
+                                      if p),
+        "PYTHONUNBUFFERED": "1",
+        "RCUTILS_COLORIZED_OUTPUT": "0",
+    })
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def ros_value(value: Any) -> str:
+    """A parameter value for ``-p name:=value`` (YAML; '' stays an empty string)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "''" if value == "" else json.dumps(value)
+    return repr(value)
+
+
+class Processes:
+    """The nodes as child processes (their own sessions, so Ctrl-C reaches only bringup,
+    which stops them in order); output in <out>/logs/<node>.log."""
+
+    def __init__(self, cfg: BringupConfig, params_file: Path, log_dir: Path) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.cfg = cfg
+        self.params_file = params_file
+        self.log_dir = log_dir
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.monitor_node = rclpy.create_node("bringup_monitor", context=self.context)
+        self.monitor = Monitor(self.monitor_node, cfg.namespace)
+        self.executor.add_node(self.monitor_node)
+        self._env = child_env()
+        self._starts: dict[str, int] = {}
+
+    def command(self, name: str, overrides: dict[str, Any]) -> list[str]:
+        """The child's command line (what `ros2 run q_grasp <name> --ros-args ...` runs)."""
+        args = [sys.executable, "-m", MODULES[name], "--ros-args", "-r", f"__node:={name}"]
+        if self.cfg.namespace and name != "trainer":
+            ns = self.cfg.namespace if self.cfg.namespace.startswith("/") else (
+                "/" + self.cfg.namespace)
+            args += ["-r", f"__ns:={ns}"]
+        args += ["--params-file", str(self.params_file)]
+        for key, value in overrides.items():
+            args += ["-p", f"{key}:={ros_value(value)}"]
+        if self.cfg.node_log_level != "info":
+            args += ["--log-level", f"{name}:={self.cfg.node_log_level}"]
+        return args
+
+    def start(self, name: str, overrides: dict[str, Any]) -> None:
+        count = self._starts.get(name, 0)
+        self._starts[name] = count + 1
+        log_path = self.log_dir / (f"{name}.log" if count == 0 else f"{name}_{count}.log")
+        log = open(log_path, "wb")  # noqa: SIM115 - closed when the child is stopped
+        proc = subprocess.Popen(self.command(name, overrides), env=self._env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc._q_grasp_log = log  # type: ignore[attr-defined]
+        self.procs[name] = proc
+        self.logs[name] = log_path
+
+    def stop(self, name: str, timeout_s: float = 60.0) -> int:
+        """SIGINT the child (clean shutdown), SIGKILL it if it does not exit in time."""
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return 0
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    print(f"[bringup] {name} did not stop in {timeout_s:.0f} s; killing it",
+                          file=sys.stderr)
+                    proc.kill()
+                    proc.wait(timeout=10.0)
+            return int(proc.returncode)
+        finally:
+            proc._q_grasp_log.close()  # type: ignore[attr-defined]
+
+    def alive(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def failed(self) -> str | None:
+        """The first child that exited on its own, with the end of its log."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = self.logs[name].read_text(errors="replace")[-3000:]
+                return f"{name} exited with status {proc.returncode}:\n{tail}"
+        return None
+
+    def spin(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.context.ok():
+            self.executor.spin_once(timeout_sec=min(0.1, max(deadline - time.monotonic(), 0)))
+
+    def close(self) -> None:
+        import rclpy
+
+        for name in ("policy", "trainer", "sim_arm"):
+            self.stop(name)
+        for name in list(self.procs):
+            self.stop(name)
+        self.executor.shutdown()
+        self.monitor_node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+# --------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RunSummary:
+    """What a bringup run did (also written to <out>/bringup_summary.json)."""
+
+    task: str
+    mode: str
+    command: str
+    params_file: str
+    output_dir: str
+    resumed_from: str = ""
+    budget: str = ""
+    train_wall_s: float = 0.0
+    catch_up_wall_s: float = 0.0
+    transitions: int = 0
+    episodes: int = 0
+    train_successes: int = 0
+    updates: int = 0
+    weights_version: int = -1
+    checkpoint: str = ""
+    progress_csv: str = ""
+    eval: dict[str, Any] = field(default_factory=dict)
+    total_wall_s: float = 0.0
+
+
+class Bringup:
+    """Runs one bringup: start, train to the budget, stop in order, evaluate, summarise."""
+
+    def __init__(self, cfg: BringupConfig, argv: Sequence[str] = (),
+                 print_fn: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.print = print_fn or (lambda line: print(line, flush=True))
+        self.params_file = Path(cfg.config).expanduser() if cfg.config else (
+            default_params_file(cfg.task))
+        if not self.params_file.is_file():
+            raise ValueError(f"config: no such parameters file: {self.params_file}")
+        if cfg.checkpoint and not Path(cfg.checkpoint).expanduser().is_file():
+            raise ValueError(f"checkpoint: no such file: {cfg.checkpoint}")
+        self.plan = training_plan(cfg, self.params_file)
+        self.out = self.plan.output_dir
+        self.argv = list(argv)
+        self._stop_requested = False
+
+    # ------------------------------------------------------------------ helpers
+
+    def _budget(self) -> tuple[int, float]:
+        cfg = self.cfg
+        if cfg.duration_s:
+            return 0, cfg.duration_s
+        return (cfg.max_transitions or self.plan.total_steps), 0.0
+
+    def _eval_episodes(self) -> int:
+        if self.cfg.eval_episodes >= 0:
+            return self.cfg.eval_episodes
+        return max(self.plan.final_eval_episodes, 1)
+
+    def _wait(self, backend: Any, done: Callable[[], bool], timeout_s: float,
+              report: Callable[[], None] | None = None) -> bool:
+        deadline = time.monotonic() + timeout_s
+        next_report = time.monotonic() + self.cfg.progress_every_s
+        while time.monotonic() < deadline:
+            if done():
+                return True
+            failure = backend.failed()
+            if failure:
+                raise RuntimeError(failure)
+            backend.spin(0.2)
+            if report is not None and time.monotonic() >= next_report:
+                report()
+                next_report += self.cfg.progress_every_s
+        return done()
+
+    # ------------------------------------------------------------------ phases
+
+    def run(self) -> RunSummary:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        summary = RunSummary(task=cfg.task, mode="processes" if cfg.processes else "composed",
+                             command=" ".join(["python -m q_grasp.nodes.bringup", *self.argv]),
+                             params_file=str(self.params_file), output_dir=str(self.out),
+                             resumed_from=self.plan.resume_from)
+        t_start = time.monotonic()
+        backend: Any = (Processes(cfg, self.params_file, self.out / "logs") if cfg.processes
+                        else Composed(cfg, self.params_file))
+        try:
+            if cfg.use_sim:
+                backend.start("sim_arm", node_overrides(cfg, "sim_arm", self.plan))
+            if cfg.train:
+                self._train(backend, summary)
+            if self._eval_episodes() > 0 and not self._stop_requested:
+                self._evaluate(backend, summary)
+        except KeyboardInterrupt:
+            self.print("[bringup] interrupted: stopping the nodes (the trainer saves a "
+                       "checkpoint)")
+        finally:
+            backend.close()
+        summary.total_wall_s = time.monotonic() - t_start
+        if cfg.train:
+            from q_grasp.nodes.trainer_core import newest_checkpoint
+
+            newest = newest_checkpoint(self.out)
+            summary.checkpoint = str(newest) if newest else summary.checkpoint
+            summary.progress_csv = str(self.out / "progress.csv")
+        path = self.out / "bringup_summary.json"
+        path.write_text(json.dumps(asdict(summary), indent=2) + "\n")
+        self._print_summary(summary, path)
+        return summary
+
+    def _train(self, backend: Any, summary: RunSummary) -> None:
+        cfg, plan = self.cfg, self.plan
+        max_transitions, duration_s = self._budget()
+        budget = f"/{max_transitions}" if max_transitions else ""
+        summary.budget = (f"{max_transitions} transitions" if max_transitions
+                          else f"{duration_s:g} s")
+        self.print(
+            f"[bringup] {cfg.task}: sim_arm + policy + trainer "
+            f"({'3 processes' if cfg.processes else 'composed, 1 process'}), params "
+            f"{self.params_file}, budget {summary.budget}, replay ratio {plan.replay_ratio:g}, "
+            f"learning starts at {plan.learning_starts}, output {self.out}"
+            + (f", resuming from {plan.resume_from}" if plan.resume_from else ""))
+        backend.start("trainer", node_overrides(cfg, "trainer", plan))
+        backend.start("policy", node_overrides(cfg, "policy", plan))
+        monitor = backend.monitor
+        t0 = time.monotonic()
+        window = [t0, 0]
+
+        def steps() -> int:
+            return int(_number(monitor.snapshot()[1], "steps", 0))
+
+        def report() -> None:
+            trainer, policy, _ = monitor.snapshot()
+            now, count = time.monotonic(), int(_number(policy, "steps", 0))
+            rate = (count - window[1]) / max(now - window[0], 1e-9) if window[1] else 0.0
+            window[:] = [now, count]
+            self.print(progress_line(cfg.task, now - t0, budget, trainer, policy, rate))
+            for error in monitor.errors():
+                self.print(f"[bringup] ERROR {error}")
+
+        def budget_reached() -> bool:
+            if duration_s:
+                return time.monotonic() - t0 >= duration_s
+            return steps() >= max_transitions
+
+        self._wait(backend, budget_reached, math.inf, report)
+        summary.train_wall_s = time.monotonic() - t0
+        report()
+        trainer, policy, _ = monitor.snapshot()
+        backend.stop("policy")
+        summary.transitions = int(_number(policy, "steps", 0))
+        summary.episodes = int(_number(policy, "episodes", 0))
+        summary.train_successes = int(_number(policy, "grasp_successes", 0))
+        self.print(f"[bringup] budget reached after {summary.train_wall_s:.0f} s: actor "
+                   f"stopped at {summary.transitions} transitions")
+        t_catch = time.monotonic()
+        if cfg.catch_up:
+            self._catch_up(backend, summary.transitions)
+        summary.catch_up_wall_s = time.monotonic() - t_catch
+        trainer, _, _ = monitor.snapshot()
+        summary.updates = int(_number(trainer, "updates", 0))
+        summary.weights_version = int(_number(trainer, "weights_version", -1))
+        backend.stop("trainer", timeout_s=cfg.catch_up_timeout_s)
+        monitor.forget_policy()
+
+    def _catch_up(self, backend: Any, transitions: int) -> None:
+        plan = self.plan
+        monitor = backend.monitor
+
+        def owed() -> int:
+            received = int(_number(monitor.snapshot()[0], "transitions", 0))
+            if received < plan.learning_starts:
+                return 0
+            return int((received - plan.learning_starts) * plan.replay_ratio) + 1
+
+        def caught_up() -> bool:
+            trainer = monitor.snapshot()[0]
+            received = int(_number(trainer, "transitions", 0))
+            return received >= transitions and int(_number(trainer, "updates", 0)) >= owed()
+
+        def report() -> None:
+            trainer = monitor.snapshot()[0]
+            self.print(f"[bringup] trainer catching up: {int(_number(trainer, 'updates', 0))}"
+                       f"/{owed()} updates for {int(_number(trainer, 'transitions', 0))} "
+                       f"transitions ({_number(trainer, 'updates_per_s', 0.0):.1f}/s)")
+
+        if not caught_up():
+            report()
+            if not self._wait(backend, caught_up, self.cfg.catch_up_timeout_s, report):
+                self.print("[bringup] catch-up timed out; stopping the trainer as it is")
+
+    def _evaluate(self, backend: Any, summary: RunSummary) -> None:
+        from q_grasp.nodes.trainer_core import newest_checkpoint
+
+        cfg = self.cfg
+        episodes = self._eval_episodes()
+        checkpoint = cfg.checkpoint
+        if cfg.train:
+            newest = newest_checkpoint(self.out)
+            if newest is None:
+                self.print("[bringup] no checkpoint was written; skipping the evaluation")
+                return
+            checkpoint = str(newest)
+        overrides = node_overrides(cfg, "policy", None)
+        overrides.update(train=False, checkpoint=checkpoint, max_episodes=episodes,
+                         success_window=episodes, shutdown_when_done=False)
+        self.print(f"[bringup] greedy evaluation: {episodes} episodes with {checkpoint}")
+        monitor = backend.monitor
+        monitor.forget_policy()
+        t0 = time.monotonic()
+        backend.start("policy", overrides)
+
+        def finished() -> bool:
+            policy = monitor.snapshot()[1]
+            return (policy.get("mode") == "evaluate"
+                    and int(_number(policy, "episodes", 0)) >= episodes)
+
+        def report() -> None:
+            policy = monitor.snapshot()[1]
+            if policy.get("mode") == "evaluate":
+                self.print(f"[{_clock(time.monotonic() - t0)}] evaluating: episode "
+                           f"{int(_number(policy, 'episodes', 0))}/{episodes}, "
+                           f"{int(_number(policy, 'steps', 0))} steps")
+
+        ok = self._wait(backend, finished, max(600.0, 60.0 * episodes), report)
+        policy = monitor.snapshot()[1]
+        backend.stop("policy")
+        steps = int(_number(policy, "steps", 0))
+        result: dict[str, Any] = {
+            "checkpoint": checkpoint, "episodes": int(_number(policy, "episodes", 0)),
+            "steps": steps, "episode_success_rate": _number(policy, "success_rate"),
+            "mean_return": _number(policy, "mean_return"),
+            "wall_s": time.monotonic() - t0, "complete": ok}
+        if cfg.task == "grasp":
+            successes = int(_number(policy, "grasp_successes", 0))
+            result.update(attempts=steps, grasp_successes=successes,
+                          attempt_success_rate=successes / steps if steps else math.nan)
+        summary.eval = result
+
+    def _print_summary(self, summary: RunSummary, path: Path) -> None:
+        lines = ["[bringup] done in " + f"{summary.total_wall_s:.0f} s"]
+        if self.cfg.train:
+            lines.append(
+                f"  training: {summary.transitions} transitions ({summary.train_successes} "
+                f"successful grasps) in {summary.train_wall_s:.0f} s + "
+                f"{summary.catch_up_wall_s:.0f} s trainer catch-up, {summary.updates} "
+                f"updates, weights v{summary.weights_version}")
+        result = summary.eval
+        if result:
+            if self.cfg.task == "grasp":
+                lines.append(
+                    f"  greedy evaluation: grasp success {result['grasp_successes']}/"
+                    f"{result['attempts']} attempts = {100 * result['attempt_success_rate']:.1f}%"
+                    f", episodes ending in a grasp {100 * result['episode_success_rate']:.1f}% "
+                    f"of {result['episodes']}")
+            else:
+                lines.append(f"  greedy evaluation: success "
+                             f"{100 * result['episode_success_rate']:.1f}% of "
+                             f"{result['episodes']} episodes, mean return "
+                             f"{result['mean_return']:.3f}")
+        if summary.checkpoint:
+            lines.append(f"  checkpoint: {summary.checkpoint}")
+        if summary.progress_csv:
+            lines.append(f"  metrics: {summary.progress_csv}")
+        lines.append(f"  summary: {path}")
+        for line in lines:
+            self.print(line)
+
+
+# --------------------------------------------------------------------------------- CLI
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m q_grasp.nodes.bringup", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=TASKS, default="grasp",
+                        help="skill to learn (default grasp)")
+    parser.add_argument("--config", default="",
+                        help="node parameters file (default config/sim_train_<task>.yaml)")
+    parser.add_argument("--namespace", default="", help="namespace of sim_arm and policy")
+    parser.add_argument("--use-sim", type=_bool, default=True, metavar="true|false",
+                        help="start sim_arm (false: a real arm provides the topics)")
+    parser.add_argument("--use-sim-time", type=_bool, default=True, metavar="true|false",
+                        help="run every node on sim_arm's /clock")
+    parser.add_argument("--checkpoint", default="",
+                        help="initial weights (the trainer resumes from it); with --train "
+                             "false, the policy to evaluate")
+    parser.add_argument("--train", type=_bool, default=True, metavar="true|false",
+                        help="train (default); false: only evaluate --checkpoint")
+    parser.add_argument("--out", default="",
+                        help="trainer output folder (default: the params file's output_dir)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--max-transitions", type=int, default=0, metavar="N",
+                        help="stop after N transitions in total (default: the experiment's "
+                             "training.total_steps)")
+    budget.add_argument("--duration-s", type=float, default=0.0, metavar="S",
+                        help="stop after S seconds of training instead")
+    parser.add_argument("--processes", action="store_true",
+                        help="run the nodes as three child processes (default: composed)")
+    parser.add_argument("--eval-episodes", type=int, default=-1, metavar="N",
+                        help="greedy evaluation episodes (default: the experiment's "
+                             "final_eval_episodes; 0: none)")
+    parser.add_argument("--progress-every-s", type=float, default=10.0, metavar="S",
+                        help="progress line period (default 10 s)")
+    parser.add_argument("--catch-up", type=_bool, default=True, metavar="true|false",
+                        help="let the trainer finish the updates owed at its replay ratio "
+                             "after the actor stops (default true)")
+    parser.add_argument("--node-log-level", choices=LOG_LEVELS, default="warn",
+                        help="console log level of the nodes after start-up (default warn)")
+    return parser
+
+
+def config_from_args(argv: Sequence[str]) -> BringupConfig:
+    """Parse and validate the command line (ValueError names the bad argument)."""
+    args = build_parser().parse_args(list(argv))
+    return BringupConfig(
+        task=args.task, config=args.config, namespace=args.namespace, use_sim=args.use_sim,
+        use_sim_time=args.use_sim_time, checkpoint=args.checkpoint, train=args.train,
+        out=args.out, max_transitions=args.max_transitions, duration_s=args.duration_s,
+        processes=args.processes, eval_episodes=args.eval_episodes,
+        progress_every_s=args.progress_every_s, catch_up=args.catch_up,
+        node_log_level=args.node_log_level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; exit status 0 on success, 2 on invalid arguments, 1 if a node failed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = config_from_args(argv)
+        if not cfg.use_sim and cfg.use_sim_time:
+            print("[bringup] warning: --use-sim false with --use-sim-time true needs another "
+                  "/clock publisher; a real arm usually wants --use-sim-time false",
+                  file=sys.stderr)
+        bringup = Bringup(cfg, argv)
+    except ValueError as exc:
+        print(f"[ERROR] {exc}", file=sys.stderr)
+        return 2
+    try:
+        bringup.run()
+    except ValueError as exc:  # a node refused its parameters
+        print(f"[ERROR] {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"[ERROR] {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The whole ROS 2 system over real DDS: sim_arm, policy and trainer in three processes (reacher,
+own ROS domain on localhost) with every documented topic typed as DESIGN.md says, transitions
+reaching the trainer, weights updating the policy, progress on /diagnostics, and a trainer
+killed with SIGKILL resuming from its checkpoint while the policy keeps acting; then the
+bringup command (composed, grasp, tiny budget) from start to greedy evaluation; and its
+argument validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from q_grasp.nodes.bringup import BringupConfig, config_from_args, main, node_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config"
+
+# DESIGN.md "Topics and interfaces": topic -> type. /q_grasp/q_map is the grasp policy's
+# (checked in the bringup test, which grasps).
+DOCUMENTED = {
+    "/joint_states": "sensor_msgs/msg/JointState",
+    "/camera/color/image_raw": "sensor_msgs/msg/Image",
+    "/camera/depth/image_raw": "sensor_msgs/msg/Image",
+    "/camera/color/camera_info": "sensor_msgs/msg/CameraInfo",
+    "/arm_controller/joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
+    "/gripper_controller/joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
+    "/q_grasp/transitions": "std_msgs/msg/UInt8MultiArray",
+    "/q_grasp/weights": "std_msgs/msg/UInt8MultiArray",
+    "/q_grasp/markers": "visualization_msgs/msg/MarkerArray",
+    "/q_grasp/goal": "geometry_msgs/msg/PointStamped",
+    "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+    "/robot_description": "std_msgs/msg/String",
+    "/clock": "rosgraph_msgs/msg/Clock",
+}
+GRASP_ONLY = {"/q_grasp/q_map": "sensor_msgs/msg/Image"}
+# Topics that carry messages while the reacher trains (the gripper is never commanded).
+FLOWING = set(DOCUMENTED) - {"/gripper_controller/joint_trajectory"}
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def test_arguments_are_validated(tmp_path, capsys) -> None:
+    with pytest.raises(ValueError, match="namespace: must be a ROS namespace"):
+        BringupConfig(namespace="1arm")
+    with pytest.raises(ValueError, match="checkpoint: --train false"):
+        BringupConfig(train=False)
+    with pytest.raises(ValueError, match="max_transitions: must be >= 1"):
+        BringupConfig(max_transitions=-3)
+    with pytest.raises(ValueError, match="progress_every_s: must be > 0"):
+        BringupConfig(progress_every_s=0.0)
+    with pytest.raises(SystemExit):  # argparse: one budget only
+        config_from_args(["--max-transitions", "5", "--duration-s", "3"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        config_from_args(["--use-sim", "maybe"])
+    assert "expected true or false" in capsys.readouterr().err
+    cfg = config_from_args(["--task", "reacher", "--namespace", "arm0", "--use-sim-time",
+                            "false", "--max-transitions", "10"])
+    assert (cfg.task, cfg.namespace, cfg.use_sim_time, cfg.max_transitions) == (
+        "reacher", "arm0", False, 10)
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config: no such parameters file" in capsys.readouterr().err
+    assert main(["--train", "false", "--checkpoint", str(tmp_path / "no.safetensors")]) == 2
+    assert "checkpoint: no such file" in capsys.readouterr().err
+
+
+def test_params_file_sections_as_the_nodes_read_them() -> None:
+    trainer = node_parameters(CONFIG / "sim_train_grasp.yaml", "trainer")
+    assert trainer["task"] == "grasp" and trainer["output_dir"] == "runs/ros_grasp"
+    sim = node_parameters(CONFIG / "sim_train_grasp.yaml", "sim_arm")
+    assert sim["camera.width"] == 64 and "robot.urdf_path" not in sim  # commented out
+
+
+# ----------------------------------------------------------------------------- over DDS
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
+from std_msgs.msg import String, UInt8MultiArray  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from q_grasp.nodes import qos  # noqa: E402
+from q_grasp.nodes.testing import (  # noqa: E402
+    ros_child_env,
+    start_node_process,
+    stop_process,
+    unique_domain_id,
+    wait_until,
+)
+from q_grasp.nodes.trainer_core import newest_checkpoint  # noqa: E402
+
+SUBSCRIPTIONS = {
+    "/joint_states": (JointState, qos_profile_sensor_data),
+    "/camera/color/image_raw": (Image, qos_profile_sensor_data),
+    "/camera/depth/image_raw": (Image, qos_profile_sensor_data),
+    "/camera/color/camera_info": (CameraInfo, qos_profile_sensor_data),
+    "/arm_controller/joint_trajectory": (JointTrajectory, qos.COMMAND_QOS),
+    "/q_grasp/transitions": (UInt8MultiArray, qos.transitions_qos()),
+    "/q_grasp/weights": (UInt8MultiArray, qos.WEIGHTS_QOS),
+    "/robot_description": (String, qos.LATCHED_QOS),
+    "/clock": (Clock, qos.CLOCK_QOS),
+    "/diagnostics": (DiagnosticArray, qos.DEFAULT_QOS),
+}
+
+
+class Probe:
+    """The test's node: what arrived on which topic, and the latest diagnostics per node."""
+
+    def __init__(self, context) -> None:
+        from geometry_msgs.msg import PointStamped
+        from visualization_msgs.msg import MarkerArray
+
+        self.node = rclpy.create_node("system_probe", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, object] = {}
+        self.diag: dict[str, dict[str, str]] = {}
+        subs = dict(SUBSCRIPTIONS)
+        subs["/q_grasp/markers"] = (MarkerArray, qos.DEFAULT_QOS)
+        subs["/q_grasp/goal"] = (PointStamped, qos.DEFAULT_QOS)
+        subs["/q_grasp/q_map"] = (Image, qos.DEFAULT_QOS)
+        for topic, (msg_type, profile) in subs.items():
+            self.node.create_subscription(msg_type, topic, self._recorder(topic), profile)
+
+    def _recorder(self, topic: str):
+        def record(msg) -> None:
+            self.received[topic] = msg
+            if topic == "/diagnostics":
+                for status in msg.status:
+                    self.diag[status.name] = {kv.key: kv.value for kv in status.values}
+        return record
+
+    def spin_once(self) -> None:
+        self.executor.spin_once(timeout_sec=0.05)
+
+    def value(self, node: str, key: str, default: float = 0.0) -> float:
+        try:
+            return float(self.diag.get(f"q_grasp/{node}", {})[key])
+        except (KeyError, ValueError):
+            return default
+
+    def wait(self, predicate, timeout_s: float, what: str, logs: dict[str, Path]) -> None:
+        if not wait_until(predicate, timeout_s, self.spin_once):
+            tails = "\n".join(f"--- {name}\n{path.read_text(errors='replace')[-2500:]}"
+                              for name, path in logs.items() if path.exists())
+            pytest.fail(f"timed out waiting for {what}; diagnostics {self.diag}\n{tails}")
+
+    def types(self) -> dict[str, list[str]]:
+        return dict(self.node.get_topic_names_and_types())
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    """sim_arm + policy + trainer (reacher) in three processes, as the launch file starts them
+    (same params file, use_sim_time), with a small replay start so that training shows."""
+    folder = Path(tmp_path_factory.mktemp("system"))
+    domain = unique_domain_id()
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    params = str(CONFIG / "sim_train_reacher.yaml")
+    common = ["--params-file", params, "-p", "use_sim_time:=true"]
+    trainer_args = [*common, "-p", f"output_dir:={folder / 'run'}", "-p", "learning_starts:=64",
+                    "-p", "replay_ratio:=0.5", "-p", "publish_every_updates:=10",
+                    "-p", "checkpoint_every_updates:=20", "-p", "log_every_s:=0.5"]
+    logs = {name: folder / f"{name}.log" for name in ("sim_arm", "policy", "trainer")}
+    procs = {
+        # The camera on (the reacher's file turns it off) so that its topics flow too.
+        "sim_arm": start_node_process("q_grasp.nodes.sim_arm",
+                                      [*common, "-p", "camera_rate_hz:=5.0"],
+                                      domain_id=domain, log_path=logs["sim_arm"]),
+        "trainer": start_node_process("q_grasp.nodes.trainer", trainer_args, domain_id=domain,
+                                      log_path=logs["trainer"]),
+        "policy": start_node_process("q_grasp.nodes.policy", common, domain_id=domain,
+                                     log_path=logs["policy"]),
+    }
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = Probe(context)
+    state = {"procs": procs, "logs": logs, "probe": probe, "domain": domain,
+             "trainer_args": trainer_args, "run": folder / "run", "folder": folder}
+    try:
+        yield state
+    finally:
+        try:
+            probe.node.destroy_node()
+            rclpy.try_shutdown(context=context)
+        finally:
+            for name in ("policy", "trainer", "sim_arm"):
+                stop_process(state["procs"][name])
+
+
+@pytest.mark.ros
+class TestThreeProcesses:
+    """Tests share the running system, in this order."""
+
+    def test_documented_topics_with_documented_types(self, system) -> None:
+        probe, logs = system["probe"], system["logs"]
+        probe.wait(lambda: FLOWING <= set(probe.received), 60.0,
+                   f"messages on {sorted(FLOWING)}", logs)
+        types = probe.types()
+        for topic, msg_type in DOCUMENTED.items():
+            assert types.get(topic) == [msg_type], (topic, types.get(topic))
+        assert probe.received["/camera/color/image_raw"].encoding == "rgb8"
+        assert probe.received["/camera/depth/image_raw"].encoding == "32FC1"
+        assert probe.received["/camera/color/image_raw"].header.frame_id.endswith(
+            "_optical_frame")
+        assert "<robot" in probe.received["/robot_description"].data
+        names = set(probe.received["/joint_states"].name)
+        assert {"base_joint", "left_finger_joint"} <= names
+
+    def test_transitions_reach_the_trainer(self, system) -> None:
+        probe, logs = system["probe"], system["logs"]
+        probe.wait(lambda: probe.value("trainer", "transitions") >= 64, 60.0,
+                   "64 transitions counted by the trainer", logs)
+        assert probe.value("trainer", "rejected", 0) == 0
+        assert probe.value("trainer", "received_batches") > 0
+
+    def test_weights_update_changes_the_policy_version(self, system) -> None:
+        probe, logs = system["probe"], system["logs"]
+        probe.wait(lambda: probe.value("policy", "weights_version", -1) >= 10, 60.0,
+                   "the policy on trainer weights version >= 10", logs)
+        assert probe.value("policy", "weights_received") >= 2  # the initial ones, then more
+
+    def test_diagnostics_report_progress(self, system) -> None:
+        probe, logs = system["probe"], system["logs"]
+        before = {"updates": probe.value("trainer", "updates"),
+                  "steps": probe.value("policy", "steps"),
+                  "sim": probe.value("sim_arm", "sim_time_s")}
+        probe.wait(lambda: probe.value("trainer", "updates") > before["updates"]
+                   and probe.value("policy", "steps") > before["steps"] + 5
+                   and probe.value("sim_arm", "sim_time_s") > before["sim"], 30.0,
+                   "rising updates, steps and simulated time", logs)
+        trainer = probe.diag["q_grasp/trainer"]
+        assert float(trainer["loss"]) >= 0.0 and float(trainer["buffer_size"]) >= 64
+        assert 0.0 <= float(probe.diag["q_grasp/policy"]["epsilon"]) <= 1.0
+
+    def test_killed_trainer_resumes_while_the_policy_keeps_acting(self, system) -> None:
+        probe, logs, procs = system["probe"], system["logs"], system["procs"]
+        probe.wait(lambda: newest_checkpoint(system["run"]) is not None, 60.0,
+                   "a periodic checkpoint", logs)
+        procs["trainer"].send_signal(signal.SIGKILL)  # no clean shutdown, no final save
+        procs["trainer"].wait(timeout=10)
+        stop_process(procs["trainer"])  # closes its log
+        checkpoint = newest_checkpoint(system["run"])
+        resumed_updates = int(checkpoint.name[5:14])
+        probe.diag.pop("q_grasp/trainer", None)
+        steps = probe.value("policy", "steps")
+        # The actor does not need the learner: it keeps acting and publishing.
+        probe.wait(lambda: probe.value("policy", "steps") > steps + 10, 30.0,
+                   "the policy acting without a trainer", logs)
+        assert procs["policy"].poll() is None
+        logs["trainer"] = system["folder"] / "trainer_restarted.log"
+        procs["trainer"] = start_node_process("q_grasp.nodes.trainer", system["trainer_args"],
+                                              domain_id=system["domain"],
+                                              log_path=logs["trainer"])
+        probe.wait(lambda: probe.value("trainer", "updates") > resumed_updates, 60.0,
+                   f"the restarted trainer past update {resumed_updates}", logs)
+        assert f"resumed from {checkpoint}" in logs["trainer"].read_text()
+        # Counters continue from the checkpoint and new transitions keep arriving.
+        counted = probe.value("trainer", "transitions")
+        probe.wait(lambda: probe.value("trainer", "transitions") > counted + 10, 30.0,
+                   "transitions reaching the restarted trainer", logs)
+        probe.wait(lambda: probe.value("policy", "weights_version", -1) > resumed_updates,
+                   30.0, "the policy on the restarted trainer's weights", logs)
+        for name in ("policy", "sim_arm"):
+            assert procs[name].poll() is None, logs[name].read_text()[-2000:]
+
+
+# ----------------------------------------------------------------------------- bringup
+
+
+@pytest.mark.ros
+def test_bringup_grasp_composed_end_to_end(tmp_path) -> None:
+    """`python -m q_grasp.nodes.bringup` with a tiny budget: nodes up in one process, grasp
+    attempts, the trainer's checkpoint, a greedy evaluation, a summary; the Q-map is an rgb8
+    image on /q_grasp/q_map."""
+    domain = unique_domain_id()
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "q_grasp.nodes.bringup", "--task", "grasp",
+           "--max-transitions", "4", "--eval-episodes", "1", "--progress-every-s", "2",
+           "--out", str(out)]
+    log = tmp_path / "bringup.log"
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = Probe(context)
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(cmd, env=ros_child_env(domain), stdout=sink,
+                                stderr=subprocess.STDOUT, cwd=str(REPO),
+                                start_new_session=True)
+        try:
+            probe.wait(lambda: "/q_grasp/q_map" in probe.received, 90.0, "a Q-map image",
+                       {"bringup": log})
+            assert probe.types()["/q_grasp/q_map"] == [GRASP_ONLY["/q_grasp/q_map"]]
+            assert probe.received["/q_grasp/q_map"].encoding == "rgb8"
+            deadline = time.monotonic() + 120.0
+            while proc.poll() is None and time.monotonic() < deadline:
+                probe.spin_once()
+            assert proc.poll() == 0, log.read_text()[-4000:]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            probe.node.destroy_node()
+            rclpy.try_shutdown(context=context)
+    text = log.read_text()
+    assert re.search(r"transitions \d+/4 ", text), text[-3000:]
+    assert "greedy evaluation: grasp success" in text
+    summary = json.loads((out / "bringup_summary.json").read_text())
+    assert summary["transitions"] >= 4 and summary["mode"] == "composed"
+    assert Path(summary["checkpoint"]).is_file()
+    assert summary["eval"]["episodes"] == 1 and summary["eval"]["attempts"] >= 1
+    assert (out / "progress.csv").is_file()
