@@ -21,7 +21,7 @@ def test_defaults_validate_and_round_trip():
 
 
 @pytest.mark.parametrize("data,match", [
-    ({"dqn": {"gamma": 1.5}}, r"dqn\.gamma: must be in \(0, 1\], got 1\.5"),
+    ({"dqn": {"gamma": 1.5}}, r"dqn\.gamma: must be in \[0, 1\], got 1\.5"),
     ({"dqn": {"gama": 0.9}}, r"dqn\.gama: unknown field"),
     ({"optimiser": {}}, r"optimiser: unknown field \(in top level"),
     ({"dqn": {"batch_size": "64"}}, r"dqn\.batch_size: expected an integer, got '64'"),

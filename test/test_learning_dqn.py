@@ -67,6 +67,12 @@ def test_terminated_masks_bootstrap_but_truncated_does_not():
     np.testing.assert_allclose(y.numpy(), [1.0, 1.0 + 0.5 * 2.0, 1.0])
 
 
+def test_gamma_zero_is_a_contextual_bandit():
+    q, qt = TableQ(ONLINE), TableQ(TARGET)
+    batch = _batch([0, 0], [0, 1], [1.0, 0.0], [1, 1], [0.0, 0.0], [0.0, 0.0], [1, 1])
+    np.testing.assert_allclose(td_target(q, qt, batch, 0.0, True).numpy(), [1.0, 0.0])
+
+
 def test_n_step_bootstrap_uses_gamma_to_the_window_length():
     q, qt = TableQ(ONLINE), TableQ(TARGET)
     batch = _batch([0, 0], [0, 0], [3.0, 3.0], [1, 1], [0.0, 0.0], [0.0, 1.0], [3, 2])

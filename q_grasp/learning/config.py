@@ -148,7 +148,7 @@ class DQNConfig:
     """The TD update: discount, loss, optimizer, Double DQN, target network."""
 
     gamma: float = 0.98
-    """Discount factor (gamma**k for a k-step return)."""
+    """Discount factor (gamma**k for a k-step return); 0 = contextual bandit (no bootstrap)."""
     learning_rate: float = 1e-3
     """Optimizer learning rate."""
     optimizer: Literal["adam", "adamw"] = "adam"
@@ -173,7 +173,7 @@ class DQNConfig:
     """Target update weight: 1.0 = hard copy, < 1 = Polyak averaging."""
 
     def validate(self) -> None:
-        _check(0.0 < self.gamma <= 1.0, "dqn.gamma", "must be in (0, 1]", self.gamma)
+        _check(0.0 <= self.gamma <= 1.0, "dqn.gamma", "must be in [0, 1]", self.gamma)
         _check(0.0 < self.learning_rate < 1.0, "dqn.learning_rate", "must be in (0, 1)",
                self.learning_rate)
         _check(self.weight_decay >= 0.0, "dqn.weight_decay", "must be >= 0", self.weight_decay)

@@ -44,6 +44,10 @@ def make_optimizer(params, cfg: DQNConfig) -> torch.optim.Optimizer:
 def td_target(q_net: nn.Module, target_net: nn.Module, batch: ReplayBatch, gamma: float,
               double_q: bool) -> torch.Tensor:
     """TD targets (B,) for a torch batch, computed without gradients."""
+    if gamma == 0.0:
+        # Contextual bandit (e.g. one grasp attempt judged on its own): nothing to bootstrap,
+        # which saves two forward passes of an image-sized network.
+        return batch.rewards.clone()
     with torch.no_grad():
         next_q_target = target_net(batch.next_observations).flatten(1)
         if double_q:

@@ -1,0 +1,117 @@
+"""Learning benchmarks of issue 3: greedy success/return after a fixed budget, median of seeds.
+
+  python benchmarks/bench_learning.py --only reacher,cartpole --seeds 0,1,2
+  python benchmarks/bench_learning.py --only grasp --seeds 0
+
+Targets (greedy evaluation, median over seeds):
+  reacher        q_grasp/Reacher-v0, random goals, 1 cm      >= 95% success, <= 20,000 steps
+  cartpole       CartPole-v1                                >= 475 mean return, <= 100,000 steps
+  grasp          q_grasp/TopDownGrasp-v0, 1 object          >= 95% grasp success, <= 1,000 attempts
+  grasp_clutter  q_grasp/TopDownGraspClutter-v0, 1-5, R=8   >= 90% grasp success, <= 2,000 attempts
+Each run folder, a learning-curve PNG per benchmark and results.json land in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from q_grasp.learning.config import ExperimentConfig  # noqa: E402
+from q_grasp.learning.plotting import plot_runs  # noqa: E402
+from q_grasp.learning.tasks import default_config  # noqa: E402
+from q_grasp.learning.trainer import run_training  # noqa: E402
+
+BENCHMARKS = {
+    # name: (env id, config overrides, metric, target, budget)
+    "reacher": ("q_grasp/Reacher-v0", {}, "success_rate", 0.95, 20_000),
+    "cartpole": ("CartPole-v1", {}, "mean_return", 475.0, 100_000),
+    "grasp": ("q_grasp/TopDownGrasp-v0", {}, "attempt_success_rate", 0.95, 1_000),
+    "grasp_clutter": ("q_grasp/TopDownGraspClutter-v0",
+                      {"env": {"kwargs": {"min_objects": 1, "max_objects": 5, "max_attempts": 10,
+                                          "num_rotations": 8}}},
+                      "attempt_success_rate", 0.90, 2_000),
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def config_for(name: str, steps: int | None) -> ExperimentConfig:
+    env_id, overrides, _, _, budget = BENCHMARKS[name]
+    base_id = "q_grasp/TopDownGrasp-v0" if name.startswith("grasp") else env_id
+    data = default_config(base_id).to_dict()
+    data["env"]["id"] = env_id
+    _merge(data, overrides)
+    data["training"]["total_steps"] = steps or budget
+    data["training"]["tensorboard"] = False
+    data["training"]["save_replay_buffer"] = False
+    return ExperimentConfig.from_dict(data)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="reacher,cartpole",
+                        help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, help="override the budget (quick checks)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learning"))
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "bench_learning"),
+                        help="where the run folders go")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    for name in args.only.split(","):
+        if name not in BENCHMARKS:
+            parser.error(f"--only: unknown benchmark {name!r}; choose from {list(BENCHMARKS)}")
+        env_id, _, metric, target, budget = BENCHMARKS[name]
+        cfg = config_for(name, args.steps)
+        per_seed = []
+        for seed in seeds:
+            run_dir = Path(args.runs) / name / f"seed_{seed}"
+            t0 = time.perf_counter()
+            res = run_training(cfg, run_dir, seed=seed, log=lambda m: print(m, flush=True),
+                               plot=False)
+            ev = res.final_eval.to_dict()
+            per_seed.append({"seed": seed, "value": ev[metric], "final_eval": ev,
+                             "train_wall_s": round(res.wall_time_s, 1),
+                             "total_wall_s": round(time.perf_counter() - t0, 1)})
+            print(f"[{name} seed {seed}] {metric} = {ev[metric]:.3f} "
+                  f"({res.wall_time_s:.0f} s training)", flush=True)
+        median = statistics.median(p["value"] for p in per_seed)
+        png = plot_runs([Path(args.runs) / name], out / f"{name}_curves.png",
+                        title=f"{name}: {env_id}, {cfg.training.total_steps} steps, "
+                              f"seeds {seeds}")
+        results[name] = {
+            "env_id": env_id, "metric": metric, "target": target, "budget_steps": budget,
+            "steps": cfg.training.total_steps, "seeds": seeds, "median": median,
+            "met": bool(median >= target and cfg.training.total_steps <= budget),
+            "per_seed": per_seed, "curves_png": png.name, "config": cfg.to_dict(),
+            "machine": f"{platform.machine()} {platform.processor() or ''} "
+                       f"({__import__('os').cpu_count()} CPUs, shared)",
+        }
+        results_path.write_text(json.dumps(results, indent=2))
+        print(f"== {name}: median {metric} {median:.3f} (target {target}) over seeds {seeds}; "
+              f"wall-clock per seed {[p['train_wall_s'] for p in per_seed]} s; curves {png}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
