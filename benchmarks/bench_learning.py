@@ -32,11 +32,12 @@ from q_grasp.learning.trainer import run_training  # noqa: E402
 BENCHMARKS = {
     # name: (env id, config overrides, metric, target, budget)
     "reacher": ("q_grasp/Reacher-v0", {}, "success_rate", 0.95, 20_000),
-    "cartpole": ("CartPole-v1", {}, "mean_return", 475.0, 100_000),
+    "cartpole": ("CartPole-v1", {}, "mean_return", 475.0, 100_000),  # config: 50k steps
     "grasp": ("q_grasp/TopDownGrasp-v0", {}, "attempt_success_rate", 0.95, 1_000),
     "grasp_clutter": ("q_grasp/TopDownGraspClutter-v0",
                       {"env": {"kwargs": {"min_objects": 1, "max_objects": 5, "max_attempts": 10,
-                                          "num_rotations": 8}}},
+                                          "num_rotations": 8}},
+                       "training": {"total_steps": 2_000}},
                       "attempt_success_rate", 0.90, 2_000),
 }
 
@@ -56,7 +57,8 @@ def config_for(name: str, steps: int | None) -> ExperimentConfig:
     data = default_config(base_id).to_dict()
     data["env"]["id"] = env_id
     _merge(data, overrides)
-    data["training"]["total_steps"] = steps or budget
+    # The packaged config's budget, capped at the target's budget.
+    data["training"]["total_steps"] = steps or min(data["training"]["total_steps"], budget)
     data["training"]["tensorboard"] = False
     data["training"]["save_replay_buffer"] = False
     return ExperimentConfig.from_dict(data)

@@ -148,7 +148,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from q_grasp.learning.networks import image_channel_names
     from q_grasp.learning.tasks import make_env, resolve_task
     from q_grasp.learning.trainer import EVAL_SEED_BASE, evaluate
-    from q_grasp.learning.visualize import camera_image, q_map_overlay, save_gif, save_png
+    from q_grasp.learning.visualize import (
+        camera_image,
+        closing_direction_px,
+        q_map_overlay,
+        save_gif,
+        save_png,
+    )
 
     if args.episodes < 1:
         raise CliError(f"--episodes: must be >= 1, got {args.episodes}")
@@ -188,8 +194,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 frames.append(frame)
         if qmap_dir is not None and net.kind == "unet" and count["n"] < args.max_qmaps:
             q_map = net.predict_q_map(obs)
-            pixel = np.unravel_index(int(action), q_map.shape)
-            save_png(q_map_overlay(obs, q_map, channels, tuple(int(x) for x in pixel)),
+            rot, row, col = (int(x) for x in np.unravel_index(int(action), q_map.shape))
+            direction = closing_direction_px(env, row, col, rot * np.pi / q_map.shape[0])
+            save_png(q_map_overlay(obs, q_map, channels, (rot, row, col),
+                                   closing_dir_px=direction),
                      qmap_dir / f"qmap_{count['n']:04d}.png")
             count["n"] += 1
 

@@ -171,10 +171,23 @@ class Agent:
 
     def per_beta(self) -> float:
         b0 = self.cfg.buffer.beta_start
-        frac = min(self.env_steps / max(self.cfg.training.total_steps, 1), 1.0)
-        return b0 + frac * (1.0 - b0)
+        return b0 + self.training_progress() * (1.0 - b0)
+
+    def training_progress(self) -> float:
+        """Fraction of the step budget used, in [0, 1]."""
+        return min(self.env_steps / max(self.cfg.training.total_steps, 1), 1.0)
+
+    def learning_rate(self) -> float:
+        dqn = self.cfg.dqn
+        if dqn.learning_rate_final is None:
+            return dqn.learning_rate
+        frac = self.training_progress()
+        return dqn.learning_rate + frac * (dqn.learning_rate_final - dqn.learning_rate)
 
     def optimize(self) -> UpdateResult | None:
+        if self.cfg.dqn.learning_rate_final is not None:
+            for group in self.learner.optimizer.param_groups:
+                group["lr"] = self.learning_rate()
         return self.learner.optimize(beta=self.per_beta())
 
     def counters(self) -> dict[str, int]:

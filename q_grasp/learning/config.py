@@ -151,6 +151,9 @@ class DQNConfig:
     """Discount factor (gamma**k for a k-step return); 0 = contextual bandit (no bootstrap)."""
     learning_rate: float = 1e-3
     """Optimizer learning rate."""
+    learning_rate_final: float | None = None
+    """If set, the learning rate goes linearly to this value over training (steadier final
+    policies); None keeps it constant."""
     optimizer: Literal["adam", "adamw"] = "adam"
     """Adam or AdamW."""
     weight_decay: float = 0.0
@@ -176,6 +179,9 @@ class DQNConfig:
         _check(0.0 <= self.gamma <= 1.0, "dqn.gamma", "must be in [0, 1]", self.gamma)
         _check(0.0 < self.learning_rate < 1.0, "dqn.learning_rate", "must be in (0, 1)",
                self.learning_rate)
+        if self.learning_rate_final is not None:
+            _check(0.0 <= self.learning_rate_final < 1.0, "dqn.learning_rate_final",
+                   "must be in [0, 1) or null", self.learning_rate_final)
         _check(self.weight_decay >= 0.0, "dqn.weight_decay", "must be >= 0", self.weight_decay)
         _check(self.batch_size >= 1, "dqn.batch_size", "must be >= 1", self.batch_size)
         _check(self.huber_delta > 0, "dqn.huber_delta", "must be > 0", self.huber_delta)

@@ -37,11 +37,13 @@ def camera_image(obs: np.ndarray, channel_names: Sequence[str] | None) -> np.nda
 
 
 def q_map_overlay(obs: np.ndarray, q_map: np.ndarray, channel_names: Sequence[str] | None,
-                  action: tuple[int, int, int] | None = None, scale: int = 4) -> np.ndarray:
+                  action: tuple[int, int, int] | None = None, scale: int = 4,
+                  closing_dir_px: tuple[float, float] | None = None) -> np.ndarray:
     """Max-over-rotations Q-map as a heat map over the camera image, the grasp marked.
 
-    The grasp is drawn as a line along the finger closing direction (yaw = rot * pi / R,
-    drawn in image axes, which match the world axes for an axis-aligned top-down camera).
+    The grasp is drawn as a line along the finger closing direction: `closing_dir_px` (d_col,
+    d_row) when the caller knows the camera (see `closing_direction_px`), else yaw = rot*pi/R
+    drawn as if image x were world x.
     """
     base = camera_image(obs, channel_names)
     q_max = q_map.max(axis=0)
@@ -54,8 +56,11 @@ def q_map_overlay(obs: np.ndarray, q_map: np.ndarray, channel_names: Sequence[st
     if action is not None:
         rot, row, col = action
         centre = np.array([(col + 0.5) * scale, (row + 0.5) * scale])
-        yaw = rot * np.pi / q_map.shape[0]
-        d = np.array([np.cos(yaw), -np.sin(yaw)]) * 3 * scale
+        if closing_dir_px is None:
+            yaw = rot * np.pi / q_map.shape[0]
+            closing_dir_px = (np.cos(yaw), -np.sin(yaw))
+        d = np.asarray(closing_dir_px, float)
+        d = d / max(np.linalg.norm(d), 1e-9) * 3 * scale
         p1, p2 = (centre - d).astype(int), (centre + d).astype(int)
         img = np.ascontiguousarray(img)
         cv2.line(img, tuple(int(x) for x in p1), tuple(int(x) for x in p2), (255, 255, 255), 2)
@@ -70,3 +75,21 @@ def save_png(img: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.asarray(img, np.uint8)).save(path)
     return path
+
+
+def closing_direction_px(env, row: int, col: int, yaw_rad: float) -> tuple[float, float] | None:
+    """(d_col, d_row) image direction of the world closing direction (cos yaw, sin yaw, 0) at a
+    pixel, from a q_grasp grasp env's camera; None if the env has no such camera."""
+    u = getattr(env, "unwrapped", env)
+    camera = getattr(u, "camera", None)
+    to_world = getattr(u, "pixel_to_world", None)
+    if camera is None or to_world is None:
+        return None
+    try:
+        p0 = np.asarray(to_world(row, col), float)
+        p1 = p0 + 0.01 * np.array([np.cos(yaw_rad), np.sin(yaw_rad), 0.0])
+        u0, v0, _ = camera.world_to_pixel(p0)
+        u1, v1, _ = camera.world_to_pixel(p1)
+    except (AttributeError, ValueError, IndexError):
+        return None
+    return float(u1 - u0), float(v1 - v0)
