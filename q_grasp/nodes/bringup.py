@@ -40,6 +40,7 @@ MODULES = {"sim_arm": "q_grasp.nodes.sim_arm", "policy": "q_grasp.nodes.policy",
            "trainer": "q_grasp.nodes.trainer"}
 """Node name -> module whose main() runs it (what the console scripts run)."""
 LOG_LEVELS = ("debug", "info", "warn", "error")
+EXECUTORS = ("multi", "single", "events")
 
 
 @dataclass
@@ -84,6 +85,13 @@ class BringupConfig:
     """Longest wait (wall clock) for those updates and for the final checkpoint."""
     node_log_level: Literal["debug", "info", "warn", "error"] = "warn"
     """Console log level of the nodes after start-up (their per-episode lines are INFO)."""
+    executor: Literal["multi", "single", "events"] = "events"
+    """Composed mode's executor: rclpy's experimental EventsExecutor (falls back to multi
+    where rclpy lacks it), MultiThreadedExecutor or SingleThreadedExecutor. No node callback
+    blocks (the nodes act, step physics and train in their own threads), so one thread serves
+    them; the EventsExecutor costs about a tenth of the MultiThreadedExecutor's CPU per message
+    (benchmarks/bench_ros_system.py), which matters with /clock and joint states at hundreds
+    of messages per second."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -108,6 +116,9 @@ class BringupConfig:
         if self.node_log_level not in LOG_LEVELS:
             raise ValueError(f"node_log_level: must be one of {list(LOG_LEVELS)}, got "
                              f"{self.node_log_level!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor: must be one of {list(EXECUTORS)}, got "
+                             f"{self.executor!r}")
         if not self.train and not self.checkpoint:
             raise ValueError("checkpoint: --train false evaluates a trained policy; give its "
                              "checkpoint file")
@@ -324,20 +335,38 @@ def progress_line(task: str, elapsed_s: float, budget: str, trainer: dict[str, s
 # --------------------------------------------------------------------------------- backends
 
 
+def make_executor(kind: str, context: Any) -> Any:
+    """The executor for composed mode."""
+    if kind == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:  # rclpy before Jazzy
+            print("[bringup] rclpy has no EventsExecutor; using the MultiThreadedExecutor",
+                  file=sys.stderr)
+        else:
+            return EventsExecutor(context=context)
+    if kind == "single":
+        from rclpy.executors import SingleThreadedExecutor
+
+        return SingleThreadedExecutor(context=context)
+    from rclpy.executors import MultiThreadedExecutor
+
+    # Callbacks only store data or hand work over (physics, acting and training run in the
+    # nodes' own threads), so a few threads serve every callback group.
+    return MultiThreadedExecutor(num_threads=4, context=context)
+
+
 class Composed:
     """The nodes in this process, spun by one MultiThreadedExecutor (the main thread)."""
 
     def __init__(self, cfg: BringupConfig, params_file: Path) -> None:
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
 
         self.cfg = cfg
         self.params_file = params_file
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        # Two worker threads per node keeps every node's callback groups served (the physics,
-        # acting and training work runs in the nodes' own threads, not here).
-        self.executor = MultiThreadedExecutor(num_threads=8, context=self.context)
+        self.executor = make_executor(cfg.executor, self.context)
         self.nodes: dict[str, Any] = {}
         self.monitor_node = rclpy.create_node("bringup_monitor", context=self.context)
         self.monitor = Monitor(self.monitor_node, cfg.namespace)
@@ -842,6 +871,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--catch-up", type=_bool, default=True, metavar="true|false",
                         help="let the trainer finish the updates owed at its replay ratio "
                              "after the actor stops (default true)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="events",
+                        help="composed mode's rclpy executor (default events)")
     parser.add_argument("--node-log-level", choices=LOG_LEVELS, default="warn",
                         help="console log level of the nodes after start-up (default warn)")
     return parser
@@ -856,7 +887,7 @@ def config_from_args(argv: Sequence[str]) -> BringupConfig:
         out=args.out, max_transitions=args.max_transitions, duration_s=args.duration_s,
         processes=args.processes, eval_episodes=args.eval_episodes,
         progress_every_s=args.progress_every_s, catch_up=args.catch_up,
-        node_log_level=args.node_log_level)
+        node_log_level=args.node_log_level, executor=args.executor)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
