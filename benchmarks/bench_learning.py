@@ -73,6 +73,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learning"))
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench_learning"),
                         help="where the run folders go")
+    parser.add_argument("--collect", action="store_true",
+                        help="do not train: rebuild the results from existing run folders")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
@@ -88,22 +90,27 @@ def main() -> int:
         for seed in seeds:
             run_dir = Path(args.runs) / name / f"seed_{seed}"
             t0 = time.perf_counter()
-            res = run_training(cfg, run_dir, seed=seed, log=lambda m: print(m, flush=True),
-                               plot=False)
-            ev = res.final_eval.to_dict()
+            if not args.collect:
+                run_training(cfg, run_dir, seed=seed, log=lambda m: print(m, flush=True),
+                             plot=False)
+            saved = json.loads((run_dir / "eval.json").read_text())
+            ev = saved["final_eval"]
             per_seed.append({"seed": seed, "value": ev[metric], "final_eval": ev,
-                             "train_wall_s": round(res.wall_time_s, 1),
+                             "env_steps": saved["env_steps"],
+                             "train_wall_s": round(saved["train_wall_s"], 1),
                              "total_wall_s": round(time.perf_counter() - t0, 1)})
             print(f"[{name} seed {seed}] {metric} = {ev[metric]:.3f} "
-                  f"({res.wall_time_s:.0f} s training)", flush=True)
+                  f"({saved['train_wall_s']:.0f} s training)", flush=True)
         median = statistics.median(p["value"] for p in per_seed)
         png = plot_runs([Path(args.runs) / name], out / f"{name}_curves.png",
                         title=f"{name}: {env_id}, {cfg.training.total_steps} steps, "
                               f"seeds {seeds}")
+        # Re-read: another benchmark process may have written its entry meanwhile.
+        results = json.loads(results_path.read_text()) if results_path.is_file() else {}
         results[name] = {
             "env_id": env_id, "metric": metric, "target": target, "budget_steps": budget,
-            "steps": cfg.training.total_steps, "seeds": seeds, "median": median,
-            "met": bool(median >= target and cfg.training.total_steps <= budget),
+            "steps": per_seed[0]["env_steps"], "seeds": seeds, "median": median,
+            "met": bool(median >= target and per_seed[0]["env_steps"] <= budget),
             "per_seed": per_seed, "curves_png": png.name, "config": cfg.to_dict(),
             "machine": f"{platform.machine()} {platform.processor() or ''} "
                        f"({__import__('os').cpu_count()} CPUs, shared)",
