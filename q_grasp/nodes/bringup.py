@@ -335,6 +335,18 @@ def progress_line(task: str, elapsed_s: float, budget: str, trainer: dict[str, s
 # --------------------------------------------------------------------------------- backends
 
 
+def _spin(executor: Any, context: Any, seconds: float) -> None:
+    """Serve callbacks for ``seconds``; Ctrl-C (a shut-down context) is a KeyboardInterrupt."""
+    from rclpy.executors import ExternalShutdownException
+
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and context.ok():
+            executor.spin_once(timeout_sec=min(0.1, max(deadline - time.monotonic(), 0.0)))
+    except ExternalShutdownException:
+        raise KeyboardInterrupt from None
+
+
 def make_executor(kind: str, context: Any) -> Any:
     """The executor for composed mode."""
     if kind == "events":
@@ -414,9 +426,7 @@ class Composed:
 
     def spin(self, seconds: float) -> None:
         """Serve callbacks for ``seconds`` (wall clock)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and self.context.ok():
-            self.executor.spin_once(timeout_sec=min(0.1, max(deadline - time.monotonic(), 0)))
+        _spin(self.executor, self.context, seconds)
 
     def close(self) -> None:
         import rclpy
@@ -538,9 +548,7 @@ class Processes:
         return None
 
     def spin(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and self.context.ok():
-            self.executor.spin_once(timeout_sec=min(0.1, max(deadline - time.monotonic(), 0)))
+        _spin(self.executor, self.context, seconds)
 
     def close(self) -> None:
         import rclpy
@@ -619,6 +627,8 @@ class Bringup:
         while time.monotonic() < deadline:
             if done():
                 return True
+            if not backend.context.ok():  # Ctrl-C: rclpy's handler shut the context down
+                raise KeyboardInterrupt
             failure = backend.failed()
             if failure:
                 raise RuntimeError(failure)
@@ -650,6 +660,10 @@ class Bringup:
         except KeyboardInterrupt:
             self.print("[bringup] interrupted: stopping the nodes (the trainer saves a "
                        "checkpoint)")
+            self._stop_requested = True
+            if cfg.train and not summary.train_wall_s:
+                summary.train_wall_s = time.monotonic() - t_start
+                self._record_training(summary, backend.monitor)
         finally:
             backend.close()
         summary.total_wall_s = time.monotonic() - t_start
@@ -702,43 +716,59 @@ class Bringup:
         self._wait(backend, budget_reached, math.inf, report)
         summary.train_wall_s = time.monotonic() - t0
         report()
-        trainer, policy, _ = monitor.snapshot()
         backend.stop("policy")
-        summary.transitions = int(_number(policy, "steps", 0))
-        summary.episodes = int(_number(policy, "episodes", 0))
-        summary.train_successes = int(_number(policy, "grasp_successes", 0))
+        self._record_training(summary, monitor)
         self.print(f"[bringup] budget reached after {summary.train_wall_s:.0f} s: actor "
                    f"stopped at {summary.transitions} transitions")
         t_catch = time.monotonic()
         if cfg.catch_up:
             self._catch_up(backend, summary.transitions)
         summary.catch_up_wall_s = time.monotonic() - t_catch
-        trainer, _, _ = monitor.snapshot()
-        summary.updates = int(_number(trainer, "updates", 0))
-        summary.weights_version = int(_number(trainer, "weights_version", -1))
+        self._record_training(summary, monitor)
         backend.stop("trainer", timeout_s=cfg.catch_up_timeout_s)
         monitor.forget_policy()
 
+    @staticmethod
+    def _record_training(summary: RunSummary, monitor: Monitor) -> None:
+        trainer, policy, _ = monitor.snapshot()
+        if policy.get("mode", "train") == "train":
+            summary.transitions = int(_number(policy, "steps", summary.transitions))
+            summary.episodes = int(_number(policy, "episodes", summary.episodes))
+            summary.train_successes = int(_number(policy, "grasp_successes",
+                                                  summary.train_successes))
+        summary.updates = int(_number(trainer, "updates", summary.updates))
+        summary.weights_version = int(_number(trainer, "weights_version",
+                                              summary.weights_version))
+
     def _catch_up(self, backend: Any, transitions: int) -> None:
-        plan = self.plan
-        monitor = backend.monitor
+        """Wait until the trainer holds every transition the actor sent (or none arrive for
+        a while: dropped by a full queue) and has done the updates owed for them."""
+        plan, monitor = self.plan, backend.monitor
+        last = [-1, time.monotonic()]  # received count, when it last changed
+
+        def received() -> int:
+            return int(_number(monitor.snapshot()[0], "transitions", 0))
 
         def owed() -> int:
-            received = int(_number(monitor.snapshot()[0], "transitions", 0))
-            if received < plan.learning_starts:
+            count = received()
+            if count < plan.learning_starts:
                 return 0
-            return int((received - plan.learning_starts) * plan.replay_ratio) + 1
+            return int((count - plan.learning_starts) * plan.replay_ratio) + 1
+
+        def all_received() -> bool:
+            count = received()
+            if count != last[0]:
+                last[:] = [count, time.monotonic()]
+            return count >= transitions or time.monotonic() - last[1] > 30.0
 
         def caught_up() -> bool:
-            trainer = monitor.snapshot()[0]
-            received = int(_number(trainer, "transitions", 0))
-            return received >= transitions and int(_number(trainer, "updates", 0)) >= owed()
+            return all_received() and int(_number(monitor.snapshot()[0], "updates", 0)) >= owed()
 
         def report() -> None:
             trainer = monitor.snapshot()[0]
             self.print(f"[bringup] trainer catching up: {int(_number(trainer, 'updates', 0))}"
-                       f"/{owed()} updates for {int(_number(trainer, 'transitions', 0))} "
-                       f"transitions ({_number(trainer, 'updates_per_s', 0.0):.1f}/s)")
+                       f"/{owed()} updates for {received()} transitions "
+                       f"({_number(trainer, 'updates_per_s', 0.0):.1f}/s)")
 
         if not caught_up():
             report()
@@ -890,9 +920,17 @@ def config_from_args(argv: Sequence[str]) -> BringupConfig:
         node_log_level=args.node_log_level, executor=args.executor)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; exit status 0 on success, 2 on invalid arguments, 1 if a node failed."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, timeout, a service manager) stops as cleanly as Ctrl-C: rclpy's own
+        # handler shuts the context down and then calls this one.
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         cfg = config_from_args(argv)
         if not cfg.use_sim and cfg.use_sim_time:
