@@ -95,13 +95,17 @@ def main() -> int:
                              plot=False)
             saved = json.loads((run_dir / "eval.json").read_text())
             ev = saved["final_eval"]
+            best = saved.get("best_eval")
             per_seed.append({"seed": seed, "value": ev[metric], "final_eval": ev,
+                             "best_model_value": None if not best else best[metric],
                              "env_steps": saved["env_steps"],
                              "train_wall_s": round(saved["train_wall_s"], 1),
                              "total_wall_s": round(time.perf_counter() - t0, 1)})
             print(f"[{name} seed {seed}] {metric} = {ev[metric]:.3f} "
                   f"({saved['train_wall_s']:.0f} s training)", flush=True)
         median = statistics.median(p["value"] for p in per_seed)
+        bests = [p["best_model_value"] for p in per_seed if p["best_model_value"] is not None]
+        best_median = statistics.median(bests) if len(bests) == len(per_seed) else None
         png = plot_runs([Path(args.runs) / name], out / f"{name}_curves.png",
                         title=f"{name}: {env_id}, {cfg.training.total_steps} steps, "
                               f"seeds {seeds}")
@@ -111,6 +115,7 @@ def main() -> int:
             "env_id": env_id, "metric": metric, "target": target, "budget_steps": budget,
             "steps": per_seed[0]["env_steps"], "seeds": seeds, "median": median,
             "met": bool(median >= target and per_seed[0]["env_steps"] <= budget),
+            "median_best_model": best_median,
             "per_seed": per_seed, "curves_png": png.name, "config": cfg.to_dict(),
             "machine": f"{platform.machine()} {platform.processor() or ''} "
                        f"({__import__('os').cpu_count()} CPUs, shared)",

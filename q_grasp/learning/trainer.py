@@ -352,12 +352,21 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
     ckpt_path = save_agent(run_dir / "model.safetensors", agent, cfg, env, extra)
     if tcfg.save_replay_buffer:
         np_save_file(agent.buffer.state_dict(), str(run_dir / "replay.safetensors"))
-    final = evaluate(eval_env, agent.actor, tcfg.final_eval_episodes,
-                     seed=EVAL_SEED_BASE + 10_000 * seed + 5_000)
+    final_seed = EVAL_SEED_BASE + 10_000 * seed + 5_000
+    final = evaluate(eval_env, agent.actor, tcfg.final_eval_episodes, seed=final_seed)
+    best = None
+    if tcfg.keep_best and (run_dir / "best.safetensors").is_file():
+        # The model chosen by the periodic evaluations, judged on the final-evaluation episodes.
+        best_net = load_checkpoint(run_dir / "best.safetensors")
+        best_actor = Actor(best_net.build_network(), cfg.exploration, tcfg.total_steps)
+        best = evaluate(eval_env, best_actor, tcfg.final_eval_episodes, seed=final_seed)
+        log(f"best periodic-eval model (step {best_net.counters.get('env_steps')}): "
+            f"{best.summary()}")
     (run_dir / "eval.json").write_text(json.dumps(
         {"env_id": cfg.env.id, "seed": seed, "env_steps": agent.env_steps,
          "episodes": agent.episodes, "updates": agent.learner.updates, "train_wall_s": wall,
          "final_eval": final.to_dict(),
+         "best_eval": None if best is None else best.to_dict(),
          "last_periodic_eval": last_eval.to_dict() if last_eval else None}, indent=2))
     logger.close()
     env.close()
