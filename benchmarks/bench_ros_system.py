@@ -325,6 +325,55 @@ def ack_policy_main(ros_args: list[str]) -> int:
     return run_node(AckPolicy, ["policy", "--ros-args", *ros_args])
 
 
+def composed_actor_main(args: list[str]) -> int:
+    """Child: sim_arm and policy composed in one process on one executor, as bringup runs
+    them (args: executor kind, then the policy's -p overrides)."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from q_grasp.nodes.bringup import make_executor
+    from q_grasp.nodes.policy import PolicyNode
+    from q_grasp.nodes.sim_arm import SimArmNode
+
+    kind, overrides = args[0], args[1:]
+    policy_params = [Parameter("use_sim_time", value=True)]
+    for item in overrides:
+        name, _, value = item.partition(":=")
+        policy_params.append(Parameter(name, value=json.loads(value)))
+    rclpy.init()
+    cli = ["--ros-args", "--params-file", str(CONFIG)]
+    sim = SimArmNode(cli_args=cli, parameter_overrides=[Parameter("use_sim_time", value=True)])
+    policy = PolicyNode(cli_args=cli, parameter_overrides=policy_params)
+    executor = make_executor(kind, rclpy.get_default_context())
+    executor.add_node(sim)
+    executor.add_node(policy)
+    try:
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, Exception):
+        pass
+    finally:
+        policy.destroy_node()
+        sim.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def ros_composed_actor(folder: Path, attempts: int, epsilon: float, executor: str
+                       ) -> dict[str, Any]:
+    """sim_arm + policy composed in one child process (bringup's composed mode)."""
+    session = Session(folder)
+    try:
+        session.start_script("sim_arm+policy", [
+            "--child", "composed-actor", executor, "epsilon_schedule:=\"constant\"",
+            f"epsilon_start:={epsilon}", f"epsilon_end:={epsilon}"])
+        result = measure_window(session, attempts, warmup=3, timeout_s=60.0 + 10.0 * attempts)
+        result["decision_latency_ms"] = list(session.probe.latencies.values())
+        return result
+    finally:
+        session.close()
+
+
 def weights_latency(folder: Path, repeats: int, period_s: float) -> dict[str, Any]:
     """Weights blobs from a grasp TrainerCore, published as the trainer node publishes them,
     to a grasping policy that acknowledges every swap."""
@@ -423,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["--child", "ack-policy"]:
         return ack_policy_main(argv[2:])
+    if argv[:2] == ["--child", "composed-actor"]:
+        return composed_actor_main(argv[2:])
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--attempts", type=int, default=80,
@@ -458,18 +509,23 @@ def main(argv: list[str] | None = None) -> int:
                   f"{single['cpu_s_per_transition']:.3f} CPU-s and "
                   f"{single['sim_s_per_transition']:.2f} sim-s per transition", flush=True)
             ros = {}
-            for label, rtf in (("rtf_params_file", None), ("rtf_unlimited", 0.0)):
+            runs = (("composed_events", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "events")),
+                    ("composed_multi", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "multi")),
+                    ("processes", lambda sub: ros_actor(sub, args.attempts, args.epsilon, None)),
+                    ("processes_rtf_unlimited", lambda sub: ros_actor(
+                        sub, args.attempts, args.epsilon, 0.0)))
+            for label, run in runs:
                 sub = folder / label
                 sub.mkdir()
-                ros[label] = ros_actor(sub, args.attempts, args.epsilon, rtf)
+                ros[label] = run(sub)
                 r = ros[label]
-                print(f"(a) ROS {label:16s}: {r['transitions_per_s']:.2f} transitions/s, "
+                print(f"(a) ROS {label:23s}: {r['transitions_per_s']:.2f} transitions/s, "
                       f"{r['cpu_s_per_transition']:.3f} CPU-s and "
                       f"{r['sim_s_per_transition']:.2f} sim-s per transition (real-time "
-                      f"factor {r['real_time_factor']:.1f}, {r['move_timeouts']} move "
-                      f"timeouts)", flush=True)
-            latencies = ros["rtf_params_file"].pop("decision_latency_ms") + \
-                ros["rtf_unlimited"].pop("decision_latency_ms")
+                      f"factor {r['real_time_factor']:.1f})", flush=True)
+            latencies = {label: r.pop("decision_latency_ms") for label, r in ros.items()}
             best = max(ros.values(), key=lambda r: r["transitions_per_s"])
             result["a_throughput"] = {
                 "epsilon": args.epsilon, "single_process": single, "ros": ros,
@@ -477,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
                 / single["transitions_per_s"],
                 "ros_cost_vs_single_process_cpu": best["cpu_s_per_transition"]
                 / single["cpu_s_per_transition"] - 1}
-            result["b_decision_latency_ms"] = _stats(latencies)
+            result["b_decision_latency_ms"] = {label: _stats(values)
+                                               for label, values in latencies.items()}
             print(f"(b) decision latency: {json.dumps(result['b_decision_latency_ms'])}",
                   flush=True)
         if "c" in args.parts:

@@ -80,6 +80,20 @@ def test_params_file_sections_as_the_nodes_read_them() -> None:
     assert sim["camera.width"] == 64 and "robot.urdf_path" not in sim  # commented out
 
 
+@pytest.mark.parametrize("task", ["grasp", "reacher"])
+def test_params_file_policy_explores_like_the_experiment(task: str) -> None:
+    """The shipped policy section carries the epsilon schedule of config/<task>.yaml, so that
+    bringup and `q_grasp train` explore alike (regenerate: `python -m
+    q_grasp.nodes.config_files`)."""
+    from q_grasp.nodes.policy import policy_config_for_task
+
+    expected = policy_config_for_task(task)
+    policy = node_parameters(CONFIG / f"sim_train_{task}.yaml", "policy")
+    for name in ("epsilon_schedule", "epsilon_start", "epsilon_end", "epsilon_decay_steps",
+                 "eval_epsilon"):
+        assert policy[name] == getattr(expected, name), (name, policy[name])
+
+
 # ----------------------------------------------------------------------------- over DDS
 
 rclpy = pytest.importorskip("rclpy")
