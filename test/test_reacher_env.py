@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from q_grasp.envs.reacher import ReacherConfig, ReacherEnv
+from q_grasp.envs.reacher import ReacherConfig, ReacherEnv, reacher_observation
 from q_grasp.kinematics import KinematicChain
 
 START = np.array([0.0, -0.3, 1.2, 1.0])
@@ -315,3 +315,42 @@ def test_registered_id_if_available() -> None:
     e.reset(seed=0)
     e.step(0)
     e.close()
+
+
+def test_joints_goal_ee_observation() -> None:
+    """The "joints_goal_ee" option appends the end effector (forward kinematics) and goal - ee;
+    the default layout is unchanged and the same seed gives the same episode."""
+    with ReacherEnv(observation="joints_goal_ee") as e, ReacherEnv() as plain:
+        check_env(e, skip_render_check=True)
+        assert e.observation_space.shape == (13,)
+        np.testing.assert_allclose(e.observation_space.low[:7], plain.observation_space.low)
+        np.testing.assert_allclose(e.observation_space.high[:7], plain.observation_space.high)
+        obs, _ = e.reset(seed=3)
+        obs_plain, _ = plain.reset(seed=3)
+        for action in (0, 3, 5, 6):
+            np.testing.assert_array_equal(obs[:7], obs_plain)
+            assert e.observation_space.contains(obs)
+            ee = e.chain.fk(e.joint_positions)[:3, 3]
+            np.testing.assert_allclose(obs[7:10], ee, atol=1e-6)
+            np.testing.assert_allclose(obs[10:13], e.goal - ee, atol=1e-6)
+            np.testing.assert_allclose(np.linalg.norm(obs[10:13]),
+                                       np.linalg.norm(e.goal - e.ee_position), atol=1e-6)
+            obs, *_ = e.step(action)
+            obs_plain, *_ = plain.step(action)
+
+
+def test_reacher_observation_function() -> None:
+    """The module-level builder (for nodes with measured joints) matches the env."""
+    with ReacherEnv(observation="joints_goal_ee") as e:
+        obs, _ = e.reset(seed=5)
+        q = e.joint_positions
+        built = reacher_observation(q[:4], e.goal, e.chain.fk(q)[:3, 3], "joints_goal_ee")
+        np.testing.assert_array_equal(built, obs)
+        assert built.dtype == np.float32
+        np.testing.assert_array_equal(reacher_observation(q[:4], e.goal), obs[:7])
+    with pytest.raises(ValueError, match="ee: the \"joints_goal_ee\" observation needs"):
+        reacher_observation(q[:4], np.zeros(3), None, "joints_goal_ee")
+    with pytest.raises(ValueError, match="observation: must be one of"):
+        reacher_observation(q[:4], np.zeros(3), np.zeros(3), "pixels")
+    with pytest.raises(ValueError, match="observation: must be one of"):
+        ReacherEnv(observation="ee_only")

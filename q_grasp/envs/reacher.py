@@ -22,6 +22,9 @@ from q_grasp.kinematics import KinematicChain
 from q_grasp.robot_config import RobotConfig
 
 REWARD_TYPES = ("sparse", "dense")
+OBSERVATIONS = ("joints_goal", "joints_goal_ee")
+"""Observation layouts: "joints_goal" (n reach joints + goal xyz, the default) and
+"joints_goal_ee" (that, then the end-effector xyz and goal - end effector)."""
 ACTION_MODES = ("joint", "cartesian")
 _WORKSPACE_SEED = 20240611
 """Fixed seed of the goal pool: the reachable workspace is a property of the robot, not of an
@@ -50,6 +53,12 @@ class ReacherConfig:
     tolerance / distance - 1, an inverse-distance term in (-1, 0) that rises towards 0 near the
     goal. It stays negative so that hovering next to the goal never pays more than reaching it
     (a positive per-step reward would make ending the episode at the goal a loss)."""
+    observation: str = "joints_goal"
+    """"joints_goal": the reach joint angles (rad) then the goal (x, y, z; m). "joints_goal_ee":
+    the same, then the end-effector position (x, y, z; m, by forward kinematics of the joints)
+    and the goal minus the end effector (m): a policy sees where the goal is relative to the
+    tool without having to learn the arm's forward kinematics first. A real arm computes the
+    extra entries from its measured joints (see ``reacher_observation``)."""
     fixed_goal: tuple[float, float, float] | None = None
     """A fixed goal (x, y, z) in the world frame (m), or None to sample a new goal in the
     reachable workspace on every reset. Must be reachable and above the table."""
@@ -92,6 +101,9 @@ class ReacherConfig:
         _check_range("goal_tolerance_m", self.goal_tolerance_m, 0.0, 0.1, "m", low_open=True)
         if self.reward not in REWARD_TYPES:
             raise ValueError(f"reward: must be one of {REWARD_TYPES}, got {self.reward!r}")
+        if self.observation not in OBSERVATIONS:
+            raise ValueError(f"observation: must be one of {OBSERVATIONS}, "
+                             f"got {self.observation!r}")
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode: must be one of {ACTION_MODES}, "
                              f"got {self.action_mode!r}")
@@ -133,11 +145,30 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None
         raise ValueError(f"{name}: must be an integer {where}, got {value!r}")
 
 
+def reacher_observation(reach_q: np.ndarray, goal: np.ndarray, ee: np.ndarray | None = None,
+                        observation: str = "joints_goal") -> np.ndarray:
+    """The Reacher's observation (float32) from reach joint angles (rad), the goal (m) and, for
+    "joints_goal_ee", the end-effector position (m) from forward kinematics of the same joints.
+    One function for the env and for nodes that build observations from measured joints."""
+    parts = [np.asarray(reach_q, np.float64).reshape(-1), np.asarray(goal, np.float64).reshape(3)]
+    if observation == "joints_goal_ee":
+        if ee is None:
+            raise ValueError('ee: the "joints_goal_ee" observation needs the end-effector '
+                             "position (3 numbers, m)")
+        ee = np.asarray(ee, np.float64).reshape(3)
+        parts += [ee, parts[1] - ee]
+    elif observation != "joints_goal":
+        raise ValueError(f"observation: must be one of {OBSERVATIONS}, got {observation!r}")
+    return np.concatenate(parts).astype(np.float32)
+
+
 class ReacherEnv(gymnasium.Env):
     """Move the NURO arm's tool centre point to a goal, one joint step at a time.
 
     Observation: Box float32 (7,) = the four reach joint angles (base, shoulder, elbow, wrist;
-    rad) followed by the goal position (x, y, z; m, world frame).
+    rad) followed by the goal position (x, y, z; m, world frame); with
+    observation="joints_goal_ee" Box (13,) = those, the end-effector position (m) and goal minus
+    end effector (m).
     Action: Discrete(8) in "joint" mode, a = 2 j + (0: +dtheta, 1: -dtheta) on reach joint j,
     clamped to the joint limits; Discrete(6) in "cartesian" mode (see ReacherConfig).
     Reward: see ReacherConfig.reward. Episodes terminate when the end effector is within
@@ -175,11 +206,19 @@ class ReacherEnv(gymnasium.Env):
         base = np.asarray(robot.base_position, dtype=float)
         goal_low = np.array([base[0] - reach, base[1] - reach, 0.0])
         goal_high = np.array([base[0] + reach, base[1] + reach, base[2] + reach + 0.1])
-        self.observation_space = spaces.Box(
+        self._goal_box = spaces.Box(
             low=np.concatenate([self._lower, goal_low]).astype(np.float32),
             high=np.concatenate([self._upper, goal_high]).astype(np.float32),
             dtype=np.float32,
         )
+        low, high = self._goal_box.low, self._goal_box.high
+        if config.observation == "joints_goal_ee":
+            # The end effector shares the goal's bounds (it is where goals come from); the
+            # difference of two points in that box lies within +-(its extent).
+            extent = goal_high - goal_low
+            low = np.concatenate([low, goal_low, -extent]).astype(np.float32)
+            high = np.concatenate([high, goal_high, extent]).astype(np.float32)
+        self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
         n_actions = 2 * len(self.reach_joint_names) if config.action_mode == "joint" else 6
         self.action_space = spaces.Discrete(n_actions)
 
@@ -234,8 +273,7 @@ class ReacherEnv(gymnasium.Env):
         where = tuple(round(float(v), 4) for v in goal)
         if goal[2] < 0.0:
             raise ValueError(f"{name}: {where} is below the table (z must be >= 0 m)")
-        if not self.observation_space.contains(
-                np.concatenate([self._lower, goal]).astype(np.float32)):
+        if not self._goal_box.contains(np.concatenate([self._lower, goal]).astype(np.float32)):
             raise ValueError(f"{name}: {where} is outside the reachable workspace "
                              f"(more than {self.chain.max_reach_m:.3f} m from the arm)")
         result = self.chain.ik(goal, q0=self._home_q, active_joints=self.reach_joint_names,
@@ -267,11 +305,8 @@ class ReacherEnv(gymnasium.Env):
         return self._ee.copy()
 
     def _obs(self) -> np.ndarray:
-        n = len(self._reach_idx)
-        obs = np.empty(n + 3, dtype=np.float32)
-        obs[:n] = self._q[self._reach_idx]
-        obs[n:] = self._goal
-        return obs
+        return reacher_observation(self._q[self._reach_idx], self._goal, self._ee,
+                                   self.config.observation)
 
     def _distance(self) -> float:
         return float(np.linalg.norm(self._ee - self._goal))
