@@ -84,7 +84,8 @@ class BringupConfig:
     catch_up_timeout_s: float = 1800.0
     """Longest wait (wall clock) for those updates and for the final checkpoint."""
     node_log_level: Literal["debug", "info", "warn", "error"] = "warn"
-    """Console log level of the nodes after start-up (their per-episode lines are INFO)."""
+    """Composed mode: console log level of the nodes after start-up (their per-episode lines
+    are INFO). Child processes always log everything to <out>/logs/<node>.log."""
     executor: Literal["multi", "single", "events"] = "events"
     """Composed mode's executor: rclpy's experimental EventsExecutor (falls back to multi
     where rclpy lacks it), MultiThreadedExecutor or SingleThreadedExecutor. No node callback
@@ -501,8 +502,6 @@ class Processes:
         args += ["--params-file", str(self.params_file)]
         for key, value in overrides.items():
             args += ["-p", f"{key}:={ros_value(value)}"]
-        if self.cfg.node_log_level != "info":
-            args += ["--log-level", f"{name}:={self.cfg.node_log_level}"]
         return args
 
     def start(self, name: str, overrides: dict[str, Any]) -> None:
