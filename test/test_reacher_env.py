@@ -34,7 +34,8 @@ def _far_goal(env: ReacherEnv, start: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"reward": "dense"}, {"action_mode": "cartesian"}, {"fixed_goal": (0.12, 0.05, 0.1)}],
+    [{}, {"reward": "dense"}, {"reward": "distance"}, {"action_mode": "cartesian"},
+     {"fixed_goal": (0.12, 0.05, 0.1)}],
 )
 def test_check_env_passes(kwargs) -> None:
     with ReacherEnv(**kwargs) as e:
@@ -161,16 +162,19 @@ def test_joints_clamped_at_limits(env: ReacherEnv) -> None:
 
 def test_sparse_and_dense_rewards() -> None:
     tol = 0.01
-    for reward_type in ("sparse", "dense"):
+    for reward_type in ("sparse", "dense", "distance"):
         with ReacherEnv(reward=reward_type, goal_tolerance_m=tol) as e:
             e.reset(options={"reach_joint_positions": START, "goal": _far_goal(e, START)})
             rewards = []
             for action in (0, 0, 1, 2, 3):
                 _, reward, terminated, _, info = e.step(action)
                 assert not terminated
-                expected = 0.0 if reward_type == "sparse" else tol / info["distance_m"] - 1.0
+                expected = {"sparse": 0.0, "dense": tol / info["distance_m"] - 1.0,
+                            "distance": -info["distance_m"] / 0.1}[reward_type]
                 assert reward == pytest.approx(expected)
                 rewards.append(reward)
+            if reward_type != "sparse":
+                assert all(r < 0.0 for r in rewards)
             if reward_type == "dense":
                 assert all(-1.0 < r < 0.0 for r in rewards)
             goal = _ee_after(e, START + [0, e.config.dtheta_rad, 0, 0])
@@ -178,8 +182,9 @@ def test_sparse_and_dense_rewards() -> None:
             assert e.step(2)[1] == 1.0
 
 
-def test_dense_reward_grows_near_the_goal() -> None:
-    with ReacherEnv(reward="dense") as e:
+@pytest.mark.parametrize("reward_type", ["dense", "distance"])
+def test_dense_reward_grows_near_the_goal(reward_type: str) -> None:
+    with ReacherEnv(reward=reward_type) as e:
         goal = _ee_after(e, START + [0.5, 0, 0, 0])
         e.reset(options={"reach_joint_positions": START, "goal": goal})
         rewards = [e.step(0)[1] for _ in range(8)]  # base joint walks straight to the goal

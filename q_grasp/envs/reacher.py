@@ -21,7 +21,9 @@ from q_grasp.envs._config import check_render_mode, resolve_env_config
 from q_grasp.kinematics import KinematicChain
 from q_grasp.robot_config import RobotConfig
 
-REWARD_TYPES = ("sparse", "dense")
+REWARD_TYPES = ("sparse", "dense", "distance")
+DISTANCE_REWARD_SCALE_M = 0.1
+"""reward "distance": the per-step penalty is distance / this (m), -1 per 10 cm."""
 OBSERVATIONS = ("joints_goal", "joints_goal_ee")
 """Observation layouts: "joints_goal" (n reach joints + goal xyz, the default) and
 "joints_goal_ee" (that, then the end-effector xyz and goal - end effector)."""
@@ -52,7 +54,11 @@ class ReacherConfig:
     """"sparse": +1 on reaching the goal, else 0. "dense": +1 on reaching the goal, else
     tolerance / distance - 1, an inverse-distance term in (-1, 0) that rises towards 0 near the
     goal. It stays negative so that hovering next to the goal never pays more than reaching it
-    (a positive per-step reward would make ending the episode at the goal a loss)."""
+    (a positive per-step reward would make ending the episode at the goal a loss).
+    "distance": +1 on reaching the goal, else -distance / 0.1 m (-1 per 10 cm): linear in the
+    distance, so one step closer is worth as much far from the goal as near it (the inverse
+    "dense" term is almost flat beyond a few centimetres), and the gain of a good step carries
+    into every later step instead of telescoping away like a potential-based shaping term."""
     observation: str = "joints_goal"
     """"joints_goal": the reach joint angles (rad) then the goal (x, y, z; m). "joints_goal_ee":
     the same, then the end-effector position (x, y, z; m, by forward kinematics of the joints)
@@ -438,6 +444,8 @@ class ReacherEnv(gymnasium.Env):
             reward = 1.0
         elif cfg.reward == "sparse":
             reward = 0.0
+        elif cfg.reward == "distance":
+            reward = -distance / DISTANCE_REWARD_SCALE_M
         else:
             reward = cfg.goal_tolerance_m / distance - 1.0
         terminated = success
