@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from q_grasp.envs.reacher import ReacherConfig, ReacherEnv, reacher_observation
+from q_grasp.envs.reacher import ReacherConfig, ReacherEnv, reacher_observation, reacher_reward
 from q_grasp.kinematics import KinematicChain
 
 START = np.array([0.0, -0.3, 1.2, 1.0])
@@ -359,3 +359,12 @@ def test_reacher_observation_function() -> None:
         reacher_observation(q[:4], np.zeros(3), np.zeros(3), "pixels")
     with pytest.raises(ValueError, match="observation: must be one of"):
         ReacherEnv(observation="ee_only")
+
+
+def test_reacher_reward_function() -> None:
+    assert reacher_reward(0.005, 0.01, "distance") == 1.0
+    assert reacher_reward(0.2, 0.01, "distance") == pytest.approx(-2.0)
+    assert reacher_reward(0.02, 0.01, "dense") == pytest.approx(-0.5)
+    assert reacher_reward(0.02, 0.01, "sparse") == 0.0
+    with pytest.raises(ValueError, match="reward: must be one of"):
+        reacher_reward(0.02, 0.01, "shaped")

@@ -168,6 +168,20 @@ def reacher_observation(reach_q: np.ndarray, goal: np.ndarray, ee: np.ndarray | 
     return np.concatenate(parts).astype(np.float32)
 
 
+def reacher_reward(distance_m: float, tolerance_m: float, reward_type: str) -> float:
+    """The Reacher's reward after a step that leaves the end effector ``distance_m`` from the
+    goal (see ReacherConfig.reward); shared with nodes that run the task on a real arm."""
+    if distance_m <= tolerance_m:
+        return 1.0
+    if reward_type == "sparse":
+        return 0.0
+    if reward_type == "distance":
+        return -distance_m / DISTANCE_REWARD_SCALE_M
+    if reward_type == "dense":
+        return tolerance_m / distance_m - 1.0
+    raise ValueError(f"reward: must be one of {REWARD_TYPES}, got {reward_type!r}")
+
+
 class ReacherEnv(gymnasium.Env):
     """Move the NURO arm's tool centre point to a goal, one joint step at a time.
 
@@ -440,14 +454,7 @@ class ReacherEnv(gymnasium.Env):
         self._t += 1
         distance = self._distance()
         success = distance <= cfg.goal_tolerance_m
-        if success:
-            reward = 1.0
-        elif cfg.reward == "sparse":
-            reward = 0.0
-        elif cfg.reward == "distance":
-            reward = -distance / DISTANCE_REWARD_SCALE_M
-        else:
-            reward = cfg.goal_tolerance_m / distance - 1.0
+        reward = reacher_reward(distance, cfg.goal_tolerance_m, cfg.reward)
         terminated = success
         truncated = (not terminated) and self._t >= cfg.episode_length
         self._needs_reset = terminated or truncated
