@@ -13,7 +13,7 @@ ROS_LD = $(shell _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 $(BIN)/python -c \
 ENV = PYTHONPATH="$(CURDIR)" LD_LIBRARY_PATH="$(ROS_LD)" _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 \
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} MPLBACKEND=Agg
 
-.PHONY: setup run test lint unit benchmarks clean
+.PHONY: setup run train test lint unit benchmarks clean
 
 setup: $(VENV)/.installed
 
@@ -23,9 +23,15 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
-# Main job: single-process DQN training of the Reacher (the ROS 2 nodes come with the ROS issue).
+# Main job: grasp training over ROS 2 topics (sim_arm + policy + trainer, the nodes of
+# `ros2 launch q_grasp sim_train.launch.py`, composed in one process), then greedy evaluation.
 run: setup
-	$(ENV) $(BIN)/python -m q_grasp train --task reacher --seed 0 --out runs/reacher $(RUN_ARGS)
+	$(ENV) $(BIN)/python -m q_grasp.nodes.bringup --task grasp --out runs/grasp_ros $(RUN_ARGS)
+
+# Single-process training without ROS (the learning core), e.g. make train TASK=reacher
+TASK ?= grasp
+train: setup
+	$(ENV) $(BIN)/python -m q_grasp train --task $(TASK) --seed 0 --out runs/$(TASK) $(RUN_ARGS)
 
 lint: setup
 	$(ENV) $(BIN)/ruff check .
