@@ -353,7 +353,7 @@ def test_reacher_observation_function() -> None:
         np.testing.assert_array_equal(built, obs)
         assert built.dtype == np.float32
         np.testing.assert_array_equal(reacher_observation(q[:4], e.goal), obs[:7])
-    with pytest.raises(ValueError, match="ee: the \"joints_goal_ee\" observation needs"):
+    with pytest.raises(ValueError, match="ee: the 'joints_goal_ee' observation needs"):
         reacher_observation(q[:4], np.zeros(3), None, "joints_goal_ee")
     with pytest.raises(ValueError, match="observation: must be one of"):
         reacher_observation(q[:4], np.zeros(3), np.zeros(3), "pixels")
@@ -368,3 +368,26 @@ def test_reacher_reward_function() -> None:
     assert reacher_reward(0.02, 0.01, "sparse") == 0.0
     with pytest.raises(ValueError, match="reward: must be one of"):
         reacher_reward(0.02, 0.01, "shaped")
+
+
+def test_joints_goal_ee_dir_observation() -> None:
+    """"joints_goal_ee_dir" appends (goal - ee) / max(|goal - ee|, 5 cm) to "joints_goal_ee"."""
+    with ReacherEnv(observation="joints_goal_ee_dir") as e, \
+            ReacherEnv(observation="joints_goal_ee") as ee_env:
+        check_env(e, skip_render_check=True)
+        assert e.observation_space.shape == (16,)
+        obs, _ = e.reset(seed=4)
+        obs_ee, _ = ee_env.reset(seed=4)
+        for action in (1, 2, 7):
+            np.testing.assert_array_equal(obs[:13], obs_ee)
+            error = e.goal - e.ee_position
+            expected = error / max(np.linalg.norm(error), 0.05)
+            np.testing.assert_allclose(obs[13:], expected, atol=1e-6)
+            assert np.linalg.norm(obs[13:]) <= 1.0 + 1e-6
+            obs, *_ = e.step(action)
+            obs_ee, *_ = ee_env.step(action)
+        near = _ee_after(e, START + [0.0, 0.0, 0.0, 0.3])  # a goal a few cm from the tool
+        obs, _ = e.reset(options={"reach_joint_positions": START, "goal": near})
+        distance = np.linalg.norm(near - e.ee_position)
+        assert distance < 0.05
+        assert np.linalg.norm(obs[13:]) == pytest.approx(distance / 0.05, rel=1e-5)

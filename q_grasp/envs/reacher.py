@@ -24,9 +24,13 @@ from q_grasp.robot_config import RobotConfig
 REWARD_TYPES = ("sparse", "dense", "distance")
 DISTANCE_REWARD_SCALE_M = 0.1
 """reward "distance": the per-step penalty is distance / this (m), -1 per 10 cm."""
-OBSERVATIONS = ("joints_goal", "joints_goal_ee")
-"""Observation layouts: "joints_goal" (n reach joints + goal xyz, the default) and
-"joints_goal_ee" (that, then the end-effector xyz and goal - end effector)."""
+OBSERVATIONS = ("joints_goal", "joints_goal_ee", "joints_goal_ee_dir")
+"""Observation layouts: "joints_goal" (n reach joints + goal xyz, the default),
+"joints_goal_ee" (that, then the end-effector xyz and goal - end effector) and
+"joints_goal_ee_dir" (that, then (goal - ee) / max(|goal - ee|, DIRECTION_SCALE_M))."""
+DIRECTION_SCALE_M = 0.05
+"""Below this distance (m) the "dir" entries are (goal - ee) / this, above it a unit vector:
+order-1 inputs near the goal, where (goal - ee) scaled by the workspace is ~0.01."""
 ACTION_MODES = ("joint", "cartesian")
 _WORKSPACE_SEED = 20240611
 """Fixed seed of the goal pool: the reachable workspace is a property of the robot, not of an
@@ -63,8 +67,10 @@ class ReacherConfig:
     """"joints_goal": the reach joint angles (rad) then the goal (x, y, z; m). "joints_goal_ee":
     the same, then the end-effector position (x, y, z; m, by forward kinematics of the joints)
     and the goal minus the end effector (m): a policy sees where the goal is relative to the
-    tool without having to learn the arm's forward kinematics first. A real arm computes the
-    extra entries from its measured joints (see ``reacher_observation``)."""
+    tool without having to learn the arm's forward kinematics first. "joints_goal_ee_dir":
+    that, then (goal - ee) / max(|goal - ee|, 0.05 m), a direction of length <= 1 that keeps
+    its resolution near the goal. A real arm computes the extra entries from its measured
+    joints (see ``reacher_observation``)."""
     fixed_goal: tuple[float, float, float] | None = None
     """A fixed goal (x, y, z) in the world frame (m), or None to sample a new goal in the
     reachable workspace on every reset. Must be reachable and above the table."""
@@ -157,12 +163,15 @@ def reacher_observation(reach_q: np.ndarray, goal: np.ndarray, ee: np.ndarray | 
     "joints_goal_ee", the end-effector position (m) from forward kinematics of the same joints.
     One function for the env and for nodes that build observations from measured joints."""
     parts = [np.asarray(reach_q, np.float64).reshape(-1), np.asarray(goal, np.float64).reshape(3)]
-    if observation == "joints_goal_ee":
+    if observation in ("joints_goal_ee", "joints_goal_ee_dir"):
         if ee is None:
-            raise ValueError('ee: the "joints_goal_ee" observation needs the end-effector '
+            raise ValueError(f"ee: the {observation!r} observation needs the end-effector "
                              "position (3 numbers, m)")
         ee = np.asarray(ee, np.float64).reshape(3)
         parts += [ee, parts[1] - ee]
+        if observation == "joints_goal_ee_dir":
+            error = parts[-1]
+            parts.append(error / max(float(np.linalg.norm(error)), DIRECTION_SCALE_M))
     elif observation != "joints_goal":
         raise ValueError(f"observation: must be one of {OBSERVATIONS}, got {observation!r}")
     return np.concatenate(parts).astype(np.float32)
@@ -232,12 +241,15 @@ class ReacherEnv(gymnasium.Env):
             dtype=np.float32,
         )
         low, high = self._goal_box.low, self._goal_box.high
-        if config.observation == "joints_goal_ee":
+        if config.observation != "joints_goal":
             # The end effector shares the goal's bounds (it is where goals come from); the
             # difference of two points in that box lies within +-(its extent).
             extent = goal_high - goal_low
             low = np.concatenate([low, goal_low, -extent]).astype(np.float32)
             high = np.concatenate([high, goal_high, extent]).astype(np.float32)
+        if config.observation == "joints_goal_ee_dir":
+            low = np.concatenate([low, -np.ones(3)]).astype(np.float32)
+            high = np.concatenate([high, np.ones(3)]).astype(np.float32)
         self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
         n_actions = 2 * len(self.reach_joint_names) if config.action_mode == "joint" else 6
         self.action_space = spaces.Discrete(n_actions)
