@@ -61,8 +61,15 @@ def _stats(values: list[float]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- (a) in-process
 
 
-def single_process(attempts: int, epsilon: float, seed: int) -> dict[str, Any]:
-    """The single-process grasp loop: env step (physics) + the U-Net's Q-map each attempt."""
+def single_process(attempts: int, epsilon: float, seed: int, teleport: bool
+                   ) -> dict[str, Any]:
+    """The single-process grasp loop: env step (physics) + the U-Net's Q-map each attempt.
+
+    ``teleport``: the env's default, jumping to the pre-grasp pose and back home without
+    physics; False moves there with physics, as every motion over ROS does (like for like).
+    """
+    import dataclasses
+
     import torch
 
     from q_grasp.envs.grasp import TopDownGraspEnv
@@ -70,7 +77,10 @@ def single_process(attempts: int, epsilon: float, seed: int) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     setup = load_task("grasp", seed=seed)  # the env config and network the nodes use
-    env = TopDownGraspEnv(setup.env_config)
+    config = setup.env_config
+    config = dataclasses.replace(config, skill=dataclasses.replace(
+        config.skill, teleport_free_space=teleport))
+    env = TopDownGraspEnv(config)
     sim = env.unwrapped.sim
     physics_steps = [0]
     step = sim.step
@@ -337,13 +347,20 @@ def composed_actor_main(args: list[str]) -> int:
 
     kind, overrides = args[0], args[1:]
     policy_params = [Parameter("use_sim_time", value=True)]
+    sim_params = [Parameter("use_sim_time", value=True)]
+    namespace = ""
     for item in overrides:
         name, _, value = item.partition(":=")
-        policy_params.append(Parameter(name, value=json.loads(value)))
+        if name == "namespace":
+            namespace = value
+        elif name.startswith("sim:"):
+            sim_params.append(Parameter(name[4:], value=json.loads(value)))
+        else:
+            policy_params.append(Parameter(name, value=json.loads(value)))
     rclpy.init()
     cli = ["--ros-args", "--params-file", str(CONFIG)]
-    sim = SimArmNode(cli_args=cli, parameter_overrides=[Parameter("use_sim_time", value=True)])
-    policy = PolicyNode(cli_args=cli, parameter_overrides=policy_params)
+    sim = SimArmNode(cli_args=cli, parameter_overrides=sim_params, namespace=namespace)
+    policy = PolicyNode(cli_args=cli, parameter_overrides=policy_params, namespace=namespace)
     executor = make_executor(kind, rclpy.get_default_context())
     executor.add_node(sim)
     executor.add_node(policy)
@@ -359,14 +376,20 @@ def composed_actor_main(args: list[str]) -> int:
     return 0
 
 
-def ros_composed_actor(folder: Path, attempts: int, epsilon: float, executor: str
-                       ) -> dict[str, Any]:
+LEAN_SIM = {"tick_rate_hz": 60.0, "joint_state_rate_hz": 30.0, "camera_rate_hz": 5.0,
+            "publish_ground_truth": False}
+"""sim_arm rates that halve the messages per simulated second (variant "lean")."""
+
+
+def ros_composed_actor(folder: Path, attempts: int, epsilon: float, executor: str,
+                       sim_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """sim_arm + policy composed in one child process (bringup's composed mode)."""
     session = Session(folder)
     try:
+        sim_args = [f"sim:{k}:={json.dumps(v)}" for k, v in (sim_params or {}).items()]
         session.start_script("sim_arm+policy", [
             "--child", "composed-actor", executor, "epsilon_schedule:=\"constant\"",
-            f"epsilon_start:={epsilon}", f"epsilon_end:={epsilon}"])
+            f"epsilon_start:={epsilon}", f"epsilon_end:={epsilon}", *sim_args])
         result = measure_window(session, attempts, warmup=3, timeout_s=60.0 + 10.0 * attempts)
         result["decision_latency_ms"] = list(session.probe.latencies.values())
         return result
@@ -420,14 +443,23 @@ def weights_latency(folder: Path, repeats: int, period_s: float) -> dict[str, An
 # ----------------------------------------------------------------------------- (d) pairs
 
 
-def pairs(folder: Path, n_pairs: int, window_s: float, warmup: int) -> dict[str, Any]:
-    """n sim_arm + policy pairs (arm0, arm1 ...) and one trainer, as training runs them."""
+def pairs(folder: Path, n_pairs: int, window_s: float, warmup: int, mode: str
+          ) -> dict[str, Any]:
+    """n sim_arm + policy pairs (arm0, arm1 ...) and one trainer process, as training runs
+    them; each pair composed in one process (mode "composed", bringup's EventsExecutor) or
+    in two (mode "processes")."""
     session = Session(folder)
     try:
         session.start("trainer", "q_grasp.nodes.trainer",
                       ["--params-file", str(CONFIG), "-p", "use_sim_time:=true",
                        "-p", f"output_dir:={folder / 'trainer'}", "-p", "log_every_s:=2.0"])
         for i in range(n_pairs):
+            if mode == "composed":
+                session.start_script(f"arm{i}", [
+                    "--child", "composed-actor", "events", f"namespace:=/arm{i}",
+                    f"sim:seed:={i}", f"seed:={i}"]
+                    + ([] if i == 0 else ["sim:publish_clock:=false"]))
+                continue
             ns = ["-r", f"__ns:=/arm{i}"]
             sim_extra = ["-p", f"seed:={i}"] + ([] if i == 0 else ["-p", "publish_clock:=false"])
             session.start(f"sim_arm{i}", "q_grasp.nodes.sim_arm", ns + _sim_args(None, sim_extra))
@@ -452,15 +484,12 @@ def pairs(folder: Path, n_pairs: int, window_s: float, warmup: int) -> dict[str,
             per_actor[actor] = per_actor.get(actor, 0) + n
         total = sum(per_actor.values())
         updates = float(trainer1.get("updates", 0)) - float(trainer0.get("updates", 0))
-        policies = {k: v for k, v in probe.diag.items() if k.startswith("q_grasp/policy")}
         return {"pairs": n_pairs, "window_s": wall, "transitions": total,
                 "transitions_per_s": total / wall,
                 "per_actor_per_s": {a: n / wall for a, n in sorted(per_actor.items())},
                 "trainer_updates_per_s": updates / wall,
                 "trainer_received": int(float(trainer1.get("transitions", 0))),
-                "cpu_s_per_s_by_process": {k: (cpu1[k] - cpu0[k]) / wall for k in cpu1},
-                "move_timeouts": sum(int(float(v.get("move_timeouts", 0)))
-                                     for v in policies.values())}
+                "cpu_s_per_s_by_process": {k: (cpu1[k] - cpu0[k]) / wall for k in cpu1}}
     finally:
         session.close()
 
@@ -483,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the Q-map is computed either way)")
     parser.add_argument("--weights-repeats", type=int, default=20)
     parser.add_argument("--pairs-window-s", type=float, default=120.0)
+    parser.add_argument("--pairs-mode", choices=["composed", "processes"], default="composed",
+                        help="(d): each sim_arm + policy pair in one process or in two")
     parser.add_argument("--parts", default="abcd", help="which of a, b, c, d to run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS))
@@ -504,13 +535,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_ros_system_") as tmp:
         folder = Path(tmp)
         if "a" in args.parts or "b" in args.parts:
-            single = single_process(args.attempts, args.epsilon, args.seed)
-            print(f"(a) single process : {single['transitions_per_s']:.2f} transitions/s, "
-                  f"{single['cpu_s_per_transition']:.3f} CPU-s and "
-                  f"{single['sim_s_per_transition']:.2f} sim-s per transition", flush=True)
+            singles = {}
+            for label, teleport in (("physics_moves", False), ("env_default_teleport", True)):
+                single = singles[label] = single_process(args.attempts, args.epsilon,
+                                                         args.seed, teleport)
+                print(f"(a) single process {label:20s}: {single['transitions_per_s']:.2f} "
+                      f"transitions/s, {single['cpu_s_per_transition']:.3f} CPU-s and "
+                      f"{single['sim_s_per_transition']:.2f} sim-s per transition", flush=True)
+            single = singles["physics_moves"]
             ros = {}
             runs = (("composed_events", lambda sub: ros_composed_actor(
                         sub, args.attempts, args.epsilon, "events")),
+                    ("composed_events_lean_sim_rates", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "events", LEAN_SIM)),
                     ("composed_multi", lambda sub: ros_composed_actor(
                         sub, args.attempts, args.epsilon, "multi")),
                     ("processes", lambda sub: ros_actor(sub, args.attempts, args.epsilon, None)),
@@ -528,7 +565,9 @@ def main(argv: list[str] | None = None) -> int:
             latencies = {label: r.pop("decision_latency_ms") for label, r in ros.items()}
             best = max(ros.values(), key=lambda r: r["transitions_per_s"])
             result["a_throughput"] = {
-                "epsilon": args.epsilon, "single_process": single, "ros": ros,
+                "epsilon": args.epsilon, "single_process": singles, "ros": ros,
+                "compared": "ros_cost_*: the fastest ROS variant against the single-process "
+                            "loop with physics for every move (physics_moves)",
                 "ros_cost_vs_single_process_wall": 1 - best["transitions_per_s"]
                 / single["transitions_per_s"],
                 "ros_cost_vs_single_process_cpu": best["cpu_s_per_transition"]
@@ -544,16 +583,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(c) weights publish -> swapped: "
                   f"{json.dumps(result['c_weights_broadcast'])}", flush=True)
         if "d" in args.parts:
-            result["d_pairs"] = {}
+            key = f"d_pairs_{args.pairs_mode}"
+            result[key] = {}
             for n in (1, 2):
                 sub = folder / f"pairs{n}"
                 sub.mkdir()
-                r = pairs(sub, n, args.pairs_window_s, warmup=5 * n)
-                result["d_pairs"][str(n)] = r
-                print(f"(d) {n} pair(s) + trainer: {r['transitions_per_s']:.2f} transitions/s "
+                r = pairs(sub, n, args.pairs_window_s, warmup=5 * n, mode=args.pairs_mode)
+                result[key][str(n)] = r
+                print(f"(d) {n} pair(s) ({args.pairs_mode}) + trainer: "
+                      f"{r['transitions_per_s']:.2f} transitions/s "
                       f"({json.dumps(r['per_actor_per_s'])}), trainer "
-                      f"{r['trainer_updates_per_s']:.2f} updates/s, {r['move_timeouts']} move "
-                      f"timeouts", flush=True)
+                      f"{r['trainer_updates_per_s']:.2f} updates/s", flush=True)
     result["machine"]["loadavg_at_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
