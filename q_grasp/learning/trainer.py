@@ -92,11 +92,16 @@ class EvalResult:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (unknown values are None, not NaN)."""
         lo, hi = self.success_ci95()
-        return {"episodes": self.episodes, "mean_return": self.mean_return,
-                "return_ci95": self.return_ci95, "mean_length": float(np.mean(self.lengths)),
-                "success_rate": self.success_rate, "success_ci95": [lo, hi],
-                "attempt_success_rate": self.attempt_success_rate}
+        out = {"episodes": self.episodes, "mean_return": self.mean_return,
+               "return_ci95": self.return_ci95, "mean_length": float(np.mean(self.lengths)),
+               "success_rate": self.success_rate, "success_ci95": [lo, hi],
+               "attempt_success_rate": self.attempt_success_rate}
+        if self.successes is None:
+            out.update(success_rate=None, success_ci95=None, attempt_success_rate=None)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in out.items()}
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
