@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from q_grasp.envs.reacher import reacher_reward
 from q_grasp.learning.checkpoint import env_description, save_checkpoint
 from q_grasp.learning.networks import network_spec_for_env
 from q_grasp.learning.tasks import DistanceShaping, default_config, make_env
@@ -21,7 +22,6 @@ from q_grasp.nodes.policy_core import (
     grasp_observation,
     grasp_spaces,
     load_task,
-    reacher_reward,
     shaped_reward,
     table_looks_empty,
 )
@@ -72,10 +72,11 @@ def test_grasp_observation_and_camera_model_match_the_env(grasp_env) -> None:
     assert np.isfinite(grasp_observation(grasp_env.rgb_image, hm, ("height",), 0.25)).all()
 
 
-def test_reacher_episodes_follow_the_env() -> None:
+@pytest.mark.parametrize("observation", ["joints_goal", "joints_goal_ee_dir"])
+def test_reacher_episodes_follow_the_env(observation: str) -> None:
     from q_grasp.envs.reacher import ReacherConfig, ReacherEnv
 
-    cfg = ReacherConfig(dtheta_rad=0.07, reward="dense")
+    cfg = ReacherConfig(dtheta_rad=0.07, reward="dense", observation=observation)
     episodes = ReacherEpisodes(cfg, seed=5)
     env = ReacherEnv(cfg)
     env_obs, _ = env.reset(seed=5)

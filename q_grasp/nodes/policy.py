@@ -45,6 +45,7 @@ from std_msgs.msg import UInt8MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
+from q_grasp.envs.reacher import reacher_reward
 from q_grasp.learning.agent import Actor
 from q_grasp.learning.visualize import q_map_overlay
 from q_grasp.nodes import qos
@@ -71,7 +72,6 @@ from q_grasp.nodes.policy_core import (
     exploration_config,
     grasp_observation,
     load_task,
-    reacher_reward,
     shaped_reward,
     table_looks_empty,
 )

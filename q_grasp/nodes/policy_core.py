@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from q_grasp.envs.reacher import reacher_observation
 from q_grasp.learning.checkpoint import Checkpoint, load_checkpoint
 from q_grasp.learning.config import ExperimentConfig, ExplorationConfig
 from q_grasp.learning.networks import (
@@ -214,21 +215,8 @@ def choose_action(q_values: np.ndarray, epsilon: float, rng: np.random.Generator
 
 
 # --------------------------------------------------------------------------------- reacher
-
-
-def reacher_observation(reach_joints: np.ndarray, goal: np.ndarray) -> np.ndarray:
-    """ReacherEnv's observation: reach-joint angles (rad) then goal (x, y, z; m), float32."""
-    return np.concatenate([np.asarray(reach_joints, np.float64).reshape(-1),
-                           np.asarray(goal, np.float64).reshape(3)]).astype(np.float32)
-
-
-def reacher_reward(distance_m: float, tolerance_m: float, reward_type: str) -> float:
-    """ReacherEnv's reward for an end-effector distance after a step (see ReacherConfig)."""
-    if distance_m <= tolerance_m:
-        return 1.0
-    if reward_type == "sparse":
-        return 0.0
-    return tolerance_m / distance_m - 1.0
+# Observation and reward are the env's own functions (q_grasp.envs.reacher), so checkpoints
+# trained in a single process see exactly the same inputs and rewards over ROS.
 
 
 def shaped_reward(reward: float, distance_m: float, next_distance_m: float, terminated: bool,
@@ -286,7 +274,9 @@ class ReacherEpisodes:
 
     def observation(self, arm_joints: np.ndarray, goal: np.ndarray) -> np.ndarray:
         """The env's observation from measured arm joints."""
-        return reacher_observation(np.asarray(arm_joints)[self.reach_index], goal)
+        q = np.asarray(arm_joints, float)
+        return reacher_observation(q[self.reach_index], goal, self.ee_position(q),
+                                   self.config.observation)
 
     def joint_target(self, previous_target: np.ndarray, action: int) -> tuple[np.ndarray, bool]:
         """Arm joint targets after ``action`` applied to the previous targets (the env's step
