@@ -45,9 +45,13 @@ def sim_arm_for_task(task: str) -> Any:
 
         env = GraspConfig()
         # Same camera, scene, robot and physics as the gym env, so that the ROS pipeline and
-        # the single-process loop learn the same problem.
-        return SimArmConfig(real_time_factor=10.0, camera_rate_hz=10.0, robot=env.robot,
-                            sim=env.physics, motors=env.motors, camera=env.camera_config(),
+        # the single-process loop learn the same problem. At 10x real time every message rate
+        # is multiplied by 10 in wall-clock terms; 60 Hz setpoints (4 physics steps each),
+        # 30 Hz joint states and 5 Hz images keep the motion and cut the ROS cost per grasp by
+        # about a quarter (benchmarks/bench_ros_system.py, "lean" variant).
+        return SimArmConfig(real_time_factor=10.0, tick_rate_hz=60.0, joint_state_rate_hz=30.0,
+                            camera_rate_hz=5.0, robot=env.robot, sim=env.physics,
+                            motors=env.motors, camera=env.camera_config(),
                             scene=env.scene_config())
     if task == "reacher":
         # Reaching needs no images and no objects: the camera is off to save CPU.
