@@ -41,6 +41,10 @@ MODULES = {"sim_arm": "q_grasp.nodes.sim_arm", "policy": "q_grasp.nodes.policy",
 """Node name -> module whose main() runs it (what the console scripts run)."""
 LOG_LEVELS = ("debug", "info", "warn", "error")
 EXECUTORS = ("multi", "single", "events")
+IN_PROCESS = {"composed": frozenset({"sim_arm", "policy", "trainer"}),
+              "trainer-process": frozenset({"sim_arm", "policy"}),
+              "processes": frozenset()}
+"""Per mode, the nodes that run inside the bringup process (the others run as children)."""
 
 
 @dataclass
@@ -71,8 +75,11 @@ class BringupConfig:
     counts the earlier ones); 0: the experiment's training.total_steps (unless duration_s)."""
     duration_s: float = 0.0
     """Stop training after this many wall-clock seconds instead (0: use max_transitions)."""
-    processes: bool = False
-    """Run the nodes as three child processes instead of composed in this process."""
+    mode: Literal["composed", "trainer-process", "processes"] = "composed"
+    """composed: the three nodes in this process on one executor; trainer-process: sim_arm
+    and policy composed here, the trainer in a child process (actor and learner each get a
+    core and an interpreter of their own); processes: three child processes, as ros2 launch
+    starts them."""
     eval_episodes: int = -1
     """Greedy evaluation episodes after training; -1: the experiment's final_eval_episodes;
     0: no evaluation."""
@@ -117,6 +124,8 @@ class BringupConfig:
         if self.node_log_level not in LOG_LEVELS:
             raise ValueError(f"node_log_level: must be one of {list(LOG_LEVELS)}, got "
                              f"{self.node_log_level!r}")
+        if self.mode not in IN_PROCESS:
+            raise ValueError(f"mode: must be one of {list(IN_PROCESS)}, got {self.mode!r}")
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor: must be one of {list(EXECUTORS)}, got "
                              f"{self.executor!r}")
@@ -369,79 +378,6 @@ def make_executor(kind: str, context: Any) -> Any:
     return MultiThreadedExecutor(num_threads=4, context=context)
 
 
-class Composed:
-    """The nodes in this process, spun by one MultiThreadedExecutor (the main thread)."""
-
-    def __init__(self, cfg: BringupConfig, params_file: Path) -> None:
-        import rclpy
-
-        self.cfg = cfg
-        self.params_file = params_file
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.executor = make_executor(cfg.executor, self.context)
-        self.nodes: dict[str, Any] = {}
-        self.monitor_node = rclpy.create_node("bringup_monitor", context=self.context)
-        self.monitor = Monitor(self.monitor_node, cfg.namespace)
-        self.executor.add_node(self.monitor_node)
-
-    def start(self, name: str, overrides: dict[str, Any]) -> None:
-        """Create node ``name`` with the params file and ``overrides``."""
-        from rclpy.logging import LoggingSeverity
-        from rclpy.parameter import Parameter
-
-        factories = self._factories()
-        namespace = "" if name == "trainer" else self.cfg.namespace
-        node = factories[name](
-            name, context=self.context, namespace=namespace,
-            cli_args=["--ros-args", "--params-file", str(self.params_file)],
-            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-        level = getattr(LoggingSeverity, self.cfg.node_log_level.upper())
-        node.get_logger().set_level(level)
-        self.nodes[name] = node
-        self.executor.add_node(node)
-
-    @staticmethod
-    def _factories() -> dict[str, Callable[..., Any]]:
-        from q_grasp.nodes.policy import PolicyNode
-        from q_grasp.nodes.sim_arm import SimArmNode
-        from q_grasp.nodes.trainer import TrainerNode
-
-        return {"sim_arm": SimArmNode, "policy": PolicyNode, "trainer": TrainerNode}
-
-    def stop(self, name: str, timeout_s: float = 60.0) -> int:
-        """Destroy node ``name`` (its destroy_node joins its threads, the trainer saves)."""
-        node = self.nodes.pop(name, None)
-        if node is None:
-            return 0
-        self.executor.remove_node(node)
-        node.destroy_node()
-        return 0
-
-    def alive(self, name: str) -> bool:
-        return name in self.nodes
-
-    def failed(self) -> str | None:
-        """A node that died on its own (never in this mode: errors show in diagnostics)."""
-        return None
-
-    def spin(self, seconds: float) -> None:
-        """Serve callbacks for ``seconds`` (wall clock)."""
-        _spin(self.executor, self.context, seconds)
-
-    def close(self) -> None:
-        import rclpy
-
-        for name in list(self.nodes)[::-1]:
-            try:
-                self.stop(name)
-            except Exception as exc:  # destroy the others, and say why this one failed
-                print(f"[bringup] stopping {name}: {exc}", file=sys.stderr)
-        self.executor.shutdown()
-        self.monitor_node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
-
 def child_env() -> dict[str, str]:
     """This environment plus what a node process needs to start without the
     ros-wheels-bootstrapper's re-exec (LD_LIBRARY_PATH and its guard) and to import q_grasp."""
@@ -469,57 +405,94 @@ def ros_value(value: Any) -> str:
     return repr(value)
 
 
-class Processes:
-    """The nodes as child processes (their own sessions, so Ctrl-C reaches only bringup,
-    which stops them in order); output in <out>/logs/<node>.log."""
+class Backend:
+    """Runs each node either in this process (on one executor, spun by the main thread,
+    with the progress monitor) or as a child process (its own session, so Ctrl-C reaches
+    only bringup, which stops the children in order; output in <out>/logs/<node>.log)."""
 
-    def __init__(self, cfg: BringupConfig, params_file: Path, log_dir: Path) -> None:
+    def __init__(self, cfg: BringupConfig, params_file: Path, log_dir: Path,
+                 in_process: frozenset[str]) -> None:
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
 
         self.cfg = cfg
         self.params_file = params_file
         self.log_dir = log_dir
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.logs: dict[str, Path] = {}
+        self.in_process = in_process
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = make_executor(cfg.executor, self.context)
         self.monitor_node = rclpy.create_node("bringup_monitor", context=self.context)
         self.monitor = Monitor(self.monitor_node, cfg.namespace)
         self.executor.add_node(self.monitor_node)
-        self._env = child_env()
+        self.nodes: dict[str, Any] = {}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
         self._starts: dict[str, int] = {}
 
+    def _namespace(self, name: str) -> str:
+        ns = "" if name == "trainer" else self.cfg.namespace
+        return "/" + ns.lstrip("/") if ns else ""
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, name: str, overrides: dict[str, Any]) -> None:
+        """Start node ``name`` with the params file and ``overrides`` (the launch file's)."""
+        if name in self.in_process:
+            self._start_node(name, overrides)
+        else:
+            self._start_child(name, overrides)
+
+    def _start_node(self, name: str, overrides: dict[str, Any]) -> None:
+        from rclpy.logging import LoggingSeverity
+        from rclpy.parameter import Parameter
+
+        from q_grasp.nodes.policy import PolicyNode
+        from q_grasp.nodes.sim_arm import SimArmNode
+        from q_grasp.nodes.trainer import TrainerNode
+
+        factory = {"sim_arm": SimArmNode, "policy": PolicyNode, "trainer": TrainerNode}[name]
+        node = factory(
+            name, context=self.context, namespace=self._namespace(name),
+            cli_args=["--ros-args", "--params-file", str(self.params_file)],
+            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        node.get_logger().set_level(getattr(LoggingSeverity, self.cfg.node_log_level.upper()))
+        self.nodes[name] = node
+        self.executor.add_node(node)
+
     def command(self, name: str, overrides: dict[str, Any]) -> list[str]:
-        """The child's command line (what `ros2 run q_grasp <name> --ros-args ...` runs)."""
+        """A child's command line (what `ros2 run q_grasp <name> --ros-args ...` runs)."""
         args = [sys.executable, "-m", MODULES[name], "--ros-args", "-r", f"__node:={name}"]
-        if self.cfg.namespace and name != "trainer":
-            ns = self.cfg.namespace if self.cfg.namespace.startswith("/") else (
-                "/" + self.cfg.namespace)
-            args += ["-r", f"__ns:={ns}"]
+        if self._namespace(name):
+            args += ["-r", f"__ns:={self._namespace(name)}"]
         args += ["--params-file", str(self.params_file)]
         for key, value in overrides.items():
             args += ["-p", f"{key}:={ros_value(value)}"]
         return args
 
-    def start(self, name: str, overrides: dict[str, Any]) -> None:
+    def _start_child(self, name: str, overrides: dict[str, Any]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         count = self._starts.get(name, 0)
         self._starts[name] = count + 1
         log_path = self.log_dir / (f"{name}.log" if count == 0 else f"{name}_{count}.log")
         log = open(log_path, "wb")  # noqa: SIM115 - closed when the child is stopped
-        proc = subprocess.Popen(self.command(name, overrides), env=self._env, stdout=log,
+        proc = subprocess.Popen(self.command(name, overrides), env=child_env(), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         proc._q_grasp_log = log  # type: ignore[attr-defined]
         self.procs[name] = proc
         self.logs[name] = log_path
 
-    def stop(self, name: str, timeout_s: float = 60.0) -> int:
-        """SIGINT the child (clean shutdown), SIGKILL it if it does not exit in time."""
+    # ------------------------------------------------------------------ stop
+
+    def stop(self, name: str, timeout_s: float = 60.0) -> None:
+        """Stop node ``name``: destroy it (its threads are joined, the trainer saves a
+        checkpoint), or SIGINT the child and SIGKILL it if it does not exit in time."""
+        node = self.nodes.pop(name, None)
+        if node is not None:
+            self.executor.remove_node(node)
+            node.destroy_node()
         proc = self.procs.pop(name, None)
         if proc is None:
-            return 0
+            return
         try:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
@@ -530,16 +503,12 @@ class Processes:
                           file=sys.stderr)
                     proc.kill()
                     proc.wait(timeout=10.0)
-            return int(proc.returncode)
         finally:
             proc._q_grasp_log.close()  # type: ignore[attr-defined]
 
-    def alive(self, name: str) -> bool:
-        proc = self.procs.get(name)
-        return proc is not None and proc.poll() is None
-
     def failed(self) -> str | None:
-        """The first child that exited on its own, with the end of its log."""
+        """A child that exited on its own, with the end of its log (in-process nodes report
+        their errors on /diagnostics instead)."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
                 tail = self.logs[name].read_text(errors="replace")[-3000:]
@@ -547,15 +516,18 @@ class Processes:
         return None
 
     def spin(self, seconds: float) -> None:
+        """Serve this process's callbacks for ``seconds`` (wall clock)."""
         _spin(self.executor, self.context, seconds)
 
     def close(self) -> None:
+        """Stop everything still running (actor first), then this process's ROS context."""
         import rclpy
 
-        for name in ("policy", "trainer", "sim_arm"):
-            self.stop(name)
-        for name in list(self.procs):
-            self.stop(name)
+        for name in ("policy", "trainer", "sim_arm", *list(self.nodes), *list(self.procs)):
+            try:
+                self.stop(name)
+            except Exception as exc:  # stop the others, and say why this one failed
+                print(f"[bringup] stopping {name}: {exc}", file=sys.stderr)
         self.executor.shutdown()
         self.monitor_node.destroy_node()
         rclpy.try_shutdown(context=self.context)
@@ -642,13 +614,12 @@ class Bringup:
     def run(self) -> RunSummary:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        summary = RunSummary(task=cfg.task, mode="processes" if cfg.processes else "composed",
+        summary = RunSummary(task=cfg.task, mode=cfg.mode,
                              command=" ".join(["python -m q_grasp.nodes.bringup", *self.argv]),
                              params_file=str(self.params_file), output_dir=str(self.out),
                              resumed_from=self.plan.resume_from)
         t_start = time.monotonic()
-        backend: Any = (Processes(cfg, self.params_file, self.out / "logs") if cfg.processes
-                        else Composed(cfg, self.params_file))
+        backend = Backend(cfg, self.params_file, self.out / "logs", IN_PROCESS[cfg.mode])
         try:
             if cfg.use_sim:
                 backend.start("sim_arm", node_overrides(cfg, "sim_arm", self.plan))
@@ -685,11 +656,18 @@ class Bringup:
                           else f"{duration_s:g} s")
         self.print(
             f"[bringup] {cfg.task}: sim_arm + policy + trainer "
-            f"({'3 processes' if cfg.processes else 'composed, 1 process'}), params "
+            f"({cfg.mode}), params "
             f"{self.params_file}, budget {summary.budget}, replay ratio {plan.replay_ratio:g}, "
             f"learning starts at {plan.learning_starts}, output {self.out}"
             + (f", resuming from {plan.resume_from}" if plan.resume_from else ""))
         backend.start("trainer", node_overrides(cfg, "trainer", plan))
+        # Transitions published before the trainer's subscription is discovered are lost
+        # (reliable, volatile): start acting once the learner listens.
+        monitor_node = backend.monitor_node
+        if not self._wait(backend, lambda: monitor_node.count_subscribers(
+                "/q_grasp/transitions") > 0, 300.0):
+            raise RuntimeError("the trainer did not subscribe to /q_grasp/transitions within "
+                               "300 s")
         backend.start("policy", node_overrides(cfg, "policy", plan))
         monitor = backend.monitor
         t0 = time.monotonic()
@@ -890,8 +868,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "training.total_steps)")
     budget.add_argument("--duration-s", type=float, default=0.0, metavar="S",
                         help="stop after S seconds of training instead")
-    parser.add_argument("--processes", action="store_true",
-                        help="run the nodes as three child processes (default: composed)")
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument("--processes", action="store_const", dest="mode", const="processes",
+                        help="run the three nodes as child processes, as ros2 launch does "
+                             "(default: all composed in this process)")
+    layout.add_argument("--trainer-process", action="store_const", dest="mode",
+                        const="trainer-process",
+                        help="compose sim_arm and policy here and run the trainer as a child "
+                             "process")
     parser.add_argument("--eval-episodes", type=int, default=-1, metavar="N",
                         help="greedy evaluation episodes (default: the experiment's "
                              "final_eval_episodes; 0: none)")
@@ -914,7 +898,7 @@ def config_from_args(argv: Sequence[str]) -> BringupConfig:
         task=args.task, config=args.config, namespace=args.namespace, use_sim=args.use_sim,
         use_sim_time=args.use_sim_time, checkpoint=args.checkpoint, train=args.train,
         out=args.out, max_transitions=args.max_transitions, duration_s=args.duration_s,
-        processes=args.processes, eval_episodes=args.eval_episodes,
+        mode=args.mode or "composed", eval_episodes=args.eval_episodes,
         progress_every_s=args.progress_every_s, catch_up=args.catch_up,
         node_log_level=args.node_log_level, executor=args.executor)
 
