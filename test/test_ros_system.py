@@ -111,6 +111,7 @@ from q_grasp.nodes.testing import (  # noqa: E402
     ros_child_env,
     start_node_process,
     stop_process,
+    udp_localhost_env,
     unique_domain_id,
     wait_until,
 )
@@ -128,6 +129,14 @@ SUBSCRIPTIONS = {
     "/clock": (Clock, qos.CLOCK_QOS),
     "/diagnostics": (DiagnosticArray, qos.DEFAULT_QOS),
 }
+
+
+def log_excerpt(path: Path, head: int = 800, tail: int = 2500) -> str:
+    """A node's log for a failure message: its start-up lines and its newest ones."""
+    text = path.read_text(errors="replace")
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]}\n[...]\n{text[-tail:]}"
 
 
 class Probe:
@@ -168,7 +177,7 @@ class Probe:
 
     def wait(self, predicate, timeout_s: float, what: str, logs: dict[str, Path]) -> None:
         if not wait_until(predicate, timeout_s, self.spin_once):
-            tails = "\n".join(f"--- {name}\n{path.read_text(errors='replace')[-2500:]}"
+            tails = "\n".join(f"--- {name}\n{log_excerpt(path)}"
                               for name, path in logs.items() if path.exists())
             pytest.fail(f"timed out waiting for {what}; diagnostics {self.diag}\n{tails}")
 
@@ -182,28 +191,33 @@ def system(tmp_path_factory):
     (same params file, use_sim_time), with a small replay start so that training shows."""
     folder = Path(tmp_path_factory.mktemp("system"))
     domain = unique_domain_id()
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    # UDP on localhost without shared memory, in every process and the probe: a trainer killed
+    # with SIGKILL and restarted on the same host can otherwise stay cut off from everyone
+    # (Fast DDS 2.14's shared-memory zombie-port clean-up; config/fastdds_udp_localhost.xml).
+    transport = udp_localhost_env()
+    saved_env = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", *transport)}
+    os.environ.update({"ROS_DOMAIN_ID": str(domain), **transport})
     params = str(CONFIG / "sim_train_reacher.yaml")
     common = ["--params-file", params, "-p", "use_sim_time:=true"]
     trainer_args = [*common, "-p", f"output_dir:={folder / 'run'}", "-p", "learning_starts:=64",
                     "-p", "replay_ratio:=0.5", "-p", "publish_every_updates:=10",
                     "-p", "checkpoint_every_updates:=20", "-p", "log_every_s:=0.5"]
     logs = {name: folder / f"{name}.log" for name in ("sim_arm", "policy", "trainer")}
+    def start(module: str, args: list[str], log: Path):
+        return start_node_process(module, args, domain_id=domain, log_path=log,
+                                  extra_env=transport)
+
     procs = {
         # The camera on (the reacher's file turns it off) so that its topics flow too.
-        "sim_arm": start_node_process("q_grasp.nodes.sim_arm",
-                                      [*common, "-p", "camera_rate_hz:=5.0"],
-                                      domain_id=domain, log_path=logs["sim_arm"]),
-        "trainer": start_node_process("q_grasp.nodes.trainer", trainer_args, domain_id=domain,
-                                      log_path=logs["trainer"]),
-        "policy": start_node_process("q_grasp.nodes.policy", common, domain_id=domain,
-                                     log_path=logs["policy"]),
+        "sim_arm": start("q_grasp.nodes.sim_arm", [*common, "-p", "camera_rate_hz:=5.0"],
+                         logs["sim_arm"]),
+        "trainer": start("q_grasp.nodes.trainer", trainer_args, logs["trainer"]),
+        "policy": start("q_grasp.nodes.policy", common, logs["policy"]),
     }
     context = rclpy.Context()
     rclpy.init(context=context)
     probe = Probe(context)
-    state = {"procs": procs, "logs": logs, "probe": probe, "domain": domain,
+    state = {"procs": procs, "logs": logs, "probe": probe, "start": start,
              "trainer_args": trainer_args, "run": folder / "run", "folder": folder}
     try:
         yield state
@@ -214,6 +228,11 @@ def system(tmp_path_factory):
         finally:
             for name in ("policy", "trainer", "sim_arm"):
                 stop_process(state["procs"][name])
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 @pytest.mark.ros
@@ -277,17 +296,25 @@ class TestThreeProcesses:
                    "the policy acting without a trainer", logs)
         assert procs["policy"].poll() is None
         logs["trainer"] = system["folder"] / "trainer_restarted.log"
-        procs["trainer"] = start_node_process("q_grasp.nodes.trainer", system["trainer_args"],
-                                              domain_id=system["domain"],
-                                              log_path=logs["trainer"])
-        probe.wait(lambda: probe.value("trainer", "updates") > resumed_updates, 60.0,
+        procs["trainer"] = system["start"]("q_grasp.nodes.trainer", system["trainer_args"],
+                                           logs["trainer"])
+        # Only the restarted process reports this checkpoint as its start (a late diagnostic of
+        # the killed one may still arrive).
+        def restarted(key: str, default: str = "") -> str:
+            status = probe.diag.get("q_grasp/trainer", {})
+            return status.get(key, default) if status.get("resumed_from") == str(
+                checkpoint) else default
+
+        probe.wait(lambda: float(restarted("updates", "-1")) > resumed_updates, 60.0,
                    f"the restarted trainer past update {resumed_updates}", logs)
         assert f"resumed from {checkpoint}" in logs["trainer"].read_text()
         # Counters continue from the checkpoint and new transitions keep arriving.
-        counted = probe.value("trainer", "transitions")
-        probe.wait(lambda: probe.value("trainer", "transitions") > counted + 10, 30.0,
+        counted = float(restarted("transitions"))
+        probe.wait(lambda: float(restarted("transitions", "0")) > counted + 10, 30.0,
                    "transitions reaching the restarted trainer", logs)
-        probe.wait(lambda: probe.value("policy", "weights_version", -1) > resumed_updates,
+        received = probe.value("policy", "weights_received")
+        probe.wait(lambda: probe.value("policy", "weights_received") > received
+                   and probe.value("policy", "weights_updates", -1) > resumed_updates,
                    30.0, "the policy on the restarted trainer's weights", logs)
         for name in ("policy", "sim_arm"):
             assert procs[name].poll() is None, logs[name].read_text()[-2000:]

@@ -17,6 +17,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+UDP_LOCALHOST_PROFILE = REPO_ROOT / "config" / "fastdds_udp_localhost.xml"
+"""Fast DDS profile: localhost over UDP only, without the shared-memory transport (see the file
+for why: processes killed and restarted on one host)."""
+
+
+def udp_localhost_env() -> dict[str, str]:
+    """Environment that puts a process on ``UDP_LOCALHOST_PROFILE`` (this host, UDP only).
+
+    ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST would add shared memory back, so the range is left
+    to the profile (SYSTEM_DEFAULT).
+    """
+    return {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT",
+            "FASTRTPS_DEFAULT_PROFILES_FILE": str(UDP_LOCALHOST_PROFILE)}
 
 
 def unique_domain_id() -> int:

@@ -54,6 +54,8 @@ class TrainerNode(Node):
         self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}")
         self.core = TrainerCore(self._config, source=self.get_fully_qualified_name())
         self.core.output_dir.mkdir(parents=True, exist_ok=True)
+        # Which start this is (monitors and tests tell a restarted trainer from its old self).
+        self.diagnostics.set(resumed_from=self.core.resumed_from or "fresh")
         self._queue: queue.Queue[TransitionBatch] = queue.Queue(self._config.queue_size)
         self._weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS_TOPIC,
                                                   qos.WEIGHTS_QOS)
