@@ -67,6 +67,10 @@ class NetworkConfig:
     """U-Net: ConvTranspose2d(stride 2) or Upsample(x2) + Conv2d on the way up."""
     unet_coord_channels: bool = True
     """U-Net: append normalised (x, y) pixel-coordinate channels (position-aware Q-maps)."""
+    unet_rotation_equivariant: bool = False
+    """U-Net: one Q-map head applied to the image turned by each gripper yaw (and the map
+    turned back), so what is learned at one yaw holds at all; costs one forward pass per
+    rotation. For a camera looking straight down (image up = world +x)."""
     height_scale_m: float = 0.05
     """U-Net: height/depth channels are divided by this (metres) so they are of order 1."""
 

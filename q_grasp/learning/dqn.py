@@ -63,8 +63,13 @@ def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.O
                batch: ReplayBatch, cfg: DQNConfig) -> UpdateResult:
     """One gradient step on a torch `ReplayBatch` (see module docstring for the target)."""
     target = td_target(q_net, target_net, batch, cfg.gamma, cfg.double_q)
-    q_all = q_net(batch.observations).flatten(1)
-    q_taken = q_all.gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+    taken_and_max = getattr(q_net, "q_taken_and_max", None)
+    if taken_and_max is not None:  # q_grasp networks (the equivariant U-Net saves passes)
+        q_taken, q_max = taken_and_max(batch.observations, batch.actions)
+    else:
+        q_all = q_net(batch.observations).flatten(1)
+        q_taken = q_all.gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+        q_max = float(q_all.detach().max(dim=1).values.mean())
     if cfg.loss == "huber":
         per_sample = F.huber_loss(q_taken, target, reduction="none", delta=cfg.huber_delta)
     else:
@@ -82,8 +87,8 @@ def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.O
 
     with torch.no_grad():
         td_errors = (target - q_taken).cpu().numpy()
-        return UpdateResult(float(loss), float(q_taken.mean()),
-                            float(q_all.max(dim=1).values.mean()), float(grad_norm), td_errors)
+        return UpdateResult(float(loss), float(q_taken.mean()), q_max, float(grad_norm),
+                            td_errors)
 
 
 def update_target(q_net: nn.Module, target_net: nn.Module, tau: float = 1.0) -> None:

@@ -22,6 +22,9 @@ from q_grasp.learning.config import NetworkConfig
 
 NETWORK_KINDS = ("mlp", "unet")
 COLOR_CHANNELS = ("r", "g", "b")
+MAX_Q_SAMPLES = 4
+"""Equivariant U-Net updates estimate the logged mean max-Q on this many batch samples (a full
+Q-map costs one forward pass per rotation)."""
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 
 
@@ -38,6 +41,14 @@ class _Predictor(nn.Module):
     def q_values(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, n_actions) Q-values in the env's flat action order."""
         return self(obs).flatten(1)
+
+    def q_taken_and_max(self, obs: torch.Tensor, actions: torch.Tensor
+                        ) -> tuple[torch.Tensor, float]:
+        """Q(obs, action) (B,) with gradients, and the batch mean of max_a Q (no gradients):
+        what a TD update needs."""
+        q_all = self.q_values(obs)
+        q_taken = q_all.gather(1, actions.long().unsqueeze(1)).squeeze(1)
+        return q_taken, float(q_all.detach().max(dim=1).values.mean())
 
     def predict_q(self, obs: np.ndarray) -> np.ndarray:
         """Q-values (B, n_actions) for a numpy batch (or a single observation: (n_actions,))."""
@@ -183,7 +194,8 @@ class UNetQMap(_Predictor):
                  base_channels: int = 16, depth: int = 3, up_mode: str = "transpose",
                  activation: str = "relu", coord_channels: bool = True,
                  channel_scale: Sequence[float] | None = None,
-                 channel_names: Sequence[str] | None = None) -> None:
+                 channel_names: Sequence[str] | None = None,
+                 rotation_equivariant: bool = False) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels: must be >= 1, got {in_channels}")
@@ -208,6 +220,7 @@ class UNetQMap(_Predictor):
             "depth": int(depth), "up_mode": up_mode, "activation": activation,
             "coord_channels": bool(coord_channels), "channel_scale": scale,
             "channel_names": None if channel_names is None else list(channel_names),
+            "rotation_equivariant": bool(rotation_equivariant),
         }
         act = _ACTIVATIONS[activation]
         self.register_buffer("channel_scale", torch.tensor(scale).view(1, -1, 1, 1))
@@ -218,7 +231,9 @@ class UNetQMap(_Predictor):
             _ConvBlock(widths[i], widths[i + 1], act, stride=2) for i in range(depth))
         self.up = nn.ModuleList(
             _Up(widths[i + 1], widths[i], up_mode, act) for i in reversed(range(depth)))
-        self.head = nn.Conv2d(widths[0], n_rotations, 1)
+        # Equivariant: one Q-map head (grasps at yaw 0), applied to the image turned by -yaw_k
+        # for every rotation k and turned back (see forward).
+        self.head = nn.Conv2d(widths[0], 1 if rotation_equivariant else n_rotations, 1)
 
     @property
     def n_actions(self) -> int:
@@ -234,6 +249,36 @@ class UNetQMap(_Predictor):
         if obs.dim() != 4 or obs.shape[1] != self.config["in_channels"]:
             raise ValueError(f"UNetQMap expects (B, {self.config['in_channels']}, H, W) images, "
                              f"got shape {tuple(obs.shape)}")
+        if not self.config["rotation_equivariant"]:
+            return self._q_maps(obs)
+        # Rotation k scores grasps at yaw theta_k = k*pi/R. Turning the image by -theta_k turns
+        # such a grasp into a yaw-0 grasp, which the single head scores; the map is turned
+        # back by +theta_k. So a turned scene gives the same Q-values at the turned pixel and
+        # yaw (up to interpolation), and every attempt teaches all rotations at once (the
+        # rotate-the-input design of Zeng et al. 2018). Costs R forward passes per image.
+        batch, n_rot = obs.shape[0], self.config["n_rotations"]
+        yaws = torch.arange(n_rot, device=obs.device, dtype=obs.dtype) * (math.pi / n_rot)
+        yaws = yaws.repeat(batch)
+        turned = rotate_images(obs.repeat_interleave(n_rot, dim=0), -yaws, "zeros")
+        q = rotate_images(self._q_maps(turned), yaws, "border")
+        return q.view(batch, n_rot, *obs.shape[-2:])
+
+    def q_taken_and_max(self, obs: torch.Tensor, actions: torch.Tensor
+                        ) -> tuple[torch.Tensor, float]:
+        if not self.config["rotation_equivariant"]:
+            return super().q_taken_and_max(obs, actions)
+        # Only the taken rotation needs gradients: one pass per sample instead of R.
+        c = self.config
+        hw = c["height"] * c["width"]
+        rot, pixel = actions.long() // hw, actions.long() % hw
+        yaws = rot.to(obs.dtype) * (math.pi / c["n_rotations"])
+        q_map = rotate_images(self._q_maps(rotate_images(obs, -yaws, "zeros")), yaws, "border")
+        q_taken = q_map.flatten(1).gather(1, pixel.unsqueeze(1)).squeeze(1)
+        with torch.no_grad():  # max over all rotations, estimated on a few samples
+            q_max = float(self(obs[:MAX_Q_SAMPLES]).flatten(1).max(dim=1).values.mean())
+        return q_taken, q_max
+
+    def _q_maps(self, obs: torch.Tensor) -> torch.Tensor:
         height, width = obs.shape[-2:]
         x = obs * self.channel_scale
         if self.config["coord_channels"]:
@@ -262,6 +307,30 @@ class UNetQMap(_Predictor):
         """Q-map (R, H, W) for one observation (C, H, W)."""
         c = self.config
         return self.predict_q(obs).reshape(c["n_rotations"], c["height"], c["width"])
+
+
+def rotate_images(x: torch.Tensor, angles_rad: torch.Tensor, padding_mode: str = "zeros",
+                  ) -> torch.Tensor:
+    """Turn every image of ``x`` (B, C, H, W) counter-clockwise as displayed (rows down) by
+    ``angles_rad`` (B,) about its centre, bilinearly, keeping square pixels when H != W.
+
+    For q_grasp's top-down camera (image up = world +x, image left = world +y) a
+    counter-clockwise turn of the image is a turn of the scene by +angle about world z.
+    Pixels from outside the frame are zero (``padding_mode="zeros"``) or the nearest edge
+    value ("border").
+    """
+    _, _, height, width = x.shape
+    cos, sin = torch.cos(angles_rad), torch.sin(angles_rad)
+    # Output pixel p (x right, y down, from the centre) samples the input at M^-1 p, where M
+    # turns (x, y_down) counter-clockwise as displayed; normalised coordinates scale x by
+    # 2/W and y by 2/H, hence the aspect factors.
+    theta = torch.stack([
+        torch.stack([cos, -sin * (height / width), torch.zeros_like(cos)], dim=-1),
+        torch.stack([sin * (width / height), cos, torch.zeros_like(cos)], dim=-1),
+    ], dim=1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode,
+                         align_corners=False)
 
 
 def _coord_channels(x: torch.Tensor) -> torch.Tensor:
@@ -332,7 +401,8 @@ def network_spec_for_env(env: gym.Env, cfg: NetworkConfig) -> tuple[str, dict[st
     scale = [1.0 if (names is None or n in COLOR_CHANNELS) else 1.0 / cfg.height_scale_m
              for n in (names or [None] * c)]
     net = UNetQMap(c, n_actions // (h * w), h, w, cfg.unet_base_channels, cfg.unet_depth,
-                   cfg.unet_up_mode, cfg.activation, cfg.unet_coord_channels, scale, names)
+                   cfg.unet_up_mode, cfg.activation, cfg.unet_coord_channels, scale, names,
+                   cfg.unet_rotation_equivariant)
     return kind, net.config
 
 

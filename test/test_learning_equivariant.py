@@ -1,0 +1,104 @@
+"""The rotation-equivariant U-Net: image turning, the equivariance it promises, and that its
+turning direction is the direction of the gripper yaw for q_grasp's top-down camera."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from q_grasp.envs.grasp import GraspConfig
+from q_grasp.learning.config import ExperimentConfig
+from q_grasp.learning.networks import UNetQMap, build_network, rotate_images
+from q_grasp.sim.camera import PinholeCamera
+
+
+def test_rotate_images_turns_counter_clockwise_as_displayed() -> None:
+    image = torch.zeros(1, 1, 9, 9)
+    image[0, 0, 1, 4] = 1.0  # above the centre
+    turned = rotate_images(image, torch.tensor([math.pi / 2]))
+    assert (turned[0, 0] > 0.5).nonzero().tolist() == [[4, 1]]  # left of the centre
+    back = rotate_images(turned, torch.tensor([-math.pi / 2]))
+    assert torch.allclose(back, image, atol=1e-5)
+
+
+def test_rotate_images_keeps_square_pixels_on_wide_images() -> None:
+    image = torch.zeros(1, 1, 8, 16)
+    image[0, 0, 3:5, 10] = 1.0  # 2.5 px right of the centre (row 3.5, column 7.5)
+    turned = rotate_images(image, torch.tensor([math.pi / 2]))
+    rows, cols = (turned[0, 0] > 0.3).nonzero().T.tolist()
+    # A quarter turn sends it 2.5 px up (to row 1), not 2.5 px scaled by the aspect ratio.
+    assert set(rows) == {1} and set(cols) == {7, 8}
+
+
+@pytest.mark.parametrize("h, w", [(32, 32), (24, 40)])
+def test_equivariant_q_map_turns_with_the_image(h: int, w: int) -> None:
+    torch.manual_seed(0)
+    net = UNetQMap(4, 8, h, w, base_channels=4, depth=2, coord_channels=False,
+                   rotation_equivariant=True)
+    obs = torch.rand(2, 4, h, w)
+    q = net(obs)
+    assert q.shape == (2, 8, h, w)
+    if h != w:
+        return
+    # A quarter turn of the image is a quarter turn of the scene, which adds pi/2 to the yaw:
+    # channel k (yaw k*pi/8) of the turned image is channel k + 4 turned, exactly, for the
+    # yaws both maps hold (k < 4).
+    q_quarter = net(torch.rot90(obs, 1, dims=(2, 3)))
+    assert torch.allclose(q_quarter[:, 4:], torch.rot90(q[:, :4], 1, dims=(2, 3)), atol=1e-5)
+    # A plain U-Net has no such symmetry (the check above is not vacuous).
+    plain = UNetQMap(4, 8, h, w, base_channels=4, depth=2, coord_channels=False)
+    p = plain(obs)
+    assert not torch.allclose(plain(torch.rot90(obs, 1, dims=(2, 3)))[:, 4:],
+                              torch.rot90(p[:, :4], 1, dims=(2, 3)), atol=1e-3)
+
+
+def test_image_turn_direction_is_the_gripper_yaw_direction() -> None:
+    """A world direction at yaw phi (from +x towards +y) appears in the grasp camera's image at
+    phi counter-clockwise from "up", so turning the image by -yaw_k aligns a yaw_k grasp with
+    yaw 0, as UNetQMap's equivariant forward assumes."""
+    camera = PinholeCamera(GraspConfig().camera_config())
+    centre = np.array([0.13, 0.0, 0.0])
+    for phi in (0.3, 1.2, 2.5):
+        tip = centre + 0.02 * np.array([math.cos(phi), math.sin(phi), 0.0])
+        (u0, v0, _), (u1, v1, _) = camera.world_to_pixel(centre), camera.world_to_pixel(tip)
+        # Displayed angle counter-clockwise from up, with rows (v) growing downwards.
+        shown = math.atan2(-(u1 - u0), -(v1 - v0))
+        assert shown == pytest.approx(phi, abs=1e-6)
+
+
+def test_equivariant_option_from_config_and_checkpoint_config() -> None:
+    cfg = ExperimentConfig.from_dict({"network": {"kind": "unet",
+                                                  "unet_rotation_equivariant": True}})
+    assert cfg.network.unet_rotation_equivariant is True
+    net = UNetQMap(4, 2, 16, 16, base_channels=4, depth=2, rotation_equivariant=True)
+    rebuilt = build_network("unet", net.config)
+    rebuilt.load_state_dict(net.state_dict())
+    obs = torch.rand(1, 4, 16, 16)
+    assert torch.equal(rebuilt(obs), net(obs))
+    # Configs written before the option existed rebuild the plain network.
+    old = {k: v for k, v in net.config.items() if k != "rotation_equivariant"}
+    assert build_network("unet", old).config["rotation_equivariant"] is False
+
+
+def test_taken_rotation_only_update_matches_the_full_q_map() -> None:
+    """The equivariant update evaluates only the taken rotation; it must give the same Q (and
+    gradients) as gathering from the full R-rotation Q-map."""
+    torch.manual_seed(1)
+    net = UNetQMap(4, 8, 16, 16, base_channels=4, depth=2, coord_channels=False,
+                   rotation_equivariant=True)
+    obs = torch.rand(5, 4, 16, 16)
+    actions = torch.tensor([0, 300, 1030, 2047, 1555])
+    q_taken, q_max = net.q_taken_and_max(obs, actions)
+    q_full = net(obs).flatten(1)
+    assert torch.allclose(q_taken, q_full.gather(1, actions.unsqueeze(1)).squeeze(1),
+                          atol=1e-6)
+    assert q_max == pytest.approx(float(q_full[:4].max(dim=1).values.mean()), abs=1e-6)
+    q_taken.sum().backward()
+    fast = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    q_full.gather(1, actions.unsqueeze(1)).sum().backward()
+    for g_fast, p in zip(fast, net.parameters(), strict=True):
+        assert torch.allclose(g_fast, p.grad, atol=1e-5)
