@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
@@ -30,8 +32,51 @@ from q_grasp.learning.networks import (
 from q_grasp.learning.schedules import boltzmann, epsilon_greedy, make_schedule
 
 
+class FailedGraspMemory:
+    """The failed grasps of the current episode, for pixel actions (rotation, row, col).
+
+    Greedy choices skip a failed grasp's rotation within ``radius_px`` pixels of its pixel: a
+    deterministic policy would otherwise try the same grasp on the unchanged scene until the
+    episode ends. A success (the scene has changed) or the end of the episode clears it.
+    """
+
+    def __init__(self, n_rotations: int, height: int, width: int, radius_px: int) -> None:
+        if radius_px < 0:
+            raise ValueError(f"radius_px: must be >= 0, got {radius_px}")
+        self.shape = (int(n_rotations), int(height), int(width))
+        self.radius_px = int(radius_px)
+        self._skip: np.ndarray | None = None
+
+    def record(self, action: int, success: bool, done: bool) -> None:
+        """What the last attempt did; ``done``: the episode ended with it."""
+        if success or done:
+            self._skip = None
+            return
+        n_rot, height, width = self.shape
+        rot, rest = divmod(int(action), height * width)
+        row, col = divmod(rest, width)
+        if self._skip is None:
+            self._skip = np.zeros(self.shape, dtype=bool)
+        r = self.radius_px
+        self._skip[rot, max(row - r, 0):row + r + 1, max(col - r, 0):col + r + 1] = True
+
+    def mask(self) -> np.ndarray | None:
+        """Flat bool mask of the actions to skip (None: nothing to skip, or everything)."""
+        if self._skip is None or self._skip.all():
+            return None
+        return self._skip.reshape(-1)
+
+
+def masked_argmax(q_values: np.ndarray, skip: np.ndarray | None) -> int:
+    """argmax of flat Q-values over the actions not in ``skip``."""
+    if skip is None:
+        return int(np.argmax(q_values))
+    return int(np.argmax(np.where(skip, -np.inf, q_values)))
+
+
 class Actor:
-    """Chooses actions: epsilon-greedy or Boltzmann on the Q-network's output."""
+    """Chooses actions: epsilon-greedy or Boltzmann on the Q-network's output (greedy choices
+    skip the episode's failed grasps when ``exploration.retry_exclusion_px`` >= 0)."""
 
     def __init__(self, q_net: QNetwork | UNetQMap, exploration: ExplorationConfig,
                  total_steps: int, seed: int | None = None) -> None:
@@ -40,6 +85,44 @@ class Actor:
         self.schedule = make_schedule(exploration, total_steps)
         self.rng = np.random.default_rng(seed)
         self.lock = threading.RLock()
+        self.failed_grasps: FailedGraspMemory | None = None
+        if exploration.retry_exclusion_px >= 0 and q_net.kind == "unet":
+            c = q_net.config
+            self.failed_grasps = FailedGraspMemory(c["n_rotations"], c["height"], c["width"],
+                                                   exploration.retry_exclusion_px)
+
+    def record_outcome(self, action: int, success: bool, done: bool) -> None:
+        """Tell the actor how its last action went (for the failed-grasp memory)."""
+        if self.failed_grasps is not None:
+            self.failed_grasps.record(action, success, done)
+
+    @contextmanager
+    def own_episodes(self) -> Iterator[None]:
+        """A fresh failed-grasp memory inside the block (e.g. evaluation episodes run in the
+        middle of a training episode), the old one restored after it."""
+        saved = self.failed_grasps
+        if saved is not None:
+            self.failed_grasps = FailedGraspMemory(*saved.shape, saved.radius_px)
+        try:
+            yield
+        finally:
+            self.failed_grasps = saved
+
+    def new_episode(self) -> None:
+        """Forget the failed grasps (a new scene)."""
+        if self.failed_grasps is not None:
+            self.failed_grasps.record(0, success=False, done=True)
+
+    def skip_mask(self) -> np.ndarray | None:
+        """Actions greedy choices skip now (None: none)."""
+        return None if self.failed_grasps is None else self.failed_grasps.mask()
+
+    def _greedy(self, obs: np.ndarray) -> int:
+        skip = self.skip_mask()
+        with self.lock:
+            if skip is None:
+                return int(self.q_net.predict(obs))
+            return masked_argmax(self.q_net.predict_q(obs), skip)
 
     def exploration_value(self, step: int) -> float:
         """Epsilon (or Boltzmann temperature) at environment step `step`."""
@@ -51,8 +134,7 @@ class Actor:
         if greedy:
             epsilon = self.exploration.eval_epsilon
             if epsilon == 0.0:
-                with self.lock:
-                    return int(self.q_net.predict(obs))
+                return self._greedy(obs)
         value = epsilon if epsilon is not None else self.exploration_value(step or 0)
         if self.exploration.strategy == "boltzmann" and not greedy and epsilon is None:
             with self.lock:
@@ -61,8 +143,7 @@ class Actor:
         # Draw the coin first so that exploring steps skip the forward pass.
         if self.rng.random() < value:
             return int(self.rng.integers(self.q_net.n_actions))
-        with self.lock:
-            return int(self.q_net.predict(obs))
+        return self._greedy(obs)
 
     def act_batch(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions for a batch of observations."""

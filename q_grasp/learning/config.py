@@ -71,6 +71,10 @@ class NetworkConfig:
     """U-Net: one Q-map head applied to the image turned by each gripper yaw (and the map
     turned back), so what is learned at one yaw holds at all; costs one forward pass per
     rotation. For a camera looking straight down (image up = world +x)."""
+    unet_select_smoothing_px: int = 1
+    """U-Net, acting only: average each rotation's Q-map over this many pixels square (odd, 1 =
+    off) before the argmax, so a grasp is chosen where its neighbours would succeed too (the
+    single best pixel is the most over-estimated one). Training targets are unchanged."""
     height_scale_m: float = 0.05
     """U-Net: height/depth channels are divided by this (metres) so they are of order 1."""
 
@@ -84,6 +88,9 @@ class NetworkConfig:
                self.unet_depth)
         _check(self.height_scale_m > 0, "network.height_scale_m", "must be > 0",
                self.height_scale_m)
+        _check(1 <= self.unet_select_smoothing_px <= 15 and self.unet_select_smoothing_px % 2,
+               "network.unet_select_smoothing_px", "must be an odd integer in [1, 15]",
+               self.unet_select_smoothing_px)
 
 
 @dataclass
@@ -215,6 +222,11 @@ class ExplorationConfig:
     """Exponential: time constant in steps of end + (start - end) exp(-step / decay_steps)."""
     eval_epsilon: float = 0.0
     """Epsilon used by evaluation (0: greedy)."""
+    retry_exclusion_px: int = -1
+    """Grasping (U-Net pixel actions): after a failed attempt, greedy choices skip its gripper
+    rotation within this many pixels (Chebyshev distance) of its pixel until an attempt
+    succeeds or the episode ends. A deterministic policy otherwise repeats a failed grasp on
+    an unchanged scene until the episode ends. -1: off."""
 
     def validate(self) -> None:
         lo = "exploration.start"
@@ -230,6 +242,8 @@ class ExplorationConfig:
         _check(self.decay_steps > 0, "exploration.decay_steps", "must be > 0", self.decay_steps)
         _check(0.0 <= self.eval_epsilon <= 1.0, "exploration.eval_epsilon", "must be in [0, 1]",
                self.eval_epsilon)
+        _check(-1 <= self.retry_exclusion_px <= 64, "exploration.retry_exclusion_px",
+               "must be in [-1, 64] (-1: off)", self.retry_exclusion_px)
 
 
 @dataclass

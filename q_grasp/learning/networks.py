@@ -42,6 +42,11 @@ class _Predictor(nn.Module):
         """(B, n_actions) Q-values in the env's flat action order."""
         return self(obs).flatten(1)
 
+    def acting_q_values(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, n_actions) values that acting takes the argmax of (``predict``); the Q-values
+        themselves unless a network says otherwise."""
+        return self.q_values(obs)
+
     def q_taken_and_max(self, obs: torch.Tensor, actions: torch.Tensor
                         ) -> tuple[torch.Tensor, float]:
         """Q(obs, action) (B,) with gradients, and the batch mean of max_a Q (no gradients):
@@ -60,7 +65,7 @@ class _Predictor(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
-                q = self.q_values(obs_t).cpu().numpy()
+                q = self.acting_q_values(obs_t).cpu().numpy()
         finally:
             self.train(was_training)
         return q[0] if single else q
@@ -195,7 +200,7 @@ class UNetQMap(_Predictor):
                  activation: str = "relu", coord_channels: bool = True,
                  channel_scale: Sequence[float] | None = None,
                  channel_names: Sequence[str] | None = None,
-                 rotation_equivariant: bool = False) -> None:
+                 rotation_equivariant: bool = False, select_smoothing_px: int = 1) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels: must be >= 1, got {in_channels}")
@@ -210,6 +215,11 @@ class UNetQMap(_Predictor):
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation: must be one of {sorted(_ACTIVATIONS)}, "
                              f"got {activation!r}")
+        if (isinstance(select_smoothing_px, bool) or int(select_smoothing_px)
+                != select_smoothing_px or not 1 <= select_smoothing_px <= 15
+                or select_smoothing_px % 2 == 0):
+            raise ValueError(f"select_smoothing_px: must be an odd integer in [1, 15], got "
+                             f"{select_smoothing_px!r}")
         scale = [1.0] * in_channels if channel_scale is None else [float(s) for s in
                                                                    channel_scale]
         if len(scale) != in_channels:
@@ -221,6 +231,7 @@ class UNetQMap(_Predictor):
             "coord_channels": bool(coord_channels), "channel_scale": scale,
             "channel_names": None if channel_names is None else list(channel_names),
             "rotation_equivariant": bool(rotation_equivariant),
+            "select_smoothing_px": int(select_smoothing_px),
         }
         act = _ACTIVATIONS[activation]
         self.register_buffer("channel_scale", torch.tensor(scale).view(1, -1, 1, 1))
@@ -262,6 +273,19 @@ class UNetQMap(_Predictor):
         turned = rotate_images(obs.repeat_interleave(n_rot, dim=0), -yaws, "zeros")
         q = rotate_images(self._q_maps(turned), yaws, "border")
         return q.view(batch, n_rot, *obs.shape[-2:])
+
+    def acting_q_values(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q-maps averaged over select_smoothing_px x select_smoothing_px pixels (per rotation,
+        inside the image) before the argmax: a grasp is chosen where its neighbours would
+        succeed too, rather than at the single highest -- and most over-estimated -- pixel,
+        which tends to sit at an object's edge. Training targets use the plain Q-values."""
+        q = self(obs)
+        k = self.config["select_smoothing_px"]
+        if k > 1:
+            batch, n_rot, height, width = q.shape
+            q = F.avg_pool2d(q.reshape(batch * n_rot, 1, height, width), k, stride=1,
+                             padding=k // 2, count_include_pad=False).view_as(q)
+        return q.flatten(1)
 
     def q_taken_and_max(self, obs: torch.Tensor, actions: torch.Tensor
                         ) -> tuple[torch.Tensor, float]:
@@ -402,7 +426,7 @@ def network_spec_for_env(env: gym.Env, cfg: NetworkConfig) -> tuple[str, dict[st
              for n in (names or [None] * c)]
     net = UNetQMap(c, n_actions // (h * w), h, w, cfg.unet_base_channels, cfg.unet_depth,
                    cfg.unet_up_mode, cfg.activation, cfg.unet_coord_channels, scale, names,
-                   cfg.unet_rotation_equivariant)
+                   cfg.unet_rotation_equivariant, cfg.unet_select_smoothing_px)
     return kind, net.config
 
 

@@ -15,6 +15,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,23 +121,28 @@ def evaluate(env: gym.Env, actor: Actor, episodes: int, seed: int = EVAL_SEED_BA
     returns, lengths, successes = [], [], []
     known_success = True
     attempt_successes = 0
-    for i in range(episodes):
-        obs, info = env.reset(seed=seed + i)
-        total, length, done = 0.0, 0, False
-        while not done:
-            action = actor.act(obs, greedy=True)
-            if on_step is not None:
-                on_step(obs, action, info)
-            obs, reward, terminated, truncated, info = env.step(action)
-            total += float(reward)
-            length += 1
-            attempt_successes += int(bool(info.get("is_success", False)))
-            done = terminated or truncated
-        if "is_success" not in info:
-            known_success = False
-        returns.append(total)
-        lengths.append(length)
-        successes.append(float(bool(info.get("is_success", False))))
+    # Evaluation episodes get a failed-grasp memory of their own (the actor may be in the middle
+    # of a training episode).
+    with actor.own_episodes() if hasattr(actor, "own_episodes") else nullcontext():
+        for i in range(episodes):
+            obs, info = env.reset(seed=seed + i)
+            total, length, done = 0.0, 0, False
+            while not done:
+                action = actor.act(obs, greedy=True)
+                if on_step is not None:
+                    on_step(obs, action, info)
+                obs, reward, terminated, truncated, info = env.step(action)
+                total += float(reward)
+                length += 1
+                attempt_successes += int(bool(info.get("is_success", False)))
+                done = terminated or truncated
+                if hasattr(actor, "record_outcome"):
+                    actor.record_outcome(action, bool(info.get("is_success", False)), done)
+            if "is_success" not in info:
+                known_success = False
+            returns.append(total)
+            lengths.append(length)
+            successes.append(float(bool(info.get("is_success", False))))
     return EvalResult(np.array(returns), np.array(lengths),
                       np.array(successes) if known_success else None, attempt_successes)
 
@@ -301,6 +307,8 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
         action = agent.act(obs)
         next_obs, reward, terminated, truncated, info = env.step(action)
         agent.observe(obs, action, float(reward), next_obs, terminated, truncated)
+        agent.actor.record_outcome(action, bool(info.get("is_success", False)),
+                                   terminated or truncated)
         if relabeler is not None:
             relabeler.record(obs, action, next_obs)
         ep_return += float(info.get("raw_reward", reward))

@@ -47,6 +47,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from q_grasp.envs.reacher import reacher_reward
 from q_grasp.learning.agent import Actor
+from q_grasp.learning.config import ExplorationConfig
 from q_grasp.learning.visualize import q_map_overlay
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import (
@@ -266,9 +267,7 @@ class PolicyNode(Node):
             self.setup.env_config = env_cfg
         self.robot = env_cfg.robot
         q_net = self.setup.q_net
-        exploration, total = exploration_config(cfg.epsilon_schedule, cfg.epsilon_start,
-                                                cfg.epsilon_end, cfg.eval_epsilon,
-                                                cfg.epsilon_decay_steps)
+        exploration, total = self._exploration()
         self.actor = Actor(q_net, exploration, total, seed=cfg.seed)
         self._net_config = dict(q_net.config)
         self._weights_shapes = state_dict_shapes(q_net.state_dict())
@@ -472,13 +471,19 @@ class PolicyNode(Node):
         if self.config.shutdown_when_done:
             self.context.try_shutdown()
 
+    def _exploration(self) -> tuple[ExplorationConfig, int]:
+        """Epsilon from the node's parameters; the failed-grasp exclusion from the experiment
+        (as the single-process loop acts)."""
+        cfg = self.config
+        return exploration_config(cfg.epsilon_schedule, cfg.epsilon_start, cfg.epsilon_end,
+                                  cfg.eval_epsilon, cfg.epsilon_decay_steps,
+                                  self.setup.experiment.exploration.retry_exclusion_px)
+
     def _epsilon(self) -> float:
         cfg = self.config
         if not cfg.train:
             return cfg.eval_epsilon
-        exploration, total = exploration_config(cfg.epsilon_schedule, cfg.epsilon_start,
-                                                cfg.epsilon_end, cfg.eval_epsilon,
-                                                cfg.epsilon_decay_steps)
+        exploration, total = self._exploration()
         if exploration != self.actor.exploration:  # changed at run time (ros2 param set)
             from q_grasp.learning.schedules import make_schedule
 
@@ -641,6 +646,7 @@ class PolicyNode(Node):
         from q_grasp.skills.grasp import GraspOutcome, execute_grasp
 
         cfg, env_cfg = self.config, self.setup.env_config
+        self.actor.new_episode()
         self._reset_scene()
         home = np.asarray(self.robot.home_positions, float)
         if np.abs(self.arm.read_arm_joints() - home).max() > cfg.arm.joint_tolerance_rad:
@@ -661,7 +667,7 @@ class PolicyNode(Node):
             epsilon = self._epsilon()
             self.arm.mark_decision()
             q = self._q_values(obs)
-            action, _ = choose_action(q, epsilon, self.actor.rng)
+            action, _ = choose_action(q, epsilon, self.actor.rng, self.actor.skip_mask())
             rot, row, col = decode_grasp_action(action, self.n_rotations, h, w)
             yaw = rot * math.pi / self.n_rotations
             depth = float(frame.depth[row, col])
@@ -689,6 +695,7 @@ class PolicyNode(Node):
             truncated = not terminated and attempts >= self.setup.max_episode_steps
             self._record(Transition(obs, action, 1.0 if success else 0.0, next_obs, terminated,
                                     truncated, success), latency, epsilon)
+            self.actor.record_outcome(action, success, terminated or truncated)
             self.get_logger().debug(f"grasp at pixel ({row}, {col}) rotation {rot}: "
                                     f"{outcome.message}")
             if terminated or truncated:

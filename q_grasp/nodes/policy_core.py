@@ -196,20 +196,25 @@ def load_task(task: str, *, experiment_config: str = "", checkpoint: str = "",
 
 
 def exploration_config(schedule: str, start: float, end: float, eval_epsilon: float,
-                       decay_steps: int) -> tuple[ExplorationConfig, int]:
-    """The learning core's ExplorationConfig for the node's epsilon parameters, and the
-    ``total_steps`` that makes a linear schedule reach ``end`` after ``decay_steps``."""
+                       decay_steps: int, retry_exclusion_px: int = -1,
+                       ) -> tuple[ExplorationConfig, int]:
+    """The learning core's ExplorationConfig for the node's epsilon parameters (and the
+    experiment's failed-grasp exclusion), and the ``total_steps`` that makes a linear schedule
+    reach ``end`` after ``decay_steps``."""
     cfg = ExplorationConfig(strategy="epsilon_greedy", schedule=schedule, start=start, end=end,
                             fraction=1.0, decay_steps=float(max(decay_steps, 1)),
-                            eval_epsilon=eval_epsilon)
+                            eval_epsilon=eval_epsilon, retry_exclusion_px=retry_exclusion_px)
     cfg.validate()
     return cfg, max(int(decay_steps), 1)
 
 
-def choose_action(q_values: np.ndarray, epsilon: float, rng: np.random.Generator
-                  ) -> tuple[int, bool]:
-    """Epsilon-greedy over flat Q-values (n_actions,): (action, whether it was random)."""
+def choose_action(q_values: np.ndarray, epsilon: float, rng: np.random.Generator,
+                  skip: np.ndarray | None = None) -> tuple[int, bool]:
+    """Epsilon-greedy over flat Q-values (n_actions,): (action, whether it was random). The
+    greedy choice leaves out the actions in ``skip`` (the episode's failed grasps)."""
     q = np.asarray(q_values).reshape(1, -1)
+    if skip is not None:
+        q = np.where(skip.reshape(1, -1), -np.inf, q)
     action = int(epsilon_greedy(q, epsilon, rng)[0])
     return action, action != int(q[0].argmax())
 

@@ -1,5 +1,6 @@
-"""The rotation-equivariant U-Net: image turning, the equivariance it promises, and that its
-turning direction is the direction of the gripper yaw for q_grasp's top-down camera."""
+"""U-Net options: the rotation-equivariant Q-map (image turning, the equivariance it promises,
+that its turning direction is the gripper yaw direction of q_grasp's top-down camera, and its
+cheaper update) and the smoothed Q-map that acting takes the argmax of."""
 
 from __future__ import annotations
 
@@ -95,10 +96,36 @@ def test_taken_rotation_only_update_matches_the_full_q_map() -> None:
     q_full = net(obs).flatten(1)
     assert torch.allclose(q_taken, q_full.gather(1, actions.unsqueeze(1)).squeeze(1),
                           atol=1e-6)
-    assert q_max == pytest.approx(float(q_full[:4].max(dim=1).values.mean()), abs=1e-6)
+    assert q_max == pytest.approx(float(q_full.detach()[:4].max(dim=1).values.mean()), abs=1e-6)
     q_taken.sum().backward()
     fast = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
     q_full.gather(1, actions.unsqueeze(1)).sum().backward()
     for g_fast, p in zip(fast, net.parameters(), strict=True):
         assert torch.allclose(g_fast, p.grad, atol=1e-5)
+
+
+def test_select_smoothing_prefers_a_plateau_to_a_lone_spike() -> None:
+    net = UNetQMap(1, 2, 12, 12, base_channels=4, depth=2, select_smoothing_px=3)
+    q = torch.zeros(1, 2, 12, 12)
+    q[0, 0, 2, 2] = 1.0          # one over-estimated pixel
+    q[0, 1, 7:10, 6:9] = 0.8     # a region where every grasp is good
+    net.forward = lambda obs: q  # the Q-map under test, whatever the weights
+    rot, row, col = net.predict_pixel(np.zeros((1, 12, 12), np.float32))
+    assert (rot, row, col) == (1, 8, 7)
+    # Training sees the plain Q-values, spike included.
+    taken, q_max = net.q_taken_and_max(torch.zeros(1, 1, 12, 12),
+                                       torch.tensor([0 * 144 + 2 * 12 + 2]))
+    assert float(taken) == 1.0 and q_max == 1.0
+    plain = UNetQMap(1, 2, 12, 12, base_channels=4, depth=2)
+    plain.forward = lambda obs: q
+    assert plain.predict_pixel(np.zeros((1, 12, 12), np.float32)) == (0, 2, 2)
+
+
+@pytest.mark.parametrize("bad", [0, 2, 17, 2.5, True])
+def test_select_smoothing_must_be_a_small_odd_integer(bad) -> None:
+    with pytest.raises(ValueError, match="select_smoothing_px"):
+        UNetQMap(1, 1, 8, 8, base_channels=4, depth=2, select_smoothing_px=bad)
+    if not isinstance(bad, float):
+        with pytest.raises(ValueError, match="network.unet_select_smoothing_px"):
+            ExperimentConfig.from_dict({"network": {"unet_select_smoothing_px": bad}})
