@@ -129,3 +129,15 @@ def test_select_smoothing_must_be_a_small_odd_integer(bad) -> None:
     if not isinstance(bad, float):
         with pytest.raises(ValueError, match="network.unet_select_smoothing_px"):
             ExperimentConfig.from_dict({"network": {"unet_select_smoothing_px": bad}})
+
+
+def test_head_bias_init_starts_the_q_map_optimistic() -> None:
+    torch.manual_seed(0)
+    optimistic = UNetQMap(4, 2, 16, 16, base_channels=4, depth=2, head_bias_init=1.0)
+    plain = UNetQMap(4, 2, 16, 16, base_channels=4, depth=2)
+    obs = torch.rand(3, 4, 16, 16)
+    with torch.no_grad():
+        assert float(optimistic(obs).mean()) > 0.8 > float(plain(obs).mean().abs())
+    assert build_network("unet", optimistic.config).config["head_bias_init"] == 1.0
+    with pytest.raises(ValueError, match="network.unet_head_bias_init"):
+        ExperimentConfig.from_dict({"network": {"unet_head_bias_init": float("nan")}})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -75,6 +76,9 @@ class NetworkConfig:
     """U-Net, acting only: average each rotation's Q-map over this many pixels square (odd, 1 =
     off) before the argmax, so a grasp is chosen where its neighbours would succeed too (the
     single best pixel is the most over-estimated one). Training targets are unchanged."""
+    unet_head_bias_init: float = 0.0
+    """U-Net: initial bias of the Q-map head. With gamma 0 and a 0/1 success reward, 1.0 is an
+    optimistic start: every untried grasp looks like a success until tried."""
     height_scale_m: float = 0.05
     """U-Net: height/depth channels are divided by this (metres) so they are of order 1."""
 
@@ -88,6 +92,9 @@ class NetworkConfig:
                self.unet_depth)
         _check(self.height_scale_m > 0, "network.height_scale_m", "must be > 0",
                self.height_scale_m)
+        _check(math.isfinite(self.unet_head_bias_init) and abs(self.unet_head_bias_init) <= 100,
+               "network.unet_head_bias_init", "must be a finite number in [-100, 100]",
+               self.unet_head_bias_init)
         _check(1 <= self.unet_select_smoothing_px <= 15 and self.unet_select_smoothing_px % 2,
                "network.unet_select_smoothing_px", "must be an odd integer in [1, 15]",
                self.unet_select_smoothing_px)

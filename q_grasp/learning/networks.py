@@ -200,7 +200,8 @@ class UNetQMap(_Predictor):
                  activation: str = "relu", coord_channels: bool = True,
                  channel_scale: Sequence[float] | None = None,
                  channel_names: Sequence[str] | None = None,
-                 rotation_equivariant: bool = False, select_smoothing_px: int = 1) -> None:
+                 rotation_equivariant: bool = False, select_smoothing_px: int = 1,
+                 head_bias_init: float = 0.0) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels: must be >= 1, got {in_channels}")
@@ -232,6 +233,7 @@ class UNetQMap(_Predictor):
             "channel_names": None if channel_names is None else list(channel_names),
             "rotation_equivariant": bool(rotation_equivariant),
             "select_smoothing_px": int(select_smoothing_px),
+            "head_bias_init": float(head_bias_init),
         }
         act = _ACTIVATIONS[activation]
         self.register_buffer("channel_scale", torch.tensor(scale).view(1, -1, 1, 1))
@@ -245,6 +247,8 @@ class UNetQMap(_Predictor):
         # Equivariant: one Q-map head (grasps at yaw 0), applied to the image turned by -yaw_k
         # for every rotation k and turned back (see forward).
         self.head = nn.Conv2d(widths[0], 1 if rotation_equivariant else n_rotations, 1)
+        if head_bias_init:  # optimistic start: untried grasps look good until tried
+            nn.init.constant_(self.head.bias, float(head_bias_init))
 
     @property
     def n_actions(self) -> int:
@@ -426,7 +430,8 @@ def network_spec_for_env(env: gym.Env, cfg: NetworkConfig) -> tuple[str, dict[st
              for n in (names or [None] * c)]
     net = UNetQMap(c, n_actions // (h * w), h, w, cfg.unet_base_channels, cfg.unet_depth,
                    cfg.unet_up_mode, cfg.activation, cfg.unet_coord_channels, scale, names,
-                   cfg.unet_rotation_equivariant, cfg.unet_select_smoothing_px)
+                   cfg.unet_rotation_equivariant, cfg.unet_select_smoothing_px,
+                   cfg.unet_head_bias_init)
     return kind, net.config
 
 
