@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 
 from q_grasp.nodes.qos import DEFAULT_QOS
@@ -18,6 +19,8 @@ OK: bytes = DiagnosticStatus.OK
 WARN: bytes = DiagnosticStatus.WARN
 ERROR: bytes = DiagnosticStatus.ERROR
 STALE: bytes = DiagnosticStatus.STALE
+InvalidHandle = rclpy_implementation.InvalidHandle
+"""What rclpy raises when a destroyed (or being destroyed) entity is used."""
 
 
 def _text(value: Any) -> str:
@@ -122,4 +125,7 @@ class Diagnostics:
         msg = DiagnosticArray()
         msg.header.stamp = self._node.get_clock().now().to_msg()
         msg.status = [self.status()]
-        self._publisher.publish(msg)
+        try:
+            self._publisher.publish(msg)
+        except InvalidHandle:  # the node is being destroyed (a timer event already queued)
+            pass
