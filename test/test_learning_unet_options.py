@@ -139,5 +139,7 @@ def test_head_bias_init_starts_the_q_map_optimistic() -> None:
     with torch.no_grad():
         assert float(optimistic(obs).mean()) > 0.8 > float(plain(obs).mean().abs())
     assert build_network("unet", optimistic.config).config["head_bias_init"] == 1.0
+    with pytest.raises(ValueError, match="head_bias_init: must be a finite number"):
+        build_network("unet", {**optimistic.config, "head_bias_init": "high"})
     with pytest.raises(ValueError, match="network.unet_head_bias_init"):
         ExperimentConfig.from_dict({"network": {"unet_head_bias_init": float("nan")}})

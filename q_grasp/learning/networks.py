@@ -56,7 +56,9 @@ class _Predictor(nn.Module):
         return q_taken, float(q_all.detach().max(dim=1).values.mean())
 
     def predict_q(self, obs: np.ndarray) -> np.ndarray:
-        """Q-values (B, n_actions) for a numpy batch (or a single observation: (n_actions,))."""
+        """The values acting takes the argmax of (``acting_q_values``: the Q-values, or the
+        U-Net's smoothed Q-maps), (B, n_actions) for a numpy batch or (n_actions,) for one
+        observation."""
         obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self._device())
         single = obs_t.dim() == len(self.obs_shape)
         if single:
@@ -221,6 +223,12 @@ class UNetQMap(_Predictor):
                 or select_smoothing_px % 2 == 0):
             raise ValueError(f"select_smoothing_px: must be an odd integer in [1, 15], got "
                              f"{select_smoothing_px!r}")
+        try:
+            head_bias_init = float(head_bias_init)
+        except (TypeError, ValueError):
+            head_bias_init = math.nan
+        if not math.isfinite(head_bias_init):
+            raise ValueError("head_bias_init: must be a finite number")
         scale = [1.0] * in_channels if channel_scale is None else [float(s) for s in
                                                                    channel_scale]
         if len(scale) != in_channels:
