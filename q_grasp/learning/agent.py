@@ -50,7 +50,7 @@ class FailedGraspMemory:
     def record(self, action: int, success: bool, done: bool) -> None:
         """What the last attempt did; ``done``: the episode ended with it."""
         if success or done:
-            self._skip = None
+            self.clear()
             return
         n_rot, height, width = self.shape
         rot, rest = divmod(int(action), height * width)
@@ -59,6 +59,10 @@ class FailedGraspMemory:
             self._skip = np.zeros(self.shape, dtype=bool)
         r = self.radius_px
         self._skip[rot, max(row - r, 0):row + r + 1, max(col - r, 0):col + r + 1] = True
+
+    def clear(self) -> None:
+        """Forget every failed grasp (a new scene)."""
+        self._skip = None
 
     def mask(self) -> np.ndarray | None:
         """Flat bool mask of the actions to skip (None: nothing to skip, or everything)."""
@@ -111,7 +115,7 @@ class Actor:
     def new_episode(self) -> None:
         """Forget the failed grasps (a new scene)."""
         if self.failed_grasps is not None:
-            self.failed_grasps.record(0, success=False, done=True)
+            self.failed_grasps.clear()
 
     def skip_mask(self) -> np.ndarray | None:
         """Actions greedy choices skip now (None: none)."""

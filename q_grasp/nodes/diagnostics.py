@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 
 from q_grasp.nodes.qos import DEFAULT_QOS
@@ -19,8 +18,6 @@ OK: bytes = DiagnosticStatus.OK
 WARN: bytes = DiagnosticStatus.WARN
 ERROR: bytes = DiagnosticStatus.ERROR
 STALE: bytes = DiagnosticStatus.STALE
-InvalidHandle = rclpy_implementation.InvalidHandle
-"""What rclpy raises when a destroyed (or being destroyed) entity is used."""
 
 
 def _text(value: Any) -> str:
@@ -125,7 +122,4 @@ class Diagnostics:
         msg = DiagnosticArray()
         msg.header.stamp = self._node.get_clock().now().to_msg()
         msg.status = [self.status()]
-        try:
-            self._publisher.publish(msg)
-        except InvalidHandle:  # the node is being destroyed (a timer event already queued)
-            pass
+        self._publisher.publish(msg)
