@@ -14,7 +14,7 @@ def _random_policy_eval(env, episodes, seed):
     class RandomActor:
         rng = np.random.default_rng(0)
 
-        def act(self, obs, greedy=False):
+        def act(self, obs, greedy=False, action_mask=None):
             return int(self.rng.integers(env.action_space.n))
 
     return evaluate(env, RandomActor(), episodes, seed=seed)

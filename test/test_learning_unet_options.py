@@ -143,3 +143,31 @@ def test_head_bias_init_starts_the_q_map_optimistic() -> None:
         build_network("unet", {**optimistic.config, "head_bias_init": "high"})
     with pytest.raises(ValueError, match="network.unet_head_bias_init"):
         ExperimentConfig.from_dict({"network": {"unet_head_bias_init": float("nan")}})
+
+
+def test_sigmoid_output_bounds_the_q_map_and_still_learns_a_success_probability() -> None:
+    torch.manual_seed(0)
+    net = UNetQMap(1, 1, 8, 8, base_channels=4, depth=1, output="sigmoid",
+                   head_bias_init=5.0)
+    obs = torch.rand(4, 1, 8, 8) * 50.0
+    with torch.no_grad():
+        q = net(obs)
+    assert float(q.min()) > 0.0 and float(q.max()) < 1.0
+    # Regress one pixel towards 0 and another towards 1: both move, neither leaves (0, 1).
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    x = torch.ones(1, 1, 8, 8)
+    for _ in range(150):
+        out = net(x).flatten()
+        loss = (out[0] - 0.0) ** 2 + (out[63] - 1.0) ** 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = net(x).flatten()
+    assert float(out[0]) < 0.2 and float(out[63]) > 0.8
+    rebuilt = build_network("unet", net.config)
+    assert rebuilt.config["output"] == "sigmoid"
+    with pytest.raises(ValueError, match="output: must be 'linear' or 'sigmoid'"):
+        UNetQMap(1, 1, 8, 8, output="tanh")
+    with pytest.raises(ValueError, match="network.unet_output"):
+        ExperimentConfig.from_dict({"network": {"unet_output": "relu"}})

@@ -21,6 +21,7 @@ from q_grasp.sim.camera import CameraConfig, PinholeCamera
 from q_grasp.sim.robot import SimRobot, SimRobotConfig
 from q_grasp.sim.scene import PRIMITIVE_SHAPES, Scene, SceneConfig
 from q_grasp.skills.grasp import GraspOutcome, GraspSkillConfig, execute_grasp
+from q_grasp.skills.reach import TopDownReach
 
 OBSERVATION_CHANNELS = {
     "rgb": ("r", "g", "b"),
@@ -72,6 +73,11 @@ class GraspConfig:
     """Objects whose centre is pushed more than this (m) outside the workspace are removed
     after an attempt, as if they fell off a tray: the workspace is what the arm reaches
     top-down, so they could not be grasped again. None keeps them."""
+    action_mask: bool = True
+    """Put ``info["action_mask"]`` (int8, one entry per action, 1 = allowed; the gymnasium
+    convention) in every reset and step: the grasps whose surface point the arm can reach
+    top-down (``q_grasp.skills.reach.TopDownReach``, built from the project's IK once per
+    process, a few seconds). Agents that honour it never waste an attempt out of reach."""
     settle_steps: int = 60
     """Physics steps after each attempt so that dropped or pushed objects come to rest."""
     render_size: tuple[int, int] = (240, 320)
@@ -213,6 +219,7 @@ class TopDownGraspEnv(gymnasium.Env):
         self._attempts = 0
         self._needs_reset = True
         self._first_reset = True
+        self._reach: TopDownReach | None = None
 
     # ----------------------------------------------------------------------------- actions
     def decode_action(self, action: int | np.integer) -> tuple[int, int, int]:
@@ -247,6 +254,26 @@ class TopDownGraspEnv(gymnasium.Env):
         """World point (m) of the surface seen at pixel (row, col) of the current observation."""
         return self.camera.pixel_to_world(col, row, float(self._depth[row, col]))
 
+    @property
+    def reach(self) -> TopDownReach:
+        """Where this arm's top-down grasp can run (built on first use, cached per process)."""
+        if self._reach is None:
+            self._reach = TopDownReach(self.chain, self.config.skill)
+        return self._reach
+
+    def surface_points(self) -> np.ndarray:
+        """World points (H, W, 3) (m) of the surface seen at every pixel of the observation."""
+        v, u = np.mgrid[0:self.height, 0:self.width]
+        return self.camera.pixel_to_world(u, v, self._depth)
+
+    def action_mask(self) -> np.ndarray:
+        """int8 (R*H*W,): 1 for the actions of the current observation the arm can reach."""
+        return self.reach.action_mask(self.surface_points(), self.num_rotations).astype(np.int8)
+
+    def _add_action_mask(self, info: dict[str, Any]) -> None:
+        if self.config.action_mask:
+            info["action_mask"] = self.action_mask()
+
     # ----------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -267,7 +294,9 @@ class TopDownGraspEnv(gymnasium.Env):
         self._attempts = 0
         self._needs_reset = False
         obs = self._observe()
-        return obs, {"num_objects": len(objects)}
+        info: dict[str, Any] = {"num_objects": len(objects)}
+        self._add_action_mask(info)
+        return obs, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
@@ -311,6 +340,7 @@ class TopDownGraspEnv(gymnasium.Env):
             "attempts": self._attempts,
             "message": outcome.message,
         }
+        self._add_action_mask(info)
         return obs, reward, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:

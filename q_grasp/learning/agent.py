@@ -78,9 +78,23 @@ def masked_argmax(q_values: np.ndarray, skip: np.ndarray | None) -> int:
     return int(np.argmax(np.where(skip, -np.inf, q_values)))
 
 
+def check_action_mask(mask: Any, n_actions: int) -> np.ndarray | None:
+    """A flat bool array of allowed actions from an ``info["action_mask"]``-style value, or None
+    when there is none or it allows nothing (then every action stays allowed)."""
+    if mask is None:
+        return None
+    allowed = np.asarray(mask).reshape(-1)
+    if allowed.shape != (n_actions,):
+        raise ValueError(f"action mask: expected {n_actions} entries (one per action), got "
+                         f"shape {np.shape(mask)}")
+    allowed = allowed.astype(bool, copy=False)
+    return allowed if allowed.any() else None
+
+
 class Actor:
-    """Chooses actions: epsilon-greedy or Boltzmann on the Q-network's output (greedy choices
-    skip the episode's failed grasps when ``exploration.retry_exclusion_px`` >= 0)."""
+    """Chooses actions: epsilon-greedy or Boltzmann on the Q-network's output, only among the
+    actions an environment's action mask allows (``exploration.use_action_mask``); greedy
+    choices also skip the episode's failed grasps when ``exploration.retry_exclusion_px`` >= 0."""
 
     def __init__(self, q_net: QNetwork | UNetQMap, exploration: ExplorationConfig,
                  total_steps: int, seed: int | None = None) -> None:
@@ -117,37 +131,64 @@ class Actor:
         if self.failed_grasps is not None:
             self.failed_grasps.clear()
 
-    def skip_mask(self) -> np.ndarray | None:
-        """Actions greedy choices skip now (None: none)."""
-        return None if self.failed_grasps is None else self.failed_grasps.mask()
+    def allowed_actions(self, action_mask: Any = None) -> np.ndarray | None:
+        """The flat bool mask of actions this actor may take (None: all), from an
+        environment's action mask when ``exploration.use_action_mask`` is on."""
+        if not self.exploration.use_action_mask:
+            return None
+        return check_action_mask(action_mask, self.q_net.n_actions)
 
-    def _greedy(self, obs: np.ndarray) -> int:
-        skip = self.skip_mask()
+    def skip_mask(self, allowed: np.ndarray | None = None) -> np.ndarray | None:
+        """Actions greedy choices skip now (None: none): the episode's failed grasps and the
+        actions outside ``allowed``; the failed grasps are forgotten when they would leave
+        nothing."""
+        failed = None if self.failed_grasps is None else self.failed_grasps.mask()
+        if allowed is None:
+            return failed
+        blocked = ~allowed
+        if failed is not None:
+            both = blocked | failed
+            if not both.all():
+                return both
+        return blocked
+
+    def _greedy(self, obs: np.ndarray, allowed: np.ndarray | None = None) -> int:
+        skip = self.skip_mask(allowed)
         with self.lock:
             if skip is None:
                 return int(self.q_net.predict(obs))
             return masked_argmax(self.q_net.predict_q(obs), skip)
+
+    def random_action(self, allowed: np.ndarray | None = None) -> int:
+        """A uniformly random action (among ``allowed`` when given)."""
+        if allowed is None:
+            return int(self.rng.integers(self.q_net.n_actions))
+        return int(self.rng.choice(np.flatnonzero(allowed)))
 
     def exploration_value(self, step: int) -> float:
         """Epsilon (or Boltzmann temperature) at environment step `step`."""
         return float(self.schedule(step))
 
     def act(self, obs: np.ndarray, step: int | None = None, *, greedy: bool = False,
-            epsilon: float | None = None) -> int:
-        """Action for one observation: greedy, with the given epsilon, or by the schedule."""
+            epsilon: float | None = None, action_mask: Any = None) -> int:
+        """Action for one observation: greedy, with the given epsilon, or by the schedule;
+        ``action_mask`` is the environment's ``info["action_mask"]`` (1 = allowed), if any."""
+        allowed = self.allowed_actions(action_mask)
         if greedy:
             epsilon = self.exploration.eval_epsilon
             if epsilon == 0.0:
-                return self._greedy(obs)
+                return self._greedy(obs, allowed)
         value = epsilon if epsilon is not None else self.exploration_value(step or 0)
         if self.exploration.strategy == "boltzmann" and not greedy and epsilon is None:
             with self.lock:
                 q = self.q_net.predict_q(obs)
+            if allowed is not None:
+                q = np.where(allowed, q, np.finfo(np.float32).min)
             return int(boltzmann(q[None], value, self.rng)[0])
         # Draw the coin first so that exploring steps skip the forward pass.
         if self.rng.random() < value:
-            return int(self.rng.integers(self.q_net.n_actions))
-        return self._greedy(obs)
+            return self.random_action(allowed)
+        return self._greedy(obs, allowed)
 
     def act_batch(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions for a batch of observations."""
@@ -244,8 +285,8 @@ class Agent:
     def exploration_value(self) -> float:
         return self.actor.exploration_value(self.env_steps)
 
-    def act(self, obs: np.ndarray, greedy: bool = False) -> int:
-        return self.actor.act(obs, self.env_steps, greedy=greedy)
+    def act(self, obs: np.ndarray, greedy: bool = False, action_mask: Any = None) -> int:
+        return self.actor.act(obs, self.env_steps, greedy=greedy, action_mask=action_mask)
 
     def observe(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray,
                 terminated: bool, truncated: bool) -> None:

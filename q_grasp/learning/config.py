@@ -79,6 +79,10 @@ class NetworkConfig:
     unet_head_bias_init: float = 0.0
     """U-Net: initial bias of the Q-map head. With gamma 0 and a 0/1 success reward, 1.0 is an
     optimistic start: every untried grasp looks like a success until tried."""
+    unet_output: Literal["linear", "sigmoid"] = "linear"
+    """U-Net: "sigmoid" bounds every Q-value to (0, 1), for Q-maps that are success
+    probabilities (gamma 0 and 0/1 rewards, as for grasping); "linear" is the usual
+    unbounded head. The head bias is then a logit (``unet_head_bias_init``)."""
     height_scale_m: float = 0.05
     """U-Net: height/depth channels are divided by this (metres) so they are of order 1."""
 
@@ -234,6 +238,10 @@ class ExplorationConfig:
     rotation within this many pixels (Chebyshev distance) of its pixel until an attempt
     succeeds or the episode ends. A deterministic policy otherwise repeats a failed grasp on
     an unchanged scene until the episode ends. -1: off."""
+    use_action_mask: bool = True
+    """Act only on the actions the environment allows in ``info["action_mask"]`` (the
+    gymnasium convention; TopDownGrasp lists the grasps the arm can reach there), both when
+    exploring and when greedy. Environments without a mask are unaffected."""
 
     def validate(self) -> None:
         lo = "exploration.start"

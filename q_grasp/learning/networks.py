@@ -203,7 +203,7 @@ class UNetQMap(_Predictor):
                  channel_scale: Sequence[float] | None = None,
                  channel_names: Sequence[str] | None = None,
                  rotation_equivariant: bool = False, select_smoothing_px: int = 1,
-                 head_bias_init: float = 0.0) -> None:
+                 head_bias_init: float = 0.0, output: str = "linear") -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels: must be >= 1, got {in_channels}")
@@ -223,6 +223,8 @@ class UNetQMap(_Predictor):
                 or select_smoothing_px % 2 == 0):
             raise ValueError(f"select_smoothing_px: must be an odd integer in [1, 15], got "
                              f"{select_smoothing_px!r}")
+        if output not in ("linear", "sigmoid"):
+            raise ValueError(f"output: must be 'linear' or 'sigmoid', got {output!r}")
         try:
             head_bias_init = float(head_bias_init)
         except (TypeError, ValueError):
@@ -242,6 +244,7 @@ class UNetQMap(_Predictor):
             "rotation_equivariant": bool(rotation_equivariant),
             "select_smoothing_px": int(select_smoothing_px),
             "head_bias_init": float(head_bias_init),
+            "output": output,
         }
         act = _ACTIVATIONS[activation]
         self.register_buffer("channel_scale", torch.tensor(scale).view(1, -1, 1, 1))
@@ -329,7 +332,10 @@ class UNetQMap(_Predictor):
         h = skips.pop()
         for block in self.up:
             h = block(h, skips.pop())
-        return self.head(h)[:, :, :height, :width]
+        q = self.head(h)[:, :, :height, :width]
+        # A success probability (gamma 0, 0/1 rewards) cannot leave [0, 1]; a linear head's
+        # never-tried pixels drift above 1 and then win the argmax.
+        return torch.sigmoid(q) if self.config["output"] == "sigmoid" else q
 
     def predict_pixel(self, obs: np.ndarray) -> tuple[int, int, int]:
         """Greedy (rotation, row, col) for one observation (C, H, W)."""
@@ -439,7 +445,7 @@ def network_spec_for_env(env: gym.Env, cfg: NetworkConfig) -> tuple[str, dict[st
     net = UNetQMap(c, n_actions // (h * w), h, w, cfg.unet_base_channels, cfg.unet_depth,
                    cfg.unet_up_mode, cfg.activation, cfg.unet_coord_channels, scale, names,
                    cfg.unet_rotation_equivariant, cfg.unet_select_smoothing_px,
-                   cfg.unet_head_bias_init)
+                   cfg.unet_head_bias_init, cfg.unet_output)
     return kind, net.config
 
 

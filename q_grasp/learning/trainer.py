@@ -128,7 +128,7 @@ def evaluate(env: gym.Env, actor: Actor, episodes: int, seed: int = EVAL_SEED_BA
             obs, info = env.reset(seed=seed + i)
             total, length, done = 0.0, 0, False
             while not done:
-                action = actor.act(obs, greedy=True)
+                action = actor.act(obs, greedy=True, action_mask=info.get("action_mask"))
                 if on_step is not None:
                     on_step(obs, action, info)
                 obs, reward, terminated, truncated, info = env.step(action)
@@ -301,10 +301,10 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
     t_log, step_log = t_start, agent.env_steps
     extra = {"seed": seed}
 
-    obs, _ = env.reset(seed=seed + 7919 * agent.episodes)
+    obs, info = env.reset(seed=seed + 7919 * agent.episodes)
     ep_return, ep_len = 0.0, 0
     while agent.env_steps < tcfg.total_steps:
-        action = agent.act(obs)
+        action = agent.act(obs, action_mask=info.get("action_mask"))
         next_obs, reward, terminated, truncated, info = env.step(action)
         agent.observe(obs, action, float(reward), next_obs, terminated, truncated)
         agent.actor.record_outcome(action, bool(info.get("is_success", False)),
@@ -326,7 +326,7 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
                                 "success": "" if success is None else int(bool(success))})
             if relabeler is not None:
                 relabeler.end_episode()
-            obs, _ = env.reset()
+            obs, info = env.reset()
             ep_return, ep_len = 0.0, 0
 
         if step >= tcfg.learning_starts and step % tcfg.train_freq == 0:

@@ -329,6 +329,7 @@ class PolicyNode(Node):
 
         env_cfg = self.setup.env_config
         self.chain = KinematicChain.from_robot_config(self.robot)
+        self._reach = None  # TopDownReach, built at the first grasp decision
         self.channels = tuple(self.setup.spaces.image_channels)
         self.image_hw = tuple(env_cfg.image_size)
         self.n_rotations = int(env_cfg.num_rotations)
@@ -477,7 +478,8 @@ class PolicyNode(Node):
         cfg = self.config
         return exploration_config(cfg.epsilon_schedule, cfg.epsilon_start, cfg.epsilon_end,
                                   cfg.eval_epsilon, cfg.epsilon_decay_steps,
-                                  self.setup.experiment.exploration.retry_exclusion_px)
+                                  self.setup.experiment.exploration.retry_exclusion_px,
+                                  self.setup.experiment.exploration.use_action_mask)
 
     def _epsilon(self) -> float:
         cfg = self.config
@@ -667,7 +669,9 @@ class PolicyNode(Node):
             epsilon = self._epsilon()
             self.arm.mark_decision()
             q = self._q_values(obs)
-            action, _ = choose_action(q, epsilon, self.actor.rng, self.actor.skip_mask())
+            allowed = self._reachable_actions(frame)
+            action, _ = choose_action(q, epsilon, self.actor.rng, self.actor.skip_mask(allowed),
+                                      allowed)
             rot, row, col = decode_grasp_action(action, self.n_rotations, h, w)
             yaw = rot * math.pi / self.n_rotations
             depth = float(frame.depth[row, col])
@@ -701,6 +705,21 @@ class PolicyNode(Node):
             if terminated or truncated:
                 return
             obs, frame = next_obs, next_frame
+
+    def _reachable_actions(self, frame: CameraFrame) -> np.ndarray | None:
+        """Flat bool mask of the grasps the arm can reach in this frame (None: the experiment
+        switched the mask off, or nothing is reachable)."""
+        if not self.actor.exploration.use_action_mask:
+            return None
+        if self._reach is None:
+            from q_grasp.skills.reach import TopDownReach
+
+            self._reach = TopDownReach(self.chain, self.setup.env_config.skill)
+        points = frame.camera.surface_points(frame.depth)
+        mask = self._reach.action_mask(points, self.n_rotations)
+        if not mask.any():
+            self.diagnostics.count("grasp_nothing_reachable")
+        return self.actor.allowed_actions(mask)
 
     # ----------------------------------------------------------------------------- display
 

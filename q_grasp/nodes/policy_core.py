@@ -32,7 +32,6 @@ from q_grasp.learning.networks import (
     check_network_matches_env,
     network_spec_for_env,
 )
-from q_grasp.learning.schedules import epsilon_greedy
 from q_grasp.learning.tasks import default_config, resolve_task
 from q_grasp.wire import TransitionBatch
 
@@ -197,26 +196,36 @@ def load_task(task: str, *, experiment_config: str = "", checkpoint: str = "",
 
 def exploration_config(schedule: str, start: float, end: float, eval_epsilon: float,
                        decay_steps: int, retry_exclusion_px: int = -1,
-                       ) -> tuple[ExplorationConfig, int]:
+                       use_action_mask: bool = True) -> tuple[ExplorationConfig, int]:
     """The learning core's ExplorationConfig for the node's epsilon parameters (and the
-    experiment's failed-grasp exclusion), and the ``total_steps`` that makes a linear schedule
-    reach ``end`` after ``decay_steps``."""
+    experiment's failed-grasp exclusion and reachability mask), and the ``total_steps`` that
+    makes a linear schedule reach ``end`` after ``decay_steps``."""
     cfg = ExplorationConfig(strategy="epsilon_greedy", schedule=schedule, start=start, end=end,
                             fraction=1.0, decay_steps=float(max(decay_steps, 1)),
-                            eval_epsilon=eval_epsilon, retry_exclusion_px=retry_exclusion_px)
+                            eval_epsilon=eval_epsilon, retry_exclusion_px=retry_exclusion_px,
+                            use_action_mask=bool(use_action_mask))
     cfg.validate()
     return cfg, max(int(decay_steps), 1)
 
 
 def choose_action(q_values: np.ndarray, epsilon: float, rng: np.random.Generator,
-                  skip: np.ndarray | None = None) -> tuple[int, bool]:
-    """Epsilon-greedy over flat Q-values (n_actions,): (action, whether it was random). The
-    greedy choice leaves out the actions in ``skip`` (the episode's failed grasps)."""
-    q = np.asarray(q_values).reshape(1, -1)
+                  skip: np.ndarray | None = None, allowed: np.ndarray | None = None,
+                  ) -> tuple[int, bool]:
+    """Epsilon-greedy over flat Q-values (n_actions,): (action, whether it was random). Random
+    choices are drawn among ``allowed`` (flat bool, None: all actions); the greedy choice
+    leaves out the actions in ``skip`` (e.g. the episode's failed grasps and those outside
+    ``allowed``, see Actor.skip_mask)."""
+    q = np.asarray(q_values).reshape(-1)
     if skip is not None:
-        q = np.where(skip.reshape(1, -1), -np.inf, q)
-    action = int(epsilon_greedy(q, epsilon, rng)[0])
-    return action, action != int(q[0].argmax())
+        q = np.where(skip.reshape(-1), -np.inf, q)
+    greedy = int(q.argmax())
+    if rng.random() < epsilon:
+        if allowed is None:
+            action = int(rng.integers(q.size))
+        else:
+            action = int(rng.choice(np.flatnonzero(allowed)))
+        return action, action != greedy
+    return greedy, False
 
 
 # --------------------------------------------------------------------------------- reacher
@@ -330,12 +339,20 @@ class CameraModel:
         rays = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u, float)], axis=-1)
         self._z_per_depth = (rays @ self.rotation.T)[..., 2]
 
-    def pixel_to_world(self, u: float, v: float, depth_m: float) -> np.ndarray:
-        """World point (3,) seen at pixel (u=col, v=row) at ``depth_m`` along the optical axis."""
+    def pixel_to_world(self, u: np.ndarray | float, v: np.ndarray | float,
+                       depth_m: np.ndarray | float) -> np.ndarray:
+        """World point(s) seen at pixel (u=col, v=row) at ``depth_m`` along the optical axis:
+        (3,) for scalars, (..., 3) for arrays (broadcast together)."""
         K = self.K
-        pc = np.array([(u - K[0, 2]) / K[0, 0] * depth_m, (v - K[1, 2]) / K[1, 1] * depth_m,
-                       depth_m])
-        return self.rotation @ pc + self.position
+        u, v, d = np.broadcast_arrays(np.asarray(u, np.float64), np.asarray(v, np.float64),
+                                      np.asarray(depth_m, np.float64))
+        pc = np.stack([(u - K[0, 2]) / K[0, 0] * d, (v - K[1, 2]) / K[1, 1] * d, d], axis=-1)
+        return pc @ self.rotation.T + self.position
+
+    def surface_points(self, depth: np.ndarray) -> np.ndarray:
+        """World points (H, W, 3) (m) of the surface seen at every pixel of a depth image."""
+        v, u = np.mgrid[0:self.height, 0:self.width]
+        return self.pixel_to_world(u, v, depth)
 
     def heightmap(self, depth: np.ndarray) -> np.ndarray:
         """Height above the table (world z, m) of the surface seen at every pixel."""
