@@ -180,7 +180,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     count = {"n": 0}
     render_failed: list[str] = []
 
-    def on_step(obs, action, _info) -> None:
+    def on_step(obs, action, info) -> None:
         if args.video and len(frames) < args.max_frames:
             frame = None
             if render_mode and not render_failed:
@@ -196,8 +196,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             q_map = net.predict_q_map(obs)
             rot, row, col = (int(x) for x in np.unravel_index(int(action), q_map.shape))
             direction = closing_direction_px(env, row, col, rot * np.pi / q_map.shape[0])
+            mask = info.get("action_mask")
+            reachable = None if mask is None else np.asarray(mask).reshape(q_map.shape)[0] > 0
             save_png(q_map_overlay(obs, q_map, channels, (rot, row, col),
-                                   closing_dir_px=direction),
+                                   closing_dir_px=direction, reachable=reachable),
                      qmap_dir / f"qmap_{count['n']:04d}.png")
             count["n"] += 1
 

@@ -139,3 +139,21 @@ def test_action_masks_are_validated_and_choose_action_draws_within_them() -> Non
     assert choose_action(q, 0.0, rng, ~allowed, allowed) == (1, False)
     draws = {choose_action(q, 1.0, rng, ~allowed, allowed)[0] for _ in range(50)}
     assert draws == {0, 1}
+
+
+def test_q_map_image_darkens_unreachable_pixels_and_scales_colours_to_the_reachable() -> None:
+    from q_grasp.learning.visualize import q_map_overlay
+
+    obs = np.full((4, 8, 8), 0.5, np.float32)
+    q_map = np.zeros((2, 8, 8), np.float32)
+    q_map[0, 7, 0] = 100.0          # an unreachable outlier must not flatten the colours
+    q_map[1, 3, 3] = 1.0
+    reachable = np.ones((8, 8), bool)
+    reachable[6:, :] = False
+    channels = ("r", "g", "b", "height")
+    img = q_map_overlay(obs, q_map, channels, None, scale=4, reachable=reachable)
+    plain = q_map_overlay(obs, q_map, channels, None, scale=4)
+    assert img.shape == (32, 32, 3)
+    assert img[30, 10].max() < plain[30, 10].max()  # an unreachable pixel: darkened
+    # The best reachable pixel gets the top of the colour scale only when the outlier is out.
+    assert not np.array_equal(img[14, 14], plain[14, 14])

@@ -38,19 +38,26 @@ def camera_image(obs: np.ndarray, channel_names: Sequence[str] | None) -> np.nda
 
 def q_map_overlay(obs: np.ndarray, q_map: np.ndarray, channel_names: Sequence[str] | None,
                   action: tuple[int, int, int] | None = None, scale: int = 4,
-                  closing_dir_px: tuple[float, float] | None = None) -> np.ndarray:
+                  closing_dir_px: tuple[float, float] | None = None,
+                  reachable: np.ndarray | None = None) -> np.ndarray:
     """Max-over-rotations Q-map as a heat map over the camera image, the grasp marked.
 
     The grasp is drawn as a line along the finger closing direction: `closing_dir_px` (d_col,
     d_row) when the caller knows the camera (see `closing_direction_px`), else yaw = rot*pi/R
-    drawn as if image x were world x.
+    drawn as if image x were world x. `reachable` (H, W bool): pixels outside it (grasps the
+    arm cannot reach, never chosen) show the darkened camera image, and the colour scale
+    spans the reachable pixels only.
     """
     base = camera_image(obs, channel_names)
     q_max = q_map.max(axis=0)
-    lo, hi = float(q_max.min()), float(q_max.max())
-    norm = (q_max - lo) / (hi - lo) if hi > lo else np.zeros_like(q_max)
+    inside = None if reachable is None or not np.any(reachable) else np.asarray(reachable, bool)
+    shown = q_max if inside is None else q_max[inside]
+    lo, hi = float(shown.min()), float(shown.max())
+    norm = np.clip((q_max - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(q_max)
     heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
     img = (0.5 * base + 0.5 * heat).astype(np.uint8)
+    if inside is not None:
+        img[~inside] = (0.35 * base[~inside]).astype(np.uint8)
     h, w = img.shape[:2]
     img = cv2.resize(img, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
     if action is not None:

@@ -677,7 +677,7 @@ class PolicyNode(Node):
             depth = float(frame.depth[row, col])
             if cfg.publish_q_map:
                 self._publish_q_map(obs, q.reshape(self.n_rotations, h, w), (rot, row, col),
-                                    frame)
+                                    frame, None if allowed is None else allowed[:h * w])
             if math.isfinite(depth) and depth > 0:
                 point = frame.camera.pixel_to_world(col, row, depth)
                 self._publish_markers(grasp=(point, yaw))
@@ -724,9 +724,11 @@ class PolicyNode(Node):
     # ----------------------------------------------------------------------------- display
 
     def _publish_q_map(self, obs: np.ndarray, q_map: np.ndarray, action: tuple[int, int, int],
-                       frame: CameraFrame) -> None:
+                       frame: CameraFrame, reachable: np.ndarray | None = None) -> None:
         picture = q_map_overlay(obs, q_map, self.channels, action,
-                                scale=self.config.q_map_scale)
+                                scale=self.config.q_map_scale,
+                                reachable=None if reachable is None
+                                else reachable.reshape(q_map.shape[1:]))
         self._q_map_pub.publish(image_msg(np.ascontiguousarray(picture, np.uint8), "rgb8",
                                           frame.stamp, frame.frame_id))
 
