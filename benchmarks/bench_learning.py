@@ -24,10 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from q_grasp.learning.agent import Actor  # noqa: E402
+from q_grasp.learning.checkpoint import load_checkpoint  # noqa: E402
 from q_grasp.learning.config import ExperimentConfig  # noqa: E402
 from q_grasp.learning.plotting import plot_runs  # noqa: E402
-from q_grasp.learning.tasks import default_config  # noqa: E402
-from q_grasp.learning.trainer import run_training  # noqa: E402
+from q_grasp.learning.tasks import default_config, make_env  # noqa: E402
+from q_grasp.learning.trainer import EVAL_SEED_BASE, evaluate, run_training  # noqa: E402
 
 BENCHMARKS = {
     # name: (env id, config overrides, metric, target, budget)
@@ -64,6 +66,26 @@ def config_for(name: str, steps: int | None) -> ExperimentConfig:
     return ExperimentConfig.from_dict(data)
 
 
+def reevaluate(run_dir: Path, cfg: ExperimentConfig, seed: int, episodes: int) -> dict:
+    """Greedy evaluation of run_dir/model.safetensors on `episodes` episodes, starting at the
+    trainer's final-evaluation seed, with the run's exploration settings (action mask,
+    failed-grasp memory); cached in run_dir/eval_<episodes>.json."""
+    cache = run_dir / f"eval_{episodes}.json"
+    model = run_dir / "model.safetensors"
+    if cache.is_file() and cache.stat().st_mtime >= model.stat().st_mtime:
+        return json.loads(cache.read_text())
+    ckpt = load_checkpoint(model)
+    env = make_env(cfg.env)
+    try:
+        ckpt.check_env(env)
+        actor = Actor(ckpt.build_network(), cfg.exploration, cfg.training.total_steps, seed=seed)
+        result = evaluate(env, actor, episodes, seed=EVAL_SEED_BASE + 10_000 * seed + 5_000)
+    finally:
+        env.close()
+    cache.write_text(json.dumps(result.to_dict(), indent=2))
+    return result.to_dict()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="reacher,cartpole",
@@ -75,6 +97,10 @@ def main() -> int:
                         help="where the run folders go")
     parser.add_argument("--collect", action="store_true",
                         help="do not train: rebuild the results from existing run folders")
+    parser.add_argument("--eval-episodes", type=int, default=0,
+                        help="judge each run's final model on this many greedy episodes (the "
+                             "trainer's final-evaluation scenes and more; kept in the run folder "
+                             "as eval_N.json) instead of the trainer's own final evaluation")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
@@ -95,6 +121,8 @@ def main() -> int:
                              plot=False)
             saved = json.loads((run_dir / "eval.json").read_text())
             ev = saved["final_eval"]
+            if args.eval_episodes:
+                ev = reevaluate(run_dir, cfg, seed, args.eval_episodes)
             best = saved.get("best_eval")
             per_seed.append({"seed": seed, "value": ev[metric], "final_eval": ev,
                              "best_model_value": None if not best else best[metric],
@@ -114,6 +142,7 @@ def main() -> int:
         results[name] = {
             "env_id": env_id, "metric": metric, "target": target, "budget_steps": budget,
             "steps": per_seed[0]["env_steps"], "seeds": seeds, "median": median,
+            "eval_episodes": args.eval_episodes or cfg.training.final_eval_episodes,
             "met": bool(median >= target and per_seed[0]["env_steps"] <= budget),
             "median_best_model": best_median,
             "per_seed": per_seed, "curves_png": png.name, "config": cfg.to_dict(),

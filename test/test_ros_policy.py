@@ -310,6 +310,12 @@ class TestGrasp:
         probe.wait(lambda: "decision_latency_ms" in probe.diag and "resets" in probe.diag, 10.0,
                    "grasp diagnostics", log)
         assert int(probe.diag.get("rejected.color_image.wrong_size", 0)) == 0
+        # Grasps are chosen among those the arm can reach (random pixels fail IK ~40% of the
+        # time), so none of the first attempts asks for an unreachable pose.
+        probe.wait(lambda: len(probe.transitions) >= 4, 60.0, "4 grasp transitions", log)
+        probe.wait(lambda: int(probe.diag.get("steps", 0)) >= 4, 10.0,
+                   "diagnostics after 4 attempts", log)
+        assert int(probe.diag.get("grasp_ik_failures", 0)) == 0
         assert policy.poll() is None
 
     def test_bad_sensor_messages_rejected_counted_survived(self, grasp) -> None:

@@ -473,8 +473,8 @@ class PolicyNode(Node):
             self.context.try_shutdown()
 
     def _exploration(self) -> tuple[ExplorationConfig, int]:
-        """Epsilon from the node's parameters; the failed-grasp exclusion from the experiment
-        (as the single-process loop acts)."""
+        """Epsilon from the node's parameters; the failed-grasp exclusion and the reachability
+        mask from the experiment (as the single-process loop acts)."""
         cfg = self.config
         return exploration_config(cfg.epsilon_schedule, cfg.epsilon_start, cfg.epsilon_end,
                                   cfg.eval_epsilon, cfg.epsilon_decay_steps,
