@@ -12,6 +12,7 @@ stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -158,6 +159,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise CliError(f"--episodes: must be >= 1, got {args.episodes}")
+    if not 0.0 <= args.epsilon <= 1.0:
+        raise CliError(f"--epsilon: must be in [0, 1], got {args.epsilon}")
     ckpt = load_checkpoint(args.checkpoint)
     env_info = ckpt.env or {}
     env_cfg = ckpt.config.env if ckpt.config else EnvConfig(id=env_info.get("id", ""))
@@ -172,8 +175,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env = make_env(env_cfg, render_mode=render_mode)
     ckpt.check_env(env)
     net = ckpt.build_network()
-    actor = Actor(net, ExplorationConfig(eval_epsilon=args.epsilon), total_steps=1,
-                  seed=args.seed)
+    # Act as the run did (its reachability mask and failed-grasp memory), greedy or with
+    # --epsilon.
+    exploration = (dataclasses.replace(ckpt.config.exploration, eval_epsilon=args.epsilon)
+                   if ckpt.config else ExplorationConfig(eval_epsilon=args.epsilon))
+    actor = Actor(net, exploration, total_steps=1, seed=args.seed)
     frames: list = []
     channels = image_channel_names(env)
     qmap_dir = Path(args.qmap_dir) if args.qmap_dir else None

@@ -72,6 +72,8 @@ def test_multi_seed_run_writes_seed_folders_and_summary(tmp_path, capsys):
     (["train", "--task", "cartpole", "--set", "gamma=2"], "expected section.field=value"),
     (["train", "--task", "cartpole", "--seeds", "0,x"], "--seeds: expected"),
     (["eval", "--checkpoint", "missing.safetensors"], "no such file"),
+    (["eval", "--checkpoint", "missing.safetensors", "--epsilon", "1.5"],
+     r"--epsilon: must be in \[0, 1\]"),
     (["plot", "nowhere", "--out", "x.png"], "holds no progress.csv"),
 ])
 def test_bad_input_gives_one_clear_error(argv, match, capsys, tmp_path, monkeypatch):
