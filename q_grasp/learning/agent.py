@@ -91,6 +91,14 @@ def check_action_mask(mask: Any, n_actions: int) -> np.ndarray | None:
     return allowed if allowed.any() else None
 
 
+def random_allowed_action(rng: np.random.Generator, n_actions: int,
+                          allowed: np.ndarray | None = None) -> int:
+    """A uniformly random action, among the ``allowed`` ones (flat bool) when given."""
+    if allowed is None:
+        return int(rng.integers(n_actions))
+    return int(rng.choice(np.flatnonzero(allowed)))
+
+
 class Actor:
     """Chooses actions: epsilon-greedy or Boltzmann on the Q-network's output, only among the
     actions an environment's action mask allows (``exploration.use_action_mask``); greedy
@@ -159,12 +167,6 @@ class Actor:
                 return int(self.q_net.predict(obs))
             return masked_argmax(self.q_net.predict_q(obs), skip)
 
-    def random_action(self, allowed: np.ndarray | None = None) -> int:
-        """A uniformly random action (among ``allowed`` when given)."""
-        if allowed is None:
-            return int(self.rng.integers(self.q_net.n_actions))
-        return int(self.rng.choice(np.flatnonzero(allowed)))
-
     def exploration_value(self, step: int) -> float:
         """Epsilon (or Boltzmann temperature) at environment step `step`."""
         return float(self.schedule(step))
@@ -187,7 +189,7 @@ class Actor:
             return int(boltzmann(q[None], value, self.rng)[0])
         # Draw the coin first so that exploring steps skip the forward pass.
         if self.rng.random() < value:
-            return self.random_action(allowed)
+            return random_allowed_action(self.rng, self.q_net.n_actions, allowed)
         return self._greedy(obs, allowed)
 
     def act_batch(self, obs: np.ndarray, epsilon: float) -> np.ndarray:

@@ -23,6 +23,7 @@ import torch
 from gymnasium import spaces
 
 from q_grasp.envs.reacher import reacher_observation
+from q_grasp.learning.agent import random_allowed_action
 from q_grasp.learning.checkpoint import Checkpoint, load_checkpoint
 from q_grasp.learning.config import ExperimentConfig, ExplorationConfig
 from q_grasp.learning.networks import (
@@ -220,10 +221,7 @@ def choose_action(q_values: np.ndarray, epsilon: float, rng: np.random.Generator
         q = np.where(skip.reshape(-1), -np.inf, q)
     greedy = int(q.argmax())
     if rng.random() < epsilon:
-        if allowed is None:
-            action = int(rng.integers(q.size))
-        else:
-            action = int(rng.choice(np.flatnonzero(allowed)))
+        action = random_allowed_action(rng, q.size, allowed)
         return action, action != greedy
     return greedy, False
 
