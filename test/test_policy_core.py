@@ -10,7 +10,7 @@ import torch
 from q_grasp.envs.reacher import reacher_reward
 from q_grasp.learning.checkpoint import env_description, save_checkpoint
 from q_grasp.learning.networks import network_spec_for_env
-from q_grasp.learning.tasks import DistanceShaping, default_config, make_env
+from q_grasp.learning.tasks import DistanceShaping, add_shaping, default_config, make_env
 from q_grasp.nodes.policy_core import (
     CameraModel,
     EpisodeStats,
@@ -72,7 +72,8 @@ def test_grasp_observation_and_camera_model_match_the_env(grasp_env) -> None:
     assert np.isfinite(grasp_observation(grasp_env.rgb_image, hm, ("height",), 0.25)).all()
 
 
-@pytest.mark.parametrize("observation", ["joints_goal", "joints_goal_ee_dir"])
+@pytest.mark.parametrize("observation", ["joints_goal", "joints_goal_ee_dir",
+                                         "joints_goal_ee_ik"])
 def test_reacher_episodes_follow_the_env(observation: str) -> None:
     from q_grasp.envs.reacher import ReacherConfig, ReacherEnv
 
@@ -92,6 +93,8 @@ def test_reacher_episodes_follow_the_env(observation: str) -> None:
         np.testing.assert_allclose(episodes.observation(target, goal), env_obs, atol=1e-6)
         distance = episodes.distance(target, goal)
         assert distance == pytest.approx(info["distance_m"])
+        assert episodes.goal_joint_distance(target, goal) == pytest.approx(
+            info.get("goal_joint_distance_rad", 0.0))
         assert reacher_reward(distance, cfg.goal_tolerance_m, "dense") == pytest.approx(
             env_reward)
     # "current" start: the goal is new, the start is where the arm is.
@@ -114,6 +117,27 @@ def test_shaping_matches_the_cli_wrapper() -> None:
         assert mine == pytest.approx(reward)
         distance = info["distance_m"]
     assert shaped_reward(0.5, 0.1, 0.2, False, 0.0, 0.98) == 0.5
+
+
+def test_joint_shaping_matches_the_cli_wrapper() -> None:
+    """env.joint_shaping: k (d - d') per radian of goal-joint distance (no discount), stacked
+    on distance shaping, as the policy node computes it."""
+    cfg = default_config("q_grasp/Reacher-v0")
+    cfg.env.kwargs.update(observation="joints_goal_ee_ik", reward="sparse")
+    cfg.env.distance_shaping, cfg.env.joint_shaping = 5.0, 14.0
+    env = add_shaping(make_env(cfg.env), cfg.env, 0.9)
+    _, info = env.reset(seed=1)
+    d, jd = info["distance_m"], info["goal_joint_distance_rad"]
+    for action in (0, 1, 0, 5):
+        _, reward, terminated, _, info = env.step(action)
+        mine = shaped_reward(info["raw_reward"], d, info["distance_m"], terminated, 5.0, 0.9)
+        mine = shaped_reward(mine, jd, info["goal_joint_distance_rad"], terminated, 14.0, 1.0)
+        assert mine == pytest.approx(reward)
+        d, jd = info["distance_m"], info["goal_joint_distance_rad"]
+    cfg.env.kwargs["observation"] = "joints_goal"
+    with pytest.raises(ValueError, match=r"env.joint_shaping: the environment reports no "
+                                         r"info\['goal_joint_distance_rad'\]"):
+        add_shaping(make_env(cfg.env), cfg.env, 0.9).reset(seed=0)
 
 
 def test_load_task_fresh_and_from_cli_checkpoint(tmp_path) -> None:

@@ -24,10 +24,16 @@ from q_grasp.robot_config import RobotConfig
 REWARD_TYPES = ("sparse", "dense", "distance")
 DISTANCE_REWARD_SCALE_M = 0.1
 """reward "distance": the per-step penalty is distance / this (m), -1 per 10 cm."""
-OBSERVATIONS = ("joints_goal", "joints_goal_ee", "joints_goal_ee_dir")
+OBSERVATIONS = ("joints_goal", "joints_goal_ee", "joints_goal_ee_dir", "joints_goal_ee_ik")
 """Observation layouts: "joints_goal" (n reach joints + goal xyz, the default),
-"joints_goal_ee" (that, then the end-effector xyz and goal - end effector) and
-"joints_goal_ee_dir" (that, then (goal - ee) / max(|goal - ee|, DIRECTION_SCALE_M))."""
+"joints_goal_ee" (that, then the end-effector xyz and goal - end effector),
+"joints_goal_ee_dir" (that, then (goal - ee) / max(|goal - ee|, DIRECTION_SCALE_M)) and
+"joints_goal_ee_ik" ("joints_goal_ee", then goal joints - joints: the reach joint angles that
+put the tool centre point on the goal, by the project's IK, minus the current ones)."""
+_EE_OBSERVATIONS = ("joints_goal_ee", "joints_goal_ee_dir", "joints_goal_ee_ik")
+GOAL_IK_RESTARTS = 8
+"""goal_joint_positions: IK runs from the start pose and from this many fixed random poses;
+the solution nearest the start pose (sum of |angle differences|) is kept."""
 DIRECTION_SCALE_M = 0.05
 """Below this distance (m) the "dir" entries are (goal - ee) / this, above it a unit vector:
 order-1 inputs near the goal, where (goal - ee) scaled by the workspace is ~0.01."""
@@ -70,7 +76,12 @@ class ReacherConfig:
     tool without having to learn the arm's forward kinematics first. "joints_goal_ee_dir":
     that, then (goal - ee) / max(|goal - ee|, 0.05 m), a direction of length <= 1 that keeps
     its resolution near the goal. A real arm computes the extra entries from its measured
-    joints (see ``reacher_observation``)."""
+    joints (see ``reacher_observation``). "joints_goal_ee_ik": "joints_goal_ee", then the goal
+    expressed in joint space: goal joints - joints (rad), where the goal joints are the IK
+    solution for the goal nearest the episode's start pose (computed once per goal, see
+    ``ReacherEnv.goal_joint_positions``). The reward and success stay Cartesian; the policy is
+    told which way each joint has to go, so it does not have to learn the arm's inverse
+    kinematics from a few hundred episodes."""
     fixed_goal: tuple[float, float, float] | None = None
     """A fixed goal (x, y, z) in the world frame (m), or None to sample a new goal in the
     reachable workspace on every reset. Must be reachable and above the table."""
@@ -158,12 +169,15 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None
 
 
 def reacher_observation(reach_q: np.ndarray, goal: np.ndarray, ee: np.ndarray | None = None,
-                        observation: str = "joints_goal") -> np.ndarray:
+                        observation: str = "joints_goal",
+                        goal_q: np.ndarray | None = None) -> np.ndarray:
     """The Reacher's observation (float32) from reach joint angles (rad), the goal (m) and, for
-    "joints_goal_ee", the end-effector position (m) from forward kinematics of the same joints.
-    One function for the env and for nodes that build observations from measured joints."""
+    the "joints_goal_ee*" layouts, the end-effector position (m) from forward kinematics of the
+    same joints; "joints_goal_ee_ik" also needs ``goal_q``, the reach joint angles at the goal
+    (rad, ``ReacherEnv.goal_joint_positions``). One function for the env and for nodes that
+    build observations from measured joints."""
     parts = [np.asarray(reach_q, np.float64).reshape(-1), np.asarray(goal, np.float64).reshape(3)]
-    if observation in ("joints_goal_ee", "joints_goal_ee_dir"):
+    if observation in _EE_OBSERVATIONS:
         if ee is None:
             raise ValueError(f"ee: the {observation!r} observation needs the end-effector "
                              "position (3 numbers, m)")
@@ -172,6 +186,14 @@ def reacher_observation(reach_q: np.ndarray, goal: np.ndarray, ee: np.ndarray | 
         if observation == "joints_goal_ee_dir":
             error = parts[-1]
             parts.append(error / max(float(np.linalg.norm(error)), DIRECTION_SCALE_M))
+        if observation == "joints_goal_ee_ik":
+            if goal_q is None:
+                raise ValueError("goal_q: the 'joints_goal_ee_ik' observation needs the reach "
+                                 "joint angles at the goal (rad)")
+            goal_q = np.asarray(goal_q, np.float64).reshape(-1)
+            if goal_q.shape != parts[0].shape:
+                raise ValueError(f"goal_q: expected {parts[0].size} angles, got {goal_q.size}")
+            parts.append(goal_q - parts[0])
     elif observation != "joints_goal":
         raise ValueError(f"observation: must be one of {OBSERVATIONS}, got {observation!r}")
     return np.concatenate(parts).astype(np.float32)
@@ -202,7 +224,8 @@ class ReacherEnv(gymnasium.Env):
     clamped to the joint limits; Discrete(6) in "cartesian" mode (see ReacherConfig).
     Reward: see ReacherConfig.reward. Episodes terminate when the end effector is within
     goal_tolerance_m of the goal and are truncated after episode_length steps.
-    info: {"distance_m": float, "is_success": bool} (+ "ik_success" in cartesian mode).
+    info: {"distance_m": float, "is_success": bool} (+ "ik_success" in cartesian mode, and
+    "goal_joint_distance_rad", sum of |goal joints - joints|, with "joints_goal_ee_ik").
     Suggested discount factor: gamma = 0.98.
 
     Construct with a ReacherConfig, keyword overrides of its fields, or both:
@@ -250,6 +273,10 @@ class ReacherEnv(gymnasium.Env):
         if config.observation == "joints_goal_ee_dir":
             low = np.concatenate([low, -np.ones(3)]).astype(np.float32)
             high = np.concatenate([high, np.ones(3)]).astype(np.float32)
+        if config.observation == "joints_goal_ee_ik":
+            span = (self._upper - self._lower).astype(np.float32)
+            low = np.concatenate([low, -span]).astype(np.float32)
+            high = np.concatenate([high, span]).astype(np.float32)
         self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
         n_actions = 2 * len(self.reach_joint_names) if config.action_mode == "joint" else 6
         self.action_space = spaces.Discrete(n_actions)
@@ -260,6 +287,7 @@ class ReacherEnv(gymnasium.Env):
 
         self._q = self._home_q.copy()
         self._goal = np.zeros(3)
+        self._goal_q: np.ndarray | None = None
         self._ee = self.chain.fk(self._q)[:3, 3]
         self._t = 0
         self._seeded = False
@@ -336,9 +364,38 @@ class ReacherEnv(gymnasium.Env):
         """End-effector (tool centre point) position (3,), world frame (m)."""
         return self._ee.copy()
 
+    def goal_joint_positions(self, goal: np.ndarray, start_q: np.ndarray) -> np.ndarray:
+        """Reach joint angles (rad) that put the tool centre point on ``goal`` (m): of the IK
+        solutions found from the arm joints ``start_q`` and from GOAL_IK_RESTARTS fixed random
+        poses, the one nearest ``start_q`` (sum of |differences|), preferring poses that keep
+        the forearm, wrist and hand above the table. Deterministic; the closest pose found if
+        no run converges (goals come from reachable poses, so that is rare)."""
+        goal = np.asarray(goal, float).reshape(3)
+        start_q = np.asarray(start_q, float).reshape(-1)
+        starts = [start_q, *self._random_reach_q(np.random.default_rng(_WORKSPACE_SEED),
+                                                   GOAL_IK_RESTARTS)]
+        candidates, errors = [], []
+        for q0 in starts:
+            result = self.chain.ik(goal, q0=q0, active_joints=self.reach_joint_names,
+                                   pos_tol_m=0.1 * self.config.goal_tolerance_m, restarts=0)
+            candidates.append(result.q)
+            errors.append(0.0 if result.success else result.pos_error_m)
+        Q = np.array(candidates)
+        _, clear = self._allowed(Q, -np.inf)
+        moves = np.abs(Q[:, self._reach_idx] - start_q[self._reach_idx]).sum(axis=1)
+        # Lexicographic: converged, then above the table, then nearest.
+        key = np.array(errors) * 1e6 + (~clear) * 1e3 + moves
+        return Q[int(np.argmin(key)), self._reach_idx].copy()
+
+    @property
+    def goal_q(self) -> np.ndarray | None:
+        """Reach joint angles at the goal (rad) for the "joints_goal_ee_ik" observation, set on
+        reset; None with the other observations."""
+        return None if self._goal_q is None else self._goal_q.copy()
+
     def _obs(self) -> np.ndarray:
         return reacher_observation(self._q[self._reach_idx], self._goal, self._ee,
-                                   self.config.observation)
+                                   self.config.observation, self._goal_q)
 
     def _distance(self) -> float:
         return float(np.linalg.norm(self._ee - self._goal))
@@ -424,11 +481,19 @@ class ReacherEnv(gymnasium.Env):
         return self.sample_goal(rng)
 
     def _start_episode(self) -> tuple[np.ndarray, dict[str, Any]]:
+        if self.config.observation == "joints_goal_ee_ik":
+            self._goal_q = self.goal_joint_positions(self._goal, self._q)
         self._t = 0
         self._needs_reset = False
         distance = self._distance()
-        return self._obs(), {"distance_m": distance,
-                             "is_success": distance <= self.config.goal_tolerance_m}
+        return self._obs(), self._info({"distance_m": distance,
+                                        "is_success": distance <= self.config.goal_tolerance_m})
+
+    def _info(self, info: dict[str, Any]) -> dict[str, Any]:
+        if self._goal_q is not None:
+            info["goal_joint_distance_rad"] = float(
+                np.abs(self._goal_q - self._q[self._reach_idx]).sum())
+        return info
 
     def _check_action(self, action: Any) -> int:
         try:
@@ -472,7 +537,7 @@ class ReacherEnv(gymnasium.Env):
         self._needs_reset = terminated or truncated
         info["distance_m"] = distance
         info["is_success"] = success
-        return self._obs(), reward, terminated, truncated, info
+        return self._obs(), reward, terminated, truncated, self._info(info)
 
     # ------------------------------------------------------------------------- rendering
     def render(self) -> np.ndarray | None:

@@ -36,11 +36,17 @@ class EnvConfig:
     distance_shaping: float = 0.0
     """Training only: potential-based shaping r + k (d - gamma d') per metre of the env's
     info['distance_m'] (Ng et al. 1999: optimal policies unchanged); 0 disables it."""
+    joint_shaping: float = 0.0
+    """Training only: the same shaping per radian of info['goal_joint_distance_rad'], the sum
+    of |goal joints - joints| that the Reacher reports with the "joints_goal_ee_ik"
+    observation (1 / dtheta_rad pays about +1 per step towards the goal joints); 0 disables
+    it."""
 
     def validate(self) -> None:
         _check(bool(self.id.strip()), "env.id", "must be a non-empty gymnasium id", self.id)
         _check(self.distance_shaping >= 0, "env.distance_shaping", "must be >= 0",
                self.distance_shaping)
+        _check(self.joint_shaping >= 0, "env.joint_shaping", "must be >= 0", self.joint_shaping)
         if self.max_episode_steps is not None:
             _check(self.max_episode_steps >= 1, "env.max_episode_steps", "must be >= 1",
                    self.max_episode_steps)

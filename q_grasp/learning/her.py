@@ -5,7 +5,7 @@ same episode ("future" strategy), so even failed episodes teach how to reach *so
 `GoalAdapter` tells where the goal sits in the observation, what the arm achieved, and the
 env's reward for (achieved, goal); it fits envs shaped like q_grasp's Reacher (observation
 ending in the goal xyz, `unwrapped.goal`, `unwrapped.ee_position`, `config.goal_tolerance_m`
-and `config.reward` sparse/dense).
+and `config.reward`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from q_grasp.envs.reacher import reacher_reward
 from q_grasp.learning.buffer import ReplayBuffer
 
 
@@ -28,10 +29,17 @@ class GoalAdapter:
             raise ValueError(f"buffer.her_k: env {env.spec.id if env.spec else u} is not a "
                              f"goal-reaching env (needs unwrapped.goal, unwrapped.ee_position, "
                              f"config.goal_tolerance_m); set her_k to 0")
+        observation = getattr(cfg, "observation", "joints_goal")
+        if observation != "joints_goal":
+            # The other layouts hold goal-dependent entries (goal - ee, goal joints) that a
+            # relabelled goal would leave stale.
+            raise ValueError(f"buffer.her_k: hindsight relabelling needs the 'joints_goal' "
+                             f"observation (goal xyz last), got {observation!r}; set her_k "
+                             f"to 0 or env.kwargs.observation to joints_goal")
         self.env = u
+        self.reward_type = getattr(cfg, "reward", "sparse")
         self.goal_dim = len(np.asarray(u.goal))
         self.tolerance_m = float(cfg.goal_tolerance_m)
-        self.sparse = getattr(cfg, "reward", "sparse") == "sparse"
 
     def achieved(self) -> np.ndarray:
         """The goal-space position the env is at now (end effector)."""
@@ -45,10 +53,8 @@ class GoalAdapter:
     def reward(self, achieved: np.ndarray, goal: np.ndarray) -> tuple[float, bool]:
         """(reward, success) the env would give for being at `achieved` with `goal`."""
         distance = float(np.linalg.norm(achieved - goal))
-        success = distance <= self.tolerance_m
-        if success:
-            return 1.0, True
-        return (0.0 if self.sparse else self.tolerance_m / distance - 1.0), False
+        return (reacher_reward(distance, self.tolerance_m, self.reward_type),
+                distance <= self.tolerance_m)
 
 
 class HindsightRelabeler:

@@ -24,17 +24,20 @@ DEFAULT_CONFIG_FILES = {
 
 
 class DistanceShaping(gym.Wrapper):
-    """Potential-based reward shaping from info['distance_m'] (phi = -k * distance).
+    """Potential-based reward shaping from info['distance_m'] (phi = -k * distance), or from
+    another info entry (``key``, e.g. the Reacher's 'goal_joint_distance_rad').
 
     r' = r + gamma * phi(s') - phi(s), with phi = 0 after termination, so the optimal policy is
     unchanged (Ng, Harada & Russell 1999) while every step towards the goal pays at once. The
     env's own reward is kept in info['raw_reward'] for logging.
     """
 
-    def __init__(self, env: gym.Env, coefficient: float, gamma: float) -> None:
+    def __init__(self, env: gym.Env, coefficient: float, gamma: float,
+                 key: str = "distance_m", option: str = "env.distance_shaping") -> None:
         super().__init__(env)
         self.coefficient = float(coefficient)
         self.gamma = float(gamma)
+        self.key, self.option = key, option
         self._distance = 0.0
 
     def reset(self, **kwargs: Any):
@@ -48,15 +51,27 @@ class DistanceShaping(gym.Wrapper):
         next_potential = 0.0 if terminated else -self.coefficient * distance
         shaped = float(reward) + self.gamma * next_potential + self.coefficient * self._distance
         self._distance = distance
-        info = dict(info, raw_reward=float(reward))
+        info = dict(info)
+        info.setdefault("raw_reward", float(reward))  # the env's own, under stacked shapings
         return obs, shaped, terminated, truncated, info
 
-    @staticmethod
-    def _read(info: dict) -> float:
-        if "distance_m" not in info:
-            raise TaskError("env.distance_shaping: the environment reports no "
-                            "info['distance_m']; set distance_shaping to 0")
-        return float(info["distance_m"])
+    def _read(self, info: dict) -> float:
+        if self.key not in info:
+            raise TaskError(f"{self.option}: the environment reports no info[{self.key!r}]; "
+                            f"set {self.option.rpartition('.')[2]} to 0")
+        return float(info[self.key])
+
+
+def add_shaping(env: gym.Env, env_cfg: Any, gamma: float) -> gym.Env:
+    """The training env with the config's potential-based shapings (distance, joint)."""
+    if env_cfg.distance_shaping > 0:
+        env = DistanceShaping(env, env_cfg.distance_shaping, gamma)
+    if env_cfg.joint_shaping > 0:
+        # gamma 1: k (d - d'), so a step that changes nothing pays 0 however far the goal is
+        # (with gamma < 1 it would pay (1 - gamma) k d, and the arm learns to stall at a limit).
+        env = DistanceShaping(env, env_cfg.joint_shaping, 1.0, key="goal_joint_distance_rad",
+                              option="env.joint_shaping")
+    return env
 
 
 class TaskError(ValueError):

@@ -35,7 +35,7 @@ from q_grasp.learning.checkpoint import (
 )
 from q_grasp.learning.config import ExperimentConfig
 from q_grasp.learning.her import GoalAdapter, HindsightRelabeler
-from q_grasp.learning.tasks import DistanceShaping, make_env
+from q_grasp.learning.tasks import add_shaping, make_env
 
 PROGRESS_FIELDS = ["step", "episodes", "updates", "time_s", "steps_per_s", "epsilon",
                    "mean_return", "mean_length", "success_rate", "loss", "mean_q", "mean_max_q",
@@ -269,9 +269,7 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
     run_dir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg.training
     torch.set_num_threads(tcfg.torch_threads)
-    env = make_env(cfg.env)
-    if cfg.env.distance_shaping > 0:
-        env = DistanceShaping(env, cfg.env.distance_shaping, cfg.dqn.gamma)
+    env = add_shaping(make_env(cfg.env), cfg.env, cfg.dqn.gamma)
     eval_env = make_env(cfg.env)
     if resume is not None:
         agent = restore_agent(env, resume, cfg, seed)

@@ -549,6 +549,7 @@ class PolicyNode(Node):
             target = np.clip(current, episodes.lower, episodes.upper)
         q = self.arm.read_arm_joints()
         obs, distance = episodes.observation(q, goal), episodes.distance(q, goal)
+        joint_distance = episodes.goal_joint_distance(q, goal)
         for t in range(1, self.setup.max_episode_steps + 1):
             epsilon = self._epsilon()
             received = time.monotonic()
@@ -560,11 +561,14 @@ class PolicyNode(Node):
             latency = None if first is None else (first - received) * 1e3
             q = self.arm.read_arm_joints()
             next_obs, next_distance = episodes.observation(q, goal), episodes.distance(q, goal)
+            next_joint_distance = episodes.goal_joint_distance(q, goal)
             success = next_distance <= tolerance
             reward = reacher_reward(next_distance, tolerance, reward_type)
-            if cfg.train:
+            if cfg.train:  # as the trainer CLI's shaping wrappers (learning.tasks.add_shaping)
                 reward = shaped_reward(reward, distance, next_distance, success,
                                        experiment.env.distance_shaping, experiment.dqn.gamma)
+                reward = shaped_reward(reward, joint_distance, next_joint_distance, success,
+                                       experiment.env.joint_shaping, 1.0)
             truncated = not success and t >= self.setup.max_episode_steps
             self._record(Transition(obs, action, reward, next_obs, success, truncated, success),
                          latency, epsilon)
@@ -572,7 +576,7 @@ class PolicyNode(Node):
                                   ee=episodes.ee_position(q))
             if success or truncated or self._stop.is_set():
                 return
-            obs, distance = next_obs, next_distance
+            obs, distance, joint_distance = next_obs, next_distance, next_joint_distance
 
     # ----------------------------------------------------------------------------- grasp
 

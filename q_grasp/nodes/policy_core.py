@@ -262,6 +262,7 @@ class ReacherEpisodes:
                                      for n in self.reach_joint_names])
         self.lower, self.upper = self.chain.lower.copy(), self.chain.upper.copy()
         self._seed = seed
+        self._goal_q_cache: tuple[bytes | None, np.ndarray | None] = (None, None)
         self.n_actions = int(self.env.action_space.n)
 
     def new_episode(self, current_arm_joints: np.ndarray | None = None
@@ -284,11 +285,35 @@ class ReacherEpisodes:
         """End effector to goal distance (m)."""
         return float(np.linalg.norm(self.ee_position(arm_joints) - np.asarray(goal)))
 
+    def goal_joints(self, goal: np.ndarray, arm_joints: np.ndarray) -> np.ndarray | None:
+        """Reach joint angles at ``goal`` for the "joints_goal_ee_ik" observation (None with
+        the others): the env's, computed at new_episode from the start pose, for the episode's
+        goal; for another goal, the env's same IK from ``arm_joints``, kept for that goal."""
+        if self.config.observation != "joints_goal_ee_ik":
+            return None
+        goal = np.asarray(goal, float).reshape(3)
+        if self.env.goal_q is not None and np.array_equal(goal, self.env.goal):
+            return self.env.goal_q
+        key = goal.tobytes()
+        if self._goal_q_cache[0] != key:
+            self._goal_q_cache = (key, self.env.goal_joint_positions(
+                goal, np.asarray(arm_joints, float)))
+        return self._goal_q_cache[1]
+
+    def goal_joint_distance(self, arm_joints: np.ndarray, goal: np.ndarray) -> float:
+        """Sum of |goal joints - reach joints| (rad), as the env's
+        info['goal_joint_distance_rad']; 0 when the observation has no goal joints."""
+        goal_q = self.goal_joints(goal, arm_joints)
+        if goal_q is None:
+            return 0.0
+        q = np.asarray(arm_joints, float)
+        return float(np.abs(goal_q - q[self.reach_index]).sum())
+
     def observation(self, arm_joints: np.ndarray, goal: np.ndarray) -> np.ndarray:
         """The env's observation from measured arm joints."""
         q = np.asarray(arm_joints, float)
         return reacher_observation(q[self.reach_index], goal, self.ee_position(q),
-                                   self.config.observation)
+                                   self.config.observation, self.goal_joints(goal, q))
 
     def joint_target(self, previous_target: np.ndarray, action: int) -> tuple[np.ndarray, bool]:
         """Arm joint targets after ``action`` applied to the previous targets (the env's step
