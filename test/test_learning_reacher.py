@@ -28,8 +28,9 @@ def test_small_budget_reacher_is_clearly_better_than_random(tmp_path):
     # A fixed goal keeps the budget small; the rest is spelled out so that tuning the packaged
     # config does not change what this test measures.
     data["env"]["kwargs"].update(fixed_goal=[0.15, 0.0, 0.05], episode_length=100,
-                                 reward="dense", dtheta_rad=0.07, goal_tolerance_m=0.01)
-    data["env"]["distance_shaping"] = 20.0
+                                 reward="dense", dtheta_rad=0.07, goal_tolerance_m=0.01,
+                                 observation="joints_goal")
+    data["env"].update(distance_shaping=20.0, joint_shaping=0.0)
     data["network"].update(hidden_sizes=[64, 64, 64])
     data["buffer"].update(n_steps=1, her_k=0, prioritized=False)
     data["dqn"].update(gamma=0.98, learning_rate=1e-3, learning_rate_final=None, batch_size=128,

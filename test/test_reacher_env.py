@@ -397,9 +397,9 @@ def test_joints_goal_ee_ik_observation() -> None:
     """"joints_goal_ee_ik" appends goal joints - joints, the goal joints being an IK solution
     for the goal (fixed for the episode); info reports their L1 distance."""
     with ReacherEnv(observation="joints_goal_ee_ik", dtheta_rad=0.07) as e, \
-            ReacherEnv(observation="joints_goal_ee", dtheta_rad=0.07) as ee_env:
+            ReacherEnv(observation="joints_goal_ee_dir", dtheta_rad=0.07) as ee_env:
         check_env(e, skip_render_check=True)
-        assert e.observation_space.shape == (17,)
+        assert e.observation_space.shape == (24,)
         obs, info = e.reset(seed=8)
         obs_ee, _ = ee_env.reset(seed=8)
         goal_q = e.goal_q
@@ -408,10 +408,11 @@ def test_joints_goal_ee_ik_observation() -> None:
         # The goal joints put the tool centre point on the goal (IK to 1/10 of the tolerance).
         assert np.linalg.norm(e.chain.fk(q_goal)[:3, 3] - e.goal) <= 0.1 * 0.01 + 1e-9
         for action in (0, 3, 6, 6):
-            np.testing.assert_array_equal(obs[:13], obs_ee)
-            np.testing.assert_allclose(obs[13:], goal_q - e.joint_positions[e._reach_idx],
-                                       atol=1e-6)
-            assert info["goal_joint_distance_rad"] == pytest.approx(np.abs(obs[13:]).sum(),
+            np.testing.assert_array_equal(obs[:16], obs_ee)
+            error = goal_q - e.joint_positions[e._reach_idx]
+            np.testing.assert_allclose(obs[16:20], error, atol=1e-6)
+            np.testing.assert_allclose(obs[20:], np.clip(error / 0.1, -1, 1), atol=1e-6)
+            assert info["goal_joint_distance_rad"] == pytest.approx(np.abs(error).sum(),
                                                                      abs=1e-5)
             obs, _, _, _, info = e.step(action)
             obs_ee, *_ = ee_env.step(action)
@@ -436,7 +437,7 @@ def test_moving_joints_towards_the_goal_joints_reaches_free_goals() -> None:
             obs, _ = e.reset(seed=300 + episode)
             done = False
             while not done:
-                error = obs[13:]
+                error = obs[16:20]
                 j = int(np.argmax(np.abs(error)))
                 obs, _, terminated, truncated, info = e.step(2 * j + (0 if error[j] > 0 else 1))
                 done = terminated or truncated

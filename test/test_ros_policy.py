@@ -165,7 +165,8 @@ class TestReacher:
     def test_reacher_transitions_flow_and_decode(self, reacher) -> None:
         probe, policy, log, fresh, _ = reacher
         probe.wait(lambda: len(probe.transitions) >= 4, 45.0, "4 transition messages", log)
-        limits = TransitionLimits(obs_shape=(7,), num_actions=8, task="reacher")
+        obs_shape = fresh.spaces.observation_space.shape  # the packaged config's observation
+        limits = TransitionLimits(obs_shape=obs_shape, num_actions=8, task="reacher")
         batches = [decode_transitions(msg_to_blob(m, TRANSITIONS_SCHEMA), limits)
                    for m in probe.transitions[:4]]
         # Consecutive sequence numbers (the first ones may predate this subscription).
@@ -177,8 +178,9 @@ class TestReacher:
         first = batches[0]
         if len(first) == 2 and not (first.terminated[0] or first.truncated[0]):
             np.testing.assert_array_equal(first.next_observations[0], first.observations[1])
-        goal = first.observations[0, 4:]
-        np.testing.assert_allclose(first.next_observations[:, 4:], np.tile(goal, (len(first), 1)))
+        goal = first.observations[0, 4:7]  # joints (4), then the goal (x, y, z)
+        np.testing.assert_allclose(first.next_observations[:, 4:7],
+                                   np.tile(goal, (len(first), 1)))
         probe.wait(lambda: "/q_grasp/goal" in probe.last and "/q_grasp/markers" in probe.last,
                    10.0, "goal and markers")
         point = probe.last["/q_grasp/goal"]
@@ -201,7 +203,7 @@ class TestReacher:
         probe.wait(lambda: probe.diag.get("weights_version") == "7", 20.0,
                    "weights_version 7 in /diagnostics", log)
         seen = len(probe.transitions)
-        limits = TransitionLimits(obs_shape=(7,), num_actions=8)
+        limits = TransitionLimits(obs_shape=fresh.spaces.observation_space.shape, num_actions=8)
 
         def acted_with_v7() -> bool:
             return any(decode_transitions(msg_to_blob(m, TRANSITIONS_SCHEMA), limits)
@@ -223,7 +225,7 @@ class TestReacher:
         nan_state[key] = state[key].copy()
         nan_state[key][0, 0] = np.nan
         # Another architecture's weights, labelled with this network's config: shapes differ.
-        other = NetworkConfig(hidden_sizes=[16, 16, 16])
+        other = NetworkConfig(hidden_sizes=[16] * len(net.config["hidden_sizes"]))
         kind, other_cfg = network_spec_for_env(fresh.spaces, other)
         other_net = build_network(kind, other_cfg)
         wrong_shapes = {k: v.numpy() for k, v in other_net.state_dict().items()}

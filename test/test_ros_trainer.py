@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from q_grasp.learning.tasks import default_config, make_env
 from q_grasp.nodes.trainer_core import TrainerConfig, TrainerCore, newest_checkpoint
 from q_grasp.wire import (
     TransitionBatch,
@@ -26,7 +27,9 @@ from q_grasp.wire import (
 
 torch.set_num_threads(1)
 
-OBS_DIM, N_ACTIONS = 7, 8
+# The packaged reacher config's observation (what a trainer with task:=reacher expects).
+OBS_DIM = make_env(default_config("q_grasp/Reacher-v0").env).observation_space.shape[0]
+N_ACTIONS = 8
 
 
 def reacher_batch(n: int, seed: int = 0, **overrides) -> TransitionBatch:
@@ -56,8 +59,8 @@ def core(core_dir) -> TrainerCore:
 
 @pytest.mark.parametrize("blob, reason", [
     (b"not a blob", "too_large"),  # its first 8 bytes declare an enormous header
-    (encode_transitions(reacher_batch(4, observations=np.zeros((4, 9), np.float32),
-                                      next_observations=np.zeros((4, 9), np.float32))),
+    (encode_transitions(reacher_batch(4, observations=np.zeros((4, OBS_DIM + 2), np.float32),
+                                      next_observations=np.zeros((4, OBS_DIM + 2), np.float32))),
      "shape"),
     (encode_transitions(reacher_batch(4, num_actions=16)), "range"),
     (encode_transitions(reacher_batch(4, task="grasp")), "schema"),
