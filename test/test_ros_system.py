@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from q_grasp.nodes.bringup import BringupConfig, config_from_args, main, node_parameters
+from q_grasp.nodes.bringup import (
+    IN_PROCESS,
+    Backend,
+    BringupConfig,
+    config_from_args,
+    default_params_file,
+    main,
+    node_overrides,
+    node_parameters,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
@@ -366,3 +375,27 @@ def test_bringup_grasp_composed_end_to_end(tmp_path) -> None:
     assert Path(summary["checkpoint"]).is_file()
     assert summary["eval"]["episodes"] == 1 and summary["eval"]["attempts"] >= 1
     assert (out / "progress.csv").is_file()
+
+
+@pytest.mark.parametrize("mode", ["composed", "processes"])
+def test_bringup_changes_a_running_sim_arms_parameters(tmp_path, mode) -> None:
+    """What bringup does while the trainer catches up (slow the simulator down, no camera),
+    for a node in its own process and for a child process (through parameter services)."""
+    domain = unique_domain_id()
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    cfg = config_from_args(["--task", "grasp", "--out", str(tmp_path / "run")])
+    backend = Backend(cfg, default_params_file("grasp"), tmp_path / "logs", IN_PROCESS[mode])
+    try:
+        backend.start("sim_arm", node_overrides(cfg, "sim_arm", None))
+        idle = {"real_time_factor": 1.0, "camera_rate_hz": 0.0}
+        assert backend.set_parameters("sim_arm", idle, timeout_s=90.0)
+        assert not backend.set_parameters("sim_arm", {"real_time_factor": -1.0})
+        assert not backend.set_parameters("policy", idle)  # not running
+        if mode == "composed":
+            node = backend.nodes["sim_arm"]
+            assert node.get_parameter("camera_rate_hz").value == 0.0
+            assert node.get_parameter("real_time_factor").value == 1.0
+        assert backend.failed() is None
+    finally:
+        backend.close()

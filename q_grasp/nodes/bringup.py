@@ -45,6 +45,9 @@ IN_PROCESS = {"composed": frozenset({"sim_arm", "policy", "trainer"}),
               "trainer-process": frozenset({"sim_arm", "policy"}),
               "processes": frozenset()}
 """Per mode, the nodes that run inside the bringup process (the others run as children)."""
+SIM_IDLE_PARAMETERS = {"real_time_factor": 1.0, "camera_rate_hz": 0.0}
+"""sim_arm's dynamic parameters while the trainer catches up after the actor stopped (restored
+before the evaluation)."""
 
 
 @dataclass
@@ -434,6 +437,7 @@ class Backend:
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
         self._starts: dict[str, int] = {}
+        self._param_clients: dict[str, Any] = {}
 
     def _namespace(self, name: str) -> str:
         ns = "" if name == "trainer" else self.cfg.namespace
@@ -511,6 +515,43 @@ class Backend:
                     proc.wait(timeout=10.0)
         finally:
             proc._q_grasp_log.close()  # type: ignore[attr-defined]
+
+    def set_parameters(self, name: str, values: dict[str, Any], timeout_s: float = 10.0
+                       ) -> bool:
+        """Set parameters of running node ``name`` (in this process, or a child's through its
+        parameter services); False (with a printed reason) when they were not all set."""
+        from rclpy.parameter import Parameter
+
+        params = [Parameter(k, value=v) for k, v in values.items()]
+        node = self.nodes.get(name)
+        if node is not None:
+            results = node.set_parameters(params)
+        elif name in self.procs:
+            from rclpy.parameter_client import AsyncParameterClient
+
+            client = self._param_clients.get(name)
+            if client is None:
+                client = AsyncParameterClient(self.monitor_node,
+                                              self._namespace(name) + "/" + name)
+                self._param_clients[name] = client
+            deadline = time.monotonic() + timeout_s
+            while not client.services_are_ready() and time.monotonic() < deadline:
+                self.spin(0.05)
+            future = client.set_parameters(params) if client.services_are_ready() else None
+            while future is not None and not future.done() and time.monotonic() < deadline:
+                self.spin(0.05)
+            if future is None or not future.done():
+                print(f"[bringup] {name}: no answer from its parameter services within "
+                      f"{timeout_s:.0f} s", file=sys.stderr)
+                return False
+            results = future.result().results
+        else:
+            return False
+        failed = [r.reason for r in results if not r.successful]
+        if failed:
+            print(f"[bringup] {name}: parameters {sorted(values)} not set: {failed}",
+                  file=sys.stderr)
+        return not failed
 
     def failed(self) -> str | None:
         """A child that exited on its own, with the end of its log (in-process nodes report
@@ -705,11 +746,24 @@ class Bringup:
                    f"stopped at {summary.transitions} transitions")
         t_catch = time.monotonic()
         if cfg.catch_up:
+            # Nobody acts now: the simulator would only burn the CPU (and this process's GIL)
+            # that the trainer needs. Slow it to real time without camera frames meanwhile.
+            paused = cfg.use_sim and backend.set_parameters("sim_arm", SIM_IDLE_PARAMETERS)
             self._catch_up(backend, summary.transitions)
+            if paused:
+                backend.set_parameters("sim_arm", self._sim_parameters(list(SIM_IDLE_PARAMETERS)))
         summary.catch_up_wall_s = time.monotonic() - t_catch
         self._record_training(summary, monitor)
         backend.stop("trainer", timeout_s=cfg.catch_up_timeout_s)
         monitor.forget_policy()
+
+    def _sim_parameters(self, names: Sequence[str]) -> dict[str, Any]:
+        """sim_arm's values of these parameters as started (params file, else defaults)."""
+        from q_grasp.nodes.sim_arm import SimArmConfig
+
+        given = node_parameters(self.params_file, "sim_arm")
+        given.update(node_overrides(self.cfg, "sim_arm", self.plan))
+        return {k: given.get(k, getattr(SimArmConfig(), k)) for k in names}
 
     @staticmethod
     def _record_training(summary: RunSummary, monitor: Monitor) -> None:
