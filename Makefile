@@ -24,9 +24,12 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 # Main job: grasp training over ROS 2 topics (sim_arm + policy + trainer, the nodes of
-# `ros2 launch q_grasp sim_train.launch.py`, composed in one process), then greedy evaluation.
+# `ros2 launch q_grasp sim_train.launch.py`: sim_arm and policy composed in this process, the
+# trainer in a child process with its own interpreter, so that it has a core of its own),
+# then greedy evaluation.
 run: setup
-	$(ENV) $(BIN)/python -m q_grasp.nodes.bringup --task grasp --out runs/grasp_ros $(RUN_ARGS)
+	$(ENV) $(BIN)/python -m q_grasp.nodes.bringup --task grasp --trainer-process \
+		--out runs/grasp_ros $(RUN_ARGS)
 
 # Single-process training without ROS (the learning core), e.g. make train TASK=reacher
 TASK ?= grasp

@@ -76,6 +76,11 @@ def test_arguments_are_validated(tmp_path, capsys) -> None:
                             "false", "--max-transitions", "10"])
     assert (cfg.task, cfg.namespace, cfg.use_sim_time, cfg.max_transitions) == (
         "reacher", "arm0", False, 10)
+    assert cfg.mode == "composed"
+    # The last layout given wins (make run passes --trainer-process before RUN_ARGS).
+    assert config_from_args(["--trainer-process", "--processes"]).mode == "processes"
+    assert config_from_args(["--trainer-process"]).mode == "trainer-process"
+    assert config_from_args(["--trainer-process", "--composed"]).mode == "composed"
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "config: no such parameters file" in capsys.readouterr().err
     assert main(["--train", "false", "--checkpoint", str(tmp_path / "no.safetensors")]) == 2

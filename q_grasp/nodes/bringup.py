@@ -498,6 +498,10 @@ class Backend:
         checkpoint), or SIGINT the child and SIGKILL it if it does not exit in time."""
         node = self.nodes.pop(name, None)
         if node is not None:
+            # Timers first: on the EventsExecutor a timer of a node being destroyed was seen
+            # firing again (re-armed by a /clock jump) into "cannot use Destroyable" errors.
+            for timer in list(node.timers):
+                timer.cancel()
             self.executor.remove_node(node)
             node.destroy_node()
         proc = self.procs.pop(name, None)
@@ -928,10 +932,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "training.total_steps)")
     budget.add_argument("--duration-s", type=float, default=0.0, metavar="S",
                         help="stop after S seconds of training instead")
-    layout = parser.add_mutually_exclusive_group()
+    # Not mutually exclusive: the last one given wins, so that `make run RUN_ARGS=...` can
+    # override the Makefile's --trainer-process.
+    layout = parser.add_argument_group("process layout (the last one given wins)")
+    layout.add_argument("--composed", action="store_const", dest="mode", const="composed",
+                        help="all three nodes composed in this process (the default)")
     layout.add_argument("--processes", action="store_const", dest="mode", const="processes",
-                        help="run the three nodes as child processes, as ros2 launch does "
-                             "(default: all composed in this process)")
+                        help="run the three nodes as child processes, as ros2 launch does")
     layout.add_argument("--trainer-process", action="store_const", dest="mode",
                         const="trainer-process",
                         help="compose sim_arm and policy here and run the trainer as a child "
