@@ -41,6 +41,12 @@ def run_nodes(factories: Sequence[NodeFactory], args: Sequence[str] | None = Non
         # Invalid configuration: one clear line instead of a traceback.
         print(f"[ERROR] {exc}", file=sys.stderr)
         code = 2
+    except Exception:
+        # Ctrl-C shuts the context down from the signal handler; a spin_once already past its
+        # shutdown check then fails to build its wait set (RCLError "the given context is not
+        # valid") instead of raising ExternalShutdownException. That is the same shutdown.
+        if rclpy.ok():
+            raise
     finally:
         # rclpy's SIGINT handler shuts the context down and then raises KeyboardInterrupt in
         # the main thread, which can land in the middle of destroy_node (joining a worker).
