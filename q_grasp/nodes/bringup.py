@@ -750,9 +750,14 @@ class Bringup:
                    f"stopped at {summary.transitions} transitions")
         t_catch = time.monotonic()
         if cfg.catch_up:
-            # Nobody acts now: the simulator would only burn the CPU (and this process's GIL)
-            # that the trainer needs. Slow it to real time without camera frames meanwhile.
-            paused = cfg.use_sim and backend.set_parameters("sim_arm", SIM_IDLE_PARAMETERS)
+            # Nobody acts now: the simulator would only burn the CPU that the trainer needs.
+            # Slow it to real time without camera frames meanwhile -- unless the trainer runs
+            # on this process's EventsExecutor: its sim-time timers (diagnostics) stopped
+            # firing after the clock rate change there (twice seen: the run waited forever on
+            # stale updates/transitions counts; also "cannot use Destroyable" storms), so the
+            # composed layout keeps the simulator at full rate.
+            paused = (cfg.use_sim and "trainer" not in backend.nodes
+                      and backend.set_parameters("sim_arm", SIM_IDLE_PARAMETERS))
             self._catch_up(backend, summary.transitions)
             if paused:
                 backend.set_parameters("sim_arm", self._sim_parameters(list(SIM_IDLE_PARAMETERS)))
