@@ -298,6 +298,7 @@ class ReacherEnv(gymnasium.Env):
         self._q = self._home_q.copy()
         self._goal = np.zeros(3)
         self._goal_q: np.ndarray | None = None
+        self._ik_starts: np.ndarray | None = None
         self._ee = self.chain.fk(self._q)[:3, 3]
         self._t = 0
         self._seeded = False
@@ -382,8 +383,10 @@ class ReacherEnv(gymnasium.Env):
         no run converges (goals come from reachable poses, so that is rare)."""
         goal = np.asarray(goal, float).reshape(3)
         start_q = np.asarray(start_q, float).reshape(-1)
-        starts = [start_q, *self._random_reach_q(np.random.default_rng(_WORKSPACE_SEED),
-                                                   GOAL_IK_RESTARTS)]
+        if self._ik_starts is None:  # fixed poses: the same goal joints for the same start
+            self._ik_starts = self._random_reach_q(np.random.default_rng(_WORKSPACE_SEED),
+                                                   GOAL_IK_RESTARTS)
+        starts = [start_q, *self._ik_starts]
         candidates, errors = [], []
         for q0 in starts:
             result = self.chain.ik(goal, q0=q0, active_joints=self.reach_joint_names,
