@@ -36,6 +36,7 @@ JOINT_DIRECTION_SCALE_RAD = 0.1
 joint must turn, sharp near zero, where error / joint range is ~0.01 and a network's inputs
 barely change sign (a supervised check: greedy joint progress in 99% -> 100% of states)."""
 _EE_OBSERVATIONS = ("joints_goal_ee", "joints_goal_ee_dir", "joints_goal_ee_ik")
+_DIR_OBSERVATIONS = ("joints_goal_ee_dir", "joints_goal_ee_ik")
 GOAL_IK_RESTARTS = 8
 """goal_joint_positions: IK runs from the start pose and from this many fixed random poses;
 the solution nearest the start pose (sum of |angle differences|) is kept."""
@@ -189,7 +190,7 @@ def reacher_observation(reach_q: np.ndarray, goal: np.ndarray, ee: np.ndarray | 
                              "position (3 numbers, m)")
         ee = np.asarray(ee, np.float64).reshape(3)
         parts += [ee, parts[1] - ee]
-        if observation in ("joints_goal_ee_dir", "joints_goal_ee_ik"):
+        if observation in _DIR_OBSERVATIONS:
             error = parts[-1]
             parts.append(error / max(float(np.linalg.norm(error)), DIRECTION_SCALE_M))
         if observation == "joints_goal_ee_ik":
@@ -279,7 +280,7 @@ class ReacherEnv(gymnasium.Env):
             extent = goal_high - goal_low
             low = np.concatenate([low, goal_low, -extent]).astype(np.float32)
             high = np.concatenate([high, goal_high, extent]).astype(np.float32)
-        if config.observation in ("joints_goal_ee_dir", "joints_goal_ee_ik"):
+        if config.observation in _DIR_OBSERVATIONS:
             low = np.concatenate([low, -np.ones(3)]).astype(np.float32)
             high = np.concatenate([high, np.ones(3)]).astype(np.float32)
         if config.observation == "joints_goal_ee_ik":

@@ -37,10 +37,10 @@ class EnvConfig:
     """Training only: potential-based shaping r + k (d - gamma d') per metre of the env's
     info['distance_m'] (Ng et al. 1999: optimal policies unchanged); 0 disables it."""
     joint_shaping: float = 0.0
-    """Training only: the same shaping per radian of info['goal_joint_distance_rad'], the sum
+    """Training only: r + k (d - d') per radian of info['goal_joint_distance_rad'], the sum
     of |goal joints - joints| that the Reacher reports with the "joints_goal_ee_ik"
-    observation (1 / dtheta_rad pays about +1 per step towards the goal joints); 0 disables
-    it."""
+    observation. Undiscounted (not gamma d'), so a step that changes nothing pays 0; 1 /
+    dtheta_rad pays about +1 per step towards the goal joints. 0 disables it."""
 
     def validate(self) -> None:
         _check(bool(self.id.strip()), "env.id", "must be a non-empty gymnasium id", self.id)

@@ -62,15 +62,18 @@ class DistanceShaping(gym.Wrapper):
         return float(info[self.key])
 
 
+JOINT_SHAPING_GAMMA = 1.0
+"""env.joint_shaping is k (d - d'): with gamma < 1, k (d - gamma d') would pay (1 - gamma) k d
+for a step that changes nothing, and in a first run the arm learned to stall at a joint limit."""
+
+
 def add_shaping(env: gym.Env, env_cfg: Any, gamma: float) -> gym.Env:
     """The training env with the config's potential-based shapings (distance, joint)."""
     if env_cfg.distance_shaping > 0:
         env = DistanceShaping(env, env_cfg.distance_shaping, gamma)
     if env_cfg.joint_shaping > 0:
-        # gamma 1: k (d - d'), so a step that changes nothing pays 0 however far the goal is
-        # (with gamma < 1 it would pay (1 - gamma) k d, and the arm learns to stall at a limit).
-        env = DistanceShaping(env, env_cfg.joint_shaping, 1.0, key="goal_joint_distance_rad",
-                              option="env.joint_shaping")
+        env = DistanceShaping(env, env_cfg.joint_shaping, JOINT_SHAPING_GAMMA,
+                              key="goal_joint_distance_rad", option="env.joint_shaping")
     return env
 
 

@@ -498,8 +498,9 @@ class Backend:
         checkpoint), or SIGINT the child and SIGKILL it if it does not exit in time."""
         node = self.nodes.pop(name, None)
         if node is not None:
-            # Timers first: on the EventsExecutor a timer of a node being destroyed was seen
-            # firing again (re-armed by a /clock jump) into "cannot use Destroyable" errors.
+            # Timers first: on the EventsExecutor a destroyed node's timer was once seen firing
+            # on into "cannot use Destroyable" errors (after a /clock rate change; the cause
+            # is not known, this only makes sure nothing of the node is left to fire).
             for timer in list(node.timers):
                 timer.cancel()
             self.executor.remove_node(node)

@@ -48,6 +48,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from q_grasp.envs.reacher import reacher_reward
 from q_grasp.learning.agent import Actor
 from q_grasp.learning.config import ExplorationConfig
+from q_grasp.learning.tasks import JOINT_SHAPING_GAMMA
 from q_grasp.learning.visualize import q_map_overlay
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import (
@@ -568,7 +569,7 @@ class PolicyNode(Node):
                 reward = shaped_reward(reward, distance, next_distance, success,
                                        experiment.env.distance_shaping, experiment.dqn.gamma)
                 reward = shaped_reward(reward, joint_distance, next_joint_distance, success,
-                                       experiment.env.joint_shaping, 1.0)
+                                       experiment.env.joint_shaping, JOINT_SHAPING_GAMMA)
             truncated = not success and t >= self.setup.max_episode_steps
             self._record(Transition(obs, action, reward, next_obs, success, truncated, success),
                          latency, epsilon)
