@@ -75,6 +75,7 @@ class Probe:
         self.executor.add_node(self.node)
         self.last: dict[str, object] = {}
         self.counts: dict[str, int] = {}
+        self.stamps: dict[str, list[float]] = {"/clock": [], "/joint_states": []}
         subs = [
             (JointState, "/joint_states", qos.SENSOR_SUBSCRIBER_QOS),
             (Image, "/camera/color/image_raw", qos.SENSOR_SUBSCRIBER_QOS),
@@ -97,6 +98,9 @@ class Probe:
         def record(msg) -> None:
             self.last[topic] = msg
             self.counts[topic] = self.counts.get(topic, 0) + 1
+            if topic in self.stamps:
+                t = msg.clock if topic == "/clock" else msg.header.stamp
+                self.stamps[topic].append(t.sec + t.nanosec * 1e-9)
         return record
 
     def spin_once(self) -> None:
@@ -127,7 +131,8 @@ def sim_arm(tmp_path_factory):
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     log = Path(tmp_path_factory.mktemp("sim_arm")) / "sim_arm.log"
     proc = start_node_process("q_grasp.nodes.sim_arm",
-                              ["-p", "real_time_factor:=3.0", "-p", "camera_rate_hz:=5.0"],
+                              ["-p", "real_time_factor:=3.0", "-p", "camera_rate_hz:=5.0",
+                               "-p", "clock_rate_hz:=40.0"],
                               domain_id=domain, log_path=log)
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -182,6 +187,19 @@ def test_messages_are_well_formed(sim_arm) -> None:
     # Stamps are simulated time, consistent with /clock.
     clock = probe.last["/clock"].clock
     assert clock.sec + clock.nanosec * 1e-9 > 0
+
+
+def test_clock_rate_is_decoupled_from_the_control_tick(sim_arm) -> None:
+    """clock_rate_hz 40: /clock every 25 ms of simulated time while /joint_states (60 Hz by
+    default) keeps its own rate and stamps."""
+    probe, *_ = sim_arm
+    probe.wait_for_count("/clock", 20, 30.0)
+    probe.wait_for_count("/joint_states", 20, 30.0)
+    clock = np.diff(probe.stamps["/clock"][-15:])
+    joints = np.diff(probe.stamps["/joint_states"][-15:])
+    np.testing.assert_allclose(np.median(clock), 1.0 / 40.0, atol=0.006)
+    np.testing.assert_allclose(np.median(joints), 1.0 / 60.0, atol=0.006)
+    assert clock.min() > 0 and joints.min() > 0
 
 
 def test_trajectory_is_followed(sim_arm) -> None:

@@ -7,6 +7,7 @@ test/test_launch_static.py checks that the files cover every parameter with vali
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,8 +116,15 @@ def render(task: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write config/sim_train_<task>.yaml for every task (or into the folder given)."""
-    args = sys.argv[1:] if argv is None else argv
-    out_dir = Path(args[0]) if args else CONFIG_DIR
+    parser = argparse.ArgumentParser(
+        prog="python -m q_grasp.nodes.config_files",
+        description="Write the documented node parameter files config/sim_train_<task>.yaml "
+                    "from the nodes' config dataclasses.")
+    parser.add_argument("out_dir", nargs="?", type=Path, default=CONFIG_DIR,
+                        help=f"folder to write into (default {CONFIG_DIR})")
+    out_dir = parser.parse_args(sys.argv[1:] if argv is None else argv).out_dir
+    if not out_dir.is_dir():
+        parser.error(f"out_dir: not a folder: {out_dir}")
     for task in TASKS:
         path = out_dir / f"sim_train_{task}.yaml"
         path.write_text(render(task))

@@ -74,8 +74,12 @@ class SimArmConfig:
     publish_clock: bool = True
     """Publish /clock with the simulated time and stamp every message with it."""
     tick_rate_hz: float = 120.0
-    """Control loop rate in simulated time: trajectory setpoints and /clock are updated this
-    often (rounded to whole physics steps)."""
+    """Control loop rate in simulated time: trajectory setpoints are updated this often
+    (rounded to whole physics steps)."""
+    clock_rate_hz: float = 0.0
+    """Rate (simulated time) of /clock; 0 publishes it every control tick. Every node on
+    use_sim_time handles each /clock message in Python, so a lower rate saves CPU; sim-time
+    timers of other nodes then fire with this granularity."""
     joint_state_rate_hz: float = 60.0
     """Rate (simulated time) of /joint_states."""
     camera_rate_hz: float = 10.0
@@ -110,6 +114,9 @@ class SimArmConfig:
         for name in ("tick_rate_hz", "joint_state_rate_hz"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name}: must be > 0 Hz, got {getattr(self, name)}")
+        if not self.clock_rate_hz >= 0.0:
+            raise ValueError(f"clock_rate_hz: must be >= 0 Hz (0 = every control tick), got "
+                             f"{self.clock_rate_hz}")
         if not self.camera_rate_hz >= 0.0:
             raise ValueError(f"camera_rate_hz: must be >= 0 Hz (0 = off), got "
                              f"{self.camera_rate_hz}")
@@ -405,7 +412,7 @@ class SimArmNode(Node):
                     maxVelocity=motors.gripper_max_velocity_m_s)
 
     def _physics_loop(self) -> None:
-        next_joint_s = next_camera_s = 0.0
+        next_joint_s = next_camera_s = next_clock_s = 0.0
         window = (time.monotonic(), self._sim_time_s())
         ticks = 0
         try:
@@ -422,7 +429,9 @@ class SimArmNode(Node):
                         frame = self.camera.render(self.sim)
                         poses = self.scene.object_poses() if self._truth_pub else None
                 stamp = self._stamp(now_s)
-                if self._clock_pub is not None:
+                if self._clock_pub is not None and now_s >= next_clock_s:
+                    if cfg.clock_rate_hz > 0.0:
+                        next_clock_s = max(next_clock_s + 1.0 / cfg.clock_rate_hz, now_s)
                     self._clock_pub.publish(Clock(clock=stamp))
                 if joints is not None:
                     next_joint_s = max(next_joint_s + 1.0 / cfg.joint_state_rate_hz, now_s)
