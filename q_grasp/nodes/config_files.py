@@ -52,8 +52,11 @@ def sim_arm_for_task(task: str) -> Any:
         # a quarter to a third (benchmarks/bench_ros_system.py, "fast_rates" variant). A grasp
         # attempt is ~4 s of motion, so the pace sets the actor's speed: 20x trained the
         # default 500-attempt budget in 6 min instead of 7.5 at 10x on this 2-core machine.
-        return SimArmConfig(real_time_factor=20.0, tick_rate_hz=60.0, joint_state_rate_hz=30.0,
-                            camera_rate_hz=5.0, robot=env.robot, sim=env.physics,
+        # /clock at 20 Hz (every third tick): each /clock message costs every node on sim time
+        # a Python callback; the policy judges motion by /joint_states stamps, not /clock.
+        return SimArmConfig(real_time_factor=20.0, tick_rate_hz=60.0, clock_rate_hz=20.0,
+                            joint_state_rate_hz=30.0, camera_rate_hz=5.0, robot=env.robot,
+                            sim=env.physics,
                             motors=env.motors, camera=env.camera_config(),
                             scene=env.scene_config())
     if task == "reacher":

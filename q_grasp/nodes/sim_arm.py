@@ -86,6 +86,11 @@ class SimArmConfig:
     """Rate (simulated time) of camera images; 0 stops the camera."""
     publish_depth: bool = True
     """Publish the depth image and its camera_info."""
+    camera_reuse_static_frames: bool = True
+    """While nothing the camera sees has moved since the last rendered frame (every robot joint
+    and every object's pose within 1e-5 m or rad, far below a pixel), publish that frame again
+    with the new stamp instead of rendering the same image (most frames while the arm waits at
+    home). False renders every frame."""
     publish_ground_truth: bool = True
     """Publish object poses (simulator ground truth, for evaluation) on ~/object_poses."""
     spawn_on_start: bool = True
@@ -128,6 +133,10 @@ class SimArmConfig:
         if not self.world_frame:
             raise ValueError("world_frame: must not be empty")
 
+
+STATIC_FRAME_TOLERANCE = 1e-5
+"""Largest joint (rad) or object pose (m, quaternion) change for which the camera frame is
+reused (camera_reuse_static_frames): far below one pixel of the 64x64 camera (~2.5 mm)."""
 
 DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz"})
 """Parameters that may change while the node runs (ros2 param set)."""
@@ -223,6 +232,8 @@ class SimArmNode(Node):
         self.sim = BulletSim(seed=cfg.seed, config=cfg.sim)
         self.robot = SimRobot(self.sim, cfg.robot, cfg.motors)
         self.camera = PinholeCamera(cfg.camera)
+        # (what the camera saw, rendered frame) of the last render: camera_reuse_static_frames
+        self._last_frame: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None
         self.scene = Scene(self.sim, cfg.scene)
         rc = cfg.robot
         self._steps_per_tick = max(1, round(1.0 / (cfg.tick_rate_hz * self.sim.time_step_s)))
@@ -426,8 +437,7 @@ class SimArmNode(Node):
                     joints = self.robot.joint_states() if now_s >= next_joint_s else None
                     frame = poses = None
                     if cfg.camera_rate_hz > 0 and now_s >= next_camera_s:
-                        frame = self.camera.render(self.sim)
-                        poses = self.scene.object_poses() if self._truth_pub else None
+                        frame, poses = self._camera_frame(cfg)
                 stamp = self._stamp(now_s)
                 if self._clock_pub is not None and now_s >= next_clock_s:
                     if cfg.clock_rate_hz > 0.0:
@@ -452,6 +462,23 @@ class SimArmNode(Node):
             self.get_logger().error(f"physics loop stopped: {exc}\n{traceback.format_exc()}")
             self.diagnostics.set_level(ERROR, f"physics loop stopped: {exc}")
 
+    def _camera_frame(self, cfg: SimArmConfig) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+        """The camera's current (rgb, depth) and the object poses; the last frame again while
+        nothing in view has moved (camera_reuse_static_frames). Caller holds the sim lock."""
+        poses = self.scene.object_poses()
+        _, positions, _, _ = self.robot.joint_states()
+        signature = np.concatenate([positions] + [np.concatenate([[body], pos, quat])
+                                                  for body, (pos, quat) in poses.items()])
+        last = self._last_frame
+        if (cfg.camera_reuse_static_frames and last is not None
+                and last[0].shape == signature.shape
+                and np.allclose(last[0], signature, rtol=0.0, atol=STATIC_FRAME_TOLERANCE)):
+            self.diagnostics.count("camera_frames_reused")
+            return last[1], poses
+        frame = self.camera.render(self.sim)
+        self._last_frame = (signature, frame)
+        return frame, poses
+
     def _publish_camera(self, frame: tuple[np.ndarray, np.ndarray], stamp, poses) -> None:
         rgb, depth = frame
         frame_id = self._config.camera.frame_id
@@ -462,7 +489,7 @@ class SimArmNode(Node):
             self._depth_pub.publish(image_msg(depth, "32FC1", stamp, frame_id))
             self._depth_info_pub.publish(self._camera_info)
         self.diagnostics.count("camera_frames")
-        if poses is not None:
+        if poses is not None and self._truth_pub is not None:
             msg = PoseArray()
             msg.header.stamp, msg.header.frame_id = stamp, self._config.world_frame
             for position, quat in poses.values():
