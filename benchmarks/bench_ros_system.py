@@ -5,9 +5,11 @@
     attempt, the same epsilon-greedy choice). Like for like, the single-process loop moves
     with physics to the pre-grasp pose and back home as the ROS arm must (the env's default
     teleports there; measured too). ROS variants: sim_arm + policy composed in one process
-    (bringup's default, EventsExecutor or MultiThreadedExecutor; also with sim_arm's earlier,
-    twice higher message rates) and in two processes (as ros2 launch runs them; also with the
-    simulator unpaced). The transitions are decoded in this process as the trainer would.
+    (bringup's default, EventsExecutor or MultiThreadedExecutor; also with sim_arm's earlier
+    /clock every tick and every camera frame rendered, and at a real-time factor of 10
+    instead of 20) and in two processes (as ros2 launch runs
+    them; also with the simulator unpaced). The transitions are decoded in this process as
+    the trainer would.
     Beside the rate: simulated seconds and CPU seconds (all processes summed) per transition,
     because the machine is shared and the loops need not spend the same simulated time.
 (b) U-Net decision latency: camera frame received -> first trajectory command published, as the
@@ -382,9 +384,10 @@ def composed_actor_main(args: list[str]) -> int:
     return 0
 
 
-FAST_RATES = {"tick_rate_hz": 120.0, "joint_state_rate_hz": 60.0, "camera_rate_hz": 10.0}
-"""sim_arm's rates before the params file halved them (variant "composed_events_fast_rates":
-twice the messages per simulated second for the same motion)."""
+PREVIOUS_SIM = {"clock_rate_hz": 0.0, "camera_reuse_static_frames": False}
+"""sim_arm before 2026-12-02: /clock every control tick (60 Hz), every camera frame rendered
+(variant "composed_events_clock_every_tick_render_every_frame")."""
+
 
 
 def ros_composed_actor(folder: Path, attempts: int, epsilon: float, executor: str,
@@ -552,8 +555,11 @@ def main(argv: list[str] | None = None) -> int:
             ros = {}
             runs = (("composed_events", lambda sub: ros_composed_actor(
                         sub, args.attempts, args.epsilon, "events")),
-                    ("composed_events_fast_rates", lambda sub: ros_composed_actor(
-                        sub, args.attempts, args.epsilon, "events", FAST_RATES)),
+                    ("composed_events_clock_every_tick_render_every_frame",
+                     lambda sub: ros_composed_actor(
+                         sub, args.attempts, args.epsilon, "events", PREVIOUS_SIM)),
+                    ("composed_events_rtf10", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "events", {"real_time_factor": 10.0})),
                     ("composed_multi", lambda sub: ros_composed_actor(
                         sub, args.attempts, args.epsilon, "multi")),
                     ("processes", lambda sub: ros_actor(sub, args.attempts, args.epsilon, None)),
