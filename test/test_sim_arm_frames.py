@@ -13,13 +13,14 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.parameter import Parameter  # noqa: E402
 
 from q_grasp.nodes.sim_arm import SimArmNode  # noqa: E402
+from q_grasp.nodes.testing import unique_domain_id  # noqa: E402
 
 
 @pytest.fixture()
 def node(request):
     reuse = getattr(request, "param", True)
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=0)
+    rclpy.init(context=context, domain_id=unique_domain_id())
     sim = SimArmNode(context=context, parameter_overrides=[
         Parameter("camera_reuse_static_frames", value=reuse),
         Parameter("publish_clock", value=False)])

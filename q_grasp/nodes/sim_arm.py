@@ -142,6 +142,12 @@ DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz"})
 """Parameters that may change while the node runs (ros2 param set)."""
 
 
+def _next_due(due_s: float, rate_hz: float, now_s: float) -> float:
+    """When a stream published at ``rate_hz`` (simulated time) is next due after publishing at
+    ``now_s``: one period on, never before now (a slow stretch does not cause a burst)."""
+    return max(due_s + 1.0 / rate_hz, now_s)
+
+
 class TrajectoryFollower:
     """Holds one controller's trajectory and turns it into setpoints over simulated time.
 
@@ -441,15 +447,15 @@ class SimArmNode(Node):
                 stamp = self._stamp(now_s)
                 if self._clock_pub is not None and now_s >= next_clock_s:
                     if cfg.clock_rate_hz > 0.0:
-                        next_clock_s = max(next_clock_s + 1.0 / cfg.clock_rate_hz, now_s)
+                        next_clock_s = _next_due(next_clock_s, cfg.clock_rate_hz, now_s)
                     self._clock_pub.publish(Clock(clock=stamp))
                 if joints is not None:
-                    next_joint_s = max(next_joint_s + 1.0 / cfg.joint_state_rate_hz, now_s)
+                    next_joint_s = _next_due(next_joint_s, cfg.joint_state_rate_hz, now_s)
                     names, position, velocity, effort = joints
                     self._joint_pub.publish(joint_state_msg(names, position, velocity, effort,
                                                             stamp))
                 if frame is not None:
-                    next_camera_s = max(next_camera_s + 1.0 / cfg.camera_rate_hz, now_s)
+                    next_camera_s = _next_due(next_camera_s, cfg.camera_rate_hz, now_s)
                     self._publish_camera(frame, stamp, poses)
                 ticks += 1
                 if ticks % 200 == 0:
