@@ -2,12 +2,14 @@
 
 (a) grasp transitions per second through ROS against the single-process loop doing the same
     work (TopDownGraspEnv: physics grasp, camera, IK, the same fresh U-Net's Q-map every
-    attempt, the same epsilon-greedy choice). Like for like, the single-process loop moves
-    with physics to the pre-grasp pose and back home as the ROS arm must (the env's default
-    teleports there; measured too). ROS variants: sim_arm + policy composed in one process
-    (bringup's default, EventsExecutor or MultiThreadedExecutor; also with sim_arm's earlier
-    /clock every tick and every camera frame rendered, and at a real-time factor of 10
-    instead of 20) and in two processes (as ros2 launch runs
+    attempt, the same epsilon-greedy choice among the reachable grasps). Like for like, the
+    single-process loop moves with physics to the pre-grasp pose and back home as the ROS arm
+    must (the env's default teleports there; measured too, and so is the loop without the
+    reachability mask, the comparison before 2026-12-02). ROS variants: sim_arm + policy
+    composed in one process (bringup's default, EventsExecutor or MultiThreadedExecutor; also
+    with sim_arm's earlier /clock every tick and every camera frame rendered, with physics
+    stepped while the world is still, and at real-time factors 10 and 40 instead of 20) and in
+    two processes (as ros2 launch runs
     them; also with the simulator unpaced). The transitions are decoded in this process as
     the trainer would.
     Beside the rate: simulated seconds and CPU seconds (all processes summed) per transition,
@@ -69,12 +71,14 @@ def _stats(values: list[float]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- (a) in-process
 
 
-def single_process(attempts: int, epsilon: float, seed: int, teleport: bool
-                   ) -> dict[str, Any]:
+def single_process(attempts: int, epsilon: float, seed: int, teleport: bool,
+                   mask: bool = True) -> dict[str, Any]:
     """The single-process grasp loop: env step (physics) + the U-Net's Q-map each attempt.
 
     ``teleport``: the env's default, jumping to the pre-grasp pose and back home without
     physics; False moves there with physics, as every motion over ROS does (like for like).
+    ``mask``: explore among the reachable grasps (info["action_mask"]) as the policy node does
+    with the shipped params; without it ~45% of random grasps fail IK and move nothing.
     """
     import dataclasses
 
@@ -100,15 +104,21 @@ def single_process(attempts: int, epsilon: float, seed: int, teleport: bool
     sim.step = counting_step  # counts resets' settling too, as sim_arm's clock does
     rng = np.random.default_rng(seed)
     net = setup.q_net
-    obs, _ = env.reset(seed=seed)
+
+    info: dict[str, Any] = {}
 
     def attempt(obs: np.ndarray) -> tuple[np.ndarray, bool]:
-        action, _ = choose_action(net.predict_q(obs), epsilon, rng)
+        nonlocal info
+        allowed = info["action_mask"].astype(bool) if mask else None
+        action, _ = choose_action(net.predict_q(obs), epsilon, rng,
+                                  None if allowed is None else ~allowed, allowed)
         obs, _, terminated, truncated, info = env.step(action)
+        success = bool(info["is_success"])
         if terminated or truncated:
-            obs, _ = env.reset()
-        return obs, bool(info["is_success"])
+            obs, info = env.reset()
+        return obs, success
 
+    obs, info = env.reset(seed=seed)
     for _ in range(3):  # warm-up
         obs, _ = attempt(obs)
     physics_steps[0] = 0
@@ -545,10 +555,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         if "a" in args.parts or "b" in args.parts:
             singles = {}
-            for label, teleport in (("physics_moves", False), ("env_default_teleport", True)):
+            for label, teleport, mask in (("physics_moves", False, True),
+                                          ("physics_moves_no_mask", False, False),
+                                          ("env_default_teleport", True, True)):
                 single = singles[label] = single_process(args.attempts, args.epsilon,
-                                                         args.seed, teleport)
-                print(f"(a) single process {label:20s}: {single['transitions_per_s']:.2f} "
+                                                         args.seed, teleport, mask)
+                print(f"(a) single process {label:21s}: {single['transitions_per_s']:.2f} "
                       f"transitions/s, {single['cpu_s_per_transition']:.3f} CPU-s and "
                       f"{single['sim_s_per_transition']:.2f} sim-s per transition", flush=True)
             single = singles["physics_moves"]
@@ -558,8 +570,13 @@ def main(argv: list[str] | None = None) -> int:
                     ("composed_events_clock_every_tick_render_every_frame",
                      lambda sub: ros_composed_actor(
                          sub, args.attempts, args.epsilon, "events", PREVIOUS_SIM)),
+                    ("composed_events_physics_every_tick", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "events",
+                        {"skip_physics_when_still": False})),
                     ("composed_events_rtf10", lambda sub: ros_composed_actor(
                         sub, args.attempts, args.epsilon, "events", {"real_time_factor": 10.0})),
+                    ("composed_events_rtf40", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "events", {"real_time_factor": 40.0})),
                     ("composed_multi", lambda sub: ros_composed_actor(
                         sub, args.attempts, args.epsilon, "multi")),
                     ("processes", lambda sub: ros_actor(sub, args.attempts, args.epsilon, None)),
@@ -570,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                 sub.mkdir()
                 ros[label] = run(sub)
                 r = ros[label]
-                print(f"(a) ROS {label:23s}: {r['transitions_per_s']:.2f} transitions/s, "
+                print(f"(a) ROS {label:34s}: {r['transitions_per_s']:.2f} transitions/s, "
                       f"{r['cpu_s_per_transition']:.3f} CPU-s and "
                       f"{r['sim_s_per_transition']:.2f} sim-s per transition (real-time "
                       f"factor {r['real_time_factor']:.1f})", flush=True)

@@ -91,6 +91,16 @@ class SimArmConfig:
     and every object's pose within 1e-5 m or rad, far below a pixel), publish that frame again
     with the new stamp instead of rendering the same image (most frames while the arm waits at
     home). False renders every frame."""
+    skip_physics_when_still: bool = True
+    """While no trajectory runs and nothing moves (every joint and object slower than
+    still_velocity for still_time_s), let simulated time pass without stepping physics: with
+    constant motor targets a world at rest stays as it is, so nothing observable changes, and
+    the time a policy spends deciding or waiting for a camera frame costs no physics. A
+    trajectory, a scene reset or a spawn wakes it at the next tick. False steps every tick."""
+    still_velocity: float = 1e-3
+    """Speed (m/s and rad/s, linear and angular) below which a joint or object counts as still."""
+    still_time_s: float = 0.1
+    """Simulated time everything must have been still before physics steps are skipped."""
     publish_ground_truth: bool = True
     """Publish object poses (simulator ground truth, for evaluation) on ~/object_poses."""
     spawn_on_start: bool = True
@@ -130,6 +140,10 @@ class SimArmConfig:
                              f"{self.max_trajectory_points}")
         if not 0.0 <= self.limit_tolerance <= 0.1:
             raise ValueError(f"limit_tolerance: must be in [0, 0.1], got {self.limit_tolerance}")
+        if not self.still_velocity > 0.0:
+            raise ValueError(f"still_velocity: must be > 0, got {self.still_velocity}")
+        if not self.still_time_s >= 0.0:
+            raise ValueError(f"still_time_s: must be >= 0 s, got {self.still_time_s}")
         if not self.world_frame:
             raise ValueError("world_frame: must not be empty")
 
@@ -138,7 +152,8 @@ STATIC_FRAME_TOLERANCE = 1e-5
 """Largest joint (rad) or object pose (m, quaternion) change for which the camera frame is
 reused (camera_reuse_static_frames): far below one pixel of the 64x64 camera (~2.5 mm)."""
 
-DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz"})
+DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",
+                                "skip_physics_when_still"})
 """Parameters that may change while the node runs (ros2 param set)."""
 
 
@@ -302,6 +317,9 @@ class SimArmNode(Node):
         # SIGINT shuts the context down before destroy_node runs: stop publishing at once.
         self.context.on_shutdown(self._stop.set)
         self._rtf_anchor: tuple[float, float] | None = None  # (wall s, sim s) pacing origin
+        # skip_physics_when_still: sim time since which nothing has moved (None: moving)
+        self._still_since_s: float | None = None
+        self._ticks_skipped = 0
         self._thread = threading.Thread(target=self._physics_loop, name="sim_arm_physics",
                                         daemon=True)
         self._thread.start()
@@ -382,6 +400,7 @@ class SimArmNode(Node):
                 self.arm.cancel(self.robot.home_positions)
                 self.gripper.cancel(np.asarray(self._config.robot.gripper_open_positions))
                 objects = self.scene.spawn(self.sim.rng)
+                self._still_since_s = None
         except Exception as exc:  # a failed reset is reported to the caller, never fatal
             response.success, response.message = False, f"reset failed: {exc}"
             self.diagnostics.count("reset_failures")
@@ -397,6 +416,7 @@ class SimArmNode(Node):
         try:
             with self._sim_lock:
                 objects = self.scene.spawn(self.sim.rng)
+                self._still_since_s = None
         except Exception as exc:
             response.success, response.message = False, f"spawn failed: {exc}"
             self.diagnostics.count("spawn_failures")
@@ -438,7 +458,7 @@ class SimArmNode(Node):
                 with self._sim_lock:
                     now_s = self._sim_time_s()
                     self._apply_setpoints(now_s)
-                    self.sim.step(self._steps_per_tick)
+                    self._step_physics(cfg, now_s)
                     now_s = self._sim_time_s()
                     joints = self.robot.joint_states() if now_s >= next_joint_s else None
                     frame = poses = None
@@ -467,6 +487,36 @@ class SimArmNode(Node):
             # Keep the node alive (services, diagnostics) and say why physics stopped.
             self.get_logger().error(f"physics loop stopped: {exc}\n{traceback.format_exc()}")
             self.diagnostics.set_level(ERROR, f"physics loop stopped: {exc}")
+
+    def _step_physics(self, cfg: SimArmConfig, now_s: float) -> None:
+        """One control tick of physics, or of time passing in a still world
+        (skip_physics_when_still). Caller holds the sim lock."""
+        busy = self.arm.active or self.gripper.active
+        if not cfg.skip_physics_when_still or busy:
+            self._still_since_s = None
+        elif (self._still_since_s is not None
+              and now_s - self._still_since_s >= cfg.still_time_s - 1e-9):
+            self.sim.pass_time(self._steps_per_tick)
+            self._ticks_skipped += 1
+            return
+        self.sim.step(self._steps_per_tick)
+        if cfg.skip_physics_when_still and not busy:
+            if not self._world_is_still(cfg.still_velocity):
+                self._still_since_s = None
+            elif self._still_since_s is None:
+                self._still_since_s = self._sim_time_s()
+
+    def _world_is_still(self, max_speed: float) -> bool:
+        """Every joint and every object slower than ``max_speed`` (m/s, rad/s)."""
+        _, _, velocity, _ = self.robot.joint_states()
+        if np.abs(velocity).max(initial=0.0) >= max_speed:
+            return False
+        client = self.sim.client
+        for body in self.scene.object_ids:
+            linear, angular = client.getBaseVelocity(body)
+            if max(map(abs, linear)) >= max_speed or max(map(abs, angular)) >= max_speed:
+                return False
+        return True
 
     def _camera_frame(self, cfg: SimArmConfig) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
         """The camera's current (rgb, depth) and the object poses; the last frame again while
@@ -513,6 +563,7 @@ class SimArmNode(Node):
         target = self._config.real_time_factor
         self.diagnostics.set(sim_time_s=round(sim_s, 3), real_time_factor=round(measured, 3),
                              real_time_factor_target=target,
+                             physics_ticks_skipped=self._ticks_skipped,
                              arm_trajectory_active=self.arm.active,
                              gripper_trajectory_active=self.gripper.active)
         if self.diagnostics.rejected_total() == 0:

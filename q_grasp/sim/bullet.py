@@ -69,7 +69,8 @@ class BulletSim:
         self.rng = np.random.default_rng(seed)
         self.table_id = -1
         self.step_count = 0
-        """Physics steps taken since the last reset (simulated time = step_count * time_step)."""
+        """Time steps since the last reset, stepped or passed at rest (simulated time =
+        step_count * time_step)."""
         self._setup_world()
 
     @property
@@ -113,6 +114,11 @@ class BulletSim:
         """Advance physics by ``n`` time steps."""
         for _ in range(int(n)):
             self.client.stepSimulation()
+        self.step_count += int(n)
+
+    def pass_time(self, n: int = 1) -> None:
+        """Let ``n`` time steps of simulated time pass without stepping physics: for a world
+        that is at rest with constant motor targets, where a physics step changes nothing."""
         self.step_count += int(n)
 
     def reset(self, seed: int | None = None) -> None:

@@ -1,0 +1,155 @@
+"""sim_arm in this process with its physics thread stopped, the tests running the ticks:
+the camera renders a frame again only when something in view moved (camera_reuse_static_frames)
+and what it then publishes is what a fresh render shows; a still world lets simulated time pass
+without physics (skip_physics_when_still) until a trajectory or a scene reset wakes it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.parameter import Parameter  # noqa: E402
+
+from q_grasp.nodes.convert import Trajectory  # noqa: E402
+from q_grasp.nodes.sim_arm import SimArmNode  # noqa: E402
+from q_grasp.nodes.testing import unique_domain_id  # noqa: E402
+
+
+@pytest.fixture()
+def node(request):
+    """A SimArmNode without its physics thread; ``request.param``: parameter overrides."""
+    overrides = {"publish_clock": False, **getattr(request, "param", {})}
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=unique_domain_id())
+    sim = SimArmNode(context=context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in overrides.items()])
+    # Stop the physics thread: the test steps the simulator itself.
+    sim._stop.set()
+    sim._thread.join(timeout=10.0)
+    try:
+        yield sim
+    finally:
+        sim.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_static_scene_reuses_the_frame_and_motion_renders_again(node) -> None:
+    cfg = node._config
+    with node._sim_lock:
+        node.sim.step(240)  # let the objects settle
+        first, _ = node._camera_frame(cfg)
+        node.sim.step(10)
+        again, _ = node._camera_frame(cfg)
+        assert again is first  # nothing moved: the same frame, not a new render
+        # ... and what a fresh render shows, up to the rounding of sub-pixel settling.
+        fresh = node.camera.render(node.sim)
+        assert np.abs(fresh[0].astype(int) - first[0].astype(int)).max() <= 1
+        np.testing.assert_allclose(fresh[1], first[1], atol=1e-3)  # 1 mm (a pixel: ~2.5 mm)
+
+        body = next(iter(node.scene.objects))
+        pos, quat = node.sim.client.getBasePositionAndOrientation(body)
+        node.sim.client.resetBasePositionAndOrientation(
+            body, [pos[0] + 0.02, pos[1], pos[2]], quat)
+        moved, poses = node._camera_frame(cfg)
+        assert moved is not first
+        assert np.abs(moved[1] - first[1]).max() > 0.005  # the depth image changed
+        np.testing.assert_array_equal(node.camera.render(node.sim)[1], moved[1])
+        np.testing.assert_allclose(poses[body][0][0], pos[0] + 0.02)
+
+        # A joint moving counts too (the arm may be in view).
+        joint = node.robot.joint_index("base_joint")
+        node.sim.client.resetJointState(node.robot.body_id, joint, 0.3)
+        turned, _ = node._camera_frame(cfg)
+        assert turned is not moved
+    assert node.diagnostics.counter("camera_frames_reused") >= 1
+
+
+@pytest.mark.parametrize("node", [{"camera_reuse_static_frames": False}], indirect=True)
+def test_reuse_off_renders_every_frame(node) -> None:
+    cfg = node._config
+    with node._sim_lock:
+        node.sim.step(240)
+        first, _ = node._camera_frame(cfg)
+        again, _ = node._camera_frame(cfg)
+    assert again is not first
+    np.testing.assert_array_equal(again[0], first[0])
+    assert node.diagnostics.counter("camera_frames_reused") == 0
+
+
+# ----------------------------------------------------------------------------- still world
+
+
+def _ticks(node: SimArmNode, n: int) -> tuple[int, int]:
+    """Run n control ticks as the physics loop does; (physics steps, ticks skipped) taken."""
+    calls = [0]
+    client = node.sim.client
+    step = client.stepSimulation
+
+    def counting() -> None:
+        calls[0] += 1
+        step()
+
+    client.stepSimulation = counting
+    skipped0 = node._ticks_skipped
+    try:
+        with node._sim_lock:
+            for _ in range(n):
+                now_s = node._sim_time_s()
+                node._apply_setpoints(now_s)
+                node._step_physics(node._config, now_s)
+    finally:
+        del client.stepSimulation
+    return calls[0], node._ticks_skipped - skipped0
+
+
+def _body_state(node: SimArmNode) -> np.ndarray:
+    _, q, _, _ = node.robot.joint_states()
+    poses = node.scene.object_poses()
+    return np.concatenate([q] + [np.concatenate(p) for p in poses.values()])
+
+
+def test_still_world_passes_time_without_physics_and_a_trajectory_wakes_it(node) -> None:
+    per_tick = node._steps_per_tick
+    _ticks(node, 240)  # objects settle, the arm holds home
+    t0, before = node._sim_time_s(), _body_state(node)
+    steps, skipped = _ticks(node, 120)
+    assert skipped == 120 and steps == 0  # nothing moved: no physics at all...
+    np.testing.assert_allclose(node._sim_time_s() - t0, 120 * per_tick * node.sim.time_step_s)
+    np.testing.assert_array_equal(_body_state(node), before)  # ...and nothing changed
+
+    # A trajectory wakes physics at the next tick and the arm follows it.
+    target = node.robot.home_positions.copy()
+    target[0] += 0.3
+    names = node._config.robot.arm_joint_names
+    node.arm.submit(Trajectory(tuple(names), np.array([0.3]), target[None, :]))
+    ticks = int(0.3 / (per_tick * node.sim.time_step_s))  # while the trajectory runs
+    steps, skipped = _ticks(node, ticks)
+    assert skipped == 0 and steps == ticks * per_tick
+    _ticks(node, 120)
+    _, q, _, _ = node.robot.joint_states()
+    assert abs(q[node.robot.movable_joint_names.index(names[0])] - target[0]) < 0.01
+    # After the motion has died down it skips again.
+    _, skipped = _ticks(node, 240)
+    assert skipped > 0
+
+
+def test_scene_reset_wakes_physics(node) -> None:
+    _ticks(node, 240)
+    assert _ticks(node, 10)[1] == 10
+    from std_srvs.srv import Trigger
+
+    response = node._on_reset_scene(Trigger.Request(), Trigger.Response())
+    assert response.success
+    steps, skipped = _ticks(node, 5)
+    assert steps > 0 and skipped == 0
+
+
+@pytest.mark.parametrize("node", [{"skip_physics_when_still": False}], indirect=True)
+def test_still_skipping_off_steps_every_tick(node) -> None:
+    _ticks(node, 240)
+    steps, skipped = _ticks(node, 60)
+    assert skipped == 0 and steps == 60 * node._steps_per_tick
