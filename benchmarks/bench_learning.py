@@ -36,6 +36,10 @@ BENCHMARKS = {
     "reacher": ("q_grasp/Reacher-v0", {}, "success_rate", 0.95, 20_000),
     "cartpole": ("CartPole-v1", {}, "mean_return", 475.0, 100_000),  # config: 50k steps
     "grasp": ("q_grasp/TopDownGrasp-v0", {}, "attempt_success_rate", 0.95, 1_000),
+    # grasp.yaml with the rotation-equivariant U-Net (one head on the image turned per yaw)
+    "grasp_equivariant": ("q_grasp/TopDownGrasp-v0",
+                          {"network": {"unet_rotation_equivariant": True}},
+                          "attempt_success_rate", 0.95, 1_000),
     "grasp_clutter": ("q_grasp/TopDownGraspClutter-v0",
                       {"env": {"kwargs": {"min_objects": 1, "max_objects": 5, "max_attempts": 10,
                                           "num_rotations": 8}},
