@@ -99,8 +99,8 @@ def _ticks(node: SimArmNode, n: int) -> tuple[int, int]:
         with node._sim_lock:
             for _ in range(n):
                 now_s = node._sim_time_s()
-                node._apply_setpoints(now_s)
-                node._step_physics(node._config, now_s)
+                changed = node._apply_setpoints(now_s)
+                node._step_physics(node._config, now_s, changed)
     finally:
         del client.stepSimulation
     return calls[0], node._ticks_skipped - skipped0
@@ -135,6 +135,21 @@ def test_still_world_passes_time_without_physics_and_a_trajectory_wakes_it(node)
     # After the motion has died down it skips again.
     _, skipped = _ticks(node, 240)
     assert skipped > 0
+
+
+def test_a_step_trajectory_wakes_physics(node) -> None:
+    # A zero-duration trajectory (how the policy commands the gripper) is over in the tick it
+    # starts; its new motor targets must still wake physics, or the fingers would never move.
+    _ticks(node, 240)
+    assert _ticks(node, 10)[1] == 10
+    names = tuple(node._config.robot.gripper_joint_names)
+    closed = np.asarray(node._config.robot.gripper_closed_positions, float)
+    node.gripper.submit(Trajectory(names, np.array([0.0]), closed[None, :]))
+    steps, skipped = _ticks(node, 60)
+    assert steps > 0
+    _, q, _, _ = node.robot.joint_states()
+    fingers = [node.robot.movable_joint_names.index(n) for n in names]
+    np.testing.assert_allclose(q[fingers], closed, atol=2e-3)
 
 
 def test_scene_reset_wakes_physics(node) -> None:

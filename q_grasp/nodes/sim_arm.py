@@ -436,10 +436,13 @@ class SimArmNode(Node):
             return to_time_msg(sim_time_s)
         return self.get_clock().now().to_msg()
 
-    def _apply_setpoints(self, now_s: float) -> None:
-        if self.arm.update(now_s):
+    def _apply_setpoints(self, now_s: float) -> bool:
+        """Send the followers' setpoints to the motors; True when any of them changed."""
+        arm = self.arm.update(now_s)
+        if arm:
             self.robot.set_arm_targets(self.arm.setpoints)
-        if self.gripper.update(now_s):
+        gripper = self.gripper.update(now_s)
+        if gripper:
             client, body = self.sim.client, self.robot.body_id
             rc, motors = self._config.robot, self._config.motors
             for name, target in zip(rc.gripper_joint_names, self.gripper.setpoints):
@@ -447,6 +450,7 @@ class SimArmNode(Node):
                     body, self.robot.joint_index(name), pybullet.POSITION_CONTROL,
                     targetPosition=float(target), force=rc.max_gripper_force,
                     maxVelocity=motors.gripper_max_velocity_m_s)
+        return arm or gripper
 
     def _physics_loop(self) -> None:
         next_joint_s = next_camera_s = next_clock_s = 0.0
@@ -457,8 +461,8 @@ class SimArmNode(Node):
                 cfg = self._config
                 with self._sim_lock:
                     now_s = self._sim_time_s()
-                    self._apply_setpoints(now_s)
-                    self._step_physics(cfg, now_s)
+                    changed = self._apply_setpoints(now_s)
+                    self._step_physics(cfg, now_s, changed)
                     now_s = self._sim_time_s()
                     joints = self.robot.joint_states() if now_s >= next_joint_s else None
                     frame = poses = None
@@ -488,10 +492,12 @@ class SimArmNode(Node):
             self.get_logger().error(f"physics loop stopped: {exc}\n{traceback.format_exc()}")
             self.diagnostics.set_level(ERROR, f"physics loop stopped: {exc}")
 
-    def _step_physics(self, cfg: SimArmConfig, now_s: float) -> None:
+    def _step_physics(self, cfg: SimArmConfig, now_s: float, targets_changed: bool) -> None:
         """One control tick of physics, or of time passing in a still world
-        (skip_physics_when_still). Caller holds the sim lock."""
-        busy = self.arm.active or self.gripper.active
+        (skip_physics_when_still). ``targets_changed``: the motors got new setpoints this tick
+        (a step trajectory, e.g. the gripper's, is over in the tick it starts). Caller holds
+        the sim lock."""
+        busy = targets_changed or self.arm.active or self.gripper.active
         if not cfg.skip_physics_when_still or busy:
             self._still_since_s = None
         elif (self._still_since_s is not None
