@@ -84,7 +84,7 @@ def test_reuse_off_renders_every_frame(node) -> None:
 
 
 def _ticks(node: SimArmNode, n: int) -> tuple[int, int]:
-    """Run n control ticks as the physics loop does; (physics steps, ticks skipped) taken."""
+    """Run n of the physics loop's control ticks; (physics steps, ticks skipped) taken."""
     calls = [0]
     client = node.sim.client
     step = client.stepSimulation
@@ -98,9 +98,7 @@ def _ticks(node: SimArmNode, n: int) -> tuple[int, int]:
     try:
         with node._sim_lock:
             for _ in range(n):
-                now_s = node._sim_time_s()
-                changed = node._apply_setpoints(now_s)
-                node._step_physics(node._config, now_s, changed)
+                node._control_tick(node._config)
     finally:
         del client.stepSimulation
     return calls[0], node._ticks_skipped - skipped0

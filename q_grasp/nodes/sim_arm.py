@@ -460,10 +460,7 @@ class SimArmNode(Node):
             while not self._stop.is_set():
                 cfg = self._config
                 with self._sim_lock:
-                    now_s = self._sim_time_s()
-                    changed = self._apply_setpoints(now_s)
-                    self._step_physics(cfg, now_s, changed)
-                    now_s = self._sim_time_s()
+                    now_s = self._control_tick(cfg)
                     joints = self.robot.joint_states() if now_s >= next_joint_s else None
                     frame = poses = None
                     if cfg.camera_rate_hz > 0 and now_s >= next_camera_s:
@@ -492,25 +489,28 @@ class SimArmNode(Node):
             self.get_logger().error(f"physics loop stopped: {exc}\n{traceback.format_exc()}")
             self.diagnostics.set_level(ERROR, f"physics loop stopped: {exc}")
 
-    def _step_physics(self, cfg: SimArmConfig, now_s: float, targets_changed: bool) -> None:
-        """One control tick of physics, or of time passing in a still world
-        (skip_physics_when_still). ``targets_changed``: the motors got new setpoints this tick
-        (a step trajectory, e.g. the gripper's, is over in the tick it starts). Caller holds
-        the sim lock."""
-        busy = targets_changed or self.arm.active or self.gripper.active
+    def _control_tick(self, cfg: SimArmConfig) -> float:
+        """One control tick: the followers' setpoints to the motors, then physics -- or, in a
+        still world (skip_physics_when_still), time passing. Returns the simulated time after
+        it. Caller holds the sim lock."""
+        now_s = self._sim_time_s()
+        # A follower reports a change every tick it runs a trajectory, the last one included
+        # (a step trajectory, e.g. the gripper's, is over in the tick it starts): busy.
+        busy = self._apply_setpoints(now_s)
         if not cfg.skip_physics_when_still or busy:
             self._still_since_s = None
         elif (self._still_since_s is not None
               and now_s - self._still_since_s >= cfg.still_time_s - 1e-9):
             self.sim.pass_time(self._steps_per_tick)
             self._ticks_skipped += 1
-            return
+            return self._sim_time_s()
         self.sim.step(self._steps_per_tick)
         if cfg.skip_physics_when_still and not busy:
             if not self._world_is_still(cfg.still_velocity):
                 self._still_since_s = None
             elif self._still_since_s is None:
                 self._still_since_s = self._sim_time_s()
+        return self._sim_time_s()
 
     def _world_is_still(self, max_speed: float) -> bool:
         """Every joint and every object slower than ``max_speed`` (m/s, rad/s)."""
