@@ -304,6 +304,16 @@ def measure_window(session: Session, transitions: int, warmup: int, timeout_s: f
                                                 for k, v in cpu_used.items()}}
 
 
+def _policy_counts(session: Session) -> dict[str, int]:
+    """The policy's counters from its last /diagnostics: the whole run, warm-up included."""
+    policy = next((v for k, v in session.probe.diag.items()
+                   if k.startswith("q_grasp/policy")), {})
+    return {"move_timeouts": int(float(policy.get("move_timeouts", 0))),
+            "frame_timeouts": int(float(policy.get("frame_timeouts", 0))),
+            "grasp_successes": int(float(policy.get("grasp_successes", 0))),
+            "policy_steps": int(float(policy.get("steps", 0)))}
+
+
 def ros_actor(folder: Path, attempts: int, epsilon: float, real_time_factor: float | None,
               sim_extra: list[str] = (), policy_extra: list[str] = ()) -> dict[str, Any]:
     """sim_arm + policy processes with the shipped grasp params; this process decodes the
@@ -314,11 +324,7 @@ def ros_actor(folder: Path, attempts: int, epsilon: float, real_time_factor: flo
                       _sim_args(real_time_factor, list(sim_extra)))
         session.start("policy", "q_grasp.nodes.policy", _policy_args(epsilon, policy_extra))
         result = measure_window(session, attempts, warmup=3, timeout_s=60.0 + 10.0 * attempts)
-        policy = next((v for k, v in session.probe.diag.items()
-                       if k.startswith("q_grasp/policy")), {})
-        result["move_timeouts"] = int(float(policy.get("move_timeouts", 0)))
-        result["grasp_successes"] = int(float(policy.get("grasp_successes", 0)))
-        result["policy_steps"] = int(float(policy.get("steps", 0)))
+        result.update(_policy_counts(session))
         result["decision_latency_ms"] = list(session.probe.latencies.values())
         return result
     finally:
@@ -394,10 +400,10 @@ def composed_actor_main(args: list[str]) -> int:
     return 0
 
 
-PREVIOUS_SIM = {"clock_rate_hz": 0.0, "camera_reuse_static_frames": False}
-"""sim_arm before 2026-12-02: /clock every control tick (60 Hz), every camera frame rendered
-(variant "composed_events_clock_every_tick_render_every_frame")."""
-
+PACED_RTF20 = {"real_time_factor": 20.0, "still_real_time_factor": 0.0,
+               "max_publish_rate_hz": 0.0}
+"""The shipped sim_arm params before 2026-12-02 (third session): everything paced at 20x, no
+caps on the streams."""
 
 
 def ros_composed_actor(folder: Path, attempts: int, epsilon: float, executor: str,
@@ -410,6 +416,7 @@ def ros_composed_actor(folder: Path, attempts: int, epsilon: float, executor: st
             "--child", "composed-actor", executor, "epsilon_schedule:=\"constant\"",
             f"epsilon_start:={epsilon}", f"epsilon_end:={epsilon}", *sim_args])
         result = measure_window(session, attempts, warmup=3, timeout_s=60.0 + 10.0 * attempts)
+        result.update(_policy_counts(session))
         result["decision_latency_ms"] = list(session.probe.latencies.values())
         return result
     finally:
@@ -535,8 +542,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="(d): each sim_arm + policy pair in one process or in two")
     parser.add_argument("--parts", default="abcd", help="which of a, b, c, d to run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", default="",
+                        help="parts a/b: comma-separated ROS variants to run (default: all but "
+                             "composed_events_custom)")
+    parser.add_argument("--sim-param", action="append", default=[], metavar="NAME=JSON",
+                        help="sim_arm parameter of the composed_events_custom variant "
+                             "(repeatable), e.g. --sim-param real_time_factor=40")
     parser.add_argument("--out", default=str(RESULTS))
+    custom: dict[str, Any] = {}
     args = parser.parse_args(argv)
+    for item in args.sim_param:
+        name, sep, value = item.partition("=")
+        try:
+            custom[name] = json.loads(value)
+        except json.JSONDecodeError:
+            sep = ""
+        if not sep or not name:
+            parser.error(f"--sim-param: expected NAME=JSON (e.g. real_time_factor=40), got "
+                         f"{item!r}")
     import torch
 
     torch.set_num_threads(1)
@@ -554,6 +577,32 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_ros_system_") as tmp:
         folder = Path(tmp)
         if "a" in args.parts or "b" in args.parts:
+            ros = {}
+            paced_args = [a for k, v in PACED_RTF20.items() for a in ("-p", f"{k}:={v}")]
+            runs = (("composed_events", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "events")),
+                    ("composed_events_paced_rtf20", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "events", PACED_RTF20)),
+                    ("composed_events_paced_rtf20_physics_every_tick",
+                     lambda sub: ros_composed_actor(
+                         sub, args.attempts, args.epsilon, "events",
+                         {**PACED_RTF20, "skip_physics_when_still": False})),
+                    ("composed_events_motion_paced_rtf20", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "events", {"real_time_factor": 20.0})),
+                    ("composed_events_no_cap", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "events", {"max_publish_rate_hz": 0.0})),
+                    ("composed_events_custom", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "events", custom)),
+                    ("composed_multi", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "multi")),
+                    ("processes", lambda sub: ros_actor(sub, args.attempts, args.epsilon, None)),
+                    ("processes_paced_rtf20", lambda sub: ros_actor(
+                        sub, args.attempts, args.epsilon, None, paced_args)))
+            wanted = set(args.variants.split(",")) if args.variants else None
+            unknown = (wanted or set()) - {label for label, _ in runs}
+            if unknown:
+                parser.error(f"--variants: unknown {sorted(unknown)}; choose from "
+                             f"{[label for label, _ in runs]}")
             singles = {}
             for label, teleport, mask in (("physics_moves", False, True),
                                           ("physics_moves_no_mask", False, False),
@@ -564,25 +613,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"transitions/s, {single['cpu_s_per_transition']:.3f} CPU-s and "
                       f"{single['sim_s_per_transition']:.2f} sim-s per transition", flush=True)
             single = singles["physics_moves"]
-            ros = {}
-            runs = (("composed_events", lambda sub: ros_composed_actor(
-                        sub, args.attempts, args.epsilon, "events")),
-                    ("composed_events_clock_every_tick_render_every_frame",
-                     lambda sub: ros_composed_actor(
-                         sub, args.attempts, args.epsilon, "events", PREVIOUS_SIM)),
-                    ("composed_events_physics_every_tick", lambda sub: ros_composed_actor(
-                        sub, args.attempts, args.epsilon, "events",
-                        {"skip_physics_when_still": False})),
-                    ("composed_events_rtf10", lambda sub: ros_composed_actor(
-                        sub, args.attempts, args.epsilon, "events", {"real_time_factor": 10.0})),
-                    ("composed_events_rtf40", lambda sub: ros_composed_actor(
-                        sub, args.attempts, args.epsilon, "events", {"real_time_factor": 40.0})),
-                    ("composed_multi", lambda sub: ros_composed_actor(
-                        sub, args.attempts, args.epsilon, "multi")),
-                    ("processes", lambda sub: ros_actor(sub, args.attempts, args.epsilon, None)),
-                    ("processes_rtf_unlimited", lambda sub: ros_actor(
-                        sub, args.attempts, args.epsilon, 0.0)))
             for label, run in runs:
+                if (wanted is None and label == "composed_events_custom") or (
+                        wanted is not None and label not in wanted):
+                    continue
                 sub = folder / label
                 sub.mkdir()
                 ros[label] = run(sub)

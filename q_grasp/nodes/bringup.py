@@ -45,7 +45,7 @@ IN_PROCESS = {"composed": frozenset({"sim_arm", "policy", "trainer"}),
               "trainer-process": frozenset({"sim_arm", "policy"}),
               "processes": frozenset()}
 """Per mode, the nodes that run inside the bringup process (the others run as children)."""
-SIM_IDLE_PARAMETERS = {"real_time_factor": 1.0, "camera_rate_hz": 0.0}
+SIM_IDLE_PARAMETERS = {"real_time_factor": 1.0, "still_real_time_factor": 0.0, "camera_rate_hz": 0.0}
 """sim_arm's dynamic parameters while the trainer catches up after the actor stopped (restored
 before the evaluation)."""
 

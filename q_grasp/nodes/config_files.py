@@ -54,7 +54,15 @@ def sim_arm_for_task(task: str) -> Any:
         # default 500-attempt budget in 6 min instead of 7.5 at 10x on this 2-core machine.
         # /clock at 20 Hz (every third tick): each /clock message costs every node on sim time
         # a Python callback; the policy judges motion by /joint_states stamps, not /clock.
-        return SimArmConfig(real_time_factor=20.0, tick_rate_hz=60.0, clock_rate_hz=20.0,
+        # Motion unpaced (real_time_factor 0: physics as fast as the CPU allows) and a still
+        # world at 200x (no physics then, only time passing), every stream capped at 100
+        # messages per wall second: a policy's waits in simulated time (settling, blocked
+        # moves' timeouts) pass in milliseconds while the messages per wall second stay
+        # bounded ("composed_events" vs "composed_events_paced_rtf20" in
+        # benchmarks/bench_ros_system.py).
+        return SimArmConfig(real_time_factor=0.0, still_real_time_factor=200.0,
+                            max_publish_rate_hz=100.0,
+                            tick_rate_hz=60.0, clock_rate_hz=20.0,
                             joint_state_rate_hz=30.0, camera_rate_hz=5.0, robot=env.robot,
                             sim=env.physics,
                             motors=env.motors, camera=env.camera_config(),

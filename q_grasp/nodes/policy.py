@@ -153,7 +153,11 @@ class PolicyConfig:
     """grasp: time (arm clock) for objects to come to rest before an image is used (the env
     steps settle_steps = 60 physics steps of 1/240 s)."""
     frame_timeout_s: float = 5.0
-    """grasp: longest wait (arm clock) for a camera frame taken after a given time."""
+    """grasp: longest wait (arm clock) for a camera frame taken after a given time..."""
+    frame_timeout_min_wall_s: float = 0.5
+    """grasp: ...but never shorter than this in wall-clock time: a simulator far faster than
+    real time in a still world (sim_arm's still_real_time_factor, max_publish_rate_hz) sends
+    frames seconds of its time apart."""
     max_stamp_skew_s: float = 0.02
     """grasp: colour and depth images whose stamps differ by at most this form one frame."""
     camera_position_m: list[float] = field(default_factory=list)
@@ -201,7 +205,8 @@ class PolicyConfig:
         for name in ("reset_timeout_s", "frame_timeout_s", "diagnostics_period_s"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name}: must be > 0 s, got {getattr(self, name)}")
-        for name in ("settle_time_s", "max_stamp_skew_s", "empty_table_height_m"):
+        for name in ("settle_time_s", "max_stamp_skew_s", "empty_table_height_m",
+                     "frame_timeout_min_wall_s"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("camera_position_m", "camera_target_m", "camera_up_vector"):
@@ -612,12 +617,15 @@ class PolicyNode(Node):
 
     def _wait_for_frame(self, after_s: float) -> CameraFrame:
         """The first complete colour + depth frame stamped at or after ``after_s`` (arm
-        clock). Raises ArmTimeoutError after frame_timeout_s of arm time without one."""
+        clock). Raises ArmTimeoutError after frame_timeout_s of arm time (and at least
+        frame_timeout_min_wall_s of wall time) without one."""
         cfg = self.config
         after_ns = int(after_s * 1e9)
         skew_ns = int(cfg.max_stamp_skew_s * 1e9)
         deadline_s = self.arm.arm_time_s() + cfg.frame_timeout_s
-        wall_deadline = time.monotonic() + cfg.arm.stale_timeout_s + cfg.frame_timeout_s
+        start = time.monotonic()
+        wall_min = start + cfg.frame_timeout_min_wall_s
+        wall_deadline = start + cfg.arm.stale_timeout_s + cfg.frame_timeout_s
         with self._frame_cond:
             while True:
                 if self._stop.is_set():
@@ -627,7 +635,9 @@ class PolicyNode(Node):
                         and abs(color[0] - depth[0]) <= skew_ns
                         and min(color[0], depth[0]) >= after_ns - skew_ns):
                     break
-                if self.arm.arm_time_s() > deadline_s or time.monotonic() > wall_deadline:
+                wall = time.monotonic()
+                if (self.arm.arm_time_s() > deadline_s and wall >= wall_min) or \
+                        wall > wall_deadline:
                     self.diagnostics.count("frame_timeouts")
                     raise ArmTimeoutError(
                         f"no camera frame (colour, depth and camera_info of "

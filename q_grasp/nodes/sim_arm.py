@@ -24,6 +24,7 @@ Services: ~/reset_scene, ~/spawn_scene (std_srvs/Trigger).
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -69,8 +70,9 @@ class SimArmConfig:
     seed: int = 0
     """Seed of the simulator's random stream (object shapes, sizes and poses)."""
     real_time_factor: float = 1.0
-    """Simulated seconds per wall-clock second; 0 runs as fast as the CPU allows. Faster than
-    real time needs every node on use_sim_time (publish_clock true)."""
+    """Simulated seconds per wall-clock second while physics runs; 0 runs as fast as the CPU
+    allows (a still world: still_real_time_factor). Faster than real time needs every node on
+    use_sim_time (publish_clock true)."""
     publish_clock: bool = True
     """Publish /clock with the simulated time and stamp every message with it."""
     tick_rate_hz: float = 120.0
@@ -101,6 +103,17 @@ class SimArmConfig:
     """Speed (m/s and rad/s, linear and angular) below which a joint or object counts as still."""
     still_time_s: float = 0.1
     """Simulated time everything must have been still before physics steps are skipped."""
+    still_real_time_factor: float = 0.0
+    """Real-time factor while physics is skipped (a still world, no trajectory); 0 = the same
+    as real_time_factor. Simulated time then costs no physics, so a high value lets the waits a
+    policy measures in simulated time (settling, frame waits, timeouts of blocked moves) pass
+    quickly. In that state the loop sleeps until the next message is due (their rates at this
+    factor, capped by max_publish_rate_hz) and then lets all the ticks in between pass at
+    once; a command, reset or spawn wakes it at once."""
+    max_publish_rate_hz: float = 0.0
+    """Most messages per wall-clock second on each stream (/clock, /joint_states, camera
+    images); 0 = no cap. The streams' rates are per simulated second, so without a cap a high
+    real-time factor multiplies the messages every subscriber handles in Python."""
     publish_ground_truth: bool = True
     """Publish object poses (simulator ground truth, for evaluation) on ~/object_poses."""
     spawn_on_start: bool = True
@@ -142,6 +155,9 @@ class SimArmConfig:
             raise ValueError(f"limit_tolerance: must be in [0, 0.1], got {self.limit_tolerance}")
         if not self.still_velocity > 0.0:
             raise ValueError(f"still_velocity: must be > 0, got {self.still_velocity}")
+        for name in ("still_real_time_factor", "max_publish_rate_hz"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name}: must be >= 0 (0 = off), got {getattr(self, name)}")
         if not self.still_time_s >= 0.0:
             raise ValueError(f"still_time_s: must be >= 0 s, got {self.still_time_s}")
         if not self.world_frame:
@@ -153,7 +169,8 @@ STATIC_FRAME_TOLERANCE = 1e-5
 reused (camera_reuse_static_frames): far below one pixel of the 64x64 camera (~2.5 mm)."""
 
 DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",
-                                "skip_physics_when_still"})
+                                "skip_physics_when_still", "still_real_time_factor",
+                                "max_publish_rate_hz"})
 """Parameters that may change while the node runs (ros2 param set)."""
 
 
@@ -161,6 +178,30 @@ def _next_due(due_s: float, rate_hz: float, now_s: float) -> float:
     """When a stream published at ``rate_hz`` (simulated time) is next due after publishing at
     ``now_s``: one period on, never before now (a slow stretch does not cause a burst)."""
     return max(due_s + 1.0 / rate_hz, now_s)
+
+
+MAX_STILL_JUMP_S = 1.0
+"""Most simulated time one loop iteration lets pass in a still world (still_real_time_factor)."""
+
+
+class _Stream:
+    """When one published stream is next due: a rate in simulated time (0 = every tick) and a
+    cap in wall-clock time (max_publish_rate_hz, 0 = none)."""
+
+    __slots__ = ("due_s", "due_wall")
+
+    def __init__(self) -> None:
+        self.due_s = 0.0
+        self.due_wall = 0.0
+
+    def is_due(self, now_s: float, wall: float) -> bool:
+        return now_s >= self.due_s and wall >= self.due_wall
+
+    def published(self, now_s: float, wall: float, rate_hz: float, cap_hz: float) -> None:
+        if rate_hz > 0.0:
+            self.due_s = _next_due(self.due_s, rate_hz, now_s)
+        if cap_hz > 0.0:
+            self.due_wall = max(self.due_wall + 1.0 / cap_hz, wall)
 
 
 class TrajectoryFollower:
@@ -314,11 +355,14 @@ class SimArmNode(Node):
         self.diagnostics.set(objects=len(self.scene.object_ids))
 
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a command, reset or spawn: end the pacing sleep now
         # SIGINT shuts the context down before destroy_node runs: stop publishing at once.
-        self.context.on_shutdown(self._stop.set)
-        self._rtf_anchor: tuple[float, float] | None = None  # (wall s, sim s) pacing origin
+        self.context.on_shutdown(self._shutdown)
+        # (wall s, sim s, real-time factor) pacing origin
+        self._rtf_anchor: tuple[float, float, float] | None = None
         # skip_physics_when_still: sim time since which nothing has moved (None: moving)
         self._still_since_s: float | None = None
+        self._skipping = False  # the last control tick let time pass without physics
         self._ticks_skipped = 0
         self._thread = threading.Thread(target=self._physics_loop, name="sim_arm_physics",
                                         daemon=True)
@@ -384,6 +428,7 @@ class SimArmNode(Node):
             self.diagnostics.reject(source, exc.reason, exc.detail)
             return
         follower.submit(trajectory)
+        self._wake.set()
         self.diagnostics.count(f"accepted.{source}")
 
     def _on_arm_trajectory(self, msg: JointTrajectory) -> None:
@@ -401,6 +446,7 @@ class SimArmNode(Node):
                 self.gripper.cancel(np.asarray(self._config.robot.gripper_open_positions))
                 objects = self.scene.spawn(self.sim.rng)
                 self._still_since_s = None
+            self._wake.set()
         except Exception as exc:  # a failed reset is reported to the caller, never fatal
             response.success, response.message = False, f"reset failed: {exc}"
             self.diagnostics.count("reset_failures")
@@ -417,6 +463,7 @@ class SimArmNode(Node):
             with self._sim_lock:
                 objects = self.scene.spawn(self.sim.rng)
                 self._still_since_s = None
+            self._wake.set()
         except Exception as exc:
             response.success, response.message = False, f"spawn failed: {exc}"
             self.diagnostics.count("spawn_failures")
@@ -453,35 +500,41 @@ class SimArmNode(Node):
         return arm or gripper
 
     def _physics_loop(self) -> None:
-        next_joint_s = next_camera_s = next_clock_s = 0.0
+        joint, camera, clock = _Stream(), _Stream(), _Stream()
         window = (time.monotonic(), self._sim_time_s())
         ticks = 0
         try:
             while not self._stop.is_set():
                 cfg = self._config
+                cap = cfg.max_publish_rate_hz
                 with self._sim_lock:
-                    now_s = self._control_tick(cfg)
-                    joints = self.robot.joint_states() if now_s >= next_joint_s else None
+                    now_s = self._control_tick(cfg, self._still_ticks(cfg))
+                    wall = time.monotonic()
+                    joints = self.robot.joint_states() if joint.is_due(now_s, wall) else None
                     frame = poses = None
-                    if cfg.camera_rate_hz > 0 and now_s >= next_camera_s:
+                    if cfg.camera_rate_hz > 0 and camera.is_due(now_s, wall):
                         frame, poses = self._camera_frame(cfg)
                 stamp = self._stamp(now_s)
-                if self._clock_pub is not None and now_s >= next_clock_s:
-                    if cfg.clock_rate_hz > 0.0:
-                        next_clock_s = _next_due(next_clock_s, cfg.clock_rate_hz, now_s)
+                if self._clock_pub is not None and clock.is_due(now_s, wall):
+                    clock.published(now_s, wall, cfg.clock_rate_hz, cap)
                     self._clock_pub.publish(Clock(clock=stamp))
                 if joints is not None:
-                    next_joint_s = _next_due(next_joint_s, cfg.joint_state_rate_hz, now_s)
+                    joint.published(now_s, wall, cfg.joint_state_rate_hz, cap)
                     names, position, velocity, effort = joints
                     self._joint_pub.publish(joint_state_msg(names, position, velocity, effort,
                                                             stamp))
                 if frame is not None:
-                    next_camera_s = _next_due(next_camera_s, cfg.camera_rate_hz, now_s)
+                    camera.published(now_s, wall, cfg.camera_rate_hz, cap)
                     self._publish_camera(frame, stamp, poses)
                 ticks += 1
                 if ticks % 200 == 0:
                     window = self._report_rate(window)
-                self._pace(now_s)
+                if self._skipping:
+                    streams = [joint] + ([clock] if self._clock_pub is not None else []) + (
+                        [camera] if cfg.camera_rate_hz > 0 else [])
+                    self._pace(now_s, self._still_rtf(cfg), streams)
+                else:
+                    self._pace(now_s, cfg.real_time_factor)
         except Exception as exc:
             if self._stop.is_set() or not self.context.ok():
                 return  # shutting down: publishers may already be gone
@@ -489,10 +542,26 @@ class SimArmNode(Node):
             self.get_logger().error(f"physics loop stopped: {exc}\n{traceback.format_exc()}")
             self.diagnostics.set_level(ERROR, f"physics loop stopped: {exc}")
 
-    def _control_tick(self, cfg: SimArmConfig) -> float:
+    @staticmethod
+    def _still_rtf(cfg: SimArmConfig) -> float:
+        return cfg.still_real_time_factor or cfg.real_time_factor
+
+    def _still_ticks(self, cfg: SimArmConfig) -> int:
+        """Control ticks the next tick lets pass if the world is still: as many as the wall
+        time since the pacing origin allows at still_real_time_factor (at least one, at most
+        MAX_STILL_JUMP_S); one when the last tick ran physics or pacing is off."""
+        anchor, rtf = self._rtf_anchor, self._still_rtf(cfg)
+        if not self._skipping or anchor is None or rtf <= 0.0 or anchor[2] != rtf:
+            return 1
+        tick_s = self._steps_per_tick * self.sim.time_step_s
+        behind_s = anchor[1] + (time.monotonic() - anchor[0]) * rtf - self._sim_time_s()
+        return int(min(max(math.ceil(behind_s / tick_s - 1e-6), 1),
+                       max(1, MAX_STILL_JUMP_S // tick_s)))
+
+    def _control_tick(self, cfg: SimArmConfig, still_ticks: int = 1) -> float:
         """One control tick: the followers' setpoints to the motors, then physics -- or, in a
-        still world (skip_physics_when_still), time passing. Returns the simulated time after
-        it. Caller holds the sim lock."""
+        still world (skip_physics_when_still), ``still_ticks`` ticks of time passing. Returns
+        the simulated time after it. Caller holds the sim lock."""
         now_s = self._sim_time_s()
         # A follower reports a change every tick it runs a trajectory, the last one included
         # (a step trajectory, e.g. the gripper's, is over in the tick it starts): busy.
@@ -501,9 +570,11 @@ class SimArmNode(Node):
             self._still_since_s = None
         elif (self._still_since_s is not None
               and now_s - self._still_since_s >= cfg.still_time_s - 1e-9):
-            self.sim.pass_time(self._steps_per_tick)
-            self._ticks_skipped += 1
+            self.sim.pass_time(self._steps_per_tick * still_ticks)
+            self._ticks_skipped += still_ticks
+            self._skipping = True
             return self._sim_time_s()
+        self._skipping = False
         self.sim.step(self._steps_per_tick)
         if cfg.skip_physics_when_still and not busy:
             if not self._world_is_still(cfg.still_velocity):
@@ -569,6 +640,7 @@ class SimArmNode(Node):
         target = self._config.real_time_factor
         self.diagnostics.set(sim_time_s=round(sim_s, 3), real_time_factor=round(measured, 3),
                              real_time_factor_target=target,
+                             still_real_time_factor=self._still_rtf(self._config),
                              physics_ticks_skipped=self._ticks_skipped,
                              arm_trajectory_active=self.arm.active,
                              gripper_trajectory_active=self.gripper.active)
@@ -580,27 +652,41 @@ class SimArmNode(Node):
             self.diagnostics.set_level(WARN, "rejected some commands (see rejected.*)")
         return wall, sim_s
 
-    def _pace(self, now_s: float) -> None:
-        rtf = self._config.real_time_factor
+    def _pace(self, now_s: float, rtf: float, streams: list[_Stream] | None = None) -> None:
+        """Sleep until simulated time ``now_s`` is due at real-time factor ``rtf`` (0: do not
+        sleep) -- or, given ``streams`` (a still world), until the first of them is due. A
+        command, reset or spawn (self._wake) ends the sleep early."""
         if rtf <= 0.0:
             return
         wall = time.monotonic()
-        if self._rtf_anchor is None:
-            self._rtf_anchor = (wall, now_s)
+        anchor = self._rtf_anchor
+        if anchor is None or anchor[2] != rtf:
+            self._rtf_anchor = (wall, now_s, rtf)
             return
-        due = self._rtf_anchor[0] + (now_s - self._rtf_anchor[1]) / rtf
-        if due - wall > 0:
-            self._stop.wait(due - wall)
-        elif wall - due > 0.25:
+        due = anchor[0] + (now_s - anchor[1]) / rtf
+        if wall - due > 0.25:
             # Far behind (a slow tick, a reset that settled objects): re-anchor instead of
             # racing to catch up, which would make simulated time jerk forwards.
-            self._rtf_anchor = (wall, now_s)
+            self._rtf_anchor = (wall, now_s, rtf)
+            return
+        if streams:
+            due = max(due, min(max(anchor[0] + (st.due_s - anchor[1]) / rtf, st.due_wall)
+                               for st in streams))
+        if due - wall > 0:
+            self._wake.wait(due - wall)
+            self._wake.clear()
+
+    # ----------------------------------------------------------------------------- shutdown
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self._wake.set()
 
     # ----------------------------------------------------------------------------- shutdown
 
     def destroy_node(self) -> None:
         """Stop the physics thread before the publishers it uses go away, then the sim."""
-        self._stop.set()
+        self._shutdown()
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
         with self._sim_lock:
