@@ -365,8 +365,8 @@ def composed_actor_main(args: list[str]) -> int:
     import rclpy
     from rclpy.parameter import Parameter
 
-    from q_grasp.nodes.bringup import make_executor
     from q_grasp.nodes.policy import PolicyNode
+    from q_grasp.nodes.runtime import make_executor
     from q_grasp.nodes.sim_arm import SimArmNode
 
     kind, overrides = args[0], args[1:]

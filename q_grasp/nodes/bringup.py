@@ -45,7 +45,8 @@ IN_PROCESS = {"composed": frozenset({"sim_arm", "policy", "trainer"}),
               "trainer-process": frozenset({"sim_arm", "policy"}),
               "processes": frozenset()}
 """Per mode, the nodes that run inside the bringup process (the others run as children)."""
-SIM_IDLE_PARAMETERS = {"real_time_factor": 1.0, "still_real_time_factor": 0.0, "camera_rate_hz": 0.0}
+SIM_IDLE_PARAMETERS = {"real_time_factor": 1.0, "still_real_time_factor": 0.0,
+                       "camera_rate_hz": 0.0}
 """sim_arm's dynamic parameters while the trainer catches up after the actor stopped (restored
 before the evaluation)."""
 
@@ -97,12 +98,13 @@ class BringupConfig:
     """Composed mode: console log level of the nodes after start-up (their per-episode lines
     are INFO). Child processes always log everything to <out>/logs/<node>.log."""
     executor: Literal["multi", "single", "events"] = "events"
-    """Composed mode's executor: rclpy's experimental EventsExecutor (falls back to multi
-    where rclpy lacks it), MultiThreadedExecutor or SingleThreadedExecutor. No node callback
-    blocks (the nodes act, step physics and train in their own threads), so one thread serves
-    them; the EventsExecutor costs about a tenth of the MultiThreadedExecutor's CPU per message
-    (benchmarks/bench_ros_system.py), which matters with /clock and joint states at hundreds
-    of messages per second."""
+    """Composed mode's executor: rclpy's experimental EventsExecutor (falls back to single
+    where rclpy lacks it), MultiThreadedExecutor or SingleThreadedExecutor (child processes:
+    the Q_GRASP_EXECUTOR environment variable, default single; see q_grasp.nodes.runtime).
+    No node callback blocks (the nodes act, step physics and train in their own threads), so
+    one thread serves them; the EventsExecutor costs about a tenth of the
+    MultiThreadedExecutor's CPU per message (benchmarks/bench_ros_system.py), which matters
+    with /clock and joint states at hundreds of messages per second."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -366,27 +368,6 @@ def _spin(executor: Any, context: Any, seconds: float) -> None:
         raise KeyboardInterrupt from None
 
 
-def make_executor(kind: str, context: Any) -> Any:
-    """The executor for composed mode."""
-    if kind == "events":
-        try:
-            from rclpy.experimental import EventsExecutor
-        except ImportError:  # rclpy before Jazzy
-            print("[bringup] rclpy has no EventsExecutor; using the MultiThreadedExecutor",
-                  file=sys.stderr)
-        else:
-            return EventsExecutor(context=context)
-    if kind == "single":
-        from rclpy.executors import SingleThreadedExecutor
-
-        return SingleThreadedExecutor(context=context)
-    from rclpy.executors import MultiThreadedExecutor
-
-    # Callbacks only store data or hand work over (physics, acting and training run in the
-    # nodes' own threads), so a few threads serve every callback group.
-    return MultiThreadedExecutor(num_threads=4, context=context)
-
-
 def child_env() -> dict[str, str]:
     """This environment plus what a node process needs to start without the
     ros-wheels-bootstrapper's re-exec (LD_LIBRARY_PATH and its guard) and to import q_grasp."""
@@ -429,6 +410,8 @@ class Backend:
         self.in_process = in_process
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
+        from q_grasp.nodes.runtime import make_executor
+
         self.executor = make_executor(cfg.executor, self.context)
         self.monitor_node = rclpy.create_node("bringup_monitor", context=self.context)
         self.monitor = Monitor(self.monitor_node, cfg.namespace)

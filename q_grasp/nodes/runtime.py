@@ -1,34 +1,78 @@
-"""Running q_grasp nodes: ``main()`` helpers that spin with a MultiThreadedExecutor and always
-clean up (Ctrl-C, external shutdown, invalid parameters), one node or several in one process."""
+"""Running q_grasp nodes: ``main()`` helpers that spin one executor and always clean up (Ctrl-C,
+external shutdown, invalid parameters), one node or several in one process.
+
+The executor of a node process (the console scripts, ``ros2 launch``) is rclpy's
+SingleThreadedExecutor unless the environment variable ``Q_GRASP_EXECUTOR`` says ``multi`` or
+``events``. Every q_grasp callback only stores data or hands work over (physics, acting and
+training run in the nodes' own threads), so one thread serves them all; rclpy's
+MultiThreadedExecutor spins its main thread at 100% of a core while a callback group is busy
+(benchmarks/bench_ros_system.py: 0.2-0.3 grasp transitions/s in three processes with it).
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 NodeFactory = Callable[[], Node]
+EXECUTORS = ("single", "events", "multi")
+"""Executor kinds: rclpy's SingleThreadedExecutor, experimental EventsExecutor, and
+MultiThreadedExecutor."""
+EXECUTOR_ENV = "Q_GRASP_EXECUTOR"
+"""Environment variable choosing the executor of node processes (default ``single``)."""
+
+
+def make_executor(kind: str, context: Any = None, num_threads: int | None = None) -> Any:
+    """An executor of ``kind`` (one of EXECUTORS) on ``context`` (None: the default one)."""
+    if kind not in EXECUTORS:
+        raise ValueError(f"executor: must be one of {list(EXECUTORS)}, got {kind!r}")
+    if kind == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:  # rclpy before Jazzy
+            print("[q_grasp] rclpy has no EventsExecutor; using the SingleThreadedExecutor",
+                  file=sys.stderr)
+            kind = "single"
+        else:
+            return EventsExecutor(context=context)
+    if kind == "single":
+        from rclpy.executors import SingleThreadedExecutor
+
+        return SingleThreadedExecutor(context=context)
+    from rclpy.executors import MultiThreadedExecutor
+
+    # Callbacks only store data or hand work over, so a few threads serve every group.
+    return MultiThreadedExecutor(num_threads=num_threads or 4, context=context)
 
 
 def run_nodes(factories: Sequence[NodeFactory], args: Sequence[str] | None = None, *,
               num_threads: int | None = None) -> int:
-    """Create the nodes, spin them in one MultiThreadedExecutor until shutdown, clean up.
+    """Create the nodes, spin them in one executor (``Q_GRASP_EXECUTOR``, default single)
+    until shutdown, clean up.
 
     Returns the process exit code: 0 after a normal or Ctrl-C shutdown, 2 when a node refused
     its parameters (ValueError while constructing; the message names the parameter).
     """
+    kind = os.environ.get(EXECUTOR_ENV, "") or "single"
+    if kind not in EXECUTORS:
+        print(f"[ERROR] {EXECUTOR_ENV}: must be one of {list(EXECUTORS)}, got {kind!r}",
+              file=sys.stderr)
+        return 2
     rclpy.init(args=list(args) if args is not None else None)
     nodes: list[Node] = []
     code = 0
     try:
         for factory in factories:
             nodes.append(factory())
-        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor = make_executor(kind, num_threads=num_threads)
         for node in nodes:
             executor.add_node(node)
         try:

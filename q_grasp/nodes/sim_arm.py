@@ -507,12 +507,21 @@ class SimArmNode(Node):
             while not self._stop.is_set():
                 cfg = self._config
                 cap = cfg.max_publish_rate_hz
+                was_skipping = self._skipping
                 with self._sim_lock:
                     now_s = self._control_tick(cfg, self._still_ticks(cfg))
                     wall = time.monotonic()
-                    joints = self.robot.joint_states() if joint.is_due(now_s, wall) else None
+                    # Coming to rest, and every message of a still world, publish the joint
+                    # states and the camera together, whatever their rates and caps: a policy
+                    # waiting for a motion to end hears of it at once, and a frame taken after
+                    # its latest joint state is there with it.
+                    together = self._skipping and (
+                        not was_skipping or joint.is_due(now_s, wall)
+                        or (cfg.camera_rate_hz > 0 and camera.is_due(now_s, wall)))
+                    joints = (self.robot.joint_states()
+                              if together or joint.is_due(now_s, wall) else None)
                     frame = poses = None
-                    if cfg.camera_rate_hz > 0 and camera.is_due(now_s, wall):
+                    if cfg.camera_rate_hz > 0 and (together or camera.is_due(now_s, wall)):
                         frame, poses = self._camera_frame(cfg)
                 stamp = self._stamp(now_s)
                 if self._clock_pub is not None and clock.is_due(now_s, wall):
