@@ -364,6 +364,7 @@ class SimArmNode(Node):
         self._still_since_s: float | None = None
         self._skipping = False  # the last control tick let time pass without physics
         self._ticks_skipped = 0
+        self._warn_if_uncapped(cfg)
         self._thread = threading.Thread(target=self._physics_loop, name="sim_arm_physics",
                                         daemon=True)
         self._thread.start()
@@ -417,6 +418,19 @@ class SimArmNode(Node):
         self._config = config
         self._rtf_anchor = None  # re-anchor pacing at the new real-time factor
         self.get_logger().info(f"parameters changed: {', '.join(names)}")
+        self._warn_if_uncapped(config)
+
+    def _warn_if_uncapped(self, cfg: SimArmConfig) -> None:
+        """Fast (or unlimited) simulated time without a cap multiplies every stream's messages
+        per wall second; subscribers then spend their CPU on callbacks (bench_ros_system)."""
+        fastest = max(cfg.real_time_factor, cfg.still_real_time_factor)
+        if cfg.max_publish_rate_hz == 0.0 and (cfg.real_time_factor == 0.0 or fastest > 50.0):
+            self.get_logger().warn(
+                f"max_publish_rate_hz is 0 (no cap) with real_time_factor "
+                f"{cfg.real_time_factor or 'unlimited'} and still_real_time_factor "
+                f"{cfg.still_real_time_factor or 'the same'}: joint states at "
+                f"{cfg.joint_state_rate_hz} Hz of simulated time may reach thousands of "
+                f"messages per second; set max_publish_rate_hz (e.g. 100)")
 
     def _on_trajectory(self, msg: JointTrajectory, follower: TrajectoryFollower,
                        limits: tuple[dict[str, float], dict[str, float]], source: str) -> None:
