@@ -525,17 +525,21 @@ class SimArmNode(Node):
                 with self._sim_lock:
                     now_s = self._control_tick(cfg, self._still_ticks(cfg))
                     wall = time.monotonic()
-                    # Coming to rest, and every message of a still world, publish the joint
-                    # states and the camera together, whatever their rates and caps: a policy
-                    # waiting for a motion to end hears of it at once, and a frame taken after
-                    # its latest joint state is there with it.
-                    together = self._skipping and (
-                        not was_skipping or joint.is_due(now_s, wall)
-                        or (cfg.camera_rate_hz > 0 and camera.is_due(now_s, wall)))
-                    joints = (self.robot.joint_states()
-                              if together or joint.is_due(now_s, wall) else None)
+                    joint_due = joint.is_due(now_s, wall)
+                    camera_due = cfg.camera_rate_hz > 0 and camera.is_due(now_s, wall)
+                    if self._skipping:
+                        # A still world: the joint states go out on the tick it comes to rest
+                        # (a policy waiting for a motion to end hears of it at once), and when
+                        # either stream goes out the other follows if its simulated-time rate
+                        # allows (their wall caps aligned): a frame taken after the latest
+                        # joint state is there with it.
+                        joint_due = (joint_due or not was_skipping
+                                     or (camera_due and now_s >= joint.due_s))
+                        camera_due = camera_due or (joint_due and cfg.camera_rate_hz > 0
+                                                    and now_s >= camera.due_s)
+                    joints = self.robot.joint_states() if joint_due else None
                     frame = poses = None
-                    if cfg.camera_rate_hz > 0 and (together or camera.is_due(now_s, wall)):
+                    if camera_due:
                         frame, poses = self._camera_frame(cfg)
                 stamp = self._stamp(now_s)
                 if self._clock_pub is not None and clock.is_due(now_s, wall):
