@@ -84,9 +84,9 @@ def test_move_arm_and_gripper(ros_arm) -> None:
     target = HOME + np.array([0.4, 0.1, -0.1, 0.0, 0.5])
     assert arm.move_arm(target), log.read_text()[-2000:]
     np.testing.assert_allclose(arm.read_arm_joints(), target, atol=0.02)
-    assert arm.set_gripper(True) < 0.004
-    assert arm.set_gripper(False) > 0.055
-    assert arm.move_arm(HOME)
+    assert arm.set_gripper(True) < 0.004, log.read_text()[-2000:]
+    assert arm.set_gripper(False) > 0.055, log.read_text()[-2000:]
+    assert arm.move_arm(HOME), log.read_text()[-2000:]
     with pytest.raises(ValueError, match="finite"):
         arm.move_arm(np.full(5, np.nan))
     assert proc.poll() is None
