@@ -403,3 +403,59 @@ def test_diagnostics_counts_and_rejections(ros_context) -> None:
         diag.publish()
     finally:
         node.destroy_node()
+
+
+@pytest.mark.ros
+def test_ros_arm_counts_joint_states_going_back_in_time(ros_context) -> None:
+    """Two arms on one /joint_states (two simulators in one domain) interleave their clocks."""
+    from q_grasp.nodes.ros_arm import RosArm
+    from q_grasp.robot_config import RobotConfig
+
+    node = _node(ros_context, "stamp_check")
+    try:
+        robot = RobotConfig()
+        arm = RosArm(node, robot)
+        names = list(robot.arm_joint_names) + list(robot.gripper_joint_names)
+        for stamp, value in ((5.0, 0.1), (5.5, 0.2), (2.0, 0.3), (5.6, 0.4), (2.1, 0.5)):
+            arm._on_joint_state(joint_state_msg(names, np.full(len(names), value),
+                                                np.zeros(len(names)), np.zeros(len(names)),
+                                                to_time_msg(stamp)))
+        assert arm.stamps_backwards == 2  # 5.5 -> 2.0 and 5.6 -> 2.1
+        np.testing.assert_allclose(arm.read_arm_joints(), 0.5)  # the latest still counts
+    finally:
+        node.destroy_node()
+
+
+# ----------------------------------------------------------------------------- test isolation
+
+
+def test_domain_ids_reserved_across_processes(tmp_path, monkeypatch) -> None:
+    """Two runs on one host never get the same ROS domain (they would hear each other's nodes)."""
+    import subprocess
+    import sys
+
+    from q_grasp.nodes import testing
+
+    monkeypatch.setattr(testing, "DOMAIN_LOCK_DIR", tmp_path)
+    monkeypatch.setattr(testing, "MAX_HELD_DOMAINS", 100)
+    monkeypatch.setattr(testing, "_held_domains", {})
+    mine = {testing.unique_domain_id() for _ in range(95)}
+    assert len(mine) == 95 and mine <= set(range(1, 101))
+    child = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, pathlib\n"
+         "from q_grasp.nodes import testing\n"
+         "testing.DOMAIN_LOCK_DIR = pathlib.Path(sys.argv[1])\n"
+         "print(' '.join(str(testing.unique_domain_id()) for _ in range(5)))",
+         str(tmp_path)], capture_output=True, text=True, timeout=60, check=True,
+        env=dict(os.environ, PYTHONPATH=str(testing.REPO_ROOT)))
+    theirs = {int(v) for v in child.stdout.split()}
+    assert theirs == set(range(1, 101)) - mine, child.stderr
+    held = next(iter(mine))
+    testing.release_domain_id(held)
+    assert held not in testing._held_domains
+    monkeypatch.setattr(testing, "MAX_HELD_DOMAINS", 2)
+    testing.unique_domain_id()
+    assert len(testing._held_domains) == 2  # the oldest released
+    for domain in list(testing._held_domains):
+        testing.release_domain_id(domain)

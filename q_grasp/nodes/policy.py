@@ -521,7 +521,8 @@ class PolicyNode(Node):
         values = dict(steps=s.steps, episodes=s.episodes, epsilon=epsilon,
                       success_rate=s.success_rate, mean_return=s.mean_return,
                       weights_version=self._weights_version,
-                      move_timeouts=self.arm.move_timeouts)
+                      move_timeouts=self.arm.move_timeouts,
+                      joint_state_stamps_backwards=self.arm.stamps_backwards)
         if cfg.task == "grasp":
             values.update(attempt_success_rate=s.attempt_success_rate,
                           grasp_successes=s.attempt_successes)

@@ -29,6 +29,9 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from q_grasp.nodes import qos
 from q_grasp.robot_config import RobotConfig
 
+BACKWARDS_TOLERANCE_S = 1e-3
+"""Joint states stamped more than this before the previous one count as going back in time."""
+
 RejectFn = Callable[[str, str, str], None]
 """``reject(source, reason, detail)`` for malformed feedback, e.g. Diagnostics.reject."""
 
@@ -117,6 +120,8 @@ class RosArm:
         self._first_command_monotonic: float | None = None
         self.move_timeouts = 0
         """Moves that did not arrive in time (for diagnostics)."""
+        self.stamps_backwards = 0
+        """Joint states stamped earlier than the one before (see _went_backwards)."""
         cfg = self.config
         self._arm_pub = node.create_publisher(JointTrajectory, cfg.arm_trajectory_topic,
                                               qos.COMMAND_QOS)
@@ -149,6 +154,8 @@ class RosArm:
         has_velocity = len(msg.velocity) == len(msg.name)
         with self._cond:
             dt = stamp - self._stamp_s
+            if dt < -BACKWARDS_TOLERANCE_S:
+                self._went_backwards(stamp)
             for i, name in enumerate(msg.name):
                 position = float(msg.position[i])
                 if not math.isfinite(position):
@@ -163,6 +170,18 @@ class RosArm:
             self._stamp_s = stamp
             self._seq += 1
             self._cond.notify_all()
+
+    def _went_backwards(self, stamp: float) -> None:
+        """Joint states older than the last ones: a restarted driver, or -- when it keeps
+        happening -- two arms on one topic (e.g. two simulators in one ROS domain), each obeying
+        the other's commands, which makes moves fail in ways that look like timing."""
+        self.stamps_backwards += 1
+        if self.stamps_backwards in (1, 10, 100, 1000):
+            self.node.get_logger().warn(
+                f"joint states went back in time ({self._stamp_s:.3f} s -> {stamp:.3f} s; "
+                f"{self.stamps_backwards} times so far): a restarted driver, or more than one "
+                f"arm publishing on {self.config.joint_states_topic} (give each its own "
+                "namespace or ROS_DOMAIN_ID)")
 
     def wait_for_joint_states(self, timeout_s: float = 10.0) -> bool:
         """Block (wall clock) until every arm and gripper joint has been reported and both

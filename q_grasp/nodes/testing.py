@@ -1,18 +1,21 @@
 """Helpers for tests and benchmarks that talk to q_grasp nodes over real DDS.
 
-Isolation: each run picks its own ROS_DOMAIN_ID and keeps discovery on localhost, so parallel
-test runs on one machine do not hear each other. Child processes get LD_LIBRARY_PATH and the
+Isolation: each run reserves its own ROS_DOMAIN_ID (a lock file per id, see unique_domain_id) and
+keeps discovery on localhost, so parallel test runs on one machine do not hear each other. Child processes get LD_LIBRARY_PATH and the
 ros-wheels-bootstrapper guard set, so they start without the bootstrapper's re-exec.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -32,14 +35,59 @@ def udp_localhost_env() -> dict[str, str]:
             "FASTRTPS_DEFAULT_PROFILES_FILE": str(UDP_LOCALHOST_PROFILE)}
 
 
+DOMAIN_LOCK_DIR = Path(tempfile.gettempdir()) / "q_grasp_ros_domains"
+"""Lock files (one per ROS_DOMAIN_ID) through which concurrent runs on this host reserve their
+domains."""
+MAX_HELD_DOMAINS = 16
+"""Domains one process keeps reserved; reserving another releases the oldest (a test module's
+domain is done with once the next module starts)."""
+_held_domains: dict[int, int] = {}  # domain -> open lock file descriptor, oldest first
+
+
 def unique_domain_id() -> int:
-    """A ROS_DOMAIN_ID in [1, 100] unlikely to be used by a concurrent run on this machine.
+    """A ROS_DOMAIN_ID in [1, 100] that no other run on this host is using.
 
     Domain ids above 101 collide with the ephemeral port range on Linux; 0 is everyone's
-    default, so both are avoided.
+    default, so both are avoided. Each id is reserved with an advisory lock on a file in
+    ``DOMAIN_LOCK_DIR``, held until this process exits (or until it has reserved
+    ``MAX_HELD_DOMAINS`` newer ones): two test runs or benchmarks that pick the same domain hear
+    each other's nodes -- two simulators on one /joint_states topic, each obeying the other's
+    commands -- and fail in ways that look like flaky timing. Falls back to a random id (with a
+    warning) when every id is taken or the lock directory cannot be used.
     """
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
-    return rng.randint(1, 100)
+    candidates = [d for d in range(1, 101) if d not in _held_domains]
+    rng.shuffle(candidates)
+    try:
+        DOMAIN_LOCK_DIR.mkdir(mode=0o777, exist_ok=True)
+    except OSError as exc:
+        warnings.warn(f"cannot reserve a ROS domain ({exc}); picking one at random",
+                      stacklevel=2)
+        return candidates[0]
+    for domain in candidates:
+        try:
+            fd = os.open(DOMAIN_LOCK_DIR / f"{domain}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            continue  # another user's lock file
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _held_domains[domain] = fd
+        while len(_held_domains) > MAX_HELD_DOMAINS:
+            release_domain_id(next(iter(_held_domains)))
+        return domain
+    warnings.warn("every ROS domain in [1, 100] is reserved by another run on this host; "
+                  "picking one at random", stacklevel=2)
+    return candidates[0]
+
+
+def release_domain_id(domain: int) -> None:
+    """Give back a domain reserved by :func:`unique_domain_id` (no-op if not held)."""
+    fd = _held_domains.pop(domain, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def ros_library_path() -> str:
