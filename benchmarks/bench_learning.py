@@ -9,6 +9,7 @@ Targets (greedy evaluation, median over seeds):
   grasp          q_grasp/TopDownGrasp-v0, 1 object          >= 95% grasp success, <= 1,000 attempts
   grasp_clutter  q_grasp/TopDownGraspClutter-v0, 1-5, R=8   >= 90% grasp success, <= 2,000 attempts
   grasp_equivariant, grasp_clutter_equivariant: the same with the rotation-equivariant U-Net
+  grasp_clutter_equivariant_lr_decay: ... and the learning rate decaying to 1e-4 over training
 Each run folder, a learning-curve PNG per benchmark and results.json land in --out.
 """
 
@@ -53,6 +54,15 @@ BENCHMARKS = {
                                    "network": {"unet_rotation_equivariant": True},
                                    "training": {"total_steps": 2_000}},
                                   "attempt_success_rate", 0.90, 2_000),
+    # ... and with the learning rate going linearly to 1e-4 over training (steadier final weights)
+    "grasp_clutter_equivariant_lr_decay": (
+        "q_grasp/TopDownGraspClutter-v0",
+        {"env": {"kwargs": {"min_objects": 1, "max_objects": 5, "max_attempts": 10,
+                            "num_rotations": 8}},
+         "network": {"unet_rotation_equivariant": True},
+         "dqn": {"learning_rate_final": 1e-4},
+         "training": {"total_steps": 2_000}},
+        "attempt_success_rate", 0.90, 2_000),
 }
 
 

@@ -14,11 +14,13 @@ from q_grasp.learning.config import EnvConfig, ExperimentConfig
 TASK_ALIASES = {
     "reacher": "q_grasp/Reacher-v0",
     "grasp": "q_grasp/TopDownGrasp-v0",
+    "grasp_clutter": "q_grasp/TopDownGraspClutter-v0",
     "cartpole": "CartPole-v1",
 }
 DEFAULT_CONFIG_FILES = {
     "q_grasp/Reacher-v0": "reacher.yaml",
     "q_grasp/TopDownGrasp-v0": "grasp.yaml",
+    "q_grasp/TopDownGraspClutter-v0": "grasp_clutter.yaml",
     "CartPole-v1": "cartpole.yaml",
 }
 
@@ -82,7 +84,7 @@ class TaskError(ValueError):
 
 
 def resolve_task(task: str) -> str:
-    """Alias (reacher, grasp, cartpole) or gymnasium id -> gymnasium id."""
+    """Alias (reacher, grasp, grasp_clutter, cartpole) or gymnasium id -> gymnasium id."""
     return TASK_ALIASES.get(task.lower(), task) if task else task
 
 

@@ -1,8 +1,9 @@
 """Helpers for tests and benchmarks that talk to q_grasp nodes over real DDS.
 
 Isolation: each run reserves its own ROS_DOMAIN_ID (a lock file per id, see unique_domain_id) and
-keeps discovery on localhost, so parallel test runs on one machine do not hear each other. Child processes get LD_LIBRARY_PATH and the
-ros-wheels-bootstrapper guard set, so they start without the bootstrapper's re-exec.
+keeps discovery on localhost, so parallel test runs on one machine do not hear each other.
+Child processes get LD_LIBRARY_PATH and the ros-wheels-bootstrapper guard set, so they start
+without the bootstrapper's re-exec.
 """
 
 from __future__ import annotations
