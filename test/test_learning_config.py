@@ -10,7 +10,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
 
 @pytest.mark.parametrize("name", ["reacher.yaml", "reacher_joints_goal.yaml", "reacher_fast.yaml",
-                                  "grasp.yaml", "grasp_clutter.yaml", "cartpole.yaml"])
+                                  "grasp.yaml", "grasp_equivariant.yaml", "grasp_clutter.yaml",
+                                  "cartpole.yaml"])
 def test_packaged_configs_load(name):
     cfg = ExperimentConfig.from_yaml(CONFIG_DIR / name)
     assert cfg.training.total_steps > 0
