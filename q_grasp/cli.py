@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a DQN agent (single process)")
-    t.add_argument("--task", help="reacher, grasp, cartpole or any gymnasium id")
+    t.add_argument("--task", help="reacher, grasp, grasp_clutter, cartpole or any gymnasium id")
     t.add_argument("--config", help="YAML config file (default: config/<task>.yaml)")
     t.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     t.add_argument("--seeds", help="comma-separated seeds: one run per seed in OUT/seed_N")
