@@ -426,6 +426,99 @@ def test_ros_arm_counts_joint_states_going_back_in_time(ros_context) -> None:
         node.destroy_node()
 
 
+class _FakeDriver:
+    """Feeds RosArm joint states from another thread once a command is "published", as a
+    driver would: the first one stamped ``jump_s`` later than the last (sim_arm's fast still
+    world lets seconds of simulated time pass between two capped joint states)."""
+
+    def __init__(self, arm, names, start, stamp_s: float) -> None:
+        import threading
+
+        self.arm, self.names, self.q, self.stamp = arm, names, np.array(start, float), stamp_s
+        self.threading = threading
+        self.feed(np.zeros(len(names)))
+
+    def feed(self, velocity) -> None:
+        self.arm._on_joint_state(joint_state_msg(self.names, self.q, np.asarray(velocity, float),
+                                                 np.zeros(len(self.names)),
+                                                 to_time_msg(self.stamp)))
+
+    def run_after_command(self, script) -> None:
+        def publish(_publisher, _msg) -> None:
+            self.threading.Thread(target=script, daemon=True).start()
+        self.arm._publish = publish
+
+
+@pytest.mark.ros
+def test_ros_arm_timeouts_start_when_the_command_is_seen(ros_context) -> None:
+    """A move's timeout counts from the first joint state after the command, not from the
+    stamp read before it (which may be seconds of simulated time old)."""
+    from q_grasp.nodes.ros_arm import RosArm, RosArmConfig
+    from q_grasp.robot_config import RobotConfig
+
+    node = _node(ros_context, "timeout_start")
+    try:
+        robot = RobotConfig()
+        names = list(robot.arm_joint_names) + list(robot.gripper_joint_names)
+        arm = RosArm(node, robot, RosArmConfig(move_timeout_margin_s=1.5))
+        n_arm = len(robot.arm_joint_names)
+        start = np.concatenate([np.zeros(n_arm), robot.gripper_open_positions])
+        driver = _FakeDriver(arm, names, start, stamp_s=5.0)
+        target = np.full(n_arm, 0.2)
+
+        def motion() -> None:
+            time.sleep(0.05)
+            driver.stamp = 9.0  # 4 s later: the still world ran on before the command took
+            driver.feed(np.zeros(len(names)))
+            for k in range(1, 11):  # 0.1 s of motion per message, arriving at the target
+                time.sleep(0.01)
+                driver.stamp += 0.1
+                driver.q[:n_arm] = target * k / 10
+                driver.feed(np.r_[np.full(n_arm, 0.0 if k == 10 else 2.0),
+                                  np.zeros(len(names) - n_arm)])
+
+        driver.run_after_command(motion)
+        assert arm.move_arm(target) is True
+        assert arm.move_timeouts == 0
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.ros
+def test_ros_arm_resqueeze_on_an_object_does_not_wait_for_the_timeout(ros_context) -> None:
+    """Closing fingers that already rest on an object: they do not move, and that is settled."""
+    from q_grasp.nodes.ros_arm import RosArm, RosArmConfig
+    from q_grasp.robot_config import RobotConfig
+
+    node = _node(ros_context, "resqueeze")
+    try:
+        robot = RobotConfig()
+        names = list(robot.arm_joint_names) + list(robot.gripper_joint_names)
+        cfg = RosArmConfig(gripper_timeout_s=1.5, gripper_min_settle_s=0.1)
+        arm = RosArm(node, robot, cfg)
+        n_arm = len(robot.arm_joint_names)
+        on_object = np.full(len(robot.gripper_joint_names), 0.012)  # part-way: an object
+        driver = _FakeDriver(arm, names, np.r_[np.zeros(n_arm), on_object], stamp_s=2.0)
+
+        def still() -> None:  # 3 s of arm time, nothing moving
+            for _ in range(60):
+                time.sleep(0.005)
+                driver.stamp += 0.05
+                driver.feed(np.zeros(len(names)))
+
+        driver.run_after_command(still)
+        aperture = arm.set_gripper(True)
+        assert aperture > 0.0
+        assert arm.arm_time_s() - 2.0 < 0.5  # settled after the minimum, not after 1.5 s
+        # Opening fingers that have not started to move is not "settled": that waits.
+        driver.run_after_command(still)
+        before = arm.arm_time_s()
+        arm.set_gripper(False)
+        assert arm.arm_time_s() - before >= 1.5
+    finally:
+        node.destroy_node()
+
+
 # ----------------------------------------------------------------------------- test isolation
 
 

@@ -250,6 +250,25 @@ class RosArm:
                         return False
                     self._cond.wait(timeout=0.1)
 
+    def _next_stamp_s(self, seq: int) -> float:
+        """Stamp of the first joint state after sequence number ``seq`` (the latest one when
+        none comes within stale_timeout_s of wall time). A command's timeouts start there, not
+        at the stamp read before publishing: that one may be old by up to a joint-state
+        interval of arm time (with sim_arm's fast still world, seconds of simulated time), and a
+        timeout counted from it can end before the motion has started."""
+        stale = self.config.stale_timeout_s
+        start = time.monotonic()
+        with self._cond:
+            while self._seq == seq and time.monotonic() - start < stale:
+                if self._stop.is_set():
+                    raise ArmStoppedError("shutting down")
+                self._cond.wait(timeout=0.1)
+            return self._stamp_s
+
+    def _sequence(self) -> int:
+        with self._cond:
+            return self._seq
+
     def wait_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
         """Wait (arm time) until ``done()``, evaluated with the state lock held after every
         joint state, holds (True) or ``timeout_s`` passes (False). Raises ArmStoppedError."""
@@ -294,8 +313,9 @@ class RosArm:
         start = self.read_arm_joints()
         duration = max(float(np.abs(q - start).max()) / cfg.max_joint_velocity_rad_s,
                        cfg.min_move_duration_s)
-        t0 = self.arm_time_s()
+        seq = self._sequence()
         self._publish(self._arm_pub, self._trajectory(self.arm_joint_names, q, duration))
+        t0 = self._next_stamp_s(seq)
         names = self.arm_joint_names
 
         def arrived() -> bool:  # called with the condition held
@@ -314,21 +334,28 @@ class RosArm:
         """Close or open the gripper, wait until the fingers stop, return the aperture (m)."""
         cfg = self.config
         target = self._grip_closed if closed else self._grip_open
-        t0 = self.arm_time_s()
-        self._publish(self._gripper_pub, self._trajectory(self._gripper_names, target,
-                                                          cfg.gripper_duration_s))
+        other = self._grip_open if closed else self._grip_closed
         names = self._gripper_names
         start = self._read(names, self._positions)
+        seq = self._sequence()
+        self._publish(self._gripper_pub, self._trajectory(self._gripper_names, target,
+                                                          cfg.gripper_duration_s))
+        t0 = self._next_stamp_s(seq)
         settle_from = t0 + max(cfg.gripper_min_settle_s, cfg.gripper_duration_s)
+        # Fingers must first move (before the command takes effect they are still too) --
+        # except when closing fingers that are already closed on an object (a re-squeeze):
+        # they may stay where they are.
+        tol = cfg.gripper_position_tolerance_m
+        must_move = not closed or bool(np.abs(start - other).max() < tol)
 
         def settled() -> bool:
             q = np.array([self._positions[n] for n in names])
             if np.abs(q - target).max() < cfg.gripper_position_tolerance_m:
                 return True
-            # Stopped short of the target (on an object) counts only once the fingers have
-            # moved: before the command arrives they are still too, but have not started.
+            # Stopped short of the target (on an object) counts once they have moved (or
+            # at once for a re-squeeze, above).
             if (self._stamp_s < settle_from or any(n not in self._velocities for n in names)
-                    or np.abs(q - start).max() < cfg.gripper_position_tolerance_m):
+                    or (must_move and np.abs(q - start).max() < tol)):
                 return False
             return max(abs(self._velocities[n]) for n in names) < \
                 cfg.gripper_velocity_tolerance_m_s
