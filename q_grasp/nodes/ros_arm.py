@@ -238,31 +238,32 @@ class RosArm:
                     return True
                 if self._stamp_s >= deadline_s:
                     return False
-                seq = self._seq
-                # Short waits so that a stop request is seen at once; staleness is judged by
-                # the total wall time without a new joint state.
-                quiet_since = time.monotonic()
-                while self._seq == seq and not self._stop.is_set():
-                    if time.monotonic() - quiet_since > stale:
-                        self.node.get_logger().warn(
-                            f"no joint states for {stale:.1f} s of wall time; giving up the "
-                            "wait")
-                        return False
-                    self._cond.wait(timeout=0.1)
+                if not self._wait_for_new_state(self._seq):
+                    self.node.get_logger().warn(
+                        f"no joint states for {stale:.1f} s of wall time; giving up the wait")
+                    return False
+
+    def _wait_for_new_state(self, seq: int) -> bool:
+        """With the condition held: wait for a joint state after sequence number ``seq``; False
+        after stale_timeout_s of wall time without one. Short waits, so that a stop request is
+        seen at once (the caller raises)."""
+        quiet_since = time.monotonic()
+        while self._seq == seq and not self._stop.is_set():
+            if time.monotonic() - quiet_since > self.config.stale_timeout_s:
+                return False
+            self._cond.wait(timeout=0.1)
+        return True
 
     def _next_stamp_s(self, seq: int) -> float:
         """Stamp of the first joint state after sequence number ``seq`` (the latest one when
-        none comes within stale_timeout_s of wall time). A command's timeouts start there, not
+        none comes in stale_timeout_s of wall time). A command's timeouts start there, not
         at the stamp read before publishing: that one may be old by up to a joint-state
         interval of arm time (with sim_arm's fast still world, seconds of simulated time), and a
         timeout counted from it can end before the motion has started."""
-        stale = self.config.stale_timeout_s
-        start = time.monotonic()
         with self._cond:
-            while self._seq == seq and time.monotonic() - start < stale:
-                if self._stop.is_set():
-                    raise ArmStoppedError("shutting down")
-                self._cond.wait(timeout=0.1)
+            self._wait_for_new_state(seq)
+            if self._stop.is_set():
+                raise ArmStoppedError("shutting down")
             return self._stamp_s
 
     def _sequence(self) -> int:
@@ -350,7 +351,7 @@ class RosArm:
 
         def settled() -> bool:
             q = np.array([self._positions[n] for n in names])
-            if np.abs(q - target).max() < cfg.gripper_position_tolerance_m:
+            if np.abs(q - target).max() < tol:
                 return True
             # Stopped short of the target (on an object) counts once they have moved (or
             # at once for a re-squeeze, above).
