@@ -61,6 +61,27 @@ def _wait_until_skipping(sim: SimArmNode, timeout_s: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+def _command_publisher(listener):
+    pub = listener.create_publisher(JointTrajectory, "arm_controller/joint_trajectory",
+                                    qos.COMMAND_QOS)
+    deadline = time.monotonic() + 10.0
+    while pub.get_subscription_count() == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return pub
+
+
+def _base_move(sim: SimArmNode, delta_rad: float, duration_s: float) -> JointTrajectory:
+    target = sim.robot.home_positions.copy()
+    target[0] += delta_rad
+    msg = JointTrajectory(joint_names=list(sim._config.robot.arm_joint_names))
+    point = JointTrajectoryPoint(positions=[float(v) for v in target])
+    point.time_from_start.sec = int(duration_s)
+    point.time_from_start.nanosec = int(round((duration_s % 1.0) * 1e9))
+    msg.points = [point]
+    return msg
+
+
 @pytest.mark.parametrize("system", [{"real_time_factor": 2.0, "still_real_time_factor": 40.0,
                                      "max_publish_rate_hz": 25.0,
                                      "joint_state_rate_hz": 60.0}], indirect=True)
@@ -91,22 +112,77 @@ def test_a_trajectory_ends_the_sleep_of_a_still_world_at_once(system) -> None:
     sim, listener, _ = system
     _wait_until_skipping(sim, timeout_s=60.0)
     time.sleep(0.5)
-    pub = listener.create_publisher(JointTrajectory, "arm_controller/joint_trajectory",
-                                    qos.COMMAND_QOS)
-    deadline = time.monotonic() + 10.0
-    while pub.get_subscription_count() == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    names = list(sim._config.robot.arm_joint_names)
-    target = sim.robot.home_positions.copy()
-    target[0] += 0.2
-    msg = JointTrajectory(joint_names=names)
-    point = JointTrajectoryPoint(positions=[float(v) for v in target])
-    point.time_from_start.nanosec = 200_000_000
-    msg.points = [point]
+    pub = _command_publisher(listener)
+    msg = _base_move(sim, 0.2, 0.2)
     sent = time.monotonic()
     pub.publish(msg)
     while sim._skipping:
         assert time.monotonic() - sent < 2.0, "the command waited for the still loop's sleep"
         time.sleep(0.005)
     assert sim.diagnostics.counter("accepted.arm_trajectory") == 1
+
+
+@pytest.mark.parametrize("system", [
+    {"real_time_factor": 1.0, "joint_state_rate_hz": 0.2, "clock_rate_hz": 0.2},
+    {"real_time_factor": 1.0, "joint_state_rate_hz": 0.2, "clock_rate_hz": 0.2,
+     "joint_states_on_events": False}], indirect=True, ids=["events", "no_events"])
+def test_joint_states_report_a_command_taken_up_and_its_goal_reached(system) -> None:
+    # The stream is due every 5 s; with joint_states_on_events the command's start and the
+    # arm's arrival are reported on their ticks, before the joint state of the world at rest.
+    sim, listener, _ = system
+    base = sim._config.robot.arm_joint_names[0]
+    states: list[tuple[float, float]] = []  # (stamp s, base joint position)
+    listener.create_subscription(
+        JointState, "joint_states",
+        lambda m: states.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
+                                 m.position[list(m.name).index(base)])),
+        qos.SENSOR_SUBSCRIBER_QOS)
+    _wait_until_skipping(sim, timeout_s=60.0)
+    pub = _command_publisher(listener)
+    time.sleep(0.5)
+    msg = _base_move(sim, 0.2, 0.2)
+    n0, sent_s = len(states), sim._sim_time_s()
+    pub.publish(msg)
+    deadline = time.monotonic() + 10.0
+    while sim._skipping or sim.arm.active:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    _wait_until_skipping(sim)
+    time.sleep(0.3)
+    got = states[n0:]
+    assert got, "no joint state after the command"
+    rest_stamp = got[-1][0]
+    if sim._config.joint_states_on_events:
+        assert len(got) == 3, got  # taken up, goal reached, at rest
+        taken_up, arrived = got[0], got[1]
+        assert taken_up[0] - sent_s < 0.2  # a tick or two after the command, not 5 s
+        goal = msg.points[0].positions[0]
+        assert abs(arrived[1] - goal) < sim._config.motors.joint_tolerance_rad
+        assert taken_up[0] < arrived[0] < rest_stamp - sim._config.still_time_s + 1e-6
+    else:
+        assert len(got) == 1, got  # only the world at rest
+
+
+@pytest.mark.parametrize("system", [
+    {"real_time_factor": 1.0, "camera_rate_hz": 60.0, "camera_moving_max_rate_hz": 4.0},
+    {"real_time_factor": 1.0, "camera_rate_hz": 60.0}], indirect=True,
+    ids=["capped", "uncapped"])
+def test_camera_frames_of_a_moving_world_keep_to_their_wall_cap(system) -> None:
+    sim, listener, _ = system
+    _wait_until_skipping(sim, timeout_s=60.0)
+    pub = _command_publisher(listener)
+    frames0 = sim.diagnostics.counter("camera_frames_while_moving")
+    started = time.monotonic()
+    pub.publish(_base_move(sim, 0.8, 1.0))
+    deadline = started + 10.0
+    while sim._skipping or sim.arm.active:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    _wait_until_skipping(sim)
+    moving_s = time.monotonic() - started
+    frames = sim.diagnostics.counter("camera_frames_while_moving") - frames0
+    cap = sim._config.camera_moving_max_rate_hz
+    if cap > 0:
+        assert 1 <= frames <= cap * moving_s + 1, (frames, moving_s)
+    else:  # 60 Hz of simulated time at real time: the cap above is what makes it fewer
+        assert frames >= 30 * moving_s, (frames, moving_s)

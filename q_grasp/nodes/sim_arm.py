@@ -114,6 +114,19 @@ class SimArmConfig:
     """Most messages per wall-clock second on each stream (/clock, /joint_states, camera
     images); 0 = no cap. The streams' rates are per simulated second, so without a cap a high
     real-time factor multiplies the messages every subscriber handles in Python."""
+    joint_states_on_events: bool = True
+    """Also publish joint states at once, whatever the rate and the cap (a few per command), on
+    the tick a trajectory is taken up, the tick the arm reaches its goal (every joint within
+    the motors' joint and velocity tolerances) and the tick the fingers settle, as the
+    single-process SimRobot judges arrival: a policy waiting on joint states hears of it without
+    waiting for the next message of the stream (up to 1/max_publish_rate_hz of wall time, while
+    physics runs on). False: only at joint_state_rate_hz (and when the world comes to rest)."""
+    camera_moving_max_rate_hz: float = 0.0
+    """Most camera frames per wall-clock second while physics runs (something moves); 0 = only
+    max_publish_rate_hz. Frames of a moving arm are for people watching (rviz): a policy decides
+    on frames of a world at rest, which still go out at camera_rate_hz (capped by
+    max_publish_rate_hz). Each rendered frame of a moving world costs the physics thread about
+    as much as a control tick, so a low cap (e.g. 10) speeds up fast simulation."""
     publish_ground_truth: bool = True
     """Publish object poses (simulator ground truth, for evaluation) on ~/object_poses."""
     spawn_on_start: bool = True
@@ -155,7 +168,8 @@ class SimArmConfig:
             raise ValueError(f"limit_tolerance: must be in [0, 0.1], got {self.limit_tolerance}")
         if not self.still_velocity > 0.0:
             raise ValueError(f"still_velocity: must be > 0, got {self.still_velocity}")
-        for name in ("still_real_time_factor", "max_publish_rate_hz"):
+        for name in ("still_real_time_factor", "max_publish_rate_hz",
+                     "camera_moving_max_rate_hz"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name}: must be >= 0 (0 = off), got {getattr(self, name)}")
         if not self.still_time_s >= 0.0:
@@ -170,7 +184,8 @@ reused (camera_reuse_static_frames): far below one pixel of the 64x64 camera (~2
 
 DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",
                                 "skip_physics_when_still", "still_real_time_factor",
-                                "max_publish_rate_hz"})
+                                "max_publish_rate_hz", "camera_moving_max_rate_hz",
+                                "joint_states_on_events"})
 """Parameters that may change while the node runs (ros2 param set)."""
 
 
@@ -219,6 +234,8 @@ class TrajectoryFollower:
         self._pending: Trajectory | None = None
         self._active: tuple[Trajectory, np.ndarray, float, list[int]] | None = None
         self._lock = threading.Lock()
+        self.started = False
+        """Set by the update that took up a new trajectory; the caller clears it."""
 
     def submit(self, trajectory: Trajectory) -> None:
         """Queue a trajectory (any thread); it starts at the next control tick."""
@@ -246,6 +263,7 @@ class TrajectoryFollower:
                 columns = [self._index[n] for n in traj.joint_names]
                 self._active = (traj, self.setpoints[columns].copy(), now_s, columns)
                 self._pending = None
+                self.started = True
             if self._active is None:
                 return False
             traj, start, t0, columns = self._active
@@ -307,6 +325,15 @@ class SimArmNode(Node):
         self.arm = TrajectoryFollower(rc.arm_joint_names, self.robot.home_positions)
         self.gripper = TrajectoryFollower(rc.gripper_joint_names,
                                           np.asarray(rc.gripper_open_positions))
+        movable = {name: i for i, name in enumerate(self.robot.movable_joint_names)}
+        self._arm_columns = [movable[n] for n in rc.arm_joint_names]
+        self._gripper_columns = [movable[n] for n in rc.gripper_joint_names]
+        # Event-driven feedback (see max_publish_rate_hz): publish joint states this tick;
+        # the arm's goal not yet reported; simulated time the gripper's command was taken up
+        # (None: its settling reported).
+        self._report_now = False
+        self._arm_goal_pending = False
+        self._gripper_started_s: float | None = None
 
         # Publishers. Sensor streams are reliable so that every subscriber QoS matches.
         self._joint_pub = self.create_publisher(JointState, "joint_states",
@@ -460,6 +487,7 @@ class SimArmNode(Node):
                 self.gripper.cancel(np.asarray(self._config.robot.gripper_open_positions))
                 objects = self.scene.spawn(self.sim.rng)
                 self._still_since_s = None
+                self._arm_goal_pending, self._gripper_started_s = False, None
             self._wake.set()
         except Exception as exc:  # a failed reset is reported to the caller, never fatal
             response.success, response.message = False, f"reset failed: {exc}"
@@ -503,6 +531,15 @@ class SimArmNode(Node):
         if arm:
             self.robot.set_arm_targets(self.arm.setpoints)
         gripper = self.gripper.update(now_s)
+        if (self.arm.started or self.gripper.started) and self._config.joint_states_on_events:
+            # A command taken up: say so at once (a waiting policy starts its timeouts at the
+            # first joint state after its command), then report when its goal is reached.
+            self._report_now = True
+            if self.arm.started:
+                self._arm_goal_pending = True
+            if self.gripper.started:
+                self._gripper_started_s = now_s
+        self.arm.started = self.gripper.started = False
         if gripper:
             client, body = self.sim.client, self.robot.body_id
             rc, motors = self._config.robot, self._config.motors
@@ -515,6 +552,7 @@ class SimArmNode(Node):
 
     def _physics_loop(self) -> None:
         joint, camera, clock = _Stream(), _Stream(), _Stream()
+        moving_camera_due_wall = 0.0  # camera_moving_max_rate_hz
         window = (time.monotonic(), self._sim_time_s())
         ticks = 0
         try:
@@ -525,8 +563,12 @@ class SimArmNode(Node):
                 with self._sim_lock:
                     now_s = self._control_tick(cfg, self._still_ticks(cfg))
                     wall = time.monotonic()
-                    joint_due = joint.is_due(now_s, wall)
+                    joint_due = self._report_now or joint.is_due(now_s, wall)
+                    self._report_now = False
                     camera_due = cfg.camera_rate_hz > 0 and camera.is_due(now_s, wall)
+                    moving_cap = 0.0 if self._skipping else cfg.camera_moving_max_rate_hz
+                    if moving_cap > 0.0:
+                        camera_due = camera_due and wall >= moving_camera_due_wall
                     if self._skipping:
                         # A still world: the joint states go out on the tick it comes to rest
                         # (a policy waiting for a motion to end hears of it at once), and when
@@ -552,6 +594,10 @@ class SimArmNode(Node):
                                                             stamp))
                 if frame is not None:
                     camera.published(now_s, wall, cfg.camera_rate_hz, cap)
+                    if not self._skipping:
+                        self.diagnostics.count("camera_frames_while_moving")
+                    if moving_cap > 0.0:
+                        moving_camera_due_wall = wall + 1.0 / moving_cap
                     self._publish_camera(frame, stamp, poses)
                 ticks += 1
                 if ticks % 200 == 0:
@@ -600,15 +646,40 @@ class SimArmNode(Node):
             self.sim.pass_time(self._steps_per_tick * still_ticks)
             self._ticks_skipped += still_ticks
             self._skipping = True
+            # At rest: the joint states go out on this tick anyway (see _physics_loop).
+            self._arm_goal_pending, self._gripper_started_s = False, None
             return self._sim_time_s()
         self._skipping = False
         self.sim.step(self._steps_per_tick)
+        self._check_goals(cfg)
         if cfg.skip_physics_when_still and not busy:
             if not self._world_is_still(cfg.still_velocity):
                 self._still_since_s = None
             elif self._still_since_s is None:
                 self._still_since_s = self._sim_time_s()
         return self._sim_time_s()
+
+    def _check_goals(self, cfg: SimArmConfig) -> None:
+        """Set _report_now on the tick the arm reaches its trajectory's goal (every joint within
+        the motors' joint tolerance of it and slower than their velocity tolerance) or the
+        fingers settle (slower than gripper_velocity_tolerance_m_s after gripper_min_steps),
+        as the single-process SimRobot judges arrival. Caller holds the sim lock."""
+        if not self._arm_goal_pending and self._gripper_started_s is None:
+            return
+        _, position, velocity, _ = self.robot.joint_states()
+        motors = cfg.motors
+        if self._arm_goal_pending and not self.arm.active:
+            cols = self._arm_columns
+            if (np.abs(position[cols] - self.arm.setpoints).max() < motors.joint_tolerance_rad
+                    and np.abs(velocity[cols]).max() < motors.velocity_tolerance_rad_s):
+                self._arm_goal_pending, self._report_now = False, True
+        started = self._gripper_started_s
+        if started is not None and not self.gripper.active:
+            min_s = (motors.gripper_min_steps - 0.5) * self.sim.time_step_s
+            fingers = np.abs(velocity[self._gripper_columns]).max()
+            if (self._sim_time_s() - started >= min_s
+                    and fingers < motors.gripper_velocity_tolerance_m_s):
+                self._gripper_started_s, self._report_now = None, True
 
     def _world_is_still(self, max_speed: float) -> bool:
         """Every joint and every object slower than ``max_speed`` (m/s, rad/s)."""
