@@ -651,22 +651,25 @@ class SimArmNode(Node):
             return self._sim_time_s()
         self._skipping = False
         self.sim.step(self._steps_per_tick)
-        self._check_goals(cfg)
-        if cfg.skip_physics_when_still and not busy:
-            if not self._world_is_still(cfg.still_velocity):
+        check_still = cfg.skip_physics_when_still and not busy
+        if not (check_still or self._arm_goal_pending or self._gripper_started_s is not None):
+            return self._sim_time_s()
+        _, position, velocity, _ = self.robot.joint_states()  # once for both checks
+        self._check_goals(cfg, position, velocity)
+        if check_still:
+            if not self._world_is_still(velocity, cfg.still_velocity):
                 self._still_since_s = None
             elif self._still_since_s is None:
                 self._still_since_s = self._sim_time_s()
         return self._sim_time_s()
 
-    def _check_goals(self, cfg: SimArmConfig) -> None:
+    def _check_goals(self, cfg: SimArmConfig, position: np.ndarray, velocity: np.ndarray
+                     ) -> None:
         """Set _report_now on the tick the arm reaches its trajectory's goal (every joint within
         the motors' joint tolerance of it and slower than their velocity tolerance) or the
         fingers settle (slower than gripper_velocity_tolerance_m_s after gripper_min_steps),
-        as the single-process SimRobot judges arrival. Caller holds the sim lock."""
-        if not self._arm_goal_pending and self._gripper_started_s is None:
-            return
-        _, position, velocity, _ = self.robot.joint_states()
+        as the single-process SimRobot judges arrival, from the joint states after this tick's
+        physics. Caller holds the sim lock."""
         motors = cfg.motors
         if self._arm_goal_pending and not self.arm.active:
             cols = self._arm_columns
@@ -681,9 +684,9 @@ class SimArmNode(Node):
                     and fingers < motors.gripper_velocity_tolerance_m_s):
                 self._gripper_started_s, self._report_now = None, True
 
-    def _world_is_still(self, max_speed: float) -> bool:
-        """Every joint and every object slower than ``max_speed`` (m/s, rad/s)."""
-        _, _, velocity, _ = self.robot.joint_states()
+    def _world_is_still(self, velocity: np.ndarray, max_speed: float) -> bool:
+        """Every joint (``velocity``, the joint states after this tick's physics) and every
+        object slower than ``max_speed`` (m/s, rad/s)."""
         if np.abs(velocity).max(initial=0.0) >= max_speed:
             return False
         client = self.sim.client
