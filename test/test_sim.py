@@ -77,6 +77,26 @@ def test_physics_move_reaches_target_and_counts_steps(world):
     robot.home()
 
 
+def test_move_arm_through_stops_at_every_waypoint(world):
+    sim, robot = world
+    robot.home()
+    home = RobotConfig().home_positions
+    out = np.array([0.3, -0.6, 1.2, 1.0, 0.5])
+    before = sim.step_count
+    assert robot.move_arm_through([out, home]) is True
+    both = sim.step_count - before
+    np.testing.assert_allclose(robot.read_arm_joints(), home,
+                               atol=robot.config.joint_tolerance_rad)
+    # Stop-and-go: the same physics steps as the two moves one after the other.
+    before = sim.step_count
+    assert robot.move_arm(out) and robot.move_arm(home)
+    assert abs((sim.step_count - before) - both) <= 2 * robot.config.check_every_steps
+    before = sim.step_count
+    assert robot.move_arm_through([]) is True
+    assert sim.step_count == before
+    robot.home()
+
+
 def test_gripper_closes_and_opens(world):
     _, robot = world
     robot.home()

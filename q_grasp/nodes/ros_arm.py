@@ -5,10 +5,10 @@ topics; arrival is judged from /joint_states feedback, with timeouts measured in
 time (the joint states' stamps: simulated time for sim_arm, the driver's clock for a real arm),
 never by sleeping. So the same code drives sim_arm or a real arm.
 
-The blocking calls (move_arm, set_gripper) must run in a worker thread while an executor spins
-the node in others (MultiThreadedExecutor): they wait for joint-state callbacks. Setting the
-``stop`` event (node shutdown) makes every wait raise :class:`ArmStoppedError`, so a skill in the
-middle of a motion unwinds at once.
+The blocking calls (move_arm, move_arm_through, set_gripper) must run in a worker thread while
+an executor spins the node in others (MultiThreadedExecutor): they wait for joint-state
+callbacks. Setting the ``stop`` event (node shutdown) makes every wait raise
+:class:`ArmStoppedError`, so a skill in the middle of a motion unwinds at once.
 """
 
 from __future__ import annotations
@@ -294,39 +294,69 @@ class RosArm:
 
     def _trajectory(self, names: list[str], targets: np.ndarray, duration_s: float
                     ) -> JointTrajectory:
+        return self._path_trajectory(names, [targets], [duration_s])
+
+    @staticmethod
+    def _path_trajectory(names: list[str], points: Sequence[np.ndarray],
+                         times_s: Sequence[float]) -> JointTrajectory:
         msg = JointTrajectory(joint_names=list(names))
-        msg.points = [JointTrajectoryPoint(positions=[float(v) for v in targets],
-                                           time_from_start=_duration(duration_s))]
+        msg.points = [JointTrajectoryPoint(positions=[float(v) for v in q],
+                                           time_from_start=_duration(t))
+                      for q, t in zip(points, times_s)]
         return msg
 
-    def move_arm(self, joint_targets: np.ndarray, *, teleport: bool = False) -> bool:
-        """Move to ``joint_targets`` (clamped to the URDF limits); True once the joint states
-        show the arm there and nearly still, False on timeout. ``teleport`` is ignored: a
-        trajectory is the only way to move an arm over ROS."""
-        cfg = self.config
+    def _arm_targets(self, joint_targets: np.ndarray) -> np.ndarray:
         q = np.asarray(joint_targets, float).reshape(-1)
         if q.shape[0] != len(self.arm_joint_names):
             raise ValueError(f"joint_targets: expected {len(self.arm_joint_names)} values "
                              f"({self.arm_joint_names}), got {q.shape[0]}")
         if not np.isfinite(q).all():
             raise ValueError("joint_targets: values must be finite")
-        q = np.clip(q, self.lower, self.upper)
-        start = self.read_arm_joints()
-        duration = max(float(np.abs(q - start).max()) / cfg.max_joint_velocity_rad_s,
-                       cfg.min_move_duration_s)
+        return np.clip(q, self.lower, self.upper)
+
+    def move_arm(self, joint_targets: np.ndarray, *, teleport: bool = False) -> bool:
+        """Move to ``joint_targets`` (clamped to the URDF limits); True once the joint states
+        show the arm there and nearly still, False on timeout. ``teleport`` is ignored: a
+        trajectory is the only way to move an arm over ROS."""
+        return self.move_arm_through([joint_targets])
+
+    def move_arm_through(self, waypoints: Sequence[np.ndarray]) -> bool:
+        """Drive the arm through ``waypoints`` as one multi-point trajectory (the controller
+        blends them: no stop at the intermediate ones) and wait at the last; True once the
+        joint states show the arm there and nearly still, False on timeout. Every segment
+        lasts its largest joint distance at ``max_joint_velocity_rad_s`` (at least
+        ``min_move_duration_s``); the timeout is the whole path's duration plus
+        ``move_timeout_margin_s``, counted from the first joint state after the command, and
+        arrival counts only once the last segment has begun."""
+        cfg = self.config
+        if len(waypoints) == 0:
+            return True
+        points = [self._arm_targets(q) for q in waypoints]
+        previous = self.read_arm_joints()
+        times: list[float] = []
+        elapsed = 0.0
+        for q in points:
+            elapsed += max(float(np.abs(q - previous).max()) / cfg.max_joint_velocity_rad_s,
+                           cfg.min_move_duration_s)
+            times.append(elapsed)
+            previous = q
         seq = self._sequence()
-        self._publish(self._arm_pub, self._trajectory(self.arm_joint_names, q, duration))
+        self._publish(self._arm_pub, self._path_trajectory(self.arm_joint_names, points, times))
         t0 = self._next_stamp_s(seq)
         names = self.arm_joint_names
+        q = points[-1]
+        # Arrival counts from the start of the last segment: a path may pass its last point
+        # earlier (or start there, like an out-and-back move).
+        last_segment_s = t0 + (times[-2] if len(times) > 1 else 0.0)
 
         def arrived() -> bool:  # called with the condition held
-            if any(n not in self._velocities for n in names):
+            if self._stamp_s < last_segment_s or any(n not in self._velocities for n in names):
                 return False
             err = max(abs(self._positions[n] - t) for n, t in zip(names, q))
             speed = max(abs(self._velocities[n]) for n in names)
             return err < cfg.joint_tolerance_rad and speed < cfg.velocity_tolerance_rad_s
 
-        arrived_in_time = self._wait(arrived, t0 + duration + cfg.move_timeout_margin_s)
+        arrived_in_time = self._wait(arrived, t0 + elapsed + cfg.move_timeout_margin_s)
         if not arrived_in_time:
             self.move_timeouts += 1
         return arrived_in_time

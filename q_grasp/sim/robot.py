@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -283,6 +284,15 @@ class SimRobot:
             if self._arm_arrived():
                 return True
         return False
+
+    def move_arm_through(self, waypoints: Sequence[np.ndarray | list[float]]) -> bool:
+        """Move to each of ``waypoints`` in turn, stopping at each (physics); True when the
+        arm arrived at the last (True for none). Stop-and-go, as the env's grasp motion has
+        always been measured; a ROS controller blends the waypoints instead."""
+        reached = True
+        for q in waypoints:
+            reached = self.move_arm(q)
+        return reached
 
     def _arm_arrived(self) -> bool:
         cfg = self.config

@@ -6,6 +6,7 @@ ROS 2 topics (the policy node, against the sim node or a real arm's drivers).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -27,6 +28,16 @@ class ArmInterface(Protocol):
 
         ``teleport`` lets a simulator jump without physics (free-space moves only).
         Returns True when the arm reached the targets within tolerance, False on timeout.
+        """
+        ...
+
+    def move_arm_through(self, waypoints: Sequence[np.ndarray]) -> bool:
+        """Drive the arm through ``waypoints`` in order and wait until it reaches the last.
+
+        An adapter may blend them into one motion (a JointTrajectoryController does) or stop
+        at each (the in-process simulator does, as its benchmarks were measured). Returns
+        True when the arm reached the last waypoint within tolerance (True for no
+        waypoints), False on timeout.
         """
         ...
 

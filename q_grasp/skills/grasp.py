@@ -186,9 +186,10 @@ def execute_grasp(
     pixel, turned into world coordinates by the caller) with gripper yaw ``yaw_rad``.
 
     Motion: IK for grasp, pre-grasp and lift poses (``plan_grasp``) -> open -> move above
-    (teleport allowed) -> descend (physics) -> close -> lift (physics) -> success = aperture >
-    threshold -> ``after_lift(outcome)`` (e.g. a simulator records ground truth and removes the
-    object) -> open -> home (``home_joints``; stays put if None). When IK fails nothing moves.
+    (teleport allowed) -> descend (physics; the waypoints as one ``move_arm_through``) -> close
+    -> lift (likewise) -> success = aperture > threshold -> ``after_lift(outcome)`` (e.g. a
+    simulator records ground truth and removes the object) -> open -> home (``home_joints``;
+    stays put if None). When IK fails nothing moves.
     """
     params = params if params is not None else GraspSkillConfig()
     q_start = np.asarray(arm.read_arm_joints(), dtype=float)
@@ -198,12 +199,9 @@ def execute_grasp(
                             plan.yaw_rad)
     arm.set_gripper(False)
     arm.move_arm(plan.descend[0], teleport=params.teleport_free_space)
-    for q in plan.descend[1:]:
-        arm.move_arm(q)
-    reached = bool(arm.move_arm(plan.grasp))
+    reached = bool(arm.move_arm_through([*plan.descend[1:], plan.grasp]))
     arm.set_gripper(True)
-    for q in plan.lift:
-        arm.move_arm(q)
+    arm.move_arm_through(plan.lift)
     # Squeeze again and wait for the fingers to settle before reading them: an object that
     # slipped out during the lift otherwise leaves the fingers mid-travel, reading "open".
     aperture = float(arm.set_gripper(True))
