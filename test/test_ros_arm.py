@@ -123,6 +123,16 @@ def test_move_arm_through_is_one_blended_trajectory(ros_arm) -> None:
         assert len(commands) == 1 and len(commands[0].points) == 2
         # It went out to the first waypoint (not straight to the last, where it started).
         assert max(abs(q[0] - HOME[0]) for q in states) > 0.4
+        # Not blended: one trajectory per waypoint, each waited for.
+        commands.clear()
+        arm.config.blend_waypoints = False
+        try:
+            assert arm.move_arm_through([out, HOME]), log.read_text()[-2000:]
+        finally:
+            arm.config.blend_waypoints = True
+        assert wait_until(lambda: len(commands) >= 2, 5.0, lambda: time.sleep(0.02))
+        assert [len(c.points) for c in commands] == [1, 1]
+        np.testing.assert_allclose(arm.read_arm_joints(), HOME, atol=0.02)
         assert arm.move_arm_through([]) is True
         with pytest.raises(ValueError, match="finite"):
             arm.move_arm_through([out, np.full(5, np.nan)])

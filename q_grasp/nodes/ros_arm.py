@@ -50,6 +50,10 @@ class RosArmConfig:
     """Shortest trajectory duration (s)."""
     move_timeout_margin_s: float = 1.5
     """A move fails when it has not arrived this long (arm time) after its trajectory ends."""
+    blend_waypoints: bool = True
+    """true: a path of waypoints (a grasp's descent, its lift) goes out as one multi-point
+    trajectory that the controller blends; false: one trajectory per waypoint, stopping at
+    each, as the in-process simulator moves."""
     gripper_duration_s: float = 0.0
     """Duration of gripper trajectories (0: a step; the gripper's own speed limit applies)."""
     gripper_min_settle_s: float = 0.1
@@ -322,7 +326,8 @@ class RosArm:
 
     def move_arm_through(self, waypoints: Sequence[np.ndarray]) -> bool:
         """Drive the arm through ``waypoints`` as one multi-point trajectory (the controller
-        blends them: no stop at the intermediate ones) and wait at the last; True once the
+        blends them: no stop at the intermediate ones; one trajectory per waypoint when
+        ``blend_waypoints`` is false) and wait at the last; True once the
         joint states show the arm there and nearly still, False on timeout. Every segment
         lasts its largest joint distance at ``max_joint_velocity_rad_s`` (at least
         ``min_move_duration_s``); the timeout is the whole path's duration plus
@@ -332,6 +337,11 @@ class RosArm:
         if len(waypoints) == 0:
             return True
         points = [self._arm_targets(q) for q in waypoints]
+        if not cfg.blend_waypoints and len(points) > 1:
+            reached = True
+            for q in points:
+                reached = self.move_arm_through([q])
+            return reached
         previous = self.read_arm_joints()
         times: list[float] = []
         elapsed = 0.0
