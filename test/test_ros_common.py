@@ -5,6 +5,7 @@ marked ``ros`` and run in their own ROS domain on localhost."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -552,3 +553,26 @@ def test_domain_ids_reserved_across_processes(tmp_path, monkeypatch) -> None:
     assert len(testing._held_domains) == 2  # the oldest released
     for domain in list(testing._held_domains):
         testing.release_domain_id(domain)
+
+
+def test_executors_shorten_the_gil_switch_interval(monkeypatch, ros_context) -> None:
+    from q_grasp.nodes import runtime
+
+    before = sys.getswitchinterval()
+    try:
+        monkeypatch.delenv(runtime.SWITCH_INTERVAL_ENV, raising=False)
+        runtime.make_executor("single", ros_context)
+        assert sys.getswitchinterval() == pytest.approx(runtime.DEFAULT_SWITCH_INTERVAL_S)
+        monkeypatch.setenv(runtime.SWITCH_INTERVAL_ENV, "0.002")
+        runtime.make_executor("single", ros_context)
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+        sys.setswitchinterval(0.004)
+        monkeypatch.setenv(runtime.SWITCH_INTERVAL_ENV, "0")  # Python's own: left alone
+        runtime.make_executor("single", ros_context)
+        assert sys.getswitchinterval() == pytest.approx(0.004)
+        for bad in ("fast", "-1", "nan", "5"):
+            monkeypatch.setenv(runtime.SWITCH_INTERVAL_ENV, bad)
+            with pytest.raises(ValueError, match=runtime.SWITCH_INTERVAL_ENV):
+                runtime.make_executor("single", ros_context)
+    finally:
+        sys.setswitchinterval(before)

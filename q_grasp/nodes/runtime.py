@@ -7,10 +7,18 @@ SingleThreadedExecutor unless the environment variable ``Q_GRASP_EXECUTOR`` says
 training run in the nodes' own threads), so one thread serves them all; rclpy's
 MultiThreadedExecutor spins its main thread at 100% of a core while a callback group is busy
 (benchmarks/bench_ros_system.py: 0.2-0.3 grasp transitions/s in three processes with it).
+
+Making an executor also shortens the interpreter's GIL switch interval (``sys.setswitchinterval``,
+Python's default 5 ms) to ``Q_GRASP_SWITCH_INTERVAL_S`` (default 0.0005 s; 0 keeps Python's): the
+nodes' own threads run Python most of the time (sim_arm's physics loop never sleeps while it
+simulates faster than real time), and each message callback waits for the GIL for up to one
+interval, so every command's round trip (trajectory in, joint state out and back) would cost
+milliseconds.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -28,12 +36,36 @@ EXECUTORS = ("single", "events", "multi")
 MultiThreadedExecutor."""
 EXECUTOR_ENV = "Q_GRASP_EXECUTOR"
 """Environment variable choosing the executor of node processes (default ``single``)."""
+SWITCH_INTERVAL_ENV = "Q_GRASP_SWITCH_INTERVAL_S"
+"""Environment variable setting the GIL switch interval (s) of processes running q_grasp nodes;
+0 keeps Python's default."""
+DEFAULT_SWITCH_INTERVAL_S = 0.0005
+
+
+def switch_interval_s() -> float | None:
+    """The GIL switch interval ``Q_GRASP_SWITCH_INTERVAL_S`` asks for (None: Python's own).
+    Raises ValueError for anything but a number in [0, 1]."""
+    text = os.environ.get(SWITCH_INTERVAL_ENV, "").strip()
+    if not text:
+        return DEFAULT_SWITCH_INTERVAL_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{SWITCH_INTERVAL_ENV}: must be a number of seconds in [0, 1] "
+                         f"(0: Python's default), got {text!r}")
+    return value or None
 
 
 def make_executor(kind: str, context: Any = None, num_threads: int | None = None) -> Any:
-    """An executor of ``kind`` (one of EXECUTORS) on ``context`` (None: the default one)."""
+    """An executor of ``kind`` (one of EXECUTORS) on ``context`` (None: the default one).
+    Also sets this process's GIL switch interval (:func:`switch_interval_s`, module doc)."""
     if kind not in EXECUTORS:
         raise ValueError(f"executor: must be one of {list(EXECUTORS)}, got {kind!r}")
+    interval = switch_interval_s()
+    if interval is not None:
+        sys.setswitchinterval(interval)
     if kind == "events":
         try:
             from rclpy.experimental import EventsExecutor
