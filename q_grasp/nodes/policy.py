@@ -335,7 +335,7 @@ class PolicyNode(Node):
 
         env_cfg = self.setup.env_config
         self.chain = KinematicChain.from_robot_config(self.robot)
-        self._reach = None  # TopDownReach, built at the first grasp decision
+        self._reach = None  # TopDownReach, built when acting starts (_reach_table)
         self.channels = tuple(self.setup.spaces.image_channels)
         self.image_hw = tuple(env_cfg.image_size)
         self.n_rotations = int(env_cfg.num_rotations)
@@ -429,6 +429,8 @@ class PolicyNode(Node):
     def _run(self) -> None:
         """Worker thread: wait for the arm, then run episodes until shutdown."""
         try:
+            if self.config.task == "grasp" and self.actor.exploration.use_action_mask:
+                self._reach_table()  # before the first decision, not inside it
             self._wait_for_arm()
             errors = 0
             while not self._stop.is_set():
@@ -722,17 +724,24 @@ class PolicyNode(Node):
                 return
             obs, frame = next_obs, next_frame
 
+    def _reach_table(self):
+        """The arm's top-down reachability (built once, from the IK: seconds)."""
+        if self._reach is None:
+            from q_grasp.skills.reach import TopDownReach
+
+            start = time.monotonic()
+            self._reach = TopDownReach(self.chain, self.setup.env_config.skill)
+            self.get_logger().info(f"reachability table of the grasp skill built in "
+                                   f"{time.monotonic() - start:.1f} s")
+        return self._reach
+
     def _reachable_actions(self, frame: CameraFrame) -> np.ndarray | None:
         """Flat bool mask of the grasps the arm can reach in this frame (None: the experiment
         switched the mask off, or nothing is reachable)."""
         if not self.actor.exploration.use_action_mask:
             return None
-        if self._reach is None:
-            from q_grasp.skills.reach import TopDownReach
-
-            self._reach = TopDownReach(self.chain, self.setup.env_config.skill)
         points = frame.camera.surface_points(frame.depth)
-        mask = self._reach.action_mask(points, self.n_rotations)
+        mask = self._reach_table().action_mask(points, self.n_rotations)
         if not mask.any():
             self.diagnostics.count("grasp_nothing_reachable")
         return self.actor.allowed_actions(mask)
