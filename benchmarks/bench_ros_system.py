@@ -8,7 +8,8 @@
     reachability mask, the comparison before 2026-12-02). ROS variants: sim_arm + policy
     composed in one process (bringup's default, EventsExecutor or MultiThreadedExecutor; also
     with sim_arm's earlier /clock every tick and every camera frame rendered, with physics
-    stepped while the world is still, and at real-time factors 10 and 40 instead of 20) and in
+    stepped while the world is still, at real-time factors 10 and 40 instead of 20, and with
+    the arm stopping at every waypoint of a descent or lift as the env's arm does) and in
     two processes (as ros2 launch runs
     them; also with the simulator unpaced). The transitions are decoded in this process as
     the trainer would.
@@ -408,11 +409,13 @@ caps on the streams."""
 
 
 def ros_composed_actor(folder: Path, attempts: int, epsilon: float, executor: str,
-                       sim_params: dict[str, Any] | None = None) -> dict[str, Any]:
+                       sim_params: dict[str, Any] | None = None,
+                       policy_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """sim_arm + policy composed in one child process (bringup's composed mode)."""
     session = Session(folder)
     try:
         sim_args = [f"sim:{k}:={json.dumps(v)}" for k, v in (sim_params or {}).items()]
+        sim_args += [f"{k}:={json.dumps(v)}" for k, v in (policy_params or {}).items()]
         session.start_script("sim_arm+policy", [
             "--child", "composed-actor", executor, "epsilon_schedule:=\"constant\"",
             f"epsilon_start:={epsilon}", f"epsilon_end:={epsilon}", *sim_args])
@@ -597,6 +600,9 @@ def main(argv: list[str] | None = None) -> int:
                         sub, args.attempts, args.epsilon, "events", {"real_time_factor": 20.0})),
                     ("composed_events_no_cap", lambda sub: ros_composed_actor(
                         sub, args.attempts, args.epsilon, "events", {"max_publish_rate_hz": 0.0})),
+                    ("composed_events_stop_at_waypoints", lambda sub: ros_composed_actor(
+                        sub, args.attempts, args.epsilon, "events", None,
+                        {"arm.blend_waypoints": False})),
                     ("composed_events_custom", lambda sub: ros_composed_actor(
                         sub, args.attempts, args.epsilon, "events", custom)),
                     ("composed_multi", lambda sub: ros_composed_actor(

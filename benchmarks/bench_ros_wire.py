@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 RESULTS = Path(__file__).resolve().parent / "results" / "ros_wire.json"
 BLOB_TOPIC = "/bench/blob"
 ACK_TOPIC = "/bench/ack"
+COMMAND_TOPIC = "/bench/joint_trajectory"
+STATE_TOPIC = "/bench/joint_states"
 
 
 def grasp_batch(n: int, seed: int = 0):
@@ -111,7 +113,9 @@ def sink() -> int:
     """Child process: decode every blob, answer with "schema seq latency_ns"."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
+    from sensor_msgs.msg import JointState
     from std_msgs.msg import String, UInt8MultiArray
+    from trajectory_msgs.msg import JointTrajectory
 
     from q_grasp.nodes import qos
     from q_grasp.nodes.convert import msg_to_blob
@@ -127,6 +131,15 @@ def sink() -> int:
     rclpy.init()
     node = rclpy.create_node("bench_sink")
     ack = node.create_publisher(String, ACK_TOPIC, qos.transitions_qos(1000))
+    state_pub = node.create_publisher(JointState, STATE_TOPIC, qos.JOINT_STATES_PUBLISHER_QOS)
+
+    def on_command(msg: JointTrajectory) -> None:
+        # What a driver does at the least on a command: answer with a joint state (its stamp
+        # echoes the command's, so that the source can match them).
+        state_pub.publish(JointState(header=msg.header, name=list(msg.joint_names),
+                                     position=list(msg.points[0].positions)))
+
+    node.create_subscription(JointTrajectory, COMMAND_TOPIC, on_command, qos.COMMAND_QOS)
 
     def on_blob(msg: UInt8MultiArray) -> None:
         label = msg.layout.dim[0].label
@@ -201,6 +214,7 @@ def dds(repeats: int, throughput_blobs: int, nets: dict) -> dict:
             results[f"{task}_weights_latency_ms"] = {
                 "bytes": len(blob), "median": statistics.median(latencies),
                 "p90": float(np.percentile(latencies, 90))}
+        results["command_round_trip_ms"] = command_round_trips(node, spin, repeats * 4)
         batch = grasp_batch(1)
         acks.clear()
         start = time.perf_counter()
@@ -221,6 +235,39 @@ def dds(repeats: int, throughput_blobs: int, nets: dict) -> dict:
         rclpy.try_shutdown()
         stop_process(child)
     return results
+
+
+def command_round_trips(node, spin, repeats: int) -> dict:
+    """JointTrajectory published -> the child's JointState answer received: the floor of the
+    round trip every arm command of the policy makes (command out, joint state back) over
+    rclpy and DDS, with no simulator in between."""
+    from builtin_interfaces.msg import Duration
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    from q_grasp.nodes import qos
+    from q_grasp.nodes.testing import wait_until
+
+    answers: list[int] = []
+    node.create_subscription(JointState, STATE_TOPIC,
+                             lambda m: answers.append(m.header.stamp.nanosec),
+                             qos.DEFAULT_QOS)
+    pub = node.create_publisher(JointTrajectory, COMMAND_TOPIC, qos.COMMAND_QOS)
+    assert wait_until(lambda: pub.get_subscription_count() > 0
+                      and node.count_publishers(STATE_TOPIC) > 0, 30.0, spin)
+    names = [f"joint_{i}" for i in range(5)]
+    times_ms = []
+    for i in range(repeats + 5):  # the first few warm up the matching
+        msg = JointTrajectory(joint_names=names, points=[JointTrajectoryPoint(
+            positions=[0.1 * i] * 5, time_from_start=Duration(sec=1))])
+        msg.header.stamp.nanosec = i
+        t0 = time.perf_counter()
+        pub.publish(msg)
+        assert wait_until(lambda i=i: bool(answers) and answers[-1] == i, 10.0, spin)
+        if i >= 5:
+            times_ms.append((time.perf_counter() - t0) * 1e3)
+    return {"n": len(times_ms), "median": statistics.median(times_ms),
+            "p90": float(np.percentile(times_ms, 90)), "min": min(times_ms)}
 
 
 def main() -> int:
