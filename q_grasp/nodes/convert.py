@@ -268,7 +268,12 @@ class Trajectory:
             times, points = self.times_s, self.positions
         if t_s >= times[-1]:
             return points[-1].copy()
-        return np.array([np.interp(t_s, times, points[:, j]) for j in range(points.shape[1])])
+        if t_s <= times[0]:
+            return points[0].copy()
+        # times[k] <= t_s < times[k + 1] (strictly increasing): every joint blended at once
+        k = int(np.searchsorted(times, t_s, side="right")) - 1
+        w = (t_s - times[k]) / (times[k + 1] - times[k])
+        return points[k] + w * (points[k + 1] - points[k])
 
     @property
     def duration_s(self) -> float:
