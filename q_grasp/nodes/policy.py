@@ -620,12 +620,12 @@ class PolicyNode(Node):
 
     def _wait_for_frame(self, after_s: float) -> CameraFrame:
         """The first complete colour + depth frame stamped at or after ``after_s`` (arm
-        clock). Raises ArmTimeoutError after frame_timeout_s of arm time (and at least
-        frame_timeout_min_wall_s of wall time) without one."""
+        clock). Raises ArmTimeoutError after frame_timeout_s of arm time past ``after_s`` (and
+        at least frame_timeout_min_wall_s of wall time) without one."""
         cfg = self.config
         after_ns = int(after_s * 1e9)
         skew_ns = int(cfg.max_stamp_skew_s * 1e9)
-        deadline_s = self.arm.arm_time_s() + cfg.frame_timeout_s
+        deadline_s = max(self.arm.arm_time_s(), after_s) + cfg.frame_timeout_s
         start = time.monotonic()
         wall_min = start + cfg.frame_timeout_min_wall_s
         wall_deadline = start + cfg.arm.stale_timeout_s + cfg.frame_timeout_s
@@ -653,11 +653,10 @@ class PolicyNode(Node):
                            received_monotonic=max(received, depth[2]), camera=camera)
 
     def _settled_frame(self) -> tuple[np.ndarray, CameraFrame]:
-        """Wait settle_time_s (arm clock), then the next frame and its observation."""
-        cfg = self.config
-        if cfg.settle_time_s > 0:
-            self.arm.wait_until(lambda: False, cfg.settle_time_s)
-        frame = self._wait_for_frame(self.arm.arm_time_s())
+        """The first frame stamped settle_time_s (arm clock) after now, and its observation.
+        (One wait: the frame's stamp says that the time has passed, so no joint state need
+        say it first.)"""
+        frame = self._wait_for_frame(self.arm.arm_time_s() + self.config.settle_time_s)
         obs = grasp_observation(frame.rgb, frame.heightmap, self.channels,
                                 self.setup.env_config.camera_height_m)
         return obs, frame
