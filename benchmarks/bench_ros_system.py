@@ -547,8 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="abcd", help="which of a, b, c, d to run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1,
-                        help="run the ROS variants of (a) this many times, interleaved; each "
-                             "variant reports its round of median throughput and lists all")
+                        help="run the ROS variants of (a) this many times, interleaved, with "
+                             "the single-process loop again in every round; each variant "
+                             "reports its round of median throughput, lists all, and the median "
+                             "of its per-round cost against that round's single-process run")
     parser.add_argument("--variants", default="",
                         help="parts a/b: comma-separated ROS variants to run (default: all but "
                              "composed_events_custom)")
@@ -629,7 +631,15 @@ def main(argv: list[str] | None = None) -> int:
                       if not ((wanted is None and label == "composed_events_custom")
                               or (wanted is not None and label not in wanted))]
             rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in chosen}
+            single_rounds = [single]
             for i in range(args.rounds):  # interleaved: the machine's speed drifts
+                if i > 0:  # the like-for-like loop again, beside this round's ROS runs
+                    single_rounds.append(single_process(args.attempts, args.epsilon,
+                                                        args.seed, False, True))
+                    print(f"(a) single process physics_moves, round {i}: "
+                          f"{single_rounds[-1]['transitions_per_s']:.2f} transitions/s, "
+                          f"{single_rounds[-1]['cpu_s_per_transition']:.3f} CPU-s",
+                          flush=True)
                 for label, run in chosen:
                     sub = folder / f"{label}_{i}"
                     sub.mkdir()
@@ -646,16 +656,33 @@ def main(argv: list[str] | None = None) -> int:
                 ros[label]["rounds"] = [
                     {"transitions_per_s": r["transitions_per_s"],
                      "cpu_s_per_transition": r["cpu_s_per_transition"]} for r in runs_of_label]
+                # per round, against that round's single-process run: the median of those
+                costs = [(1 - r["transitions_per_s"] / one["transitions_per_s"],
+                          r["cpu_s_per_transition"] / one["cpu_s_per_transition"] - 1)
+                         for r, one in zip(runs_of_label, single_rounds)]
+                ros[label]["ros_cost_per_round_wall"] = [c[0] for c in costs]
+                ros[label]["ros_cost_per_round_cpu"] = [c[1] for c in costs]
+                ros[label]["ros_cost_wall_median"] = statistics.median(c[0] for c in costs)
+                ros[label]["ros_cost_cpu_median"] = statistics.median(c[1] for c in costs)
+            singles["physics_moves"]["rounds"] = [
+                {"transitions_per_s": r["transitions_per_s"],
+                 "cpu_s_per_transition": r["cpu_s_per_transition"]} for r in single_rounds]
             latencies = {label: r.pop("decision_latency_ms") for label, r in ros.items()}
             best = max(ros.values(), key=lambda r: r["transitions_per_s"])
             result["a_throughput"] = {
                 "epsilon": args.epsilon, "single_process": singles, "ros": ros,
                 "compared": "ros_cost_*: the fastest ROS variant against the single-process "
-                            "loop with physics for every move (physics_moves)",
+                            "loop with physics for every move (physics_moves); per variant, "
+                            "ros_cost_*_median compares each round with that round's "
+                            "single-process run",
                 "ros_cost_vs_single_process_wall": 1 - best["transitions_per_s"]
                 / single["transitions_per_s"],
                 "ros_cost_vs_single_process_cpu": best["cpu_s_per_transition"]
                 / single["cpu_s_per_transition"] - 1}
+            for label, r in ros.items():
+                print(f"(a) ROS cost of {label}, median over rounds: "
+                      f"{r['ros_cost_wall_median']:.0%} wall, "
+                      f"{r['ros_cost_cpu_median']:+.0%} CPU per transition", flush=True)
             result["b_decision_latency_ms"] = {label: _stats(values)
                                                for label, values in latencies.items()}
             print(f"(b) decision latency: {json.dumps(result['b_decision_latency_ms'])}",
