@@ -67,9 +67,9 @@ def ros_arm(tmp_path_factory):
         yield arm, objects, proc, log
     finally:
         executor.shutdown()
+        spinner.join(timeout=5.0)  # before the context goes: its spin would fail on it
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-        spinner.join(timeout=5.0)
         stop_process(proc)
 
 
