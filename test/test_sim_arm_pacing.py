@@ -48,10 +48,10 @@ def system(request):
         yield sim, listener, received
     finally:
         executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=5.0)  # before the nodes go: its spin would use their handles
         listener.destroy_node()
         sim.destroy_node()
         rclpy.try_shutdown(context=context)
-        spinner.join(timeout=5.0)
 
 
 def _wait_until_skipping(sim: SimArmNode, timeout_s: float = 30.0) -> None:
