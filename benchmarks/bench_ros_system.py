@@ -414,11 +414,11 @@ def ros_composed_actor(folder: Path, attempts: int, epsilon: float, executor: st
     """sim_arm + policy composed in one child process (bringup's composed mode)."""
     session = Session(folder)
     try:
-        sim_args = [f"sim:{k}:={json.dumps(v)}" for k, v in (sim_params or {}).items()]
-        sim_args += [f"{k}:={json.dumps(v)}" for k, v in (policy_params or {}).items()]
+        overrides = [f"sim:{k}:={json.dumps(v)}" for k, v in (sim_params or {}).items()]
+        overrides += [f"{k}:={json.dumps(v)}" for k, v in (policy_params or {}).items()]
         session.start_script("sim_arm+policy", [
             "--child", "composed-actor", executor, "epsilon_schedule:=\"constant\"",
-            f"epsilon_start:={epsilon}", f"epsilon_end:={epsilon}", *sim_args])
+            f"epsilon_start:={epsilon}", f"epsilon_end:={epsilon}", *overrides])
         result = measure_window(session, attempts, warmup=3, timeout_s=60.0 + 10.0 * attempts)
         result.update(_policy_counts(session))
         result["decision_latency_ms"] = list(session.probe.latencies.values())

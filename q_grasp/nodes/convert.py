@@ -258,14 +258,20 @@ class Trajectory:
     positions: np.ndarray
     """Target positions (P, J)."""
 
+    def starting_from(self, start: np.ndarray) -> Trajectory:
+        """The same trajectory with ``start`` (the joints' positions when it began) as a point
+        at time 0, unless its first point is already due at once (no ramp then)."""
+        if self.times_s[0] <= 0.0:
+            return self
+        return Trajectory(self.joint_names, np.concatenate([[0.0], self.times_s]),
+                          np.vstack([np.asarray(start, np.float64)[None, :], self.positions]))
+
     def sample(self, t_s: float, start: np.ndarray) -> np.ndarray:
         """Position setpoint at ``t_s`` after the start, interpolating linearly from ``start``
-        (the joints' positions when the trajectory began) through the points."""
-        if self.times_s[0] > 0.0:
-            times = np.concatenate([[0.0], self.times_s])
-            points = np.vstack([np.asarray(start, np.float64)[None, :], self.positions])
-        else:  # the first point is due at once: no ramp from the start position
-            times, points = self.times_s, self.positions
+        (the joints' positions when the trajectory began) through the points. A caller that
+        samples one trajectory often samples ``starting_from(start)`` (nothing to add then)."""
+        padded = self.starting_from(start)
+        times, points = padded.times_s, padded.positions
         if t_s >= times[-1]:
             return points[-1].copy()
         if t_s <= times[0]:

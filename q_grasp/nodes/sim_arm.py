@@ -261,7 +261,9 @@ class TrajectoryFollower:
             if self._pending is not None:
                 traj = self._pending
                 columns = [self._index[n] for n in traj.joint_names]
-                self._active = (traj, self.setpoints[columns].copy(), now_s, columns)
+                start = self.setpoints[columns].copy()
+                # padded once here, not on every tick's sample
+                self._active = (traj.starting_from(start), start, now_s, columns)
                 self._pending = None
                 self.started = True
             if self._active is None:
