@@ -313,7 +313,13 @@ def _policy_counts(session: Session) -> dict[str, int]:
     return {"move_timeouts": int(float(policy.get("move_timeouts", 0))),
             "frame_timeouts": int(float(policy.get("frame_timeouts", 0))),
             "grasp_successes": int(float(policy.get("grasp_successes", 0))),
-            "policy_steps": int(float(policy.get("steps", 0)))}
+            "policy_steps": int(float(policy.get("steps", 0))),
+            # the policy's own statistics over its last (up to 100) decisions: /diagnostics
+            # comes once a wall-clock second, so the samples above miss most attempts
+            "decision_latency_window_ms": {
+                key: float(policy[f"decision_latency_ms_{key}"])
+                for key in ("p50", "p90", "max") if f"decision_latency_ms_{key}" in policy}
+            | {"decisions": int(float(policy.get("decision_latency_window", 0)))}}
 
 
 def ros_actor(folder: Path, attempts: int, epsilon: float, real_time_factor: float | None,
@@ -683,8 +689,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"(a) ROS cost of {label}, median over rounds: "
                       f"{r['ros_cost_wall_median']:.0%} wall, "
                       f"{r['ros_cost_cpu_median']:+.0%} CPU per transition", flush=True)
-            result["b_decision_latency_ms"] = {label: _stats(values)
-                                               for label, values in latencies.items()}
+            result["b_decision_latency_ms"] = {
+                label: {**_stats(values), "policy_window": ros[label].get(
+                    "decision_latency_window_ms", {})} for label, values in latencies.items()}
             print(f"(b) decision latency: {json.dumps(result['b_decision_latency_ms'])}",
                   flush=True)
         if "c" in args.parts:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
 from q_grasp.nodes.qos import DEFAULT_QOS
@@ -45,6 +46,10 @@ class Diagnostics:
     Safe to update from any callback thread. ``reject(source, reason, detail)`` is what a node
     calls for every bad input: it counts ``rejected.<source>.<reason>`` and logs the detail,
     throttled per (source, reason) so a flood of bad messages cannot flood the log.
+
+    The period is wall-clock (steady) time, whatever the node's clock: a node on simulated time
+    beside a simulator 40x faster than real time would otherwise publish 40 statuses a second
+    (each node, each costing its executor and every /diagnostics subscriber).
     """
 
     def __init__(self, node: Node, name: str | None = None, *, period_s: float = 1.0,
@@ -61,7 +66,9 @@ class Diagnostics:
         self._throttle_s = log_throttle_s
         self._last_logged: dict[tuple[str, str], float] = {}
         self._publisher = node.create_publisher(DiagnosticArray, topic, DEFAULT_QOS)
-        self._timer = node.create_timer(period_s, self.publish) if period_s > 0 else None
+        self._timer = (node.create_timer(period_s, self.publish,
+                                         clock=Clock(clock_type=ClockType.STEADY_TIME))
+                       if period_s > 0 else None)
 
     def count(self, key: str, n: int = 1) -> None:
         """Add ``n`` to counter ``key``."""

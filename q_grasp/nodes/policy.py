@@ -26,6 +26,7 @@ Service client: sim_arm/reset_scene (std_srvs/Trigger) at the start of every gra
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import sys
@@ -183,7 +184,7 @@ class PolicyConfig:
     q_map_scale: int = 4
     """grasp: heat-map image pixels per camera pixel."""
     diagnostics_period_s: float = 1.0
-    """Period (node clock) of /diagnostics."""
+    """Period (wall-clock time, also on simulated time) of /diagnostics."""
     arm: RosArmConfig = field(default_factory=RosArmConfig)
     """How motions are commanded and judged finished."""
 
@@ -216,6 +217,9 @@ class PolicyConfig:
         if not self.world_frame:
             raise ValueError("world_frame: must not be empty")
 
+
+LATENCY_WINDOW = 100
+"""Decisions over which /diagnostics reports decision_latency_ms_p50, _p90 and _max."""
 
 DYNAMIC_PARAMETERS = frozenset({"epsilon_schedule", "epsilon_start", "epsilon_end",
                                 "epsilon_decay_steps", "eval_epsilon", "publish_q_map"})
@@ -287,6 +291,7 @@ class PolicyNode(Node):
         self._batcher = TransitionBatcher(cfg.task, actor_id, q_net.n_actions,
                                           cfg.transition_batch_size)
         self._latency_ms: float | None = None
+        self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self._stop = threading.Event()
         # SIGINT shuts the context down before destroy_node runs: stop acting at once.
         self.context.on_shutdown(self._stop.set)
@@ -519,6 +524,7 @@ class PolicyNode(Node):
         if latency_ms is not None:
             self._latency_ms = (latency_ms if self._latency_ms is None
                                 else 0.9 * self._latency_ms + 0.1 * latency_ms)
+            self._latencies.append(latency_ms)
         s = self.stats
         values = dict(steps=s.steps, episodes=s.episodes, epsilon=epsilon,
                       success_rate=s.success_rate, mean_return=s.mean_return,
@@ -529,8 +535,12 @@ class PolicyNode(Node):
             values.update(attempt_success_rate=s.attempt_success_rate,
                           grasp_successes=s.attempt_successes)
         if latency_ms is not None:
+            p50, p90, worst = np.percentile(self._latencies, [50, 90, 100])
             values.update(decision_latency_ms=latency_ms,
-                          decision_latency_ms_mean=self._latency_ms)
+                          decision_latency_ms_mean=self._latency_ms,
+                          decision_latency_ms_p50=p50, decision_latency_ms_p90=p90,
+                          decision_latency_ms_max=worst,
+                          decision_latency_window=len(self._latencies))
         self.diagnostics.set(**values)
         if self.diagnostics.rejected_total() == 0:
             self.diagnostics.set_level(OK, "acting")

@@ -44,6 +44,23 @@ class BulletSimConfig:
             )
 
 
+class _Client(bullet_client.BulletClient):
+    """A BulletClient that binds each pybullet function to its connection once.
+
+    BulletClient looks every call up again (``getattr`` on the module, ``inspect.isbuiltin``,
+    a new ``functools.partial``): ~2 us of a ~0.6 us call, thousands of times per simulated
+    second in a control loop. The bound function is kept on the instance instead, where the
+    next lookup finds it without ``__getattr__``. (``disconnect`` is not kept: BulletClient
+    marks the connection closed when it is looked up.)
+    """
+
+    def __getattr__(self, name: str):
+        attribute = super().__getattr__(name)
+        if name != "disconnect" and callable(attribute):
+            self.__dict__[name] = attribute
+        return attribute
+
+
 class BulletSim:
     """A pybullet world with a table whose top face is the plane z=0.
 
@@ -65,7 +82,7 @@ class BulletSim:
             self.config = BulletSimConfig(**{**self.config.__dict__, "time_step_s": time_step_s})
         self.gui = bool(gui)
         mode = pybullet.GUI if self.gui else pybullet.DIRECT
-        self.client = bullet_client.BulletClient(connection_mode=mode)
+        self.client = _Client(connection_mode=mode)
         self.rng = np.random.default_rng(seed)
         self.table_id = -1
         self.step_count = 0
@@ -112,8 +129,9 @@ class BulletSim:
 
     def step(self, n: int = 1) -> None:
         """Advance physics by ``n`` time steps."""
+        step = self.client.stepSimulation
         for _ in range(int(n)):
-            self.client.stepSimulation()
+            step()
         self.step_count += int(n)
 
     def pass_time(self, n: int = 1) -> None:
