@@ -186,3 +186,27 @@ def test_camera_frames_of_a_moving_world_keep_to_their_wall_cap(system) -> None:
         assert 1 <= frames <= cap * moving_s + 1, (frames, moving_s)
     else:  # 60 Hz of simulated time at real time: the cap above is what makes it fewer
         assert frames >= 30 * moving_s, (frames, moving_s)
+
+
+@pytest.mark.parametrize("system", [{"real_time_factor": 2.0, "still_real_time_factor": 40.0,
+                                     "max_publish_rate_hz": 50.0, "clock_max_rate_hz": 10.0,
+                                     "joint_state_rate_hz": 60.0, "clock_rate_hz": 0.0}],
+                         indirect=True)
+def test_clock_keeps_to_its_own_wall_cap(system) -> None:
+    from rosgraph_msgs.msg import Clock
+
+    sim, listener, received = system
+    clocks: list[float] = []
+    listener.create_subscription(
+        Clock, "/clock", lambda m: clocks.append(m.clock.sec + m.clock.nanosec * 1e-9),
+        qos.CLOCK_QOS)
+    _wait_until_skipping(sim)
+    time.sleep(0.5)
+    c0, n0 = len(clocks), len(received)
+    time.sleep(2.0)
+    got = clocks[c0:]
+    # /clock every tick of simulated time (120 Hz at factor 40) would be 4,800 a second; the
+    # joint states keep to max_publish_rate_hz (50), /clock to its own 10.
+    assert 5 <= len(got) <= 10 * 2.0 * 1.1 + 2, len(got)
+    assert len(received) - n0 > 2 * len(got), (len(received) - n0, len(got))
+    assert all(b > a for a, b in zip(got, got[1:]))

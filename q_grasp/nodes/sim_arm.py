@@ -114,6 +114,11 @@ class SimArmConfig:
     """Most messages per wall-clock second on each stream (/clock, /joint_states, camera
     images); 0 = no cap. The streams' rates are per simulated second, so without a cap a high
     real-time factor multiplies the messages every subscriber handles in Python."""
+    clock_max_rate_hz: float = 0.0
+    """Most /clock messages per wall-clock second; 0 = max_publish_rate_hz. A node on
+    use_sim_time needs /clock only for its own clock (message stamps, log throttling; q_grasp's
+    policy times motions by joint-state stamps and every q_grasp timer runs on wall-clock time),
+    and each message costs every such node a callback, sim_arm's own included."""
     joint_states_on_events: bool = True
     """Also publish joint states at once, whatever the rate and the cap (a few per command), on
     the tick a trajectory is taken up, the tick the arm reaches its goal (every joint within
@@ -169,7 +174,7 @@ class SimArmConfig:
         if not self.still_velocity > 0.0:
             raise ValueError(f"still_velocity: must be > 0, got {self.still_velocity}")
         for name in ("still_real_time_factor", "max_publish_rate_hz",
-                     "camera_moving_max_rate_hz"):
+                     "camera_moving_max_rate_hz", "clock_max_rate_hz"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name}: must be >= 0 (0 = off), got {getattr(self, name)}")
         if not self.still_time_s >= 0.0:
@@ -185,7 +190,7 @@ reused (camera_reuse_static_frames): far below one pixel of the 64x64 camera (~2
 DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",
                                 "skip_physics_when_still", "still_real_time_factor",
                                 "max_publish_rate_hz", "camera_moving_max_rate_hz",
-                                "joint_states_on_events"})
+                                "clock_max_rate_hz", "joint_states_on_events"})
 """Parameters that may change while the node runs (ros2 param set)."""
 
 
@@ -587,7 +592,7 @@ class SimArmNode(Node):
                         frame, poses = self._camera_frame(cfg)
                 stamp = self._stamp(now_s)
                 if self._clock_pub is not None and clock.is_due(now_s, wall):
-                    clock.published(now_s, wall, cfg.clock_rate_hz, cap)
+                    clock.published(now_s, wall, cfg.clock_rate_hz, cfg.clock_max_rate_hz or cap)
                     self._clock_pub.publish(Clock(clock=stamp))
                 if joints is not None:
                     joint.published(now_s, wall, cfg.joint_state_rate_hz, cap)
