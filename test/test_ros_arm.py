@@ -93,6 +93,21 @@ def test_move_arm_and_gripper(ros_arm) -> None:
     assert proc.poll() is None
 
 
+def test_motion_end_is_the_arm_time_a_motion_ended(ros_arm) -> None:
+    arm, _, _, log = ros_arm
+    before = arm.arm_time_s()
+    assert arm.move_arm(HOME + np.array([0.2, 0.0, 0.0, 0.0, 0.0])), log.read_text()[-2000:]
+    ended = arm.motion_end_s
+    assert ended is not None and before < ended <= arm.arm_time_s()
+    # joint states keep coming; the end of the motion stays where it was
+    assert arm.wait_until(lambda: False, 0.3) is False
+    assert arm.arm_time_s() >= ended + 0.3
+    assert arm.motion_end_s == ended
+    arm.set_gripper(False)
+    assert arm.motion_end_s > ended
+    assert arm.move_arm(HOME), log.read_text()[-2000:]
+
+
 def test_move_arm_through_is_one_blended_trajectory(ros_arm) -> None:
     arm, _, proc, log = ros_arm
     node = arm.node

@@ -151,8 +151,9 @@ class PolicyConfig:
     """grasp: how long (wall clock; the simulator's clock stands still while it resets) to
     wait for the reset service."""
     settle_time_s: float = 0.25
-    """grasp: time (arm clock) for objects to come to rest before an image is used (the env
-    steps settle_steps = 60 physics steps of 1/240 s)."""
+    """grasp: time (arm clock) for objects to come to rest before an image is used: after a
+    reset, from the request for the image; after a grasp attempt, from the end of its last
+    motion (the env steps settle_steps = 60 physics steps of 1/240 s)."""
     frame_timeout_s: float = 5.0
     """grasp: longest wait (arm clock) for a camera frame taken after a given time..."""
     frame_timeout_min_wall_s: float = 0.5
@@ -662,11 +663,14 @@ class PolicyNode(Node):
                            stamp_ns=stamp_ns, stamp=stamp, frame_id=frame_id,
                            received_monotonic=max(received, depth[2]), camera=camera)
 
-    def _settled_frame(self) -> tuple[np.ndarray, CameraFrame]:
-        """The first frame stamped settle_time_s (arm clock) after now, and its observation.
-        (One wait: the frame's stamp says that the time has passed, so no joint state need
-        say it first.)"""
-        frame = self._wait_for_frame(self.arm.arm_time_s() + self.config.settle_time_s)
+    def _settled_frame(self, after_motion: bool = False) -> tuple[np.ndarray, CameraFrame]:
+        """The first frame stamped settle_time_s (arm clock) after now -- or, ``after_motion``,
+        after the end of the arm's last motion -- and its observation. (One wait: the frame's
+        stamp says that the time has passed, so no joint state need say it first.)"""
+        since = self.arm.motion_end_s if after_motion else None
+        if since is None:
+            since = self.arm.arm_time_s()
+        frame = self._wait_for_frame(since + self.config.settle_time_s)
         obs = grasp_observation(frame.rgb, frame.heightmap, self.channels,
                                 self.setup.env_config.camera_height_m)
         return obs, frame
@@ -719,7 +723,7 @@ class PolicyNode(Node):
             if not outcome.ik_success:
                 self.diagnostics.count("grasp_ik_failures")
             attempts += 1
-            next_obs, next_frame = self._settled_frame()
+            next_obs, next_frame = self._settled_frame(after_motion=True)
             success = bool(outcome.success)
             empty = table_looks_empty(next_frame.heightmap, cfg.empty_table_height_m)
             terminated = (success and cfg.terminate_on_success) or empty

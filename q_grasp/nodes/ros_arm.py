@@ -125,6 +125,7 @@ class RosArm:
         self.move_timeouts = 0
         """Moves that did not arrive in time (for diagnostics)."""
         self.stamps_backwards = 0
+        self._motion_end_s: float | None = None
         """Joint states stamped earlier than the one before (see _went_backwards)."""
         cfg = self.config
         self._arm_pub = node.create_publisher(JointTrajectory, cfg.arm_trajectory_topic,
@@ -247,6 +248,22 @@ class RosArm:
                         f"no joint states for {stale:.1f} s of wall time; giving up the wait")
                     return False
 
+    def _motion_wait(self, done, deadline_s: float) -> bool:
+        """``_wait`` for a commanded motion; records the arm time at which it ended."""
+        try:
+            return self._wait(done, deadline_s)
+        finally:
+            with self._cond:
+                self._motion_end_s = self._stamp_s
+
+    @property
+    def motion_end_s(self) -> float | None:
+        """Arm time (joint-state stamp) at which the last move or gripper motion ended, arrived
+        or given up; None before the first. (Later joint states may have come since: a settle
+        time counted from this one does not grow by the time taken to act on it.)"""
+        with self._cond:
+            return self._motion_end_s
+
     def _wait_for_new_state(self, seq: int) -> bool:
         """With the condition held: wait for a joint state after sequence number ``seq``; False
         after stale_timeout_s of wall time without one. Short waits, so that a stop request is
@@ -366,7 +383,7 @@ class RosArm:
             speed = max(abs(self._velocities[n]) for n in names)
             return err < cfg.joint_tolerance_rad and speed < cfg.velocity_tolerance_rad_s
 
-        arrived_in_time = self._wait(arrived, t0 + elapsed + cfg.move_timeout_margin_s)
+        arrived_in_time = self._motion_wait(arrived, t0 + elapsed + cfg.move_timeout_margin_s)
         if not arrived_in_time:
             self.move_timeouts += 1
         return arrived_in_time
@@ -401,5 +418,5 @@ class RosArm:
             return max(abs(self._velocities[n]) for n in names) < \
                 cfg.gripper_velocity_tolerance_m_s
 
-        self._wait(settled, t0 + cfg.gripper_duration_s + cfg.gripper_timeout_s)
+        self._motion_wait(settled, t0 + cfg.gripper_duration_s + cfg.gripper_timeout_s)
         return self.gripper_aperture()
