@@ -306,7 +306,7 @@ def measure_window(session: Session, transitions: int, warmup: int, timeout_s: f
                                                 for k, v in cpu_used.items()}}
 
 
-def _policy_counts(session: Session) -> dict[str, int]:
+def _policy_counts(session: Session) -> dict[str, Any]:
     """The policy's counters from its last /diagnostics: the whole run, warm-up included."""
     policy = next((v for k, v in session.probe.diag.items()
                    if k.startswith("q_grasp/policy")), {})
