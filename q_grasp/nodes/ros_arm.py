@@ -125,8 +125,8 @@ class RosArm:
         self.move_timeouts = 0
         """Moves that did not arrive in time (for diagnostics)."""
         self.stamps_backwards = 0
-        self._motion_end_s: float | None = None
         """Joint states stamped earlier than the one before (see _went_backwards)."""
+        self._motion_end_s: float | None = None
         cfg = self.config
         self._arm_pub = node.create_publisher(JointTrajectory, cfg.arm_trajectory_topic,
                                               qos.COMMAND_QOS)
