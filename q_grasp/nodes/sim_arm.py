@@ -132,14 +132,6 @@ class SimArmConfig:
     on frames of a world at rest, which still go out at camera_rate_hz (capped by
     max_publish_rate_hz). Each rendered frame of a moving world costs the physics thread about
     as much as a control tick, so a low cap (e.g. 10) speeds up fast simulation."""
-    camera_still_max_rate_hz: float = 0.0
-    """Most camera frames per wall-clock second while physics is skipped (a still world), after
-    the frame of the tick the world comes to rest, which always goes out; 0 = only
-    max_publish_rate_hz. A still world's frames all show the same image with a later stamp: a
-    policy waiting for a frame taken a given (simulated) time after its last motion gets the
-    rest frame at once when that time has passed by then (settle_time_s <= still_time_s), and
-    the ones after it only prove that time has passed, each costing every camera subscriber
-    a callback per image and camera_info."""
     publish_ground_truth: bool = True
     """Publish object poses (simulator ground truth, for evaluation) on ~/object_poses."""
     spawn_on_start: bool = True
@@ -182,8 +174,7 @@ class SimArmConfig:
         if not self.still_velocity > 0.0:
             raise ValueError(f"still_velocity: must be > 0, got {self.still_velocity}")
         for name in ("still_real_time_factor", "max_publish_rate_hz",
-                     "camera_moving_max_rate_hz", "clock_max_rate_hz",
-                     "camera_still_max_rate_hz"):
+                     "camera_moving_max_rate_hz", "clock_max_rate_hz"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name}: must be >= 0 (0 = off), got {getattr(self, name)}")
         if not self.still_time_s >= 0.0:
@@ -199,8 +190,7 @@ reused (camera_reuse_static_frames): far below one pixel of the 64x64 camera (~2
 DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",
                                 "skip_physics_when_still", "still_real_time_factor",
                                 "max_publish_rate_hz", "camera_moving_max_rate_hz",
-                                "clock_max_rate_hz", "camera_still_max_rate_hz",
-                                "joint_states_on_events"})
+                                "clock_max_rate_hz", "joint_states_on_events"})
 """Parameters that may change while the node runs (ros2 param set)."""
 
 
@@ -569,7 +559,7 @@ class SimArmNode(Node):
 
     def _physics_loop(self) -> None:
         joint, camera, clock = _Stream(), _Stream(), _Stream()
-        frame_due_wall = 0.0  # camera_moving_max_rate_hz, camera_still_max_rate_hz
+        moving_camera_due_wall = 0.0  # camera_moving_max_rate_hz
         window = (time.monotonic(), self._sim_time_s())
         ticks = 0
         try:
@@ -583,23 +573,19 @@ class SimArmNode(Node):
                     joint_due = self._report_now or joint.is_due(now_s, wall)
                     self._report_now = False
                     camera_due = cfg.camera_rate_hz > 0 and camera.is_due(now_s, wall)
-                    rest_tick = self._skipping and not was_skipping
-                    frame_cap = (cfg.camera_still_max_rate_hz if self._skipping
-                                 else cfg.camera_moving_max_rate_hz)
-                    capped = frame_cap > 0.0 and wall < frame_due_wall and not rest_tick
-                    camera_due = camera_due and not capped
+                    moving_cap = 0.0 if self._skipping else cfg.camera_moving_max_rate_hz
+                    if moving_cap > 0.0:
+                        camera_due = camera_due and wall >= moving_camera_due_wall
                     if self._skipping:
-                        # A still world: the joint states and a frame go out on the tick it
-                        # comes to rest (a policy waiting for a motion to end hears of it at
-                        # once and sees the world at rest), and when either stream goes out
-                        # the other follows if its simulated-time rate (and the frames' cap)
+                        # A still world: the joint states go out on the tick it comes to rest
+                        # (a policy waiting for a motion to end hears of it at once), and when
+                        # either stream goes out the other follows if its simulated-time rate
                         # allows (their wall caps aligned): a frame taken after the latest
                         # joint state is there with it.
-                        joint_due = (joint_due or rest_tick
+                        joint_due = (joint_due or not was_skipping
                                      or (camera_due and now_s >= joint.due_s))
-                        camera_due = cfg.camera_rate_hz > 0 and (
-                            camera_due or rest_tick
-                            or (joint_due and not capped and now_s >= camera.due_s))
+                        camera_due = camera_due or (joint_due and cfg.camera_rate_hz > 0
+                                                    and now_s >= camera.due_s)
                     joints = self.robot.joint_states() if joint_due else None
                     frame = poses = None
                     if camera_due:
@@ -617,8 +603,8 @@ class SimArmNode(Node):
                     camera.published(now_s, wall, cfg.camera_rate_hz, cap)
                     if not self._skipping:
                         self.diagnostics.count("camera_frames_while_moving")
-                    if frame_cap > 0.0:
-                        frame_due_wall = wall + 1.0 / frame_cap
+                    if moving_cap > 0.0:
+                        moving_camera_due_wall = wall + 1.0 / moving_cap
                     self._publish_camera(frame, stamp, poses)
                 ticks += 1
                 if ticks % 200 == 0:
