@@ -407,6 +407,31 @@ def test_diagnostics_counts_and_rejections(ros_context) -> None:
 
 
 @pytest.mark.ros
+def test_diagnostics_period_is_wall_clock_time_also_on_simulated_time(ros_context) -> None:
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from q_grasp.nodes.diagnostics import Diagnostics
+
+    # use_sim_time and no /clock: the node's clock stands still, a sim-time timer never fires
+    node = _node(ros_context, "diag_sim_time", [Parameter("use_sim_time", value=True)])
+    executor = SingleThreadedExecutor(context=ros_context)
+    try:
+        diag = Diagnostics(node, "q_grasp/test", period_s=0.05)
+        published = []
+        diag.publish = lambda: published.append(time.monotonic())  # what the timer calls
+        diag._timer.callback = diag.publish
+        executor.add_node(node)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        assert 5 <= len(published) <= 30, len(published)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+
+
+@pytest.mark.ros
 def test_ros_arm_counts_joint_states_going_back_in_time(ros_context) -> None:
     """Two arms on one /joint_states (two simulators in one domain) interleave their clocks."""
     from q_grasp.nodes.ros_arm import RosArm
