@@ -210,3 +210,28 @@ def test_clock_keeps_to_its_own_wall_cap(system) -> None:
     assert 5 <= len(got) <= 10 * 2.0 * 1.1 + 2, len(got)
     assert len(received) - n0 > 2 * len(got), (len(received) - n0, len(got))
     assert all(b > a for a, b in zip(got, got[1:]))
+
+
+@pytest.mark.parametrize("system", [{"real_time_factor": 1.0, "still_real_time_factor": 40.0,
+                                     "max_publish_rate_hz": 50.0, "camera_rate_hz": 60.0,
+                                     "camera_still_max_rate_hz": 5.0}], indirect=True)
+def test_still_world_frames_keep_to_their_cap(system) -> None:
+    sim, _, received = system
+    _wait_until_skipping(sim, timeout_s=60.0)
+    time.sleep(0.5)
+    frames0, n0 = sim.diagnostics.counter("camera_frames"), len(received)
+    t0, loops0 = sim._sim_time_s(), sim._loop_iterations
+    time.sleep(2.0)
+    loops = sim._loop_iterations - loops0
+    frames = sim.diagnostics.counter("camera_frames") - frames0
+    joints = len(received) - n0
+    advanced = sim._sim_time_s() - t0
+    # 60 Hz of simulated time at factor 40, capped at 50/s for the joint states, 5/s for frames
+    assert 5 <= frames <= 5 * 2.0 * 1.1 + 2, frames
+    assert joints > 3 * frames, (joints, frames)
+    # ...and a frame held back by its cap is not due to the pacing, which sleeps until a
+    # stream is: no more loop iterations than the caps let messages out (50 joint states, 50
+    # clocks, 5 frames per second), far below one per tick (2,400 per second)
+    assert 20.0 < advanced / 2.0 <= 40.0 * 1.1, advanced
+    assert loops <= 1.5 * 2.0 * (50 + 50 + 5), loops
+    assert sim._skipping

@@ -153,7 +153,10 @@ class PolicyConfig:
     settle_time_s: float = 0.25
     """grasp: time (arm clock) for objects to come to rest before an image is used: after a
     reset, from the request for the image; after a grasp attempt, from the end of its last
-    motion (the env steps settle_steps = 60 physics steps of 1/240 s)."""
+    motion (the env steps settle_steps = 60 physics steps of 1/240 s). The shipped
+    sim_train_grasp.yaml has 0.1, sim_arm's still_time_s: its frame of the world at rest comes at
+    least that long after the last motion, when nothing has moved for that long; raise it for a
+    real arm whose objects take longer to come to rest."""
     frame_timeout_s: float = 5.0
     """grasp: longest wait (arm clock) for a camera frame taken after a given time..."""
     frame_timeout_min_wall_s: float = 0.5
@@ -239,7 +242,10 @@ def policy_config_for_task(task: str) -> PolicyConfig:
     return PolicyConfig(task=task, epsilon_schedule=exploration.schedule,
                         epsilon_start=exploration.start, epsilon_end=exploration.end,
                         epsilon_decay_steps=max(int(round(decay)), 1),
-                        eval_epsilon=exploration.eval_epsilon)
+                        eval_epsilon=exploration.eval_epsilon,
+                        # sim_arm's frame of a world at rest comes >= its still_time_s (0.1 s)
+                        # after the last motion (BENCHMARKS.md, session of 2026-12-03 (fourth))
+                        settle_time_s=0.1 if task == "grasp" else PolicyConfig.settle_time_s)
 
 
 @dataclass

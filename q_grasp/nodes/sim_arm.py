@@ -132,6 +132,14 @@ class SimArmConfig:
     on frames of a world at rest, which still go out at camera_rate_hz (capped by
     max_publish_rate_hz). Each rendered frame of a moving world costs the physics thread about
     as much as a control tick, so a low cap (e.g. 10) speeds up fast simulation."""
+    camera_still_max_rate_hz: float = 0.0
+    """Most camera frames per wall-clock second while physics is skipped (a still world), after
+    the frame of the tick the world comes to rest, which always goes out; 0 = only
+    max_publish_rate_hz. A still world's frames all show the same image with a later stamp: a
+    policy waiting for a frame taken a given (simulated) time after its last motion gets the
+    rest frame at once when that time has passed by then (settle_time_s <= still_time_s), and
+    the ones after it only prove that time has passed, each costing every camera subscriber
+    a callback per image and camera_info."""
     publish_ground_truth: bool = True
     """Publish object poses (simulator ground truth, for evaluation) on ~/object_poses."""
     spawn_on_start: bool = True
@@ -174,7 +182,8 @@ class SimArmConfig:
         if not self.still_velocity > 0.0:
             raise ValueError(f"still_velocity: must be > 0, got {self.still_velocity}")
         for name in ("still_real_time_factor", "max_publish_rate_hz",
-                     "camera_moving_max_rate_hz", "clock_max_rate_hz"):
+                     "camera_moving_max_rate_hz", "clock_max_rate_hz",
+                     "camera_still_max_rate_hz"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name}: must be >= 0 (0 = off), got {getattr(self, name)}")
         if not self.still_time_s >= 0.0:
@@ -190,7 +199,8 @@ reused (camera_reuse_static_frames): far below one pixel of the 64x64 camera (~2
 DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",
                                 "skip_physics_when_still", "still_real_time_factor",
                                 "max_publish_rate_hz", "camera_moving_max_rate_hz",
-                                "clock_max_rate_hz", "joint_states_on_events"})
+                                "clock_max_rate_hz", "camera_still_max_rate_hz",
+                                "joint_states_on_events"})
 """Parameters that may change while the node runs (ros2 param set)."""
 
 
@@ -398,6 +408,7 @@ class SimArmNode(Node):
         self._still_since_s: float | None = None
         self._skipping = False  # the last control tick let time pass without physics
         self._ticks_skipped = 0
+        self._loop_iterations = 0
         self._warn_if_uncapped(cfg)
         self._thread = threading.Thread(target=self._physics_loop, name="sim_arm_physics",
                                         daemon=True)
@@ -559,9 +570,7 @@ class SimArmNode(Node):
 
     def _physics_loop(self) -> None:
         joint, camera, clock = _Stream(), _Stream(), _Stream()
-        moving_camera_due_wall = 0.0  # camera_moving_max_rate_hz
         window = (time.monotonic(), self._sim_time_s())
-        ticks = 0
         try:
             while not self._stop.is_set():
                 cfg = self._config
@@ -572,20 +581,25 @@ class SimArmNode(Node):
                     wall = time.monotonic()
                     joint_due = self._report_now or joint.is_due(now_s, wall)
                     self._report_now = False
+                    # The frames' own wall cap (camera_*_max_rate_hz) is in camera.due_wall,
+                    # so a still world's pacing sleeps until a capped frame is due.
                     camera_due = cfg.camera_rate_hz > 0 and camera.is_due(now_s, wall)
-                    moving_cap = 0.0 if self._skipping else cfg.camera_moving_max_rate_hz
-                    if moving_cap > 0.0:
-                        camera_due = camera_due and wall >= moving_camera_due_wall
+                    rest_tick = self._skipping and not was_skipping
+                    frame_cap = (cfg.camera_still_max_rate_hz if self._skipping
+                                 else cfg.camera_moving_max_rate_hz)
                     if self._skipping:
-                        # A still world: the joint states go out on the tick it comes to rest
-                        # (a policy waiting for a motion to end hears of it at once), and when
-                        # either stream goes out the other follows if its simulated-time rate
-                        # allows (their wall caps aligned): a frame taken after the latest
-                        # joint state is there with it.
-                        joint_due = (joint_due or not was_skipping
+                        # A still world: the joint states and a frame go out on the tick it
+                        # comes to rest (a policy waiting for a motion to end hears of it at
+                        # once and sees the world at rest), and when either stream goes out
+                        # the other follows if its simulated-time rate (and the frames' cap)
+                        # allows (their max_publish_rate_hz caps aligned): a frame taken after
+                        # the latest joint state is there with it.
+                        joint_due = (joint_due or rest_tick
                                      or (camera_due and now_s >= joint.due_s))
-                        camera_due = camera_due or (joint_due and cfg.camera_rate_hz > 0
-                                                    and now_s >= camera.due_s)
+                        camera_due = cfg.camera_rate_hz > 0 and (
+                            camera_due or rest_tick
+                            or (joint_due and now_s >= camera.due_s
+                                and (frame_cap <= 0.0 or wall >= camera.due_wall)))
                     joints = self.robot.joint_states() if joint_due else None
                     frame = poses = None
                     if camera_due:
@@ -603,11 +617,11 @@ class SimArmNode(Node):
                     camera.published(now_s, wall, cfg.camera_rate_hz, cap)
                     if not self._skipping:
                         self.diagnostics.count("camera_frames_while_moving")
-                    if moving_cap > 0.0:
-                        moving_camera_due_wall = wall + 1.0 / moving_cap
+                    if frame_cap > 0.0:
+                        camera.due_wall = max(camera.due_wall, wall + 1.0 / frame_cap)
                     self._publish_camera(frame, stamp, poses)
-                ticks += 1
-                if ticks % 200 == 0:
+                self._loop_iterations += 1
+                if self._loop_iterations % 200 == 0:
                     window = self._report_rate(window)
                 if self._skipping:
                     streams = [joint] + ([clock] if self._clock_pub is not None else []) + (
@@ -750,6 +764,7 @@ class SimArmNode(Node):
                              real_time_factor_target=target,
                              still_real_time_factor=self._still_rtf(self._config),
                              physics_ticks_skipped=self._ticks_skipped,
+                             physics_loop_iterations=self._loop_iterations,
                              arm_trajectory_active=self.arm.active,
                              gripper_trajectory_active=self.gripper.active)
         if self.diagnostics.rejected_total() == 0:
