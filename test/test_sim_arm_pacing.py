@@ -61,9 +61,8 @@ def _wait_until_skipping(sim: SimArmNode, timeout_s: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def _command_publisher(listener):
-    pub = listener.create_publisher(JointTrajectory, "arm_controller/joint_trajectory",
-                                    qos.COMMAND_QOS)
+def _command_publisher(listener, topic: str = "arm_controller/joint_trajectory"):
+    pub = listener.create_publisher(JointTrajectory, topic, qos.COMMAND_QOS)
     deadline = time.monotonic() + 10.0
     while pub.get_subscription_count() == 0:
         assert time.monotonic() < deadline
@@ -235,3 +234,37 @@ def test_still_world_frames_keep_to_their_cap(system) -> None:
     assert 20.0 < advanced / 2.0 <= 40.0 * 1.1, advanced
     assert loops <= 1.5 * 2.0 * (50 + 50 + 5), loops
     assert sim._skipping
+
+
+@pytest.mark.parametrize("system", [{"real_time_factor": 1.0, "joint_state_rate_hz": 0.2,
+                                     "clock_rate_hz": 0.2}], indirect=True)
+def test_gripper_settle_report_is_one_a_ros_arm_may_take(system) -> None:
+    # A RosArm counts gripper_min_settle_s from the first joint state after its command (the
+    # "taken up" report). sim_arm's settle report must come no earlier than that after it, or
+    # the policy waits for a later joint state (here the stream is due every 5 s).
+    sim, listener, _ = system
+    names = list(sim._config.robot.gripper_joint_names)
+    stamps: list[float] = []
+    listener.create_subscription(
+        JointState, "joint_states",
+        lambda m: stamps.append(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9),
+        qos.SENSOR_SUBSCRIBER_QOS)
+    _wait_until_skipping(sim, timeout_s=60.0)
+    pub = _command_publisher(listener, "gripper_controller/joint_trajectory")
+    time.sleep(0.5)
+    # The fingers' present positions: they stay where they are, still from the first tick.
+    with sim._sim_lock:
+        fingers = sim.robot.joint_states()[1][sim._gripper_columns]
+    msg = JointTrajectory(joint_names=names)
+    msg.points = [JointTrajectoryPoint(positions=[float(v) for v in fingers])]
+    n0 = len(stamps)
+    pub.publish(msg)
+    deadline = time.monotonic() + 10.0
+    while len(stamps) < n0 + 3:  # taken up, settled, at rest
+        assert time.monotonic() < deadline, stamps[n0:]
+        time.sleep(0.01)
+    taken_up, settled = stamps[n0], stamps[n0 + 1]
+    min_settle_s = sim._config.motors.gripper_min_steps * sim.sim.time_step_s
+    tick_s = 1.0 / sim._config.tick_rate_hz
+    assert min_settle_s - 1e-6 <= settled - taken_up < min_settle_s + tick_s + 1e-6, (
+        taken_up, settled)

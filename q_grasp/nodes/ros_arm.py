@@ -399,7 +399,9 @@ class RosArm:
         self._publish(self._gripper_pub, self._trajectory(self._gripper_names, target,
                                                           cfg.gripper_duration_s))
         t0 = self._next_stamp_s(seq)
-        settle_from = t0 + max(cfg.gripper_min_settle_s, cfg.gripper_duration_s)
+        # (less a microsecond: stamps are whole nanoseconds, and a driver that counts the
+        # same interval in its own clock's steps may land a rounding error short of it)
+        settle_from = t0 + max(cfg.gripper_min_settle_s, cfg.gripper_duration_s) - 1e-6
         # Fingers must first move (before the command takes effect they are still too) --
         # except when closing fingers that are already closed on an object (a re-squeeze):
         # they may stay where they are.

@@ -346,8 +346,8 @@ class SimArmNode(Node):
         self._arm_columns = [movable[n] for n in rc.arm_joint_names]
         self._gripper_columns = [movable[n] for n in rc.gripper_joint_names]
         # Event-driven feedback (see max_publish_rate_hz): publish joint states this tick;
-        # the arm's goal not yet reported; simulated time the gripper's command was taken up
-        # (None: its settling reported).
+        # the arm's goal not yet reported; simulated time (the stamp of the tick's joint state)
+        # at which the gripper's command was taken up (None: its settling reported).
         self._report_now = False
         self._arm_goal_pending = False
         self._gripper_started_s: float | None = None
@@ -556,7 +556,11 @@ class SimArmNode(Node):
             if self.arm.started:
                 self._arm_goal_pending = True
             if self.gripper.started:
-                self._gripper_started_s = now_s
+                # Counted from the stamp of this tick's joint state (after its physics), as a
+                # RosArm counts gripper_min_settle_s from the first joint state after its
+                # command: counted from the tick's start, the settle report came a tick before
+                # the policy may take it, and the policy waited for a later joint state.
+                self._gripper_started_s = now_s + self._steps_per_tick * self.sim.time_step_s
         self.arm.started = self.gripper.started = False
         if gripper:
             client, body = self.sim.client, self.robot.body_id
