@@ -166,3 +166,25 @@ def test_still_skipping_off_steps_every_tick(node) -> None:
     _ticks(node, 240)
     steps, skipped = _ticks(node, 60)
     assert skipped == 0 and steps == 60 * node._steps_per_tick
+
+
+def test_event_messages_do_not_push_a_stream_back() -> None:
+    # Joint states sent at once for events (a command taken up, a goal reached) count as the
+    # stream's messages, but the next regular one is never more than a period (simulated, and
+    # wall-clock for the cap) after the last: counted from when each was due, 20 events in a
+    # row pushed it 20 periods on, and a blocked move's policy, whose timeout it reports, waited
+    # that long (seconds of physics) to hear of it.
+    from q_grasp.nodes.sim_arm import _Stream
+
+    stream = _Stream()
+    rate_hz, cap_hz = 30.0, 100.0
+    stream.published(1.0, 50.0, rate_hz, cap_hz)  # a regular message, on time
+    for _ in range(20):
+        stream.published(1.001, 50.001, rate_hz, cap_hz)  # events, before it is due again
+    assert stream.is_due(1.001 + 1.0 / rate_hz, 50.001 + 1.0 / cap_hz)
+    # Regular messages keep their rate: one period after the last was due, not after it went.
+    stream = _Stream()
+    stream.published(0.0, 0.0, rate_hz, cap_hz)
+    stream.published(1.0 / rate_hz + 0.004, 0.012, rate_hz, cap_hz)  # sent 4 ms late
+    assert stream.due_s == pytest.approx(2.0 / rate_hz)
+    assert stream.due_wall == pytest.approx(0.02)

@@ -205,9 +205,13 @@ DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",
 
 
 def _next_due(due_s: float, rate_hz: float, now_s: float) -> float:
-    """When a stream published at ``rate_hz`` (simulated time) is next due after publishing at
-    ``now_s``: one period on, never before now (a slow stretch does not cause a burst)."""
-    return max(due_s + 1.0 / rate_hz, now_s)
+    """When a stream published at ``rate_hz`` is next due after publishing at ``now_s``: one
+    period after it was due, never before now (a slow stretch does not cause a burst) and never
+    more than a period after now (a message sent before it was due -- an event's joint state --
+    does not push the stream back: counted from when it was due, events in a row delayed the
+    next regular message by a period each, for seconds of a blocked move)."""
+    period = 1.0 / rate_hz
+    return min(max(due_s + period, now_s), now_s + period)
 
 
 MAX_STILL_JUMP_S = 1.0
@@ -231,7 +235,7 @@ class _Stream:
         if rate_hz > 0.0:
             self.due_s = _next_due(self.due_s, rate_hz, now_s)
         if cap_hz > 0.0:
-            self.due_wall = max(self.due_wall + 1.0 / cap_hz, wall)
+            self.due_wall = _next_due(self.due_wall, cap_hz, wall)
 
 
 class TrajectoryFollower:
