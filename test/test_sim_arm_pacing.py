@@ -268,3 +268,43 @@ def test_gripper_settle_report_is_one_a_ros_arm_may_take(system) -> None:
     tick_s = 1.0 / sim._config.tick_rate_hz
     assert min_settle_s - 1e-6 <= settled - taken_up < min_settle_s + tick_s + 1e-6, (
         taken_up, settled)
+
+
+@pytest.mark.parametrize("system", [{"real_time_factor": 1.0, "joint_state_rate_hz": 0.2,
+                                     "clock_rate_hz": 0.2, "goal_hold_wall_s": 0.5}],
+                         indirect=True)
+def test_goal_hold_stands_time_still_until_the_next_command(system) -> None:
+    # goal_hold_wall_s: after the joint state of a goal reached, simulated time waits for the
+    # next command (up to 0.5 s of wall time here); one that comes meanwhile starts on the next
+    # tick, so the policy's reaction took no simulated time.
+    sim, listener, _ = system
+    got: list[tuple[float, float]] = []  # (wall s, stamp s)
+    listener.create_subscription(
+        JointState, "joint_states",
+        lambda m: got.append((time.monotonic(),
+                              m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)),
+        qos.SENSOR_SUBSCRIBER_QOS)
+    _wait_until_skipping(sim, timeout_s=60.0)
+    pub = _command_publisher(listener)
+    time.sleep(0.3)
+
+    def states_after(n0: int, count: int) -> list[tuple[float, float]]:
+        deadline = time.monotonic() + 10.0
+        while len(got) < n0 + count:
+            assert time.monotonic() < deadline, got[n0:]
+            time.sleep(0.002)
+        return got[n0:n0 + count]
+
+    n0 = len(got)
+    pub.publish(_base_move(sim, 0.2, 0.2))
+    _, (_, goal_s) = states_after(n0, 2)  # taken up, goal reached
+    time.sleep(0.2)  # within the hold: time stands
+    assert sim._sim_time_s() == pytest.approx(goal_s, abs=1e-6)
+    n1 = len(got)
+    pub.publish(_base_move(sim, 0.0, 0.2))  # back
+    taken_up, (goal_wall, goal2_s), (rest_wall, rest_s) = states_after(n1, 3)
+    assert taken_up[1] - goal_s <= 1.0 / sim._config.tick_rate_hz + 1e-6
+    # No command after the second goal: time goes on after 0.5 s and the world comes to rest.
+    assert rest_wall - goal_wall >= 0.45 and rest_s > goal2_s
+    assert sim.diagnostics.counter("goal_holds") == 2
+    assert sim.diagnostics.counter("goal_hold_timeouts") == 1

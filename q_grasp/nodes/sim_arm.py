@@ -126,6 +126,15 @@ class SimArmConfig:
     single-process SimRobot judges arrival: a policy waiting on joint states hears of it without
     waiting for the next message of the stream (up to 1/max_publish_rate_hz of wall time, while
     physics runs on). False: only at joint_state_rate_hz (and when the world comes to rest)."""
+    goal_hold_wall_s: float = 0.0
+    """After the joint state of an arm goal reached or fingers settled (joint_states_on_events)
+    with no other trajectory running, wait up to this much wall-clock time for the next command
+    before simulated time goes on; 0 = do not wait. A command that comes meanwhile is taken up
+    on the next tick as if it had come at once: the policy's reaction then costs no simulated
+    time and no physics, as in the single-process env (whose next move starts on the step its
+    last one arrived), and the physics thread leaves the GIL and the cores to the nodes that
+    react. A world still settling stands still for that moment and then goes on as it would
+    have. At most 1 s; a few milliseconds cover a policy that answers at once."""
     camera_moving_max_rate_hz: float = 0.0
     """Most camera frames per wall-clock second while physics runs (something moves); 0 = only
     max_publish_rate_hz. Frames of a moving arm are for people watching (rviz): a policy decides
@@ -181,6 +190,8 @@ class SimArmConfig:
             raise ValueError(f"limit_tolerance: must be in [0, 0.1], got {self.limit_tolerance}")
         if not self.still_velocity > 0.0:
             raise ValueError(f"still_velocity: must be > 0, got {self.still_velocity}")
+        if not 0.0 <= self.goal_hold_wall_s <= 1.0:
+            raise ValueError(f"goal_hold_wall_s: must be in [0, 1] s, got {self.goal_hold_wall_s}")
         for name in ("still_real_time_factor", "max_publish_rate_hz",
                      "camera_moving_max_rate_hz", "clock_max_rate_hz",
                      "camera_still_max_rate_hz"):
@@ -200,7 +211,7 @@ DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",
                                 "skip_physics_when_still", "still_real_time_factor",
                                 "max_publish_rate_hz", "camera_moving_max_rate_hz",
                                 "clock_max_rate_hz", "camera_still_max_rate_hz",
-                                "joint_states_on_events"})
+                                "joint_states_on_events", "goal_hold_wall_s"})
 """Parameters that may change while the node runs (ros2 param set)."""
 
 
@@ -355,6 +366,7 @@ class SimArmNode(Node):
         self._report_now = False
         self._arm_goal_pending = False
         self._gripper_started_s: float | None = None
+        self._goal_reported = False  # this tick's report is of a goal reached (goal_hold_wall_s)
 
         # Publishers. Sensor streams are reliable so that every subscriber QoS matches.
         self._joint_pub = self.create_publisher(JointState, "joint_states",
@@ -628,6 +640,10 @@ class SimArmNode(Node):
                     if frame_cap > 0.0:
                         camera.due_wall = max(camera.due_wall, wall + 1.0 / frame_cap)
                     self._publish_camera(frame, stamp, poses)
+                if self._goal_reported:
+                    self._goal_reported = False
+                    if joints is not None and cfg.goal_hold_wall_s > 0.0:
+                        self._hold_for_command(cfg.goal_hold_wall_s)
                 self._loop_iterations += 1
                 if self._loop_iterations % 200 == 0:
                     window = self._report_rate(window)
@@ -643,6 +659,20 @@ class SimArmNode(Node):
             # Keep the node alive (services, diagnostics) and say why physics stopped.
             self.get_logger().error(f"physics loop stopped: {exc}\n{traceback.format_exc()}")
             self.diagnostics.set_level(ERROR, f"physics loop stopped: {exc}")
+
+    def _hold_for_command(self, hold_s: float) -> None:
+        """goal_hold_wall_s: after a goal's joint state went out, wait (without the sim lock,
+        simulated time standing) up to ``hold_s`` of wall time for the next command, unless a
+        trajectory is queued or running or a goal is still to be reported."""
+        if (self._arm_goal_pending or self._gripper_started_s is not None
+                or self.arm.active or self.gripper.active):
+            return
+        self._wake.clear()
+        if self.arm.active or self.gripper.active:  # came before the clear: its wake is gone
+            return
+        self.diagnostics.count("goal_holds")
+        if not self._wake.wait(hold_s):
+            self.diagnostics.count("goal_hold_timeouts")
 
     @staticmethod
     def _still_rtf(cfg: SimArmConfig) -> float:
@@ -705,6 +735,7 @@ class SimArmNode(Node):
             if (np.abs(position[cols] - self.arm.setpoints).max() < motors.joint_tolerance_rad
                     and np.abs(velocity[cols]).max() < motors.velocity_tolerance_rad_s):
                 self._arm_goal_pending, self._report_now = False, True
+                self._goal_reported = True
         started = self._gripper_started_s
         if started is not None and not self.gripper.active:
             min_s = (motors.gripper_min_steps - 0.5) * self.sim.time_step_s
@@ -712,6 +743,7 @@ class SimArmNode(Node):
             if (self._sim_time_s() - started >= min_s
                     and fingers < motors.gripper_velocity_tolerance_m_s):
                 self._gripper_started_s, self._report_now = None, True
+                self._goal_reported = True
 
     def _world_is_still(self, velocity: np.ndarray, max_speed: float) -> bool:
         """Every joint (``velocity``, the joint states after this tick's physics) and every
