@@ -64,8 +64,11 @@ def sim_arm_for_task(task: str) -> Any:
         # /clock at most 20 per wall second (+6% transitions/s, BENCHMARKS.md): no q_grasp
         # node times anything by it. A still world's frames at most 10 per wall second after
         # the one of the tick it comes to rest, which a policy settling 0.1 s (still_time_s)
-        # after its last motion takes at once (+13% transitions/s, BENCHMARKS.md).
+        # after its last motion takes at once (+13% transitions/s, BENCHMARKS.md). After a
+        # goal reached, simulated time waits up to 3 ms of wall time for the policy's next
+        # command: its reaction costs no physics, as in the env (+12%, BENCHMARKS.md).
         return SimArmConfig(real_time_factor=0.0, still_real_time_factor=200.0,
+                            goal_hold_wall_s=0.003,
                             max_publish_rate_hz=100.0, camera_moving_max_rate_hz=10.0,
                             clock_max_rate_hz=20.0, camera_still_max_rate_hz=10.0,
                             tick_rate_hz=60.0, clock_rate_hz=20.0,

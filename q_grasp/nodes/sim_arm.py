@@ -624,8 +624,11 @@ class SimArmNode(Node):
                     frame = poses = None
                     if camera_due:
                         frame, poses = self._camera_frame(cfg)
-                stamp = self._stamp(now_s)
-                if self._clock_pub is not None and clock.is_due(now_s, wall):
+                clock_due = self._clock_pub is not None and clock.is_due(now_s, wall)
+                # (a Time message only when something goes out: most ticks publish nothing)
+                stamp = (self._stamp(now_s) if clock_due or joints is not None
+                         or frame is not None else None)
+                if clock_due:
                     clock.published(now_s, wall, cfg.clock_rate_hz, cfg.clock_max_rate_hz or cap)
                     self._clock_pub.publish(Clock(clock=stamp))
                 if joints is not None:
