@@ -103,9 +103,34 @@ def test_motion_end_is_the_arm_time_a_motion_ended(ros_arm) -> None:
     assert arm.wait_until(lambda: False, 0.3) is False
     assert arm.arm_time_s() >= ended + 0.3
     assert arm.motion_end_s == ended
-    arm.set_gripper(False)
+    arm.set_gripper(True)
     assert arm.motion_end_s > ended
+    arm.set_gripper(False)
     assert arm.move_arm(HOME), log.read_text()[-2000:]
+
+
+def test_a_gripper_already_where_it_was_sent_gets_no_command(ros_arm) -> None:
+    arm, *_ = ros_arm
+    node = arm.node
+    sent: list[JointTrajectory] = []
+    sub = node.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory",
+                                   sent.append, qos.COMMAND_QOS)
+    try:
+        # matched with the arm's publisher (sim_arm is the other subscriber)
+        assert wait_until(lambda: arm._gripper_pub.get_subscription_count() >= 2, 10.0,
+                          lambda: time.sleep(0.02))
+        assert arm.set_gripper(False) > 0.055  # open, sent (or already so): settles open
+        time.sleep(0.3)  # a command it sent has arrived
+        n = len(sent)
+        ended = arm.motion_end_s
+        assert arm.set_gripper(False) > 0.055  # open again: nothing to do
+        time.sleep(0.3)
+        assert len(sent) == n and arm.motion_end_s == ended
+        assert arm.set_gripper(True) < 0.004  # a change is sent
+        assert wait_until(lambda: len(sent) == n + 1, 5.0, lambda: time.sleep(0.02))
+        arm.set_gripper(False)
+    finally:
+        node.destroy_subscription(sub)
 
 
 def test_move_arm_through_is_one_blended_trajectory(ros_arm) -> None:

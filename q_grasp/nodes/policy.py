@@ -184,7 +184,7 @@ class PolicyConfig:
     world_frame: str = "world"
     """Frame of markers and goal points (the URDF base is placed in it by robot.base_position)."""
     publish_q_map: bool = True
-    """grasp: publish the Q-map heat map image."""
+    """grasp: publish the Q-map heat map image (drawn only while someone subscribes to it)."""
     q_map_scale: int = 4
     """grasp: heat-map image pixels per camera pixel."""
     diagnostics_period_s: float = 1.0
@@ -712,7 +712,7 @@ class PolicyNode(Node):
             rot, row, col = decode_grasp_action(action, self.n_rotations, h, w)
             yaw = rot * math.pi / self.n_rotations
             depth = float(frame.depth[row, col])
-            if cfg.publish_q_map:
+            if cfg.publish_q_map and self._q_map_pub.get_subscription_count() > 0:
                 self._publish_q_map(obs, q.reshape(self.n_rotations, h, w), (rot, row, col),
                                     frame, None if allowed is None else allowed[:h * w])
             if math.isfinite(depth) and depth > 0:

@@ -127,6 +127,7 @@ class RosArm:
         self.stamps_backwards = 0
         """Joint states stamped earlier than the one before (see _went_backwards)."""
         self._motion_end_s: float | None = None
+        self._gripper_sent: bool | None = None  # closed? of the last gripper command sent
         cfg = self.config
         self._arm_pub = node.create_publisher(JointTrajectory, cfg.arm_trajectory_topic,
                                               qos.COMMAND_QOS)
@@ -389,12 +390,23 @@ class RosArm:
         return arrived_in_time
 
     def set_gripper(self, closed: bool) -> float:
-        """Close or open the gripper, wait until the fingers stop, return the aperture (m)."""
+        """Close or open the gripper, wait until the fingers stop, return the aperture (m).
+        Sends nothing when this arm's last gripper command was the same and the fingers are
+        there (within gripper_position_tolerance_m) and still: e.g. the open before a grasp,
+        which would cost a round trip while the arm stands."""
         cfg = self.config
         target = self._grip_closed if closed else self._grip_open
         other = self._grip_open if closed else self._grip_closed
         names = self._gripper_names
         start = self._read(names, self._positions)
+        tol = cfg.gripper_position_tolerance_m
+        if self._gripper_sent == closed and np.abs(start - target).max() < tol:
+            with self._cond:
+                still = all(abs(self._velocities.get(n, math.inf))
+                            < cfg.gripper_velocity_tolerance_m_s for n in names)
+            if still:
+                return self.gripper_aperture()
+        self._gripper_sent = closed
         seq = self._sequence()
         self._publish(self._gripper_pub, self._trajectory(self._gripper_names, target,
                                                           cfg.gripper_duration_s))
@@ -405,7 +417,6 @@ class RosArm:
         # Fingers must first move (before the command takes effect they are still too) --
         # except when closing fingers that are already closed on an object (a re-squeeze):
         # they may stay where they are.
-        tol = cfg.gripper_position_tolerance_m
         must_move = not closed or bool(np.abs(start - other).max() < tol)
 
         def settled() -> bool:
