@@ -188,19 +188,3 @@ def test_event_messages_do_not_push_a_stream_back() -> None:
     stream.published(1.0 / rate_hz + 0.004, 0.012, rate_hz, cap_hz)  # sent 4 ms late
     assert stream.due_s == pytest.approx(2.0 / rate_hz)
     assert stream.due_wall == pytest.approx(0.02)
-
-
-@pytest.mark.parametrize("node", [{"still_angular_velocity": 0.05}], indirect=True)
-def test_a_slow_spin_counts_as_still_below_still_angular_velocity(node) -> None:
-    # An object turning at 0.01 rad/s (a cylinder settling by rolling) is still for a
-    # still_angular_velocity of 0.05 rad/s; by still_velocity (1e-3) alone it was not.
-    cfg = node._config
-    body = node.scene.object_ids[0]
-    joints = np.zeros(len(node.robot.movable_joint_names))
-    node.sim.client.resetBaseVelocity(body, [0.0, 0.0, 0.0], [0.0, 0.0, 0.01])
-    assert node._world_is_still(joints, cfg.still_velocity, cfg.still_angular_velocity)
-    assert not node._world_is_still(joints, cfg.still_velocity, cfg.still_velocity)
-    node.sim.client.resetBaseVelocity(body, [0.0, 0.0, 0.0], [0.0, 0.0, 0.1])  # too fast
-    assert not node._world_is_still(joints, cfg.still_velocity, cfg.still_angular_velocity)
-    node.sim.client.resetBaseVelocity(body, [0.002, 0.0, 0.0], [0.0, 0.0, 0.0])  # sliding
-    assert not node._world_is_still(joints, cfg.still_velocity, cfg.still_angular_velocity)

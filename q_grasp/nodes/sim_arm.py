@@ -101,11 +101,6 @@ class SimArmConfig:
     trajectory, a scene reset or a spawn wakes it at the next tick. False steps every tick."""
     still_velocity: float = 1e-3
     """Speed (m/s and rad/s, linear and angular) below which a joint or object counts as still."""
-    still_angular_velocity: float = 0.0
-    """Angular speed (rad/s) below which an object's spin counts as still; 0 = still_velocity.
-    An object rolling slowly at rest on the table (pybullet's contacts settle a cylinder or a
-    sphere to ~0.01 rad/s for seconds) moves its surface by radius x this per second: 0.05
-    rad/s at a 2 cm radius is the 1 mm/s of still_velocity, 0.005 mm in still_time_s."""
     still_time_s: float = 0.1
     """Simulated time everything must have been still before physics steps are skipped."""
     still_real_time_factor: float = 0.0
@@ -195,9 +190,6 @@ class SimArmConfig:
             raise ValueError(f"limit_tolerance: must be in [0, 0.1], got {self.limit_tolerance}")
         if not self.still_velocity > 0.0:
             raise ValueError(f"still_velocity: must be > 0, got {self.still_velocity}")
-        if not self.still_angular_velocity >= 0.0:
-            raise ValueError(f"still_angular_velocity: must be >= 0 rad/s (0 = still_velocity),"
-                             f" got {self.still_angular_velocity}")
         if not 0.0 <= self.goal_hold_wall_s <= 1.0:
             raise ValueError(f"goal_hold_wall_s: must be in [0, 1] s, got {self.goal_hold_wall_s}")
         for name in ("still_real_time_factor", "max_publish_rate_hz",
@@ -727,8 +719,7 @@ class SimArmNode(Node):
         _, position, velocity, _ = self.robot.joint_states()  # once for both checks
         self._check_goals(cfg, position, velocity)
         if check_still:
-            if not self._world_is_still(velocity, cfg.still_velocity,
-                                        cfg.still_angular_velocity or cfg.still_velocity):
+            if not self._world_is_still(velocity, cfg.still_velocity):
                 self._still_since_s = None
             elif self._still_since_s is None:
                 self._still_since_s = self._sim_time_s()
@@ -757,16 +748,15 @@ class SimArmNode(Node):
                 self._gripper_started_s, self._report_now = None, True
                 self._goal_reported = True
 
-    def _world_is_still(self, velocity: np.ndarray, max_speed: float, max_spin: float) -> bool:
-        """Every joint (``velocity``, the joint states after this tick's physics) slower than
-        ``max_speed`` (rad/s or m/s), and every object slower than ``max_speed`` (m/s) and
-        spinning slower than ``max_spin`` (rad/s)."""
+    def _world_is_still(self, velocity: np.ndarray, max_speed: float) -> bool:
+        """Every joint (``velocity``, the joint states after this tick's physics) and every
+        object slower than ``max_speed`` (m/s, rad/s)."""
         if np.abs(velocity).max(initial=0.0) >= max_speed:
             return False
         client = self.sim.client
         for body in self.scene.object_ids:
             linear, angular = client.getBaseVelocity(body)
-            if max(map(abs, linear)) >= max_speed or max(map(abs, angular)) >= max_spin:
+            if max(map(abs, linear)) >= max_speed or max(map(abs, angular)) >= max_speed:
                 return False
         return True
 
