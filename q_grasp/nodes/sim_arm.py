@@ -674,7 +674,9 @@ class SimArmNode(Node):
         if self.arm.active or self.gripper.active:  # came before the clear: its wake is gone
             return
         self.diagnostics.count("goal_holds")
-        if not self._wake.wait(hold_s):
+        if self._wake.wait(hold_s):
+            self._wake.clear()  # taken: the next tick takes the command up
+        else:
             self.diagnostics.count("goal_hold_timeouts")
 
     @staticmethod
