@@ -70,6 +70,15 @@ def _command_publisher(listener, topic: str = "arm_controller/joint_trajectory")
     return pub
 
 
+def _states_after(got: list, n0: int, count: int) -> list:
+    """``count`` entries of the fixture's joint-state list from index ``n0`` (waits up to 10 s)."""
+    deadline = time.monotonic() + 10.0
+    while len(got) < n0 + count:
+        assert time.monotonic() < deadline, got[n0:]
+        time.sleep(0.002)
+    return got[n0:n0 + count]
+
+
 def _base_move(sim: SimArmNode, delta_rad: float, duration_s: float) -> JointTrajectory:
     target = sim.robot.home_positions.copy()
     target[0] += delta_rad
@@ -242,13 +251,8 @@ def test_gripper_settle_report_is_one_a_ros_arm_may_take(system) -> None:
     # A RosArm counts gripper_min_settle_s from the first joint state after its command (the
     # "taken up" report). sim_arm's settle report must come no earlier than that after it, or
     # the policy waits for a later joint state (here the stream is due every 5 s).
-    sim, listener, _ = system
+    sim, listener, got = system  # got: (wall s, stamp s) of every joint state
     names = list(sim._config.robot.gripper_joint_names)
-    stamps: list[float] = []
-    listener.create_subscription(
-        JointState, "joint_states",
-        lambda m: stamps.append(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9),
-        qos.SENSOR_SUBSCRIBER_QOS)
     _wait_until_skipping(sim, timeout_s=60.0)
     pub = _command_publisher(listener, "gripper_controller/joint_trajectory")
     time.sleep(0.5)
@@ -257,13 +261,9 @@ def test_gripper_settle_report_is_one_a_ros_arm_may_take(system) -> None:
         fingers = sim.robot.joint_states()[1][sim._gripper_columns]
     msg = JointTrajectory(joint_names=names)
     msg.points = [JointTrajectoryPoint(positions=[float(v) for v in fingers])]
-    n0 = len(stamps)
+    n0 = len(got)
     pub.publish(msg)
-    deadline = time.monotonic() + 10.0
-    while len(stamps) < n0 + 3:  # taken up, settled, at rest
-        assert time.monotonic() < deadline, stamps[n0:]
-        time.sleep(0.01)
-    taken_up, settled = stamps[n0], stamps[n0 + 1]
+    (_, taken_up), (_, settled), _ = _states_after(got, n0, 3)  # taken up, settled, at rest
     min_settle_s = sim._config.motors.gripper_min_steps * sim.sim.time_step_s
     tick_s = 1.0 / sim._config.tick_rate_hz
     assert min_settle_s - 1e-6 <= settled - taken_up < min_settle_s + tick_s + 1e-6, (
@@ -281,22 +281,14 @@ def test_goal_hold_stands_time_still_until_the_next_command(system) -> None:
     _wait_until_skipping(sim, timeout_s=60.0)
     pub = _command_publisher(listener)
     time.sleep(0.3)
-
-    def states_after(n0: int, count: int) -> list[tuple[float, float]]:
-        deadline = time.monotonic() + 10.0
-        while len(got) < n0 + count:
-            assert time.monotonic() < deadline, got[n0:]
-            time.sleep(0.002)
-        return got[n0:n0 + count]
-
     n0 = len(got)
     pub.publish(_base_move(sim, 0.2, 0.2))
-    _, (_, goal_s) = states_after(n0, 2)  # taken up, goal reached
+    _, (_, goal_s) = _states_after(got, n0, 2)  # taken up, goal reached
     time.sleep(0.2)  # within the hold: time stands
     assert sim._sim_time_s() == pytest.approx(goal_s, abs=1e-6)
     n1 = len(got)
     pub.publish(_base_move(sim, 0.0, 0.2))  # back
-    taken_up, (goal_wall, goal2_s), (rest_wall, rest_s) = states_after(n1, 3)
+    taken_up, (goal_wall, goal2_s), (rest_wall, rest_s) = _states_after(got, n1, 3)
     assert taken_up[1] - goal_s <= 1.0 / sim._config.tick_rate_hz + 1e-6
     # No command after the second goal: time goes on after 0.5 s and the world comes to rest.
     assert rest_wall - goal_wall >= 0.45 and rest_s > goal2_s

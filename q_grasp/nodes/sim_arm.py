@@ -667,11 +667,9 @@ class SimArmNode(Node):
         """goal_hold_wall_s: after a goal's joint state went out, wait (without the sim lock,
         simulated time standing) up to ``hold_s`` of wall time for the next command, unless a
         trajectory is queued or running or a goal is still to be reported."""
+        self._wake.clear()  # checked after the clear: a command that came before it is seen
         if (self._arm_goal_pending or self._gripper_started_s is not None
                 or self.arm.active or self.gripper.active):
-            return
-        self._wake.clear()
-        if self.arm.active or self.gripper.active:  # came before the clear: its wake is gone
             return
         self.diagnostics.count("goal_holds")
         if self._wake.wait(hold_s):
