@@ -77,6 +77,42 @@ def test_physics_move_reaches_target_and_counts_steps(world):
     robot.home()
 
 
+def test_set_arm_targets_moves_as_with_keyword_arguments():
+    # set_arm_targets passes pybullet its motor settings positionally (cheaper, every control
+    # tick in sim_arm): the physics must be exactly that of the keyword call -- slow setpoints,
+    # and far jumps that the speed limit and the motors' force hold back.
+    import pybullet
+
+    home = np.asarray(RobotConfig().home_positions, float)
+    targets = [home + 0.6 * np.sin(0.05 * k + np.arange(5)) for k in range(120)]
+    targets += [home + np.array([1.5, 0.8, -1.0, 1.0, -1.5])] * 60
+    runs = []
+    for keywords in (False, True):
+        with BulletSim(seed=0) as sim:
+            robot = SimRobot(sim)
+            cfg, rc = robot.config, robot.robot_config
+            trace = []
+            for q in targets:
+                if keywords:
+                    for name, target in zip(rc.arm_joint_names, q):
+                        sim.client.setJointMotorControl2(
+                            robot.body_id, robot.joint_index(name), pybullet.POSITION_CONTROL,
+                            targetPosition=float(target), force=rc.max_joint_force,
+                            positionGain=cfg.position_gain, velocityGain=cfg.velocity_gain,
+                            maxVelocity=cfg.max_joint_velocity_rad_s)
+                else:
+                    robot.set_arm_targets(q)
+                sim.step(4)
+                trace.append(robot.joint_states()[1:3])
+            runs.append(np.array(trace))
+            arm = [robot.movable_joint_names.index(n) for n in robot.arm_joint_names]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    positions, velocities = runs[0][:, 0], runs[0][:, 1]
+    assert np.ptp(positions[:, arm], axis=0).max() > 1.0  # it moved
+    limit = SimRobotConfig().max_joint_velocity_rad_s
+    assert 0.5 * limit < np.abs(velocities[:, arm]).max() < 1.2 * limit  # the speed limit held
+
+
 def test_move_arm_through_stops_at_every_waypoint(world):
     sim, robot = world
     robot.home()

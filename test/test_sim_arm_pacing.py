@@ -270,14 +270,17 @@ def test_gripper_settle_report_is_one_a_ros_arm_may_take(system) -> None:
         taken_up, settled)
 
 
-@pytest.mark.parametrize("system", [{"real_time_factor": 1.0, "joint_state_rate_hz": 0.2,
-                                     "clock_rate_hz": 0.2, "goal_hold_wall_s": 0.5}],
-                         indirect=True)
+@pytest.mark.parametrize("system", [
+    {"real_time_factor": 1.0, "joint_state_rate_hz": 0.2, "clock_rate_hz": 0.2,
+     "goal_hold_wall_s": 0.5, "goal_hold_at_home": at_home} for at_home in (True, False)],
+    indirect=True, ids=["hold_at_home", "no_hold_at_home"])
 def test_goal_hold_stands_time_still_until_the_next_command(system) -> None:
     # goal_hold_wall_s: after the joint state of a goal reached, simulated time waits for the
     # next command (up to 0.5 s of wall time here); one that comes meanwhile starts on the next
-    # tick, so the policy's reaction took no simulated time.
+    # tick, so the policy's reaction took no simulated time. At the home pose it holds only
+    # with goal_hold_at_home (a grasping policy waits for a camera frame there).
     sim, listener, got = system  # got: (wall s, stamp s) of every joint state
+    at_home = sim._config.goal_hold_at_home
     _wait_until_skipping(sim, timeout_s=60.0)
     pub = _command_publisher(listener)
     time.sleep(0.3)
@@ -287,10 +290,15 @@ def test_goal_hold_stands_time_still_until_the_next_command(system) -> None:
     time.sleep(0.2)  # within the hold: time stands
     assert sim._sim_time_s() == pytest.approx(goal_s, abs=1e-6)
     n1 = len(got)
-    pub.publish(_base_move(sim, 0.0, 0.2))  # back
+    pub.publish(_base_move(sim, 0.0, 0.2))  # back home
     taken_up, (goal_wall, goal2_s), (rest_wall, rest_s) = _states_after(got, n1, 3)
     assert taken_up[1] - goal_s <= 1.0 / sim._config.tick_rate_hz + 1e-6
-    # No command after the second goal: time goes on after 0.5 s and the world comes to rest.
-    assert rest_wall - goal_wall >= 0.45 and rest_s > goal2_s
-    assert sim.diagnostics.counter("goal_holds") == 2
-    assert sim.diagnostics.counter("goal_hold_timeouts") == 1
+    # No command after the second goal: time goes on after the 0.5 s hold (none at home
+    # without goal_hold_at_home) and the world comes to rest.
+    assert rest_s > goal2_s
+    if at_home:
+        assert rest_wall - goal_wall >= 0.45
+    else:
+        assert rest_wall - goal_wall < 0.4
+    assert sim.diagnostics.counter("goal_holds") == (2 if at_home else 1)
+    assert sim.diagnostics.counter("goal_hold_timeouts") == (1 if at_home else 0)

@@ -793,6 +793,8 @@ class PolicyNode(Node):
     def _publish_markers(self, *, goal: np.ndarray | None = None, tolerance: float = 0.01,
                          ee: np.ndarray | None = None,
                          grasp: tuple[np.ndarray, float] | None = None) -> None:
+        if self._markers_pub.get_subscription_count() == 0:
+            return  # drawn for people (rviz); nobody watching, nothing to build
         markers = MarkerArray()
         if goal is not None:
             size = 2.0 * max(tolerance, 0.005)
@@ -818,11 +820,12 @@ class PolicyNode(Node):
         self._markers_pub.publish(markers)
 
     def _publish_goal(self, point: np.ndarray, tolerance: float | None) -> None:
-        msg = PointStamped()
-        msg.header.frame_id = self.config.world_frame
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in point)
-        self._goal_pub.publish(msg)
+        if self._goal_pub.get_subscription_count() > 0:  # (for people, as the markers)
+            msg = PointStamped()
+            msg.header.frame_id = self.config.world_frame
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.point.x, msg.point.y, msg.point.z = (float(v) for v in point)
+            self._goal_pub.publish(msg)
         if tolerance is not None:
             self._publish_markers(goal=point, tolerance=tolerance)
 

@@ -135,6 +135,11 @@ class SimArmConfig:
     last one arrived), and the physics thread leaves the GIL and the cores to the nodes that
     react. A world still settling stands still for that moment and then goes on as it would
     have. At most 1 s; a few milliseconds cover a policy that answers at once."""
+    goal_hold_at_home: bool = False
+    """Hold (goal_hold_wall_s) also after the arm reaches the robot's home pose
+    (robot.home_positions). A grasping policy sends the arm home to clear the camera's view and
+    then waits for a frame of the world at rest, not for a command: a hold there only costs its
+    whole goal_hold_wall_s, once per grasp attempt."""
     camera_moving_max_rate_hz: float = 0.0
     """Most camera frames per wall-clock second while physics runs (something moves); 0 = only
     max_publish_rate_hz. Frames of a moving arm are for people watching (rviz): a policy decides
@@ -211,7 +216,8 @@ DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",
                                 "skip_physics_when_still", "still_real_time_factor",
                                 "max_publish_rate_hz", "camera_moving_max_rate_hz",
                                 "clock_max_rate_hz", "camera_still_max_rate_hz",
-                                "joint_states_on_events", "goal_hold_wall_s"})
+                                "joint_states_on_events", "goal_hold_wall_s",
+                                "goal_hold_at_home"})
 """Parameters that may change while the node runs (ros2 param set)."""
 
 
@@ -354,7 +360,8 @@ class SimArmNode(Node):
             dict(zip(rc.arm_joint_names, self.robot.arm_upper.tolist())),
         )
         self._gripper_limits = self._joint_limits(rc.gripper_joint_names)
-        self.arm = TrajectoryFollower(rc.arm_joint_names, self.robot.home_positions)
+        self._home = self.robot.home_positions
+        self.arm = TrajectoryFollower(rc.arm_joint_names, self._home)
         self.gripper = TrajectoryFollower(rc.gripper_joint_names,
                                           np.asarray(rc.gripper_open_positions))
         movable = {name: i for i, name in enumerate(self.robot.movable_joint_names)}
@@ -367,6 +374,7 @@ class SimArmNode(Node):
         self._arm_goal_pending = False
         self._gripper_started_s: float | None = None
         self._goal_reported = False  # this tick's report is of a goal reached (goal_hold_wall_s)
+        self._goal_at_home = False  # ... of the arm reaching its home pose (goal_hold_at_home)
 
         # Publishers. Sensor streams are reliable so that every subscriber QoS matches.
         self._joint_pub = self.create_publisher(JointState, "joint_states",
@@ -645,7 +653,8 @@ class SimArmNode(Node):
                     self._publish_camera(frame, stamp, poses)
                 if self._goal_reported:
                     self._goal_reported = False
-                    if joints is not None and cfg.goal_hold_wall_s > 0.0:
+                    if (joints is not None and cfg.goal_hold_wall_s > 0.0
+                            and (cfg.goal_hold_at_home or not self._goal_at_home)):
                         self._hold_for_command(cfg.goal_hold_wall_s)
                 self._loop_iterations += 1
                 if self._loop_iterations % 200 == 0:
@@ -714,16 +723,27 @@ class SimArmNode(Node):
         self._skipping = False
         self.sim.step(self._steps_per_tick)
         check_still = cfg.skip_physics_when_still and not busy
-        if not (check_still or self._arm_goal_pending or self._gripper_started_s is not None):
+        check_goals = self._goal_may_be_reached(cfg)
+        if not (check_still or check_goals):  # (no joint states to read: most ticks of a move)
             return self._sim_time_s()
         _, position, velocity, _ = self.robot.joint_states()  # once for both checks
-        self._check_goals(cfg, position, velocity)
+        if check_goals:
+            self._check_goals(cfg, position, velocity)
         if check_still:
             if not self._world_is_still(velocity, cfg.still_velocity):
                 self._still_since_s = None
             elif self._still_since_s is None:
                 self._still_since_s = self._sim_time_s()
         return self._sim_time_s()
+
+    def _goal_may_be_reached(self, cfg: SimArmConfig) -> bool:
+        """Whether _check_goals could report a goal on this tick: the arm's trajectory is over,
+        or the fingers' command has run for gripper_min_steps. Caller holds the sim lock."""
+        if self._arm_goal_pending and not self.arm.active:
+            return True
+        started = self._gripper_started_s
+        return (started is not None and not self.gripper.active and self._sim_time_s() - started
+                >= (cfg.motors.gripper_min_steps - 0.5) * self.sim.time_step_s)
 
     def _check_goals(self, cfg: SimArmConfig, position: np.ndarray, velocity: np.ndarray
                      ) -> None:
@@ -739,6 +759,8 @@ class SimArmNode(Node):
                     and np.abs(velocity[cols]).max() < motors.velocity_tolerance_rad_s):
                 self._arm_goal_pending, self._report_now = False, True
                 self._goal_reported = True
+                self._goal_at_home = bool(np.abs(self.arm.setpoints - self._home).max()
+                                          < motors.joint_tolerance_rad)
         started = self._gripper_started_s
         if started is not None and not self.gripper.active:
             min_s = (motors.gripper_min_steps - 0.5) * self.sim.time_step_s
@@ -747,6 +769,7 @@ class SimArmNode(Node):
                     and fingers < motors.gripper_velocity_tolerance_m_s):
                 self._gripper_started_s, self._report_now = None, True
                 self._goal_reported = True
+                self._goal_at_home = False
 
     def _world_is_still(self, velocity: np.ndarray, max_speed: float) -> bool:
         """Every joint (``velocity``, the joint states after this tick's physics) and every
@@ -787,7 +810,8 @@ class SimArmNode(Node):
             self._depth_pub.publish(image_msg(depth, "32FC1", stamp, frame_id))
             self._depth_info_pub.publish(self._camera_info)
         self.diagnostics.count("camera_frames")
-        if poses is not None and self._truth_pub is not None:
+        if (poses is not None and self._truth_pub is not None
+                and self._truth_pub.get_subscription_count() > 0):  # (evaluation, rviz)
             msg = PoseArray()
             msg.header.stamp, msg.header.frame_id = stamp, self._config.world_frame
             for position, quat in poses.values():

@@ -239,17 +239,15 @@ class SimRobot:
         self._arm_targets = q
         cfg = self.config
         force = self.robot_config.max_joint_force
-        for j, target in zip(self._arm_idx, q):
-            self.sim.client.setJointMotorControl2(
-                self.body_id,
-                j,
-                pybullet.POSITION_CONTROL,
-                targetPosition=float(target),
-                force=force,
-                positionGain=cfg.position_gain,
-                velocityGain=cfg.velocity_gain,
-                maxVelocity=cfg.max_joint_velocity_rad_s,
-            )
+        motor, body, mode = self.sim.client.setJointMotorControl2, self.body_id, \
+            pybullet.POSITION_CONTROL
+        # Positional arguments (bodyUniqueId, jointIndex, controlMode, targetPosition,
+        # targetVelocity, force, positionGain, velocityGain, maxVelocity): keywords cost pybullet
+        # twice the time, and sim_arm sends setpoints every control tick. targetVelocity 0 is
+        # pybullet's default (test_set_arm_targets_moves_as_with_keyword_arguments).
+        for j, target in zip(self._arm_idx, q.tolist()):
+            motor(body, j, mode, target, 0.0, force, cfg.position_gain, cfg.velocity_gain,
+                  cfg.max_joint_velocity_rad_s)
 
     def teleport_arm(self, q: np.ndarray | list[float]) -> None:
         """Jump the arm to ``q`` without physics (velocities zero) and hold it there."""
