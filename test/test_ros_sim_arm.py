@@ -276,3 +276,28 @@ def test_clean_shutdown_and_bad_parameters(sim_arm, tmp_path) -> None:
         stop_process(bad)
     assert "camera: camera width: must be an integer >= 1" in (tmp_path / "bad.log").read_text()
     assert stop_process(proc) == 0, log.read_text()
+
+
+def test_events_executor_process_lets_node_threads_run(tmp_path) -> None:
+    # Q_GRASP_EXECUTOR=events: rclpy's EventsExecutor.spin() waits in C++ holding the GIL, so a
+    # node process spun by it starved its own threads (sim_arm's physics stopped in its first
+    # publish; SIGINT did not stop it either). run_node spins it one event at a time instead.
+    domain = unique_domain_id()
+    log = tmp_path / "sim_arm.log"
+    proc = start_node_process("q_grasp.nodes.sim_arm",
+                              ["-p", "real_time_factor:=2.0", "-p", "camera_rate_hz:=0.0"],
+                              domain_id=domain, log_path=log,
+                              extra_env={"Q_GRASP_EXECUTOR": "events"})
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    probe = Probe(context)
+    try:
+        probe.wait_for_count("/joint_states", 30, 60.0)  # the physics thread runs
+        probe.wait(lambda: probe.arm_pub.get_subscription_count() > 0, 30.0, "the controller")
+        probe.arm_pub.publish(trajectory(ARM, [([0.3] + HOME[1:], 0.3)]))  # the executor serves
+        probe.wait(lambda: abs(probe.joints(["base_joint"])[0] - 0.3) < 0.02, 30.0, "the move")
+    finally:
+        probe.node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        code = stop_process(proc)
+    assert code == 0, log.read_text()[-3000:]

@@ -85,6 +85,34 @@ def make_executor(kind: str, context: Any = None, num_threads: int | None = None
     return MultiThreadedExecutor(num_threads=num_threads or 4, context=context)
 
 
+def spin(executor: Any, context: Any = None) -> None:
+    """Serve callbacks until ``context`` (None: the default one) shuts down.
+
+    The EventsExecutor is spun one event at a time from Python: its own ``spin()`` (rclpy
+    9.x, Jazzy) waits in C++ without releasing the GIL, so the nodes' threads (sim_arm's
+    physics, the policy's actor) stop as soon as it starts -- a node process on
+    ``Q_GRASP_EXECUTOR=events`` made no progress at all with it
+    (test_events_executor_process_lets_node_threads_run).
+    """
+    if not _is_events_executor(executor):
+        executor.spin()
+        return
+    from rclpy.impl.implementation_singleton import rclpy_implementation
+
+    context = context if context is not None else rclpy.get_default_context()
+    while context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.1)
+        except rclpy_implementation.InvalidHandle:
+            # An event of an entity destroyed after it was queued (a node going away): the
+            # EventsExecutor still dispatches it. Nothing to do.
+            continue
+
+
+def _is_events_executor(executor: Any) -> bool:
+    return type(executor).__name__ == "EventsExecutor"
+
+
 def run_nodes(factories: Sequence[NodeFactory], args: Sequence[str] | None = None, *,
               num_threads: int | None = None) -> int:
     """Create the nodes, spin them in one executor (``Q_GRASP_EXECUTOR``, default single)
@@ -108,7 +136,7 @@ def run_nodes(factories: Sequence[NodeFactory], args: Sequence[str] | None = Non
         for node in nodes:
             executor.add_node(node)
         try:
-            executor.spin()
+            spin(executor)
         finally:
             executor.shutdown()
     except (KeyboardInterrupt, ExternalShutdownException):
