@@ -15,7 +15,7 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.parameter import Parameter  # noqa: E402
 
 from q_grasp.nodes.convert import Trajectory  # noqa: E402
-from q_grasp.nodes.sim_arm import SimArmNode  # noqa: E402
+from q_grasp.nodes.sim_arm import SimArmNode, TrajectoryFollower  # noqa: E402
 from q_grasp.nodes.testing import unique_domain_id  # noqa: E402
 
 
@@ -188,3 +188,25 @@ def test_event_messages_do_not_push_a_stream_back() -> None:
     stream.published(1.0 / rate_hz + 0.004, 0.012, rate_hz, cap_hz)  # sent 4 ms late
     assert stream.due_s == pytest.approx(2.0 / rate_hz)
     assert stream.due_wall == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("names", [["a", "b", "c"], ["c", "a"]], ids=["all_joints", "some"])
+def test_follower_setpoints_are_the_trajectory_sampled(names) -> None:
+    # The follower lays a trajectory out once for its per-tick sampling; its setpoints must be
+    # exactly Trajectory.sample's (ramp from the start, the points, the last one held), and
+    # joints the trajectory does not name keep theirs.
+    follower = TrajectoryFollower(["a", "b", "c"], np.array([0.1, -0.2, 0.3]))
+    traj = Trajectory(tuple(names), np.array([0.2, 0.5, 0.55]),
+                      np.array([[1.0, -1.0, 0.5][:len(names)], [0.4, 2.0, -0.7][:len(names)],
+                                [0.0, 0.3, 0.9][:len(names)]]))
+    start = follower.setpoints[[["a", "b", "c"].index(n) for n in names]].copy()
+    others = [i for i, n in enumerate(["a", "b", "c"]) if n not in names]
+    held = follower.setpoints[others].copy()
+    follower.submit(traj)
+    t0 = 3.0
+    for t in np.linspace(0.0, 0.7, 57):
+        follower.update(t0 + t)
+        got = follower.setpoints[[["a", "b", "c"].index(n) for n in names]]
+        np.testing.assert_array_equal(got, traj.sample((t0 + t) - t0, start))  # its elapsed
+        np.testing.assert_array_equal(follower.setpoints[others], held)
+    assert not follower.active and follower.update(t0 + 1.0) is False

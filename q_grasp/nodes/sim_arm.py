@@ -24,6 +24,7 @@ Services: ~/reset_scene, ~/spawn_scene (std_srvs/Trigger).
 
 from __future__ import annotations
 
+import bisect
 import math
 import sys
 import threading
@@ -268,7 +269,7 @@ class TrajectoryFollower:
         self.setpoints = np.asarray(initial, np.float64).copy()
         self._index = {name: i for i, name in enumerate(self.joint_names)}
         self._pending: Trajectory | None = None
-        self._active: tuple[Trajectory, np.ndarray, float, list[int]] | None = None
+        self._active: _FollowedPath | None = None
         self._lock = threading.Lock()
         self.started = False
         """Set by the update that took up a new trajectory; the caller clears it."""
@@ -298,18 +299,47 @@ class TrajectoryFollower:
                 traj = self._pending
                 columns = [self._index[n] for n in traj.joint_names]
                 start = self.setpoints[columns].copy()
-                # padded once here, not on every tick's sample
-                self._active = (traj.starting_from(start), start, now_s, columns)
+                self._active = _FollowedPath(traj.starting_from(start), now_s, columns,
+                                             len(self.joint_names))
                 self._pending = None
                 self.started = True
-            if self._active is None:
+            path = self._active
+            if path is None:
                 return False
-            traj, start, t0, columns = self._active
-            elapsed = now_s - t0
-            self.setpoints[columns] = traj.sample(elapsed, start)
-            if elapsed >= traj.duration_s:
+            elapsed = now_s - path.t0
+            if path.columns is None:
+                self.setpoints[:] = path.at(elapsed)
+            else:
+                self.setpoints[path.columns] = path.at(elapsed)
+            if elapsed >= path.duration_s:
                 self._active = None
             return True
+
+
+class _FollowedPath:
+    """A trajectory being followed, laid out for sampling every control tick: the same
+    setpoints as ``Trajectory.sample`` (linear between points, the last one held), at half its
+    cost (times as a list for bisect, segment differences computed once)."""
+
+    __slots__ = ("t0", "columns", "duration_s", "_times", "_points", "_steps")
+
+    def __init__(self, padded: Trajectory, t0: float, columns: list[int], n_joints: int) -> None:
+        self.t0 = t0
+        # (None: every joint in order, assigned without fancy indexing)
+        self.columns = None if columns == list(range(n_joints)) else columns
+        self.duration_s = padded.duration_s
+        self._times = padded.times_s.tolist()
+        self._points = padded.positions
+        self._steps = np.diff(padded.positions, axis=0)
+
+    def at(self, t_s: float) -> np.ndarray:
+        times = self._times
+        if t_s >= times[-1]:
+            return self._points[-1]
+        if t_s <= times[0]:
+            return self._points[0]
+        k = bisect.bisect_right(times, t_s) - 1
+        return self._points[k] + (t_s - times[k]) / (times[k + 1] - times[k]) * self._steps[k]
 
 
 def _quaternion_xyzw(R: np.ndarray) -> tuple[float, float, float, float]:
