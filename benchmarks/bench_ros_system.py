@@ -21,7 +21,8 @@
     -> the policy node has validated it and swapped it in (a policy subclass in its own process
     acknowledges each swap), while that policy is grasping.
 (d) throughput of 1 and 2 sim_arm + policy pairs (namespaces arm0, arm1; only arm0's sim
-    publishes /clock) feeding one trainer process that trains (each pair composed in one
+    publishes /clock, the others stamp with their own simulated time: sim_time_stamps) feeding
+    one trainer process that trains (each pair composed in one
     process, or with --pairs-mode processes in two).
 
     python benchmarks/bench_ros_system.py [--attempts 80] [--pairs-window-s 120] [--parts abcd]
@@ -494,10 +495,12 @@ def pairs(folder: Path, n_pairs: int, window_s: float, warmup: int, mode: str
                 session.start_script(f"arm{i}", [
                     "--child", "composed-actor", "events", f"namespace:=/arm{i}",
                     f"sim:seed:={i}", f"seed:={i}"]
-                    + ([] if i == 0 else ["sim:publish_clock:=false"]))
+                    + ([] if i == 0 else ["sim:publish_clock:=false",
+                                          "sim:sim_time_stamps:=true"]))
                 continue
             ns = ["-r", f"__ns:=/arm{i}"]
-            sim_extra = ["-p", f"seed:={i}"] + ([] if i == 0 else ["-p", "publish_clock:=false"])
+            sim_extra = ["-p", f"seed:={i}"] + ([] if i == 0 else [
+                "-p", "publish_clock:=false", "-p", "sim_time_stamps:=true"])
             session.start(f"sim_arm{i}", "q_grasp.nodes.sim_arm", ns + _sim_args(None, sim_extra))
             session.start(f"policy{i}", "q_grasp.nodes.policy",
                           ns + ["--params-file", str(CONFIG), "-p", "use_sim_time:=true",

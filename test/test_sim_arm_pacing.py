@@ -302,3 +302,24 @@ def test_goal_hold_stands_time_still_until_the_next_command(system) -> None:
         assert rest_wall - goal_wall < 0.4
     assert sim.diagnostics.counter("goal_holds") == (2 if at_home else 1)
     assert sim.diagnostics.counter("goal_hold_timeouts") == (1 if at_home else 0)
+
+
+@pytest.mark.parametrize("system", [
+    {"publish_clock": False, "sim_time_stamps": on, "real_time_factor": 4.0,
+     "joint_state_rate_hz": 30.0} for on in (True, False)],
+    indirect=True, ids=["sim_time_stamps", "node_clock"])
+def test_stamps_of_a_simulator_without_clock(system) -> None:
+    # A second simulator beside one that owns /clock (several arms, one trainer) publishes no
+    # /clock; with sim_time_stamps its messages still carry its own simulated time, which its
+    # policy times motions by; without, the node's clock (wall time here).
+    sim, _, got = system
+    deadline = time.monotonic() + 30.0
+    while len(got) < 10:
+        assert time.monotonic() < deadline, "no joint states"
+        time.sleep(0.05)
+    stamps = [stamp for _, stamp in got]
+    assert stamps == sorted(stamps)
+    if sim._config.sim_time_stamps:
+        assert 0.0 < stamps[-1] <= sim._sim_time_s() + 1e-9
+    else:
+        assert abs(stamps[-1] - time.time()) < 5.0

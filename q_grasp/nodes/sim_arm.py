@@ -76,6 +76,14 @@ class SimArmConfig:
     use_sim_time (publish_clock true)."""
     publish_clock: bool = True
     """Publish /clock with the simulated time and stamp every message with it."""
+    sim_time_stamps: bool = False
+    """Stamp every message with this simulator's own simulated time also when it does not
+    publish /clock: a second simulator beside one that owns /clock (several arms feeding one
+    trainer, each its own world at its own pace). Its policy times motions, settling and
+    timeouts by its arm's stamps, which then follow this arm's physics; stamped with the node's
+    clock (the other simulator's /clock on use_sim_time), they jumped with that one's 20 Hz
+    /clock and its pace. False with publish_clock false: the node's clock (wall time without
+    use_sim_time)."""
     tick_rate_hz: float = 120.0
     """Control loop rate in simulated time: trajectory setpoints are updated this often
     (rounded to whole physics steps)."""
@@ -471,9 +479,15 @@ class SimArmNode(Node):
             f"sim_arm up: {len(self.robot.movable_joint_names)} joints, camera "
             f"{self.camera.width}x{self.camera.height} at {cfg.camera_rate_hz} Hz, real-time "
             f"factor {cfg.real_time_factor or 'unlimited'}, "
-            f"{'publishing /clock' if cfg.publish_clock else 'wall-clock stamps'}")
+            f"{self._stamps_description(cfg)}")
 
     # ----------------------------------------------------------------------------- set-up
+
+    @staticmethod
+    def _stamps_description(cfg: SimArmConfig) -> str:
+        if cfg.publish_clock:
+            return "publishing /clock"
+        return "simulated-time stamps" if cfg.sim_time_stamps else "node-clock stamps"
 
     def _joint_limits(self, names: list[str]) -> tuple[dict[str, float], dict[str, float]]:
         lower, upper = {}, {}
@@ -593,7 +607,7 @@ class SimArmNode(Node):
         return self.sim.sim_time_s
 
     def _stamp(self, sim_time_s: float):
-        if self._config.publish_clock:
+        if self._config.publish_clock or self._config.sim_time_stamps:
             return to_time_msg(sim_time_s)
         return self.get_clock().now().to_msg()
 
