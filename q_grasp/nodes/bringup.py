@@ -353,17 +353,14 @@ def progress_line(task: str, elapsed_s: float, budget: str, trainer: dict[str, s
 def _spin(executor: Any, context: Any, seconds: float) -> None:
     """Serve callbacks for ``seconds``; Ctrl-C (a shut-down context) is a KeyboardInterrupt."""
     from rclpy.executors import ExternalShutdownException
-    from rclpy.impl.implementation_singleton import rclpy_implementation
+
+    from q_grasp.nodes.runtime import spin_once
 
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline and context.ok():
-            try:
-                executor.spin_once(timeout_sec=min(0.1, max(deadline - time.monotonic(), 0.0)))
-            except rclpy_implementation.InvalidHandle:
-                # A timer or subscription event of a node stopped (removed and destroyed)
-                # after the event was queued: the EventsExecutor still runs it. Nothing to do.
-                continue
+            # (a stopped node's queued events are skipped: runtime.spin_once)
+            spin_once(executor, min(0.1, max(deadline - time.monotonic(), 0.0)))
     except ExternalShutdownException:
         raise KeyboardInterrupt from None
 

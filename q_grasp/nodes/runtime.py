@@ -97,16 +97,20 @@ def spin(executor: Any, context: Any = None) -> None:
     if not _is_events_executor(executor):
         executor.spin()
         return
-    from rclpy.impl.implementation_singleton import rclpy_implementation
-
     context = context if context is not None else rclpy.get_default_context()
     while context.ok():
-        try:
-            executor.spin_once(timeout_sec=0.1)
-        except rclpy_implementation.InvalidHandle:
-            # An event of an entity destroyed after it was queued (a node going away): the
-            # EventsExecutor still dispatches it. Nothing to do.
-            continue
+        spin_once(executor, 0.1)
+
+
+def spin_once(executor: Any, timeout_sec: float) -> None:
+    """One ``executor.spin_once``, ignoring the event of an entity destroyed after it was
+    queued (a node or timer going away): the EventsExecutor still dispatches it."""
+    from rclpy.impl.implementation_singleton import rclpy_implementation
+
+    try:
+        executor.spin_once(timeout_sec=timeout_sec)
+    except rclpy_implementation.InvalidHandle:
+        pass
 
 
 def _is_events_executor(executor: Any) -> bool:

@@ -781,10 +781,16 @@ class SimArmNode(Node):
         return self._sim_time_s()
 
     def _goal_may_be_reached(self, cfg: SimArmConfig) -> bool:
-        """Whether _check_goals could report a goal on this tick: the arm's trajectory is over,
-        or the fingers' command has run for gripper_min_steps. Caller holds the sim lock."""
-        if self._arm_goal_pending and not self.arm.active:
-            return True
+        """Whether _check_goals could report a goal on this tick. Caller holds the sim lock."""
+        return self._arm_may_arrive() or self._fingers_may_settle(cfg)
+
+    def _arm_may_arrive(self) -> bool:
+        """An arm goal is to be reported and its trajectory is over."""
+        return self._arm_goal_pending and not self.arm.active
+
+    def _fingers_may_settle(self, cfg: SimArmConfig) -> bool:
+        """The fingers' settling is to be reported and their command has run for
+        gripper_min_steps (counted from the stamp of the tick that took it up)."""
         started = self._gripper_started_s
         return (started is not None and not self.gripper.active and self._sim_time_s() - started
                 >= (cfg.motors.gripper_min_steps - 0.5) * self.sim.time_step_s)
@@ -797,7 +803,7 @@ class SimArmNode(Node):
         as the single-process SimRobot judges arrival, from the joint states after this tick's
         physics. Caller holds the sim lock."""
         motors = cfg.motors
-        if self._arm_goal_pending and not self.arm.active:
+        if self._arm_may_arrive():
             cols = self._arm_columns
             if (np.abs(position[cols] - self.arm.setpoints).max() < motors.joint_tolerance_rad
                     and np.abs(velocity[cols]).max() < motors.velocity_tolerance_rad_s):
@@ -805,15 +811,12 @@ class SimArmNode(Node):
                 self._goal_reported = True
                 self._goal_at_home = bool(np.abs(self.arm.setpoints - self._home).max()
                                           < motors.joint_tolerance_rad)
-        started = self._gripper_started_s
-        if started is not None and not self.gripper.active:
-            min_s = (motors.gripper_min_steps - 0.5) * self.sim.time_step_s
-            fingers = np.abs(velocity[self._gripper_columns]).max()
-            if (self._sim_time_s() - started >= min_s
-                    and fingers < motors.gripper_velocity_tolerance_m_s):
-                self._gripper_started_s, self._report_now = None, True
-                self._goal_reported = True
-                self._goal_at_home = False
+        fingers = velocity[self._gripper_columns]
+        if (self._fingers_may_settle(cfg)
+                and np.abs(fingers).max() < motors.gripper_velocity_tolerance_m_s):
+            self._gripper_started_s, self._report_now = None, True
+            self._goal_reported = True
+            self._goal_at_home = False
 
     def _world_is_still(self, velocity: np.ndarray, max_speed: float) -> bool:
         """Every joint (``velocity``, the joint states after this tick's physics) and every
