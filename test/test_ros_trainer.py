@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +74,9 @@ def test_bad_blobs_never_reach_the_buffer(core, blob: bytes, reason: str) -> Non
 
 def test_updates_follow_the_replay_ratio_and_weights_validate(core) -> None:
     assert core.updates_due() == 0  # nothing collected yet
+    assert not core.unsaved  # nothing to checkpoint either
     core.ingest(core.decode(encode_transitions(reacher_batch(200, seed=1))))
+    assert core.unsaved
     due = core.updates_due()
     assert due == int((200 - 64) * core.replay_ratio) + 1
     for _ in range(due):
@@ -97,10 +98,12 @@ def test_updates_follow_the_replay_ratio_and_weights_validate(core) -> None:
 
 def test_checkpoint_resume(core, core_dir) -> None:
     path = core.save_checkpoint(replay=True)
+    assert not core.unsaved
     assert newest_checkpoint(core_dir) == path
     resumed = TrainerCore(TrainerConfig(task="reacher", output_dir=str(core_dir),
                                         learning_starts=64))
     assert resumed.resumed_from == str(path)
+    assert not resumed.unsaved  # what it resumed from is already on disk
     assert (resumed.updates, resumed.transitions) == (core.updates, core.transitions)
     assert resumed.weights_version >= core.updates
     assert len(resumed.learner.buffer) == len(core.learner.buffer)
@@ -210,7 +213,12 @@ def test_trainer_node_over_dds(tmp_path) -> None:
                           40.0, spin), (tmp_path / "trainer2.log").read_text()
         log = (tmp_path / "trainer2.log").read_text()
         assert f"resumed from {resumed_from}" in log
-        time.sleep(0.2)
+        # Something new, so that the clean shutdown has a checkpoint to write.
+        diagnostics.clear()
+        pub.publish(blob_to_msg(encode_transitions(reacher_batch(20, seed=99)),
+                                TRANSITIONS_SCHEMA))
+        assert wait_until(lambda: int(diagnostics.get("received_batches", 0)) >= 1, 20.0,
+                          spin), (tmp_path / "trainer2.log").read_text()
     finally:
         assert stop_process(proc) == 0, (tmp_path / "trainer2.log").read_text()
         node.destroy_node()

@@ -3,6 +3,11 @@ steps, gripper aperture, agreement with the project's FK, determinism for a seed
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +16,8 @@ from q_grasp.robot_config import RobotConfig
 from q_grasp.sim import BulletSim, Scene, SceneConfig, SimRobot, SimRobotConfig
 from q_grasp.skills.arm_interface import ArmInterface
 from q_grasp.skills.grasp import execute_grasp
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +189,16 @@ def test_same_seed_same_physics():
     second = _grasp_run(7)
     assert first == second
     assert _grasp_run(8)[0] != first[0]
+
+
+def test_pybullet_prints_no_banner(tmp_path) -> None:
+    """Importing and connecting pybullet writes nothing to the console (a node's log starts
+    with its own lines, not pybullet's build time and argv[0])."""
+    code = ("from q_grasp.sim import BulletSim\n"
+            "sim = BulletSim()\nsim.step(1)\nsim.close()\nprint('done')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    assert "pybullet build time" not in result.stderr and "argv[0]" not in result.stderr

@@ -570,9 +570,8 @@ class ReacherEnv(gymnasium.Env):
         return rgb
 
     def _start_renderer(self) -> None:
-        import pybullet
-
         from q_grasp.sim import BulletSim, CameraConfig, PinholeCamera, SimRobot
+        from q_grasp.sim.quiet import pybullet
 
         cfg = self.config
         self._sim = BulletSim(seed=0)

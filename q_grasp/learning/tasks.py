@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import sys
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
 from q_grasp.learning.config import EnvConfig, ExperimentConfig
+from q_grasp.paths import config_file
 
 TASK_ALIASES = {
     "reacher": "q_grasp/Reacher-v0",
@@ -88,19 +87,17 @@ def resolve_task(task: str) -> str:
     return TASK_ALIASES.get(task.lower(), task) if task else task
 
 
-def config_dirs() -> list[Path]:
-    """Where packaged config files live: the source tree, then the installed share folder."""
-    here = Path(__file__).resolve().parents[2] / "config"
-    return [here, Path(sys.prefix) / "share" / "q_grasp" / "config"]
-
-
 def default_config(env_id: str) -> ExperimentConfig:
-    """The packaged config for `env_id`, or the built-in defaults for other gymnasium ids."""
+    """The packaged config for `env_id`, or the built-in defaults for other gymnasium ids.
+
+    A task with a packaged config whose file cannot be found is an error (TaskError), never a
+    silent fall-back to other settings."""
     name = DEFAULT_CONFIG_FILES.get(env_id)
     if name:
-        for folder in config_dirs():
-            if (folder / name).is_file():
-                return ExperimentConfig.from_yaml(folder / name)
+        try:
+            return ExperimentConfig.from_yaml(config_file(name))
+        except FileNotFoundError as exc:
+            raise TaskError(f"task {env_id!r}: its packaged config {exc}") from None
     return ExperimentConfig(env=EnvConfig(id=env_id))
 
 

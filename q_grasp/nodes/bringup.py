@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from q_grasp.paths import config_file
+
 TASKS = ("grasp", "reacher")
 """Tasks with a shipped parameters file."""
 NAMESPACE_PATTERN = re.compile(r"^(/?[A-Za-z_][A-Za-z0-9_]*)(/[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -146,13 +148,10 @@ class BringupConfig:
 
 def default_params_file(task: str) -> Path:
     """config/sim_train_<task>.yaml from the source tree, else from the installed share."""
-    name = f"sim_train_{task}.yaml"
-    candidates = [Path(__file__).resolve().parents[2] / "config" / name,
-                  Path(sys.prefix) / "share" / "q_grasp" / "config" / name]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ValueError(f"config: {name} not found in {[str(c.parent) for c in candidates]}")
+    try:
+        return config_file(f"sim_train_{task}.yaml")
+    except FileNotFoundError as exc:
+        raise ValueError(f"config: {exc}") from None
 
 
 def node_parameters(params_file: Path, node_name: str) -> dict[str, Any]:

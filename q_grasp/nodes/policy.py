@@ -189,6 +189,9 @@ class PolicyConfig:
     """grasp: heat-map image pixels per camera pixel."""
     diagnostics_period_s: float = 1.0
     """Period (wall-clock time, also on simulated time) of /diagnostics."""
+    log_every_s: float = 10.0
+    """Period (wall clock) of the INFO summary line in the log; every episode is logged at
+    DEBUG (--ros-args --log-level policy:=debug)."""
     arm: RosArmConfig = field(default_factory=RosArmConfig)
     """How motions are commanded and judged finished."""
 
@@ -207,7 +210,8 @@ class PolicyConfig:
         if not 0.0 <= self.goal_tolerance_m <= 0.1:
             raise ValueError(f"goal_tolerance_m: must be in [0, 0.1] m (0 = the task's), got "
                              f"{self.goal_tolerance_m}")
-        for name in ("reset_timeout_s", "frame_timeout_s", "diagnostics_period_s"):
+        for name in ("reset_timeout_s", "frame_timeout_s", "diagnostics_period_s",
+                     "log_every_s"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name}: must be > 0 s, got {getattr(self, name)}")
         for name in ("settle_time_s", "max_stamp_skew_s", "empty_table_height_m",
@@ -299,6 +303,7 @@ class PolicyNode(Node):
                                           cfg.transition_batch_size)
         self._latency_ms: float | None = None
         self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._last_summary = time.monotonic()
         self._stop = threading.Event()
         # SIGINT shuts the context down before destroy_node runs: stop acting at once.
         self.context.on_shutdown(self._stop.set)
@@ -459,7 +464,7 @@ class PolicyNode(Node):
                 except (ArmStoppedError, KeyboardInterrupt):
                     return
                 except Exception as exc:  # keep the node alive; say what went wrong
-                    if self._stop.is_set():
+                    if self._shutting_down():
                         return
                     errors += 1
                     self.diagnostics.count("act_errors")
@@ -469,6 +474,14 @@ class PolicyNode(Node):
                     self._stop.wait(min(1.0 * errors, 10.0))
         except ArmStoppedError:
             return
+        except Exception:
+            # Ctrl-C invalidates the context before its on_shutdown callbacks set the stop
+            # flag: a publisher or subscription call in between fails. That is the shutdown.
+            if not self._shutting_down():
+                raise
+
+    def _shutting_down(self) -> bool:
+        return self._stop.is_set() or not self.context.ok()
 
     def _wait_for_arm(self) -> None:
         waited = 0.0
@@ -553,10 +566,16 @@ class PolicyNode(Node):
             self.diagnostics.set_level(OK, "acting")
         else:
             self.diagnostics.set_level(WARN, "acting; rejected some inputs (see rejected.*)")
-        if done and (cfg.task == "grasp" or s.episodes % 10 == 0):
-            self.get_logger().info(
-                f"episode {s.episodes}: step {s.steps}, success rate {s.success_rate:.2f}, "
-                f"epsilon {epsilon:.3f}, weights v{self._weights_version}")
+        if done:
+            line = (f"episode {s.episodes}: step {s.steps}, success rate {s.success_rate:.2f}"
+                    + (f", attempt success {s.attempt_success_rate:.2f}"
+                       if cfg.task == "grasp" else "")
+                    + f", epsilon {epsilon:.3f}, weights v{self._weights_version}")
+            self.get_logger().debug(line)
+            now = time.monotonic()
+            if now - self._last_summary >= cfg.log_every_s:
+                self._last_summary = now
+                self.get_logger().info(line)
 
     # ----------------------------------------------------------------------------- reacher
 

@@ -196,10 +196,12 @@ class RosArm:
         deadline = time.monotonic() + timeout_s
         names = self.arm_joint_names + self._gripper_names
         with self._cond:
-            if not self._cond.wait_for(lambda: all(n in self._positions for n in names),
-                                       timeout=timeout_s):
-                return False
-        while time.monotonic() < deadline:
+            while not all(n in self._positions for n in names):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.0 or self._stop.is_set():
+                    return False
+                self._cond.wait(min(remaining, 0.1))  # short: a stop request ends the wait
+        while time.monotonic() < deadline and not self._stop.is_set():
             if (self._arm_pub.get_subscription_count() > 0
                     and self._gripper_pub.get_subscription_count() > 0):
                 return True

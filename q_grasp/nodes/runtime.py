@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -151,9 +152,10 @@ def run_nodes(factories: Sequence[NodeFactory], args: Sequence[str] | None = Non
         code = 2
     except Exception:
         # Ctrl-C shuts the context down from the signal handler; a spin_once already past its
-        # shutdown check then fails to build its wait set (RCLError "the given context is not
-        # valid") instead of raising ExternalShutdownException. That is the same shutdown.
-        if rclpy.ok():
+        # shutdown check then fails to build its wait set or to take a message (RCLError,
+        # RuntimeError) instead of raising ExternalShutdownException. That is the same shutdown,
+        # though the context may be marked shut down a moment after the error.
+        if not _shutdown_follows():
             raise
     finally:
         # rclpy's SIGINT handler shuts the context down and then raises KeyboardInterrupt in
@@ -167,6 +169,20 @@ def run_nodes(factories: Sequence[NodeFactory], args: Sequence[str] | None = Non
                 print(f"[WARN] destroying {node.get_name()}: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
     return code
+
+
+def _shutdown_follows(within_s: float = 1.0) -> bool:
+    """Whether the default context is shut down, or is within ``within_s`` (a Ctrl-C that
+    arrives meanwhile counts as the shutdown)."""
+    deadline = time.monotonic() + within_s
+    try:
+        while rclpy.ok():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+    except KeyboardInterrupt:
+        pass
+    return True
 
 
 def _ignore_sigint() -> None:

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pybullet
 from geometry_msgs.msg import Pose, PoseArray, TransformStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -60,6 +59,7 @@ from q_grasp.nodes.runtime import run_node
 from q_grasp.robot_config import RobotConfig
 from q_grasp.sim.bullet import BulletSim, BulletSimConfig
 from q_grasp.sim.camera import CameraConfig, PinholeCamera
+from q_grasp.sim.quiet import pybullet
 from q_grasp.sim.robot import SimRobot, SimRobotConfig
 from q_grasp.sim.scene import Scene, SceneConfig
 

@@ -189,18 +189,28 @@ class TrainerNode(Node):
     # ----------------------------------------------------------------------------- shutdown
 
     def destroy_node(self) -> None:
-        """Stop training, write a final checkpoint (with the replay buffer), then go."""
+        """Stop training, write a final checkpoint (with the replay buffer) unless nothing
+        arrived or was learned since the last one, then go."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30.0)
-        try:
-            path = self.core.save_checkpoint(replay=self._config.save_replay_buffer)
-            print(f"[trainer] saved {path}", file=sys.stderr)
-        except Exception as exc:  # never lose the shutdown over a full disk; say so
-            print(f"[trainer] final checkpoint failed: {exc}", file=sys.stderr)
+        if not self.core.unsaved:
+            level, line = "info", (f"no checkpoint written: no transitions received and no "
+                                   f"updates since {self.core.resumed_from or 'the start'}")
+        else:
+            try:
+                path = self.core.save_checkpoint(replay=self._config.save_replay_buffer)
+                level, line = "info", (f"saved {path} ({self.core.transitions} transitions, "
+                                       f"{self.core.updates} updates)")
+            except Exception as exc:  # never lose the shutdown over a full disk; say so
+                level, line = "error", f"final checkpoint failed: {exc}"
         if self._csv_file is not None:
             self._csv_file.close()
+        logger = self.get_logger()
         super().destroy_node()
+        # Logged once the node is gone: after Ctrl-C its /rosout publisher is already invalid
+        # (rcl would print an error for the line); the console and log file still get it.
+        getattr(logger, level)(line)
 
 
 def main(args: list[str] | None = None) -> int:

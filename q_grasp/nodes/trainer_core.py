@@ -159,6 +159,16 @@ class TrainerCore:
         self._lock = threading.Lock()
         if start:
             self._restore(start)
+        self._saved_at = self._progress()
+
+    def _progress(self) -> tuple[int, int]:
+        return self.transitions, self.learner.updates
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether transitions arrived or updates ran since the start or the last checkpoint
+        (a trainer that saw nothing has nothing to save)."""
+        return self._progress() != self._saved_at
 
     # ----------------------------------------------------------------------------- resume
 
@@ -258,6 +268,7 @@ class TrainerCore:
         keep the newest ``keep_checkpoints``."""
         exp = self.setup.experiment
         path = self.checkpoint_dir / f"ckpt_{self.learner.updates:09d}.safetensors"
+        progress = self._progress()
         with self.learner.lock:
             save_checkpoint(
                 path, self.learner.q_net, target_net=self.learner.target_net,
@@ -276,6 +287,7 @@ class TrainerCore:
         old = sorted(p for p in self.checkpoint_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name))
         for stale in old[:-self.config.keep_checkpoints]:
             stale.unlink(missing_ok=True)
+        self._saved_at = progress
         return path
 
     # ----------------------------------------------------------------------------- metrics

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet
-from pybullet_utils import bullet_client
+
+from q_grasp.sim.quiet import bullet_client, c_stdout_silenced, pybullet
 
 
 @dataclass
@@ -82,7 +82,8 @@ class BulletSim:
             self.config = BulletSimConfig(**{**self.config.__dict__, "time_step_s": time_step_s})
         self.gui = bool(gui)
         mode = pybullet.GUI if self.gui else pybullet.DIRECT
-        self.client = _Client(connection_mode=mode)
+        with c_stdout_silenced():  # pybullet prints 'argv[0]=' on connecting
+            self.client = _Client(connection_mode=mode)
         self.rng = np.random.default_rng(seed)
         self.table_id = -1
         self.step_count = 0

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pybullet
 
 from q_grasp.sim.bullet import BulletSim
+from q_grasp.sim.quiet import pybullet
 
 
 @dataclass

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet
 
 from q_grasp.robot_config import RobotConfig
 from q_grasp.sim.bullet import BulletSim
+from q_grasp.sim.quiet import pybullet
 
 
 @dataclass

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pybullet
 
 from q_grasp.sim.bullet import BulletSim
+from q_grasp.sim.quiet import pybullet
 
 PRIMITIVE_SHAPES = ("cube", "cuboid", "cylinder")
 
