@@ -732,10 +732,8 @@ class Bringup:
         if cfg.catch_up:
             # Nobody acts now: the simulator would only burn the CPU that the trainer needs.
             # Slow it to real time without camera frames meanwhile -- unless the trainer runs
-            # on this process's EventsExecutor: its sim-time timers (diagnostics) stopped
-            # firing after the clock rate change there (twice seen: the run waited forever on
-            # stale updates/transitions counts; also "cannot use Destroyable" storms), so the
-            # composed layout keeps the simulator at full rate.
+            # on this process's EventsExecutor, whose sim-time timers stop firing after a
+            # clock rate change: the composed layout keeps the simulator at full rate.
             paused = (cfg.use_sim and "trainer" not in backend.nodes
                       and backend.set_parameters("sim_arm", SIM_IDLE_PARAMETERS))
             self._catch_up(backend, summary.transitions)

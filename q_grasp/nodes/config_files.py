@@ -61,12 +61,12 @@ def sim_arm_for_task(task: str) -> Any:
         # bounded ("composed_events" vs "composed_events_paced_rtf20" in
         # benchmarks/bench_ros_system.py). Frames of the moving arm at most 10 per wall
         # second (for rviz; no decision uses them): each costs about a control tick's physics.
-        # /clock at most 20 per wall second (+6% transitions/s, BENCHMARKS.md): no q_grasp
-        # node times anything by it. A still world's frames at most 10 per wall second after
-        # the one of the tick it comes to rest, which a policy settling 0.1 s (still_time_s)
-        # after its last motion takes at once (+13% transitions/s, BENCHMARKS.md). After a
-        # goal reached, simulated time waits up to 3 ms of wall time for the policy's next
-        # command: its reaction costs no physics, as in the env (+12%, BENCHMARKS.md).
+        # /clock at most 20 per wall second: no q_grasp node times anything by it. A still
+        # world's frames at most 10 per wall second after the one of the tick it comes to
+        # rest, which a policy settling 0.1 s (still_time_s) after its last motion takes at
+        # once. After a goal reached, simulated time waits up to 3 ms of wall time for the
+        # policy's next command: its reaction costs no physics, as in the env. (Each of these
+        # was measured against the alternative: docs/history/.)
         return SimArmConfig(real_time_factor=0.0, still_real_time_factor=200.0,
                             goal_hold_wall_s=0.003,
                             max_publish_rate_hz=100.0, camera_moving_max_rate_hz=10.0,

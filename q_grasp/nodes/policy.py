@@ -248,7 +248,7 @@ def policy_config_for_task(task: str) -> PolicyConfig:
                         epsilon_decay_steps=max(int(round(decay)), 1),
                         eval_epsilon=exploration.eval_epsilon,
                         # sim_arm's frame of a world at rest comes >= its still_time_s (0.1 s)
-                        # after the last motion (BENCHMARKS.md, session of 2026-12-03 (fifth))
+                        # after the last motion
                         settle_time_s=0.1 if task == "grasp" else PolicyConfig.settle_time_s)
 
 
