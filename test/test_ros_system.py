@@ -338,13 +338,13 @@ class TestThreeProcesses:
 
 
 @pytest.mark.ros
-def test_bringup_grasp_composed_end_to_end(tmp_path) -> None:
+def test_bringup_grasp_composed_end_to_end(tmp_path, monkeypatch) -> None:
     """`python -m q_grasp.nodes.bringup` with a tiny budget: nodes up in one process, grasp
     attempts, the trainer's checkpoint, a greedy evaluation, a summary; the Q-map is an rgb8
     image on /q_grasp/q_map."""
     domain = unique_domain_id()
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "q_grasp.nodes.bringup", "--task", "grasp",
            "--max-transitions", "4", "--eval-episodes", "1", "--progress-every-s", "2",
@@ -383,12 +383,12 @@ def test_bringup_grasp_composed_end_to_end(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["composed", "processes"])
-def test_bringup_changes_a_running_sim_arms_parameters(tmp_path, mode) -> None:
+def test_bringup_changes_a_running_sim_arms_parameters(tmp_path, mode, monkeypatch) -> None:
     """What bringup does while the trainer catches up (slow the simulator down, no camera),
     for a node in its own process and for a child process (through parameter services)."""
     domain = unique_domain_id()
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     cfg = config_from_args(["--task", "grasp", "--out", str(tmp_path / "run")])
     backend = Backend(cfg, default_params_file("grasp"), tmp_path / "logs", IN_PROCESS[mode])
     try:

@@ -4,7 +4,6 @@ survived, a killed trainer resumes from its checkpoint)."""
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
@@ -129,7 +128,7 @@ def test_config_validation() -> None:
 
 
 @pytest.mark.ros
-def test_trainer_node_over_dds(tmp_path) -> None:
+def test_trainer_node_over_dds(tmp_path, monkeypatch) -> None:
     rclpy = pytest.importorskip("rclpy")
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -146,8 +145,8 @@ def test_trainer_node_over_dds(tmp_path) -> None:
     from q_grasp.wire import TRANSITIONS_SCHEMA, WEIGHTS_SCHEMA
 
     domain = unique_domain_id()
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     out = tmp_path / "run"
     args = ["-p", "task:=reacher", "-p", f"output_dir:={out}", "-p", "learning_starts:=32",
             "-p", "publish_every_updates:=10", "-p", "checkpoint_every_updates:=20",
