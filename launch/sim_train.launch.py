@@ -5,6 +5,8 @@
   ros2 launch q_grasp sim_train.launch.py task:=reacher rviz:=true
   ros2 launch q_grasp sim_train.launch.py use_sim:=false use_sim_time:=false
         # a real arm's drivers provide /joint_states, the camera and the trajectory topics
+  ros2 launch q_grasp sim_train.launch.py use_sim:=false use_sim_time:=false task:=reacher \
+        driver:=xarm   # the NURO arm's servo board on USB (driver:=xarm_fake: its fake board)
   ros2 launch q_grasp sim_train.launch.py train:=false checkpoint:=/path/to/policy.safetensors
         # evaluate a checkpoint greedily, no trainer
 
@@ -22,8 +24,8 @@ import os
 
 from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.conditions import IfCondition, LaunchConfigurationNotEquals
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -61,6 +63,9 @@ def _check_arguments(context: LaunchContext) -> list:
         raise LaunchArgumentError(
             f"config:={config} is not a file; give a node parameters file such as the "
             f"package's config/sim_train_<task>.yaml")
+    if value("driver") != "none" and value("use_sim") == "true":
+        raise LaunchArgumentError(f"driver:={value('driver')} replaces the simulator: add "
+                                  f"use_sim:=false (and use_sim_time:=false)")
     checkpoint = value("checkpoint")
     if checkpoint and not os.path.isfile(checkpoint):
         raise LaunchArgumentError(f"checkpoint:={checkpoint} is not a file")
@@ -124,6 +129,11 @@ def generate_launch_description() -> LaunchDescription:
             description="Start the pybullet sim_arm. false: a real arm's drivers provide "
                         "the same topics (see README 'Swapping the simulator for a real arm')."),
         DeclareLaunchArgument(
+            "driver", default_value="none", choices=["none", "xarm", "xarm_fake"],
+            description="With use_sim:=false: start xarm_driver for the NURO arm's servo board "
+                        "on USB (xarm) or for q_grasp's fake board (xarm_fake, no arm "
+                        "needed); none: the arm's drivers run elsewhere."),
+        DeclareLaunchArgument(
             "train", default_value="true", choices=["true", "false"],
             description="Start the trainer. false: the policy acts greedily with the "
                         "checkpoint's weights (evaluation)."),
@@ -150,6 +160,18 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         parameters=[config, {"use_sim_time": use_sim_time}],
         condition=IfCondition(LaunchConfiguration("use_sim")),
+        on_exit=_end_system,
+    )
+    xarm_driver = Node(
+        package=PACKAGE,
+        executable="xarm_driver",
+        name="xarm_driver",
+        namespace=namespace,
+        output="screen",
+        parameters=[config, {"use_sim_time": use_sim_time, "device": ParameterValue(
+            PythonExpression(["'fake' if '", LaunchConfiguration("driver"),
+                              "' == 'xarm_fake' else 'hid'"]), value_type=str)}],
+        condition=LaunchConfigurationNotEquals("driver", "none"),
         on_exit=_end_system,
     )
     policy = Node(
@@ -193,4 +215,5 @@ def generate_launch_description() -> LaunchDescription:
 
     return LaunchDescription(
         declared_arguments + [OpaqueFunction(function=_check_arguments),
-                              sim_arm, policy, trainer, robot_state_publisher, rviz])
+                              sim_arm, xarm_driver, policy, trainer, robot_state_publisher,
+                              rviz])

@@ -259,6 +259,7 @@ def test_grasp_training_under_ros2_launch(launched) -> None:
     (["config:=/nonexistent/params.yaml"], "config:=/nonexistent/params.yaml is not a file"),
     (["checkpoint:=/nonexistent/policy.safetensors"],
      "checkpoint:=/nonexistent/policy.safetensors is not a file"),
+    (["driver:=xarm"], "driver:=xarm replaces the simulator: add use_sim:=false"),
 ])
 def test_bad_arguments_stop_the_launch_before_any_node(launched, args, reason) -> None:
     launch = launched(*args)
@@ -311,3 +312,19 @@ def test_launch_testing_reacher(workspace, tmp_path) -> None:
     assert result.returncode == 0, output[-6000:]
     assert "test_transitions_reach_the_trainer" in output and "FAILED" not in output, output
     assert leftovers == [], output[-6000:]
+
+
+def test_the_real_arm_launch_with_the_fake_board(launched) -> None:
+    """use_sim:=false driver:=xarm_fake: xarm_driver (on q_grasp's fake board) replaces
+    sim_arm, the policy drives it, Ctrl-C stops everything."""
+    launch = launched("use_sim:=false", "use_sim_time:=false", "task:=reacher",
+                      "driver:=xarm_fake", "train:=false")
+    _wait_for(lambda: {"/xarm_driver", "/policy"} <= set(
+        launch.ros2("node", "list", "--no-daemon").split()), 120, "driver and policy", launch)
+    _wait_for(lambda: "accepted.arm_trajectory" in launch.ros2(
+        "topic", "echo", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "--once",
+        "--full-length", "--no-daemon", timeout=30.0), 120,
+        "the policy's trajectories accepted by the driver", launch)
+    assert "device fake" in launch.log
+    assert launch.interrupt(timeout=60) == 0, launch.log[-6000:]
+    assert launch.leftovers() == [], launch.log[-6000:]

@@ -285,3 +285,43 @@ def _policy_episodes(log: Path) -> int:
 
     found = re.findall(r"episode (\d+):", log.read_text())
     return max(map(int, found), default=0)
+
+
+def test_calibration_routine_on_the_fake_board() -> None:
+    """The arm moved by hand as the routine asks (here: the fake board's servos set by the
+    test) gives each joint's zero units and direction and the gripper's range."""
+    from q_grasp.hardware.calibrate import calibrate
+
+    fake = FakeXArmBoard(initial_units={6: 480, 5: 530, 4: 500, 3: 505, 2: 470, 1: 400})
+    zero = {6: 480, 5: 530, 4: 500, 3: 505, 2: 470}
+    directions = {6: 1, 5: -1, 4: 1, 3: -1, 2: 1}
+    steps = iter([None, *zero, "open", "closed"])
+
+    def ask(text: str) -> None:
+        step = next(steps)
+        for servo in fake.servos.values():
+            servo.powered = False
+        if step is None:
+            for servo, units in zero.items():
+                fake.servos[servo].start_units = fake.servos[servo].target_units = units
+        elif step in zero:
+            state = fake.servos[step]
+            state.start_units = state.target_units = zero[step] + 80 * directions[step]
+        else:
+            units = 700 if step == "open" else 260
+            fake.servos[1].start_units = fake.servos[1].target_units = units
+
+    calibration = calibrate(XArmBoard(fake), ARM, {n: (-1.5, 1.5) for n in ARM}, ask)
+    for name, servo in zip(ARM, (6, 5, 4, 3, 2)):
+        joint = calibration.joints[name]
+        assert (joint.servo_id, joint.centre_units, joint.direction) == (
+            servo, zero[servo], directions[servo])
+        assert -1.5 <= joint.lower_rad < joint.upper_rad <= 1.5
+    assert (calibration.gripper.open_units, calibration.gripper.closed_units) == (700, 260)
+    assert fake.received[0].command == Command.POWER_OFF
+
+    def ask_without_moving(text: str) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="base_joint .*turn it further"):
+        calibrate(XArmBoard(FakeXArmBoard()), ARM, {}, ask_without_moving)

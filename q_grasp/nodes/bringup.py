@@ -38,13 +38,14 @@ from q_grasp.paths import config_file
 TASKS = ("grasp", "reacher")
 """Tasks with a shipped parameters file."""
 NAMESPACE_PATTERN = re.compile(r"^(/?[A-Za-z_][A-Za-z0-9_]*)(/[A-Za-z_][A-Za-z0-9_]*)*$")
-MODULES = {"sim_arm": "q_grasp.nodes.sim_arm", "policy": "q_grasp.nodes.policy",
+MODULES = {"sim_arm": "q_grasp.nodes.sim_arm", "xarm_driver": "q_grasp.nodes.xarm_driver",
+           "policy": "q_grasp.nodes.policy",
            "trainer": "q_grasp.nodes.trainer"}
 """Node name -> module whose main() runs it (what the console scripts run)."""
 LOG_LEVELS = ("debug", "info", "warn", "error")
 EXECUTORS = ("multi", "single", "events")
-IN_PROCESS = {"composed": frozenset({"sim_arm", "policy", "trainer"}),
-              "trainer-process": frozenset({"sim_arm", "policy"}),
+IN_PROCESS = {"composed": frozenset({"sim_arm", "xarm_driver", "policy", "trainer"}),
+              "trainer-process": frozenset({"sim_arm", "xarm_driver", "policy"}),
               "processes": frozenset()}
 """Per mode, the nodes that run inside the bringup process (the others run as children)."""
 SIM_IDLE_PARAMETERS = {"real_time_factor": 1.0, "still_real_time_factor": 0.0,
@@ -66,6 +67,9 @@ class BringupConfig:
     """Namespace of sim_arm and policy (the trainer and /q_grasp/* stay global)."""
     use_sim: bool = True
     """Start sim_arm; false: a real arm's drivers provide its topics."""
+    driver: Literal["none", "xarm", "xarm-fake"] = "none"
+    """With use_sim false: start xarm_driver for the NURO arm's board on USB ("xarm") or for
+    the fake board ("xarm-fake"); "none": the arm's drivers run elsewhere."""
     use_sim_time: bool = True
     """Every node runs on sim_arm's /clock."""
     checkpoint: str = ""
@@ -111,6 +115,10 @@ class BringupConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task: must be one of {list(TASKS)}, got {self.task!r}")
+        if self.driver not in ("none", "xarm", "xarm-fake"):
+            raise ValueError(f"driver: must be none, xarm or xarm-fake, got {self.driver!r}")
+        if self.driver != "none" and self.use_sim:
+            raise ValueError("driver: needs --use-sim false (the driver replaces sim_arm)")
         if self.namespace and not NAMESPACE_PATTERN.match(self.namespace):
             raise ValueError(f"namespace: must be a ROS namespace such as arm0 or /lab/arm0 "
                              f"(letters, digits, _; not starting with a digit), got "
@@ -245,6 +253,8 @@ def node_overrides(cfg: BringupConfig, node_name: str, plan: TrainingPlan | None
             # The trainer resumes from its newest checkpoint; the actor continues with those
             # weights and its exploration schedule from the same step.
             values["checkpoint"] = plan.resume_from
+    elif node_name == "xarm_driver":
+        values["device"] = "fake" if cfg.driver == "xarm-fake" else "hid"
     elif node_name == "trainer":
         values.update(task=cfg.task, checkpoint=cfg.checkpoint)
         if plan is not None:
@@ -438,8 +448,10 @@ class Backend:
         from q_grasp.nodes.policy import PolicyNode
         from q_grasp.nodes.sim_arm import SimArmNode
         from q_grasp.nodes.trainer import TrainerNode
+        from q_grasp.nodes.xarm_driver import XArmDriverNode
 
-        factory = {"sim_arm": SimArmNode, "policy": PolicyNode, "trainer": TrainerNode}[name]
+        factory = {"sim_arm": SimArmNode, "xarm_driver": XArmDriverNode, "policy": PolicyNode,
+                   "trainer": TrainerNode}[name]
         node = factory(
             name, context=self.context, namespace=self._namespace(name),
             cli_args=["--ros-args", "--params-file", str(self.params_file)],
@@ -654,6 +666,8 @@ class Bringup:
         try:
             if cfg.use_sim:
                 backend.start("sim_arm", node_overrides(cfg, "sim_arm", self.plan))
+            elif cfg.driver != "none":
+                backend.start("xarm_driver", node_overrides(cfg, "xarm_driver", self.plan))
             if cfg.train:
                 self._train(backend, summary)
             if self._eval_episodes() > 0 and not self._stop_requested:
@@ -900,6 +914,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--namespace", default="", help="namespace of sim_arm and policy")
     parser.add_argument("--use-sim", type=_bool, default=True, metavar="true|false",
                         help="start sim_arm (false: a real arm provides the topics)")
+    parser.add_argument("--driver", choices=["none", "xarm", "xarm-fake"], default="none",
+                        help="with --use-sim false: start xarm_driver for the NURO arm's board "
+                             "(xarm) or its fake board (xarm-fake, no arm needed)")
     parser.add_argument("--use-sim-time", type=_bool, default=True, metavar="true|false",
                         help="run every node on sim_arm's /clock")
     parser.add_argument("--checkpoint", default="",
@@ -946,6 +963,7 @@ def config_from_args(argv: Sequence[str]) -> BringupConfig:
     args = build_parser().parse_args(list(argv))
     return BringupConfig(
         task=args.task, config=args.config, namespace=args.namespace, use_sim=args.use_sim,
+        driver=args.driver,
         use_sim_time=args.use_sim_time, checkpoint=args.checkpoint, train=args.train,
         out=args.out, max_transitions=args.max_transitions, duration_s=args.duration_s,
         mode=args.mode or "composed", eval_episodes=args.eval_episodes,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import array
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -329,3 +329,18 @@ def parse_joint_trajectory(msg: JointTrajectory, lower: Mapping[str, float],
                                                   "increasing")
     return Trajectory(joint_names=names, times_s=times,
                       positions=np.clip(positions, lo + tolerance, hi - tolerance))
+
+
+def accepted_trajectory(msg: JointTrajectory, limits: tuple[Mapping[str, float],
+                                                            Mapping[str, float]],
+                        reject: Callable[[str, str, str], None], source: str, *,
+                        tolerance: float, max_points: int) -> Trajectory | None:
+    """:func:`parse_joint_trajectory`, or None after ``reject(source, reason, detail)`` (a
+    controller node's rejection counter) when the trajectory is refused."""
+    try:
+        return parse_joint_trajectory(msg, limits[0], limits[1], tolerance=tolerance,
+                                      max_points=max_points)
+    except MessageError as exc:
+        reject(source, exc.reason, exc.detail)
+        return None
+

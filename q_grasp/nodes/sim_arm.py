@@ -45,12 +45,11 @@ from trajectory_msgs.msg import JointTrajectory
 
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import (
-    MessageError,
     Trajectory,
+    accepted_trajectory,
     camera_info_msg,
     image_msg,
     joint_state_msg,
-    parse_joint_trajectory,
     to_time_msg,
 )
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
@@ -547,12 +546,10 @@ class SimArmNode(Node):
 
     def _on_trajectory(self, msg: JointTrajectory, follower: TrajectoryFollower,
                        limits: tuple[dict[str, float], dict[str, float]], source: str) -> None:
-        try:
-            trajectory = parse_joint_trajectory(
-                msg, limits[0], limits[1], tolerance=self._config.limit_tolerance,
-                max_points=self._config.max_trajectory_points)
-        except MessageError as exc:
-            self.diagnostics.reject(source, exc.reason, exc.detail)
+        trajectory = accepted_trajectory(msg, limits, self.diagnostics.reject, source,
+                                         tolerance=self._config.limit_tolerance,
+                                         max_points=self._config.max_trajectory_points)
+        if trajectory is None:
             return
         follower.submit(trajectory)
         self._wake.set()

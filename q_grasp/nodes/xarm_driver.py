@@ -28,7 +28,7 @@ from trajectory_msgs.msg import JointTrajectory
 from q_grasp.hardware.xarm import XArmBoard, XArmCalibration, XArmError, open_hid_device
 from q_grasp.kinematics.urdf import parse_urdf
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import MessageError, Trajectory, joint_state_msg, parse_joint_trajectory
+from q_grasp.nodes.convert import Trajectory, accepted_trajectory, joint_state_msg
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
@@ -258,12 +258,10 @@ class XArmDriverNode(Node):
             self._hold(controller)  # as ros2_control: an empty trajectory stops and holds
             self.diagnostics.count(f"accepted.{source}")
             return
-        try:
-            trajectory = parse_joint_trajectory(
-                msg, limits[0], limits[1], tolerance=self._config.limit_tolerance,
-                max_points=self._config.max_trajectory_points)
-        except MessageError as exc:
-            self.diagnostics.reject(source, exc.reason, exc.detail)
+        trajectory = accepted_trajectory(msg, limits, self.diagnostics.reject, source,
+                                         tolerance=self._config.limit_tolerance,
+                                         max_points=self._config.max_trajectory_points)
+        if trajectory is None:
             return
         with self._lock:
             current = self._positions
