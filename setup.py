@@ -42,6 +42,7 @@ setup(
             "policy = q_grasp.nodes.policy:main",
             "trainer = q_grasp.nodes.trainer:main",
             "xarm_driver = q_grasp.nodes.xarm_driver:main",
+            "usb_camera = q_grasp.nodes.usb_camera:main",
         ],
     },
 )

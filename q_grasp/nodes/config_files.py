@@ -111,13 +111,16 @@ def node_sections() -> list[NodeSection]:
     from q_grasp.nodes.sim_arm import SimArmConfig
     from q_grasp.nodes.trainer import DYNAMIC_PARAMETERS as TRAINER_DYNAMIC
     from q_grasp.nodes.trainer_core import TrainerConfig
+    from q_grasp.nodes.usb_camera import UsbCameraConfig
     from q_grasp.nodes.xarm_driver import XArmDriverConfig
 
     return [NodeSection("sim_arm", SimArmConfig, SIM_ARM_DYNAMIC, sim_arm_for_task),
             NodeSection("policy", PolicyConfig, POLICY_DYNAMIC, policy_for_task),
             NodeSection("trainer", TrainerConfig, TRAINER_DYNAMIC, trainer_for_task),
             NodeSection("xarm_driver", XArmDriverConfig, frozenset(),
-                        lambda task: XArmDriverConfig())]
+                        lambda task: XArmDriverConfig()),
+            NodeSection("usb_camera", UsbCameraConfig, frozenset(),
+                        lambda task: UsbCameraConfig())]
 
 
 def render(task: str) -> str:

@@ -1,0 +1,125 @@
+"""usb_camera: the ROS camera_calibration file, crop + resize with its intrinsics, and the node
+publishing a video file's frames with that CameraInfo over DDS."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from q_grasp.hardware.camera import crop_and_resize, load_camera_calibration
+
+cv2 = pytest.importorskip("cv2")
+
+K_FULL = [[520.0, 0.0, 318.0], [0.0, 515.0, 242.0], [0.0, 0.0, 1.0]]
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]  # RGB
+
+
+def _calibration_file(path, **changes):
+    data = {"image_width": 640, "image_height": 480, "camera_name": "elp",
+            "camera_matrix": {"rows": 3, "cols": 3, "data": sum(K_FULL, [])},
+            "distortion_model": "plumb_bob",
+            "distortion_coefficients": {"rows": 1, "cols": 5, "data": [0.1, -0.2, 0, 0, 0]},
+            "rectification_matrix": {"rows": 3, "cols": 3, "data": [1, 0, 0, 0, 1, 0, 0, 0, 1]},
+            "projection_matrix": {"rows": 3, "cols": 4,
+                                  "data": [520, 0, 318, 0, 0, 515, 242, 0, 0, 0, 1, 0]}}
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_calibration_file_is_read_and_checked(tmp_path) -> None:
+    calibration = load_camera_calibration(_calibration_file(tmp_path / "ok.yaml"))
+    assert (calibration.width, calibration.height) == (640, 480)
+    assert np.allclose(calibration.K, K_FULL) and calibration.D.size == 5
+    with pytest.raises(ValueError, match="bad.yaml: camera_matrix: missing"):
+        load_camera_calibration(_calibration_file(tmp_path / "bad.yaml", camera_matrix=None))
+    with pytest.raises(ValueError, match="camera_matrix: 4 values, expected 9"):
+        load_camera_calibration(_calibration_file(
+            tmp_path / "short.yaml", camera_matrix={"rows": 2, "cols": 2, "data": [1, 0, 0, 1]}))
+    with pytest.raises(ValueError, match="image_width"):
+        load_camera_calibration(_calibration_file(tmp_path / "w.yaml", image_width=-4))
+
+
+def test_crop_and_resize_keeps_the_projection() -> None:
+    image = np.zeros((480, 640, 3), np.uint8)
+    out, K = crop_and_resize(image, np.array(K_FULL), 64, 64)
+    assert out.shape == (64, 64, 3)
+    # A world point projects to the same place in the full image (cropped, scaled) and
+    # through the new intrinsics.
+    point = np.array([0.03, -0.02, 0.25])
+    full = np.array(K_FULL) @ point
+    u, v = full[:2] / full[2]
+    small = K @ point
+    assert np.allclose(small[:2] / small[2], [(u - 80) * 64 / 480, v * 64 / 480])
+
+
+rclpy = pytest.importorskip("rclpy")
+
+
+def test_node_publishes_a_video_files_frames_with_its_camera_info(tmp_path, monkeypatch) -> None:
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from q_grasp.nodes import qos
+    from q_grasp.nodes.convert import color_image_to_numpy
+    from q_grasp.nodes.testing import unique_domain_id
+    from q_grasp.nodes.usb_camera import UsbCameraNode
+
+    video = tmp_path / "table.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for colour in COLOURS * 2:
+        writer.write(np.full((480, 640, 3), colour[::-1], np.uint8))  # OpenCV writes BGR
+    writer.release()
+    calibration = _calibration_file(tmp_path / "elp.yaml")
+
+    domain = unique_domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    nodes = []
+    try:
+        camera = UsbCameraNode(context=context, parameter_overrides=[
+            Parameter("source", value=str(video)),
+            Parameter("calibration_file", value=str(calibration)),
+            Parameter("rate_hz", value=30.0)])
+        missing = UsbCameraNode("missing_camera", context=context, parameter_overrides=[
+            Parameter("source", value=str(tmp_path / "none.avi"))])
+        probe = rclpy.create_node("camera_probe", context=context)
+        nodes += [camera, missing, probe]
+        images: list[Image] = []
+        infos: list[CameraInfo] = []
+        probe.create_subscription(Image, "camera/color/image_raw", images.append,
+                                  qos.IMAGE_PUBLISHER_QOS)
+        probe.create_subscription(CameraInfo, "camera/color/camera_info", infos.append,
+                                  qos.IMAGE_PUBLISHER_QOS)
+        executor = SingleThreadedExecutor(context=context)
+        for node in nodes:
+            executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        deadline = time.monotonic() + 30
+        while (len(images) < 8 or not infos) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(images) >= 8 and infos, (len(images), len(infos))
+        seen = set()
+        for msg in images:
+            assert (msg.width, msg.height, msg.encoding) == (64, 64, "rgb8")
+            pixels = color_image_to_numpy(msg, (64, 64)).reshape(-1, 3).mean(axis=0)
+            seen.add(int(np.argmin([np.abs(pixels - c).sum() for c in COLOURS])))
+            assert min(np.abs(pixels - c).sum() for c in COLOURS) < 40
+        assert seen == {0, 1, 2}  # every frame of the file, looping
+        _, K = crop_and_resize(np.zeros((480, 640, 3), np.uint8), np.array(K_FULL), 64, 64)
+        assert np.allclose(np.array(infos[-1].k).reshape(3, 3), K)
+        assert list(infos[-1].d) == pytest.approx([0.1, -0.2, 0, 0, 0])
+        assert "cannot open camera" in missing.diagnostics.status().message
+        executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=5.0)
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
