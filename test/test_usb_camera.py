@@ -123,3 +123,65 @@ def test_node_publishes_a_video_files_frames_with_its_camera_info(tmp_path, monk
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def _render_board(board, camera_config):
+    """The board as black tiles on the simulator's table, seen by a pybullet camera."""
+    from q_grasp.sim import BulletSim, PinholeCamera
+    from q_grasp.sim.quiet import pybullet
+
+    sim = BulletSim(seed=0)
+    client = sim.client
+    s = board.square_m
+    half = [s / 2, s / 2, 0.0005]
+    visual = client.createVisualShape(pybullet.GEOM_BOX, halfExtents=half,
+                                      rgbaColor=[0.02, 0.02, 0.02, 1.0])
+    c, sn = np.cos(board.yaw_rad), np.sin(board.yaw_rad)
+    along_columns, along_rows = np.array([c, sn, 0.0]), np.array([-sn, c, 0.0])
+    for a in range(board.columns + 1):
+        for b in range(board.rows + 1):
+            if (a + b) % 2:
+                continue
+            centre = (np.asarray(board.centre_m) + (a - board.columns / 2) * s * along_columns
+                      + (b - board.rows / 2) * s * along_rows + [0, 0, 0.0005])
+            client.createMultiBody(baseMass=0.0, baseVisualShapeIndex=visual,
+                                   basePosition=centre.tolist(),
+                                   baseOrientation=client.getQuaternionFromEuler(
+                                       [0, 0, board.yaw_rad]))
+    camera = PinholeCamera(camera_config)
+    rgb, _ = camera.render(sim)
+    sim.close()
+    return rgb, camera
+
+
+@pytest.mark.parametrize("yaw", [0.0, 0.3])
+def test_extrinsics_recover_a_rendered_cameras_pose(yaw) -> None:
+    from q_grasp.hardware.extrinsics import Board, camera_pose, find_corners
+    from q_grasp.sim import CameraConfig
+
+    board = Board(6, 4, 0.015, (0.13, 0.0, 0.001), yaw)
+    position = np.array([0.118, 0.008, 0.26])
+    target = np.array([0.135, -0.004, 0.0])
+    config = CameraConfig(width=640, height=480, fov_y_deg=40.0, position=tuple(position),
+                          target=tuple(target), up_vector=(1.0, 0.05, 0.0))
+    rgb, camera = _render_board(board, config)
+    corners = find_corners(rgb, board)
+    K = np.asarray(camera.camera_info()["K"], np.float64).reshape(3, 3)
+    pose = camera_pose(corners, board, K, up_prior=(1.0, 0.0, 0.0))
+    forward = (target - position) / np.linalg.norm(target - position)
+    assert np.linalg.norm(pose.position_m - position) < 0.005, pose.position_m
+    angle = np.degrees(np.arccos(np.clip(pose.forward @ forward, -1.0, 1.0)))
+    assert angle < 1.0, angle
+    assert pose.reprojection_error_px < 1.0
+    assert pose.up @ [1.0, 0.0, 0.0] > 0.9  # the image's up, not the 180-degree twin
+    params = pose.policy_parameters()
+    assert abs(params["camera_target_m"][2]) < 1e-6  # the axis met the table
+
+
+def test_extrinsics_refuse_a_missing_board() -> None:
+    from q_grasp.hardware.extrinsics import Board, find_corners
+
+    with pytest.raises(ValueError, match="no 6x4 checkerboard"):
+        find_corners(np.full((480, 640, 3), 200, np.uint8), Board(6, 4, 0.015))
+    with pytest.raises(ValueError, match="columns != rows"):
+        Board(5, 5, 0.015)
