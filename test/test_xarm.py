@@ -325,3 +325,67 @@ def test_calibration_routine_on_the_fake_board() -> None:
 
     with pytest.raises(ValueError, match="base_joint .*turn it further"):
         calibrate(XArmBoard(FakeXArmBoard()), ARM, {}, ask_without_moving)
+
+
+def test_policy_runs_grasp_episodes_through_the_driver(driver, tmp_path) -> None:
+    """Grasp episodes through xarm_driver + fake board: the camera comes from a simulator
+    whose own arm topics are moved out of the way (the fake board has no camera); every
+    attempt's arm and gripper trajectories become MOVE packets."""
+    from q_grasp.nodes.testing import start_node_process, stop_process
+
+    node, seen, _, _, domain = driver
+    fake = node.board.device
+    logs = {name: tmp_path / f"{name}.log" for name in ("camera_sim", "policy")}
+    camera = start_node_process(
+        "q_grasp.nodes.sim_arm",
+        ["-r", "__node:=sim_arm", "-r", "joint_states:=/sim_only/joint_states",
+         "-r", "arm_controller/joint_trajectory:=/sim_only/arm",
+         "-r", "gripper_controller/joint_trajectory:=/sim_only/gripper",
+         "-p", "publish_clock:=false", "-p", "real_time_factor:=1.0",
+         "-p", "camera_rate_hz:=10.0"],
+        domain_id=domain, log_path=logs["camera_sim"])
+    policy = start_node_process(
+        "q_grasp.nodes.policy",
+        ["-p", "task:=grasp", "-p", "train:=false", "-p", "eval_epsilon:=1.0",
+         "-p", "use_sim_time:=false", "-p", "seed:=2", "-p", "log_every_s:=0.5",
+         "-p", "max_stamp_skew_s:=0.2"],
+        domain_id=domain, log_path=logs["policy"])
+    try:
+        _wait(lambda: _policy_episodes(logs["policy"]) >= 1, 240,
+              "a finished grasp episode: " + logs["policy"].read_text()[-2000:])
+    finally:
+        codes = [stop_process(policy), stop_process(camera)]
+    assert codes == [0, 0], {n: p.read_text()[-2000:] for n, p in logs.items()}
+    cal = node.calibration
+    gripper_moves = [p for p in fake.moves() if cal.gripper.servo_id in p.move_targets()[1]]
+    arm_moves = [p for p in fake.moves()
+                 if cal.joints["base_joint"].servo_id in p.move_targets()[1]]
+    assert len(gripper_moves) >= 2 and len(arm_moves) >= 4  # open/close; home, descend, lift
+    assert int(seen["diag"].get("read_failures", 0)) == 0
+
+
+def test_twin_check_finds_a_servo_that_stops_short() -> None:
+    """The fake board on a simulated clock against pybullet: joints that follow agree at rest;
+    a servo stalling 15 units short shows as that joint's rest offset."""
+    from q_grasp.hardware.twin_check import twin_check
+
+    robot = RobotConfig()
+    calibration = XArmCalibration.default(ARM, {n: (-2.0, 2.0) for n in ARM})
+    now = [0.0]
+
+    def sleep(dt: float) -> None:
+        now[0] += dt
+
+    fake = FakeXArmBoard(calibration.servo_ids, clock=lambda: now[0], initial_units={
+        calibration.joints[n].servo_id: calibration.joints[n].to_units(q)
+        for n, q in zip(ARM, robot.home_positions)})
+    elbow = calibration.joints["elbow_joint"].servo_id
+    fake.servos[elbow].stall_units = 15.0
+    reports = {r.joint: r for r in twin_check(XArmBoard(fake), calibration, robot,
+                                              clock=lambda: now[0], sleep=sleep)}
+    stall = 15.0 * RAD_PER_UNIT
+    assert abs(abs(reports["elbow_joint"].rest_offset_rad) - stall) < 0.3 * stall
+    for name in ARM:
+        if name != "elbow_joint":
+            assert abs(reports[name].rest_offset_rad) < 0.3 * stall, reports[name]
+        assert reports[name].max_rad >= abs(reports[name].rest_offset_rad)

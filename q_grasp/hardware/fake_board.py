@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from q_grasp.hardware.xarm import (
     REPORT_SIZE,
     SERVO_CENTRE_UNITS,
@@ -43,13 +45,16 @@ class _Servo:
         self.start_s = 0.0
         self.duration_s = 0.0
         self.powered = True
+        self.stall_units = 0.0
+        """Stops this far short of every target (a servo under load, a gear with play)."""
 
     def position(self, now_s: float, max_speed: float) -> float:
         span = self.target_units - self.start_units
+        span -= np.sign(span) * min(self.stall_units, abs(span))
         # The commanded duration, but never faster than the servo can turn.
         duration = max(self.duration_s, abs(span) / max_speed)
         if duration <= 0.0 or now_s >= self.start_s + duration:
-            return self.target_units
+            return self.start_units + span
         return self.start_units + span * (now_s - self.start_s) / duration
 
 
