@@ -9,6 +9,7 @@ Targets (greedy evaluation, median over seeds):
   grasp          q_grasp/TopDownGrasp-v0, 1 object          >= 95% grasp success, <= 1,000 attempts
   grasp_clutter  q_grasp/TopDownGraspClutter-v0, 1-5, R=8   >= 90% grasp success, <= 2,000 attempts
   grasp_equivariant, grasp_clutter_equivariant: the same with the rotation-equivariant U-Net
+  grasp_rgb      grasp from colour only (no depth; grasp points on the table plane)
   grasp_clutter_equivariant_lr_decay: ... and the learning rate decaying to 1e-4 over training
 Each run folder, a learning-curve PNG per benchmark and results.json land in --out.
 """
@@ -38,6 +39,10 @@ BENCHMARKS = {
     "reacher": ("q_grasp/Reacher-v0", {}, "success_rate", 0.95, 20_000),
     "cartpole": ("CartPole-v1", {}, "mean_return", 475.0, 100_000),  # config: 50k steps
     "grasp": ("q_grasp/TopDownGrasp-v0", {}, "attempt_success_rate", 0.95, 1_000),
+    # grasp.yaml from colour only, grasp points on the table plane (config/grasp_rgb.yaml)
+    "grasp_rgb": ("q_grasp/TopDownGrasp-v0",
+                  {"env": {"kwargs": {"observation": "rgb", "depth_source": "table_plane"}}},
+                  "attempt_success_rate", 0.95, 1_000),
     # grasp.yaml with the rotation-equivariant U-Net (one head on the image turned per yaw)
     "grasp_equivariant": ("q_grasp/TopDownGrasp-v0",
                           {"network": {"unet_rotation_equivariant": True}},

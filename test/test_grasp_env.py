@@ -197,3 +197,31 @@ def test_registered_ids_and_lazy_import():
     code = ("import sys, q_grasp.envs; "
             "assert 'torch' not in sys.modules and 'pybullet' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_colour_only_grasps_aim_at_the_table_plane():
+    """depth_source table_plane (a camera without depth): three colour channels, every pixel's
+    grasp point on the table under it, and grasps there still lift primitives."""
+    env = TopDownGraspEnv(GraspConfig(observation="rgb", depth_source="table_plane", seed=3,
+                                      shapes=("cube",)))
+    obs, _ = env.reset(seed=3)
+    assert obs.shape == (3, 64, 64)
+    points = env.surface_points()
+    assert np.abs(points[..., 2]).max() < 1e-6
+    # The same pixel with the camera's depth lies on the object's top, higher up.
+    row, col = np.unravel_index(np.argmax(env.camera.heightmap(env.camera.render(env.sim)[1])),
+                                (64, 64))
+    assert env.pixel_to_world(row, col)[2] == pytest.approx(0.0, abs=1e-6)
+    successes = 0
+    for episode in range(4):  # aimed at each cube's centre (ground truth), any yaw fits a cube
+        env.reset(seed=100 + episode)
+        (position, _), = env.scene.object_poses().values()
+        u, v, _ = env.camera.world_to_pixel(position)
+        _, reward, *_ = env.step(env.encode_action(0, int(round(v)), int(round(u))))
+        successes += reward > 0
+    assert successes >= 3
+    env.close()
+    with pytest.raises(ValueError, match="table_plane.*needs observation 'rgb'"):
+        GraspConfig(observation="rgbd", depth_source="table_plane")
+    with pytest.raises(ValueError, match="depth_source"):
+        GraspConfig(depth_source="lidar")

@@ -20,7 +20,12 @@ from q_grasp.sim.bullet import BulletSim, BulletSimConfig
 from q_grasp.sim.camera import CameraConfig, PinholeCamera
 from q_grasp.sim.robot import SimRobot, SimRobotConfig
 from q_grasp.sim.scene import PRIMITIVE_SHAPES, Scene, SceneConfig
-from q_grasp.skills.grasp import GraspOutcome, GraspSkillConfig, execute_grasp
+from q_grasp.skills.grasp import (
+    GraspOutcome,
+    GraspSkillConfig,
+    execute_grasp,
+    table_plane_depth,
+)
 from q_grasp.skills.reach import TopDownReach
 
 OBSERVATION_CHANNELS = {
@@ -42,6 +47,10 @@ class GraspConfig:
     observation: str = "rgbd"
     """Image channels: "rgb" (r, g, b in [0, 1]), "depth" (height above the table in metres) or
     "rgbd" (r, g, b, height)."""
+    depth_source: str = "camera"
+    """Where a chosen pixel's grasp point comes from: "camera" (the depth image) or
+    "table_plane" (the pixel's ray meets the table: a colour-only camera such as the NURO kit's
+    webcam; needs observation "rgb")."""
     image_size: tuple[int, int] = (64, 64)
     """Observation size (height, width) in pixels, 16..512 each."""
     num_rotations: int = 8
@@ -107,6 +116,12 @@ class GraspConfig:
         if self.observation not in OBSERVATION_CHANNELS:
             raise ValueError(f"observation: must be one of {list(OBSERVATION_CHANNELS)}, got "
                              f"{self.observation!r}")
+        if self.depth_source not in ("camera", "table_plane"):
+            raise ValueError(f"depth_source: must be 'camera' or 'table_plane', got "
+                             f"{self.depth_source!r}")
+        if self.depth_source == "table_plane" and self.observation != "rgb":
+            raise ValueError(f"depth_source: 'table_plane' knows no heights: needs observation "
+                             f"'rgb', got {self.observation!r}")
         size = tuple(self.image_size) if np.ndim(self.image_size) else (self.image_size,) * 2
         if len(size) != 2:
             raise ValueError(f"image_size: expected (height, width), got {self.image_size!r}")
@@ -216,6 +231,7 @@ class TopDownGraspEnv(gymnasium.Env):
         self._rgb = np.zeros((self.height, self.width, 3), dtype=np.uint8)
         self._depth = np.zeros((self.height, self.width), dtype=np.float32)
         self._heightmap = np.zeros((self.height, self.width), dtype=np.float32)
+        self._plane_depth: np.ndarray | None = None
         self._attempts = 0
         self._needs_reset = True
         self._first_reset = True
@@ -369,6 +385,10 @@ class TopDownGraspEnv(gymnasium.Env):
 
     def _observe(self) -> np.ndarray:
         self._rgb, self._depth = self.camera.render(self.sim)
+        if self.config.depth_source == "table_plane":
+            if self._plane_depth is None:
+                self._plane_depth = table_plane_depth(self.camera, self.height, self.width)
+            self._depth = self._plane_depth
         heights = self.camera.heightmap(self._depth)
         self._heightmap = np.clip(heights, 0.0, self.config.camera_height_m)
         channels = []

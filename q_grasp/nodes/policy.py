@@ -80,6 +80,7 @@ from q_grasp.nodes.policy_core import (
 )
 from q_grasp.nodes.ros_arm import ArmStoppedError, ArmTimeoutError, RosArm, RosArmConfig
 from q_grasp.nodes.runtime import run_node
+from q_grasp.skills.grasp import table_plane_depth
 from q_grasp.wire import (
     TRANSITIONS_SCHEMA,
     WEIGHTS_SCHEMA,
@@ -324,6 +325,7 @@ class PolicyNode(Node):
         self._camera: CameraModel | None = None
         self._camera_key: tuple | None = None
         self._q_map_pub = None
+        self._plane_depth = None
         self._reset_client = None
         if cfg.task == "grasp":
             self._init_grasp(cfg)
@@ -348,6 +350,18 @@ class PolicyNode(Node):
     # ----------------------------------------------------------------------------- set-up
 
     def _init_grasp(self, cfg: PolicyConfig) -> None:
+        self._plane_depth = None
+        if getattr(self.setup.env_config, "depth_source", "camera") == "table_plane":
+            cache: dict[tuple, np.ndarray] = {}
+
+            def plane_depth(camera: CameraModel) -> np.ndarray:
+                key = self._camera_key
+                if key not in cache:
+                    cache.clear()
+                    cache[key] = table_plane_depth(camera, *self.image_hw)
+                return cache[key]
+
+            self._plane_depth = plane_depth
         from q_grasp.kinematics import KinematicChain
 
         env_cfg = self.setup.env_config
@@ -670,6 +684,9 @@ class PolicyNode(Node):
                 if self._stop.is_set():
                     raise ArmStoppedError("shutting down")
                 color, depth, camera = self._color, self._depth, self._camera
+                if self._plane_depth is not None and camera is not None and color is not None:
+                    # a colour-only camera: the table plane stands in for depth
+                    depth = (color[0], self._plane_depth(camera), color[4])
                 if (color is not None and depth is not None and camera is not None
                         and abs(color[0] - depth[0]) <= skew_ns
                         and min(color[0], depth[0]) >= after_ns - skew_ns):
@@ -750,7 +767,9 @@ class PolicyNode(Node):
             attempts += 1
             next_obs, next_frame = self._settled_frame(after_motion=True)
             success = bool(outcome.success)
-            empty = table_looks_empty(next_frame.heightmap, cfg.empty_table_height_m)
+            # (a colour-only camera cannot tell an empty table: attempts end the episode)
+            empty = (self._plane_depth is None
+                     and table_looks_empty(next_frame.heightmap, cfg.empty_table_height_m))
             terminated = (success and cfg.terminate_on_success) or empty
             truncated = not terminated and attempts >= self.setup.max_episode_steps
             self._record(Transition(obs, action, 1.0 if success else 0.0, next_obs, terminated,

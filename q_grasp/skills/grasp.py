@@ -218,3 +218,16 @@ def execute_grasp(
     if home_joints is not None:
         arm.move_arm(np.asarray(home_joints, dtype=float), teleport=params.teleport_free_space)
     return outcome
+
+
+def table_plane_depth(camera, height: int, width: int, table_z_m: float = 0.0) -> np.ndarray:
+    """Depth (m along the optical axis) of the table plane at every pixel of a camera with
+    ``pixel_to_world(u, v, depth)``: what a camera without depth assumes it sees (objects'
+    height unknown). NaN where a pixel's ray misses the plane."""
+    v, u = np.mgrid[0:height, 0:width]
+    z0 = camera.pixel_to_world(u, v, 0.0)[..., 2]
+    dz = camera.pixel_to_world(u, v, 1.0)[..., 2] - z0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.where(dz < -1e-9, (table_z_m - z0) / dz, np.nan)
+    return depth.astype(np.float32)
+
