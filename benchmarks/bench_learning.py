@@ -10,6 +10,7 @@ Targets (greedy evaluation, median over seeds):
   grasp_clutter  q_grasp/TopDownGraspClutter-v0, 1-5, R=8   >= 90% grasp success, <= 2,000 attempts
   grasp_equivariant, grasp_clutter_equivariant: the same with the rotation-equivariant U-Net
   grasp_rgb      grasp from colour only (no depth; grasp points on the table plane)
+  grasp_rgb_dr   ... with the rendering randomised (light, table colour, camera pose)
   grasp_clutter_equivariant_lr_decay: ... and the learning rate decaying to 1e-4 over training
 Each run folder, a learning-curve PNG per benchmark and results.json land in --out.
 """
@@ -43,6 +44,13 @@ BENCHMARKS = {
     "grasp_rgb": ("q_grasp/TopDownGrasp-v0",
                   {"env": {"kwargs": {"observation": "rgb", "depth_source": "table_plane"}}},
                   "attempt_success_rate", 0.95, 1_000),
+    # ... with domain randomisation of the rendering (light, table colour, camera pose)
+    "grasp_rgb_dr": ("q_grasp/TopDownGrasp-v0",
+                     {"env": {"kwargs": {"observation": "rgb", "depth_source": "table_plane",
+                                         "randomize_lighting": True, "table_color_jitter": 0.15,
+                                         "camera_pose_noise_m": 0.005,
+                                         "camera_angle_noise_deg": 1.0}}},
+                     "attempt_success_rate", 0.95, 1_000),
     # grasp.yaml with the rotation-equivariant U-Net (one head on the image turned per yaw)
     "grasp_equivariant": ("q_grasp/TopDownGrasp-v0",
                           {"network": {"unet_rotation_equivariant": True}},

@@ -225,3 +225,20 @@ def test_colour_only_grasps_aim_at_the_table_plane():
         GraspConfig(observation="rgbd", depth_source="table_plane")
     with pytest.raises(ValueError, match="depth_source"):
         GraspConfig(depth_source="lidar")
+
+
+def test_domain_randomisation_changes_the_look_not_the_aim():
+    plain = TopDownGraspEnv(GraspConfig(seed=5))
+    varied = TopDownGraspEnv(GraspConfig(seed=5, randomize_lighting=True, table_color_jitter=0.2,
+                                         camera_pose_noise_m=0.01, camera_angle_noise_deg=2.0))
+    a, _ = plain.reset(seed=11)
+    b, _ = varied.reset(seed=11)
+    corner = (slice(0, 3), slice(0, 4), slice(0, 4))  # table only, far from the object
+    assert np.abs(a[corner] - b[corner]).max() > 0.02  # another table colour or light
+    # Grasps are still aimed through the nominal camera model.
+    assert np.allclose(plain.camera.K, varied.camera.K)
+    assert varied._render_camera is not varied.camera
+    plain.close()
+    varied.close()
+    with pytest.raises(ValueError, match="camera_angle_noise_deg"):
+        GraspConfig(camera_angle_noise_deg=45.0)

@@ -5,6 +5,7 @@ descend -> close -> lift, with physics). Reward 1 when an object is held after l
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,15 @@ class GraspConfig:
     observation: str = "rgbd"
     """Image channels: "rgb" (r, g, b in [0, 1]), "depth" (height above the table in metres) or
     "rgbd" (r, g, b, height)."""
+    randomize_lighting: bool = False
+    """Domain randomisation: a new light direction, colour and strength every episode."""
+    table_color_jitter: float = 0.0
+    """Domain randomisation: each table colour channel moves by up to this (0..1) per episode."""
+    camera_pose_noise_m: float = 0.0
+    """Domain randomisation: the rendering camera moves by up to this (m) per axis every
+    episode, while grasps are aimed with the nominal camera (a calibration that is off)."""
+    camera_angle_noise_deg: float = 0.0
+    """Domain randomisation: ... and its viewing direction turns by up to this (degrees)."""
     depth_source: str = "camera"
     """Where a chosen pixel's grasp point comes from: "camera" (the depth image) or
     "table_plane" (the pixel's ray meets the table: a colour-only camera such as the NURO kit's
@@ -116,6 +126,10 @@ class GraspConfig:
         if self.observation not in OBSERVATION_CHANNELS:
             raise ValueError(f"observation: must be one of {list(OBSERVATION_CHANNELS)}, got "
                              f"{self.observation!r}")
+        for name, high in (("table_color_jitter", 0.5), ("camera_pose_noise_m", 0.05),
+                           ("camera_angle_noise_deg", 10.0)):
+            if not 0.0 <= getattr(self, name) <= high:
+                raise ValueError(f"{name}: must be in [0, {high}], got {getattr(self, name)}")
         if self.depth_source not in ("camera", "table_plane"):
             raise ValueError(f"depth_source: must be 'camera' or 'table_plane', got "
                              f"{self.depth_source!r}")
@@ -210,6 +224,9 @@ class TopDownGraspEnv(gymnasium.Env):
         self.height, self.width = config.image_size
 
         self.camera = PinholeCamera(config.camera_config())
+        # What renders the observation: the nominal camera, or a perturbed one per episode.
+        self._render_camera = self.camera
+        self._lighting: dict | None = None
         rh, rw = config.render_size
         self.render_camera = PinholeCamera(CameraConfig(
             width=int(rw), height=int(rh), fov_y_deg=45.0, position=(0.32, -0.24, 0.22),
@@ -307,6 +324,7 @@ class TopDownGraspEnv(gymnasium.Env):
         if num is not None and not 1 <= int(num) <= 50:
             raise ValueError(f"options['num_objects']: must be in [1, 50], got {num}")
         objects = self.scene.spawn(self.np_random, None if num is None else int(num))
+        self._randomize_appearance()
         self._attempts = 0
         self._needs_reset = False
         obs = self._observe()
@@ -383,8 +401,35 @@ class TopDownGraspEnv(gymnasium.Env):
         """RGB image (H, W, 3) uint8 of the current observation."""
         return self._rgb
 
+    def _randomize_appearance(self) -> None:
+        """The domain randomisation options, drawn once per episode from the env's stream."""
+        cfg, rng = self.config, self.np_random
+        if cfg.randomize_lighting:
+            direction = rng.normal(size=3)
+            direction[2] = abs(direction[2]) + 0.5  # from above the table
+            self._lighting = {
+                "lightDirection": (direction / np.linalg.norm(direction)).tolist(),
+                "lightColor": rng.uniform(0.8, 1.0, 3).tolist(),
+                "lightAmbientCoeff": float(rng.uniform(0.4, 0.8)),
+                "lightDiffuseCoeff": float(rng.uniform(0.3, 0.7)),
+                "lightSpecularCoeff": float(rng.uniform(0.0, 0.1))}
+        if cfg.table_color_jitter > 0.0:
+            base = np.asarray(self.sim.config.table_rgba[:3])
+            color = np.clip(base + rng.uniform(-1, 1, 3) * cfg.table_color_jitter, 0.0, 1.0)
+            self.sim.client.changeVisualShape(self.sim.table_id, -1,
+                                              rgbaColor=[*color.tolist(), 1.0])
+        if cfg.camera_pose_noise_m > 0.0 or cfg.camera_angle_noise_deg > 0.0:
+            nominal = cfg.camera_config()
+            position = np.asarray(nominal.position) + rng.uniform(-1, 1, 3) * (
+                cfg.camera_pose_noise_m)
+            axis = np.asarray(nominal.target) - np.asarray(nominal.position)
+            tilt = np.radians(cfg.camera_angle_noise_deg) * rng.uniform(-1, 1, 2)
+            target = position + axis + np.linalg.norm(axis) * np.array([*np.tan(tilt), 0.0])
+            self._render_camera = PinholeCamera(dataclasses.replace(
+                nominal, position=tuple(position.tolist()), target=tuple(target.tolist())))
+
     def _observe(self) -> np.ndarray:
-        self._rgb, self._depth = self.camera.render(self.sim)
+        self._rgb, self._depth = self._render_camera.render(self.sim, self._lighting)
         if self.config.depth_source == "table_plane":
             if self._plane_depth is None:
                 self._plane_depth = table_plane_depth(self.camera, self.height, self.width)

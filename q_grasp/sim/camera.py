@@ -138,13 +138,16 @@ class PinholeCamera:
         d = np.asarray(depth_buffer, dtype=np.float64)
         return (f * n / (f - (f - n) * d)).astype(np.float32)
 
-    def render(self, sim: BulletSim) -> tuple[np.ndarray, np.ndarray]:
-        """Render (rgb uint8 (H, W, 3), depth float32 (H, W) in metres along the optical axis)."""
-        rgb, depth, _ = self.render_with_segmentation(sim)
+    def render(self, sim: BulletSim, lighting: dict | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Render (rgb uint8 (H, W, 3), depth float32 (H, W) in metres along the optical axis).
+        ``lighting``: pybullet's light keywords (lightDirection, lightColor,
+        lightAmbientCoeff, lightDiffuseCoeff, lightSpecularCoeff), e.g. for randomisation."""
+        rgb, depth, _ = self.render_with_segmentation(sim, lighting)
         return rgb, depth
 
     def render_with_segmentation(
-        self, sim: BulletSim
+        self, sim: BulletSim, lighting: dict | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Like ``render`` plus pybullet's segmentation mask (body id per pixel, -1 = none);
         the mask is simulator ground truth, for evaluation and tests only."""
@@ -157,6 +160,7 @@ class PinholeCamera:
             # Always TinyRenderer: the intrinsics above are measured for it, and it renders
             # the same images with or without a GUI.
             renderer=pybullet.ER_TINY_RENDERER,
+            **(lighting or {}),
         )
         rgb = np.asarray(rgba, dtype=np.uint8).reshape(self.height, self.width, 4)[..., :3]
         depth = self.linearize_depth(np.asarray(depth_buffer).reshape(self.height, self.width))
