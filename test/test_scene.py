@@ -107,6 +107,12 @@ def test_urdf_files_and_folders(sim, tmp_path):
         assert o.scale < 1.0
         assert cfg.width_m[0] - 1e-3 <= min(o.size_m[:2]) <= cfg.width_m[1] + 1e-3
         assert o.size_m[2] <= cfg.height_m[1] + 1e-3
+    # A tall, thin mesh cannot fit both: scaled to the height cap it would be thinner than the
+    # width range, so the scene refuses it instead of spawning a stick.
+    tall = write_box(tmp_path / "tall.urdf", 0.02, 0.02, 0.2)
+    with pytest.raises(ValueError, match=r"object_files: cannot be scaled.*tall.urdf \(20 x 20 x "
+                                         r"200 mm\)"):
+        Scene(sim, SceneConfig(object_files=(str(tall),), scale_to_fit=True))
 
 
 def test_bad_object_files(tmp_path):

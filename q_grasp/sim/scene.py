@@ -86,7 +86,8 @@ class SceneConfig:
     these files instead of the primitive shapes."""
     scale_to_fit: bool = False
     """Scale URDF objects so that their minor horizontal width falls in ``width_m`` and their
-    height stays within ``height_m``'s maximum (so the gripper can close across them)."""
+    height stays within ``height_m``'s maximum (so the gripper can close across them); a file
+    that no scale fits is an error when the scene is made."""
     min_gap_m: float = 0.005
     """Smallest distance (m) between two objects at spawn time."""
     max_placement_tries: int = 200
@@ -159,6 +160,14 @@ class Scene:
         self.object_files = resolve_object_files(self.config.object_files)
         self.objects: dict[int, ObjectInfo] = {}
         self._file_extents: dict[str, np.ndarray] = {}
+        if self.config.scale_to_fit:
+            unfit = [f"{p} ({' x '.join(f'{1000 * e:.0f}' for e in self._extents_of_file(p))}"
+                     f" mm)" for p in self.object_files if self._scale_range(p) is None]
+            if unfit:
+                raise ValueError(
+                    f"object_files: cannot be scaled to a width in {self.config.width_m} m with "
+                    f"a height <= {self.config.height_m[1]} m (too tall for their width): "
+                    f"{', '.join(unfit[:5])}{' ...' if len(unfit) > 5 else ''}; leave them out")
 
     @property
     def object_ids(self) -> list[int]:
@@ -300,6 +309,17 @@ class Scene:
             self._file_extents[path] = hi - lo
         return self._file_extents[path]
 
+    def _scale_range(self, path: str) -> tuple[float, float] | None:
+        """Scales that put a file's minor horizontal width in ``width_m`` and keep its height
+        within ``height_m``'s maximum; None when no scale does both (a tall, thin mesh would
+        otherwise become a stick thinner than the gripper can hold)."""
+        cfg = self.config
+        extents = self._extents_of_file(path)
+        minor = float(max(min(extents[0], extents[1]), 1e-4))
+        low, high = cfg.width_m[0] / minor, cfg.width_m[1] / minor
+        high = min(high, cfg.height_m[1] / max(float(extents[2]), 1e-4))
+        return (low, high) if low <= high else None
+
     def _create_file_object(self, rng: np.random.Generator) -> ObjectInfo:
         cfg = self.config
         c = self.sim.client
@@ -307,10 +327,7 @@ class Scene:
         scale = 1.0
         extents = self._extents_of_file(path)
         if cfg.scale_to_fit:
-            minor = float(max(min(extents[0], extents[1]), 1e-4))
-            scale = rng.uniform(*cfg.width_m) / minor
-            if extents[2] * scale > cfg.height_m[1]:
-                scale = cfg.height_m[1] / max(float(extents[2]), 1e-4)
+            scale = float(rng.uniform(*self._scale_range(path)))
         body = c.loadURDF(path, basePosition=[0.0, 0.0, 0.5], globalScaling=scale,
                           useMaximalCoordinates=True)
         self._set_friction(body)
