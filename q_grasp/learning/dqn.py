@@ -36,9 +36,24 @@ class UpdateResult(NamedTuple):
 
 
 def make_optimizer(params, cfg: DQNConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW as configured (the learner owns it; networks never do)."""
+    """Adam or AdamW as configured (the learner owns it; networks never do).
+
+    The fused kernel updates all parameters in one call: on CPU torch's default is a Python loop
+    over the parameters, one small kernel each.
+    """
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+    return cls(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad,
+               fused=True)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a saved optimizer state but keep this optimizer's kernel choice (fused/foreach):
+    a state saved by an older optimizer would otherwise switch it back to the per-parameter
+    loop."""
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kernel in zip(optimizer.param_groups, kernels, strict=True):
+        group.update(kernel)
 
 
 def td_target(q_net: nn.Module, target_net: nn.Module, batch: ReplayBatch, gamma: float,
@@ -79,7 +94,8 @@ def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.O
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.max_grad_norm is not None:
-        grad_norm = nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
+        grad_norm = nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm,
+                                             foreach=True)
     else:
         grad_norm = torch.linalg.vector_norm(torch.stack(
             [p.grad.detach().norm() for p in q_net.parameters() if p.grad is not None]))
@@ -93,11 +109,15 @@ def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.O
 
 def update_target(q_net: nn.Module, target_net: nn.Module, tau: float = 1.0) -> None:
     """theta' <- tau * theta + (1 - tau) * theta' (tau = 1: hard copy); buffers are copied."""
+    params, target_params = list(q_net.parameters()), list(target_net.parameters())
+    if len(params) != len(target_params):
+        raise ValueError(f"update_target: {len(params)} parameters vs {len(target_params)} in the "
+                         f"target network")
     with torch.no_grad():
-        for p, tp in zip(q_net.parameters(), target_net.parameters(), strict=True):
-            if tau >= 1.0:
-                tp.copy_(p)
-            else:
-                tp.lerp_(p, tau)
+        # One multi-tensor call instead of one small kernel per parameter.
+        if tau >= 1.0:
+            torch._foreach_copy_(target_params, params)
+        else:
+            torch._foreach_lerp_(target_params, params, tau)
         for b, tb in zip(q_net.buffers(), target_net.buffers(), strict=True):
             tb.copy_(b)
