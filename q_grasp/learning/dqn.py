@@ -93,12 +93,7 @@ def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.O
 
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if cfg.max_grad_norm is not None:
-        grad_norm = nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm,
-                                             foreach=True)
-    else:
-        grad_norm = torch.linalg.vector_norm(torch.stack(
-            [p.grad.detach().norm() for p in q_net.parameters() if p.grad is not None]))
+    grad_norm = clip_grad_norm(optimizer, cfg.max_grad_norm)
     optimizer.step()
 
     with torch.no_grad():
@@ -107,17 +102,45 @@ def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.O
                             td_errors)
 
 
+def clip_grad_norm(optimizer: torch.optim.Optimizer, max_norm: float | None) -> torch.Tensor:
+    """The L2 norm of all gradients of the optimizer's parameters, scaled down to ``max_norm``
+    when above it (None: only measured); torch's ``clip_grad_norm_`` arithmetic, in two
+    multi-tensor calls without its per-call grouping of tensors by device and dtype."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None]
+    with torch.no_grad():
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if max_norm is not None:
+            torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
+
+
+class TargetUpdater:
+    """theta' <- tau * theta + (1 - tau) * theta' (tau = 1: hard copy); buffers are copied.
+
+    The tensor lists are gathered once (walking a module's parameters costs more than updating
+    a small network) and updated with one multi-tensor call instead of one kernel per tensor.
+    """
+
+    def __init__(self, q_net: nn.Module, target_net: nn.Module) -> None:
+        self.params, self.target_params = list(q_net.parameters()), list(target_net.parameters())
+        self.buffers, self.target_buffers = list(q_net.buffers()), list(target_net.buffers())
+        if (len(self.params), len(self.buffers)) != (len(self.target_params),
+                                                     len(self.target_buffers)):
+            raise ValueError(f"update_target: {len(self.params)} parameters and "
+                             f"{len(self.buffers)} buffers vs {len(self.target_params)} and "
+                             f"{len(self.target_buffers)} in the target network")
+
+    def __call__(self, tau: float = 1.0) -> None:
+        with torch.no_grad():
+            if tau >= 1.0:
+                torch._foreach_copy_(self.target_params, self.params)
+            else:
+                torch._foreach_lerp_(self.target_params, self.params, tau)
+            if self.buffers:
+                torch._foreach_copy_(self.target_buffers, self.buffers)
+
+
 def update_target(q_net: nn.Module, target_net: nn.Module, tau: float = 1.0) -> None:
     """theta' <- tau * theta + (1 - tau) * theta' (tau = 1: hard copy); buffers are copied."""
-    params, target_params = list(q_net.parameters()), list(target_net.parameters())
-    if len(params) != len(target_params):
-        raise ValueError(f"update_target: {len(params)} parameters vs {len(target_params)} in the "
-                         f"target network")
-    with torch.no_grad():
-        # One multi-tensor call instead of one small kernel per parameter.
-        if tau >= 1.0:
-            torch._foreach_copy_(target_params, params)
-        else:
-            torch._foreach_lerp_(target_params, params, tau)
-        for b, tb in zip(q_net.buffers(), target_net.buffers(), strict=True):
-            tb.copy_(b)
+    TargetUpdater(q_net, target_net)(tau)
