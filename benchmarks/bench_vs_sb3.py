@@ -24,7 +24,8 @@ q_grasp's requirements (torch pinned to the CPU build first, as in requirements.
 --baseline-tree adds a third contender: another q_grasp checkout (its own code and configs),
 e.g. an older commit unpacked with `git archive <commit> | tar -x -C /tmp/old`.
 Writes one JSON file: per run greedy success / mean return / wall time, per task the medians
-and the wall-time ratio q_grasp / SB3 (per seed and of the medians).
+and the wall-time ratio q_grasp / SB3 (per seed and of the medians), and each run's CPU
+seconds (whole process), which other jobs on a shared machine move far less than wall time.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -127,13 +129,21 @@ def run_child(contender: str, task: str, seed: int, threads: int, tree: Path | N
            "--threads", str(threads)]
     if tree is not None:
         cmd += ["--baseline-tree", str(tree)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu_s()
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{contender} {task} seed {seed} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["process_wall_s"] = time.perf_counter() - start
+    # CPU seconds of the whole run (imports, training, final evaluation): unlike wall time,
+    # barely moved by other jobs on a shared machine.
+    result["process_cpu_s"] = _children_cpu_s() - cpu
     return result
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def summarise(runs: list[dict], contenders: list[str]) -> dict:
@@ -147,6 +157,8 @@ def summarise(runs: list[dict], contenders: list[str]) -> dict:
                 continue
             per[c] = {"train_wall_s": [round(r["train_wall_s"], 2) for r in rs],
                       "median_train_wall_s": statistics.median(r["train_wall_s"] for r in rs),
+                      "process_cpu_s": [round(r["process_cpu_s"], 2) for r in rs],
+                      "median_process_cpu_s": statistics.median(r["process_cpu_s"] for r in rs),
                       "mean_return": [round(r["mean_return"], 3) for r in rs],
                       "success_rate": [r["success_rate"] for r in rs],
                       "updates": [r["updates"] for r in rs]}
@@ -157,6 +169,8 @@ def summarise(runs: list[dict], contenders: list[str]) -> dict:
                 round(a["train_wall_s"] / b["train_wall_s"], 3) for a, b in zip(q, s)]
             entry["median_wall_ratio"] = round(per["q_grasp"]["median_train_wall_s"]
                                                / per["sb3"]["median_train_wall_s"], 3)
+            entry["cpu_ratio_q_grasp_over_sb3"] = [
+                round(a["process_cpu_s"] / b["process_cpu_s"], 3) for a, b in zip(q, s)]
         summary[task] = entry
     return summary
 
@@ -206,7 +220,8 @@ def main() -> int:
                 success = "" if r["success_rate"] is None else f"success {r['success_rate']:.3f} "
                 print(f"{task:8s} seed {seed} {contender:8s} {success}return "
                       f"{r['mean_return']:.3f} train {r['train_wall_s']:.1f} s "
-                      f"({r['updates']} updates)", flush=True)
+                      f"({r['updates']} updates), process CPU {r['process_cpu_s']:.1f} s",
+                      flush=True)
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
