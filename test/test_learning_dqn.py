@@ -1,6 +1,7 @@
 """DQN update: Double-DQN targets by hand, terminated vs truncated masking, n-step discount,
 target-network updates, exploration schedules."""
 
+import copy
 import math
 
 import numpy as np
@@ -10,7 +11,13 @@ from torch import nn
 
 from q_grasp.learning.buffer import ReplayBatch
 from q_grasp.learning.config import DQNConfig, ExplorationConfig
-from q_grasp.learning.dqn import dqn_update, make_optimizer, td_target, update_target
+from q_grasp.learning.dqn import (
+    dqn_update,
+    load_optimizer_state,
+    make_optimizer,
+    td_target,
+    update_target,
+)
 from q_grasp.learning.schedules import (
     ExponentialSchedule,
     LinearSchedule,
@@ -111,6 +118,44 @@ def test_target_update_hard_and_polyak():
     np.testing.assert_allclose(b.table.detach().numpy(), [[0.25, 0.25]])
     update_target(a, b, tau=1.0)
     np.testing.assert_allclose(b.table.detach().numpy(), [[1.0, 1.0]])
+
+
+def test_target_update_of_several_tensors_and_buffers():
+    a, b = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), nn.Sequential(
+        nn.Linear(3, 4), nn.BatchNorm1d(4))
+    a[1].running_mean.fill_(2.0)
+    before = [p.detach().clone() for p in b.parameters()]
+    update_target(a, b, tau=0.1)
+    for p, tp, old in zip(a.parameters(), b.parameters(), before, strict=True):
+        torch.testing.assert_close(tp.detach(), old + 0.1 * (p.detach() - old))
+    torch.testing.assert_close(b[1].running_mean, a[1].running_mean)  # buffers are copied
+    with pytest.raises(ValueError, match="parameters"):
+        update_target(a, nn.Linear(3, 4))
+
+
+def test_optimizer_state_of_a_per_parameter_adam_loads_and_resumes_alike():
+    """A state saved by the per-parameter Adam (older checkpoints) loads into the fused one,
+    which keeps its kernel and continues with the same moments."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 3)
+    old_net, new_net = nn.Linear(3, 2), nn.Linear(3, 2)
+    new_net.load_state_dict(old_net.state_dict())
+    old_opt = torch.optim.Adam(old_net.parameters(), lr=0.01)
+    for _ in range(3):
+        old_opt.zero_grad()
+        old_net(x).pow(2).mean().backward()
+        old_opt.step()
+    new_net.load_state_dict(old_net.state_dict())
+    new_opt = make_optimizer(new_net.parameters(), DQNConfig(learning_rate=0.01))
+    # A copy, as from a file: a loaded state shares its tensors with the dict it came from.
+    load_optimizer_state(new_opt, copy.deepcopy(old_opt.state_dict()))
+    assert new_opt.param_groups[0]["fused"]
+    for net, opt in ((old_net, old_opt), (new_net, new_opt)):
+        opt.zero_grad()
+        net(x).pow(2).mean().backward()
+        opt.step()
+    for p, q in zip(old_net.parameters(), new_net.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
 
 
 def test_schedules():

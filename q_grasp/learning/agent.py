@@ -21,7 +21,7 @@ import torch
 
 from q_grasp.learning.buffer import ReplayBuffer
 from q_grasp.learning.config import ExperimentConfig, ExplorationConfig
-from q_grasp.learning.dqn import UpdateResult, dqn_update, make_optimizer, update_target
+from q_grasp.learning.dqn import TargetUpdater, UpdateResult, dqn_update, make_optimizer
 from q_grasp.learning.networks import (
     QNetwork,
     UNetQMap,
@@ -214,6 +214,7 @@ class Learner:
         self.q_net = q_net.to(self.device)
         self.target_net = copy.deepcopy(q_net).to(self.device)
         self.target_net.requires_grad_(False)
+        self.update_target = TargetUpdater(self.q_net, self.target_net)
         self.optimizer = make_optimizer(self.q_net.parameters(), cfg.dqn)
         self.buffer = buffer
         self.updates = 0
@@ -237,7 +238,7 @@ class Learner:
             self.updates += 1
             dqn = self.cfg.dqn
             if self.updates % dqn.target_update_interval == 0:
-                update_target(self.q_net, self.target_net, dqn.tau)
+                self.update_target(dqn.tau)
         self.buffer.update_priorities(batch.indices.cpu().numpy(), result.td_errors)
         return result
 

@@ -36,9 +36,24 @@ class UpdateResult(NamedTuple):
 
 
 def make_optimizer(params, cfg: DQNConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW as configured (the learner owns it; networks never do)."""
+    """Adam or AdamW as configured (the learner owns it; networks never do).
+
+    The fused kernel updates all parameters in one call: on CPU torch's default is a Python loop
+    over the parameters, one small kernel each.
+    """
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+    return cls(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad,
+               fused=True)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a saved optimizer state but keep this optimizer's kernel choice (fused/foreach):
+    a state saved by an older optimizer would otherwise switch it back to the per-parameter
+    loop."""
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kernel in zip(optimizer.param_groups, kernels, strict=True):
+        group.update(kernel)
 
 
 def td_target(q_net: nn.Module, target_net: nn.Module, batch: ReplayBatch, gamma: float,
@@ -78,11 +93,7 @@ def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.O
 
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if cfg.max_grad_norm is not None:
-        grad_norm = nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
-    else:
-        grad_norm = torch.linalg.vector_norm(torch.stack(
-            [p.grad.detach().norm() for p in q_net.parameters() if p.grad is not None]))
+    grad_norm = clip_grad_norm(optimizer, cfg.max_grad_norm)
     optimizer.step()
 
     with torch.no_grad():
@@ -91,13 +102,45 @@ def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.O
                             td_errors)
 
 
+def clip_grad_norm(optimizer: torch.optim.Optimizer, max_norm: float | None) -> torch.Tensor:
+    """The L2 norm of all gradients of the optimizer's parameters, scaled down to ``max_norm``
+    when above it (None: only measured); torch's ``clip_grad_norm_`` arithmetic, in two
+    multi-tensor calls without its per-call grouping of tensors by device and dtype."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None]
+    with torch.no_grad():
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if max_norm is not None:
+            torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
+
+
+class TargetUpdater:
+    """theta' <- tau * theta + (1 - tau) * theta' (tau = 1: hard copy); buffers are copied.
+
+    The tensor lists are gathered once (walking a module's parameters costs more than updating
+    a small network) and updated with one multi-tensor call instead of one kernel per tensor.
+    """
+
+    def __init__(self, q_net: nn.Module, target_net: nn.Module) -> None:
+        self.params, self.target_params = list(q_net.parameters()), list(target_net.parameters())
+        self.buffers, self.target_buffers = list(q_net.buffers()), list(target_net.buffers())
+        if (len(self.params), len(self.buffers)) != (len(self.target_params),
+                                                     len(self.target_buffers)):
+            raise ValueError(f"update_target: {len(self.params)} parameters and "
+                             f"{len(self.buffers)} buffers vs {len(self.target_params)} and "
+                             f"{len(self.target_buffers)} in the target network")
+
+    def __call__(self, tau: float = 1.0) -> None:
+        with torch.no_grad():
+            if tau >= 1.0:
+                torch._foreach_copy_(self.target_params, self.params)
+            else:
+                torch._foreach_lerp_(self.target_params, self.params, tau)
+            if self.buffers:
+                torch._foreach_copy_(self.target_buffers, self.buffers)
+
+
 def update_target(q_net: nn.Module, target_net: nn.Module, tau: float = 1.0) -> None:
     """theta' <- tau * theta + (1 - tau) * theta' (tau = 1: hard copy); buffers are copied."""
-    with torch.no_grad():
-        for p, tp in zip(q_net.parameters(), target_net.parameters(), strict=True):
-            if tau >= 1.0:
-                tp.copy_(p)
-            else:
-                tp.lerp_(p, tau)
-        for b, tb in zip(q_net.buffers(), target_net.buffers(), strict=True):
-            tb.copy_(b)
+    TargetUpdater(q_net, target_net)(tau)

@@ -25,6 +25,7 @@ COLOR_CHANNELS = ("r", "g", "b")
 MAX_Q_SAMPLES = 4
 """Equivariant U-Net updates estimate the logged mean max-Q on this many batch samples (a full
 Q-map costs one forward pass per rotation)."""
+_MODE_DEPENDENT = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 
 
@@ -63,14 +64,27 @@ class _Predictor(nn.Module):
         single = obs_t.dim() == len(self.obs_shape)
         if single:
             obs_t = obs_t.unsqueeze(0)
+        if not self._mode_dependent():
+            with torch.inference_mode():
+                q = self.acting_q_values(obs_t).cpu().numpy()
+            return q[0] if single else q
         was_training = self.training
         self.eval()
         try:
-            with torch.no_grad():
+            with torch.inference_mode():
                 q = self.acting_q_values(obs_t).cpu().numpy()
         finally:
             self.train(was_training)
         return q[0] if single else q
+
+    def _mode_dependent(self) -> bool:
+        """Whether a submodule behaves differently in eval mode (dropout, batch norm): only then
+        does acting flip the network to eval mode, a walk over every submodule per call."""
+        cached = getattr(self, "_mode_dependent_cache", None)
+        if cached is None:
+            cached = any(isinstance(m, _MODE_DEPENDENT) for m in self.modules())
+            self._mode_dependent_cache = cached
+        return cached
 
     def predict(self, obs: np.ndarray) -> np.ndarray | int:
         """argmax_a Q(obs, a): an int for one observation, an int array for a batch."""

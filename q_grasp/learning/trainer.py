@@ -34,6 +34,7 @@ from q_grasp.learning.checkpoint import (
     save_checkpoint,
 )
 from q_grasp.learning.config import ExperimentConfig
+from q_grasp.learning.dqn import load_optimizer_state
 from q_grasp.learning.her import GoalAdapter, HindsightRelabeler
 from q_grasp.learning.tasks import add_shaping, make_env
 
@@ -244,7 +245,7 @@ def restore_agent(env: gym.Env, ckpt_path: str | Path, cfg: ExperimentConfig | N
         agent.learner.target_net.load_state_dict(ckpt.q_net_state)
     if ckpt.optimizer_state is not None:
         try:
-            agent.learner.optimizer.load_state_dict(ckpt.optimizer_state)
+            load_optimizer_state(agent.learner.optimizer, ckpt.optimizer_state)
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"checkpoint {ckpt.source}: optimizer state does not fit: "
                                   f"{exc}") from None

@@ -22,6 +22,7 @@ import torch
 
 from q_grasp.learning.agent import Learner, make_buffer
 from q_grasp.learning.checkpoint import env_description, load_checkpoint, save_checkpoint
+from q_grasp.learning.dqn import load_optimizer_state
 from q_grasp.learning.schedules import make_schedule
 from q_grasp.nodes.policy_core import load_task
 from q_grasp.wire import (
@@ -181,7 +182,7 @@ class TrainerCore:
             learner.target_net.load_state_dict(ckpt.q_net_state)
         if ckpt.optimizer_state is not None:
             try:
-                learner.optimizer.load_state_dict(ckpt.optimizer_state)
+                load_optimizer_state(learner.optimizer, ckpt.optimizer_state)
             except (ValueError, KeyError, RuntimeError) as exc:
                 raise ValueError(f"checkpoint: optimizer state does not fit: {exc}") from None
         counters = ckpt.counters

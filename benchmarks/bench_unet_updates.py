@@ -1,0 +1,118 @@
+"""Grasp learner throughput: TD updates per second of the U-Net learner (plain and
+rotation-equivariant, the shipped grasp configs' network and batch) and greedy actions per
+second, this checkout side by side with another one (the old code path).
+
+    python benchmarks/bench_unet_updates.py [--baseline-tree /tmp/old] [--updates 60]
+        [--rounds 3] [--out benchmarks/results/unet_updates.json]
+
+Each measurement is a fresh process: the replay buffer is filled with observations drawn from
+the env's observation space (the update's cost does not depend on what the images show),
+then `--updates` TD updates and as many greedy actions are timed, wall and CPU. Contenders
+alternate round by round; the medians over rounds are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "unet_updates.json"
+CONFIGS = {"plain": "config/grasp.yaml", "equivariant": "config/grasp_equivariant.yaml"}
+
+
+def measure(tree: Path, config: str, updates: int) -> dict:
+    """In this process, with the code of `tree`."""
+    sys.path.insert(0, str(tree))
+    import numpy as np
+    import torch
+
+    from q_grasp.learning.agent import Agent
+    from q_grasp.learning.config import ExperimentConfig
+    from q_grasp.learning.tasks import make_env
+
+    cfg = ExperimentConfig.from_yaml(tree / CONFIGS[config])
+    torch.set_num_threads(cfg.training.torch_threads)
+    env = make_env(cfg.env)
+    agent = Agent(env, cfg, seed=0)
+    space = env.observation_space
+    space.seed(0)
+    rng = np.random.default_rng(0)
+    for _ in range(4 * cfg.dqn.batch_size):
+        agent.observe(space.sample(), int(rng.integers(env.action_space.n)),
+                      float(rng.random() < 0.5), space.sample(), True, False)
+    for _ in range(3):  # warm-up: allocator, lazy kernels
+        agent.optimize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(updates):
+        agent.optimize()
+    update_wall, update_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    obs = [space.sample() for _ in range(updates)]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for o in obs:
+        agent.act(o, greedy=True)
+    act_wall, act_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    env.close()
+    return {"updates_per_s": updates / update_wall, "update_cpu_ms": 1e3 * update_cpu / updates,
+            "acts_per_s": updates / act_wall, "act_cpu_ms": 1e3 * act_cpu / updates,
+            "batch_size": cfg.dqn.batch_size, "torch_threads": cfg.training.torch_threads}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline-tree", type=Path, default=None)
+    parser.add_argument("--updates", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--child", nargs=2, metavar=("TREE", "CONFIG"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(Path(args.child[0]), args.child[1], args.updates)))
+        return 0
+
+    trees = {"q_grasp": ROOT}
+    if args.baseline_tree:
+        trees["baseline"] = args.baseline_tree.resolve()
+    rows: dict[str, dict[str, list[dict]]] = {c: {n: [] for n in trees} for c in CONFIGS}
+    for k in range(args.rounds):
+        names = list(trees)[k % len(trees):] + list(trees)[:k % len(trees)]
+        for config in CONFIGS:
+            for name in names:
+                env = dict(os.environ, PYTHONPATH=str(trees[name]), MPLBACKEND="Agg")
+                done = subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), "--child", str(trees[name]),
+                     config, "--updates", str(args.updates)],
+                    capture_output=True, text=True, env=env, cwd=trees[name])
+                if done.returncode:
+                    raise RuntimeError(f"{name} {config}: {done.stderr[-2000:]}")
+                r = json.loads(done.stdout.strip().splitlines()[-1])
+                rows[config][name].append(r)
+                print(f"round {k} {config:11s} {name:8s} {r['updates_per_s']:6.1f} updates/s "
+                      f"({r['update_cpu_ms']:.0f} ms CPU each), {r['acts_per_s']:6.1f} acts/s "
+                      f"({r['act_cpu_ms']:.1f} ms CPU)", flush=True)
+    summary = {
+        config: {name: {key: statistics.median(r[key] for r in rs)
+                        for key in ("updates_per_s", "update_cpu_ms", "acts_per_s",
+                                    "act_cpu_ms")}
+                 for name, rs in by_tree.items()}
+        for config, by_tree in rows.items()}
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "baseline_tree": str(args.baseline_tree) if args.baseline_tree else None,
+              "cpu_count": os.cpu_count(), "summary": summary, "runs": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(summary, indent=2))
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
