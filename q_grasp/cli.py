@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plot", help="plot learning curves of run folders")
-    p.add_argument("runs", nargs="+", help="run folders (each: one curve; seeds averaged)")
+    p.add_argument("runs", nargs="+", help="run folders of `q_grasp train` or `make run` "
+                   "(each: one curve; seeds averaged)")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--window", type=int, default=50, help="moving-average window (episodes)")
     p.add_argument("--title")

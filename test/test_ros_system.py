@@ -380,6 +380,9 @@ def test_bringup_grasp_composed_end_to_end(tmp_path) -> None:
     assert Path(summary["checkpoint"]).is_file()
     assert summary["eval"]["episodes"] == 1 and summary["eval"]["attempts"] >= 1
     assert (out / "progress.csv").is_file()
+    # The learning curves beside the summary, and the trainer's TensorBoard scalars.
+    assert summary["plots"] == str(out / "plots.png") and (out / "plots.png").stat().st_size
+    assert any((out / "tb").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.parametrize("mode", ["composed", "processes"])

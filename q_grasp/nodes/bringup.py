@@ -13,7 +13,8 @@ MultiThreadedExecutor (default) or as three child processes (--processes). Progr
 experiment's training.total_steps, the budget of ``python -m q_grasp train``; or --duration-s)
 the actor stops, the trainer finishes the gradient updates it owes at its replay ratio and
 writes its checkpoint, and a greedy policy (train:=false, the trainer's final checkpoint) is
-evaluated on the same simulator. A summary goes to <out>/bringup_summary.json.
+evaluated on the same simulator. A summary goes to <out>/bringup_summary.json, the learning
+curves to <out>/plots.png (TensorBoard scalars in <out>/tb).
 """
 
 from __future__ import annotations
@@ -587,6 +588,7 @@ class RunSummary:
     weights_version: int = -1
     checkpoint: str = ""
     progress_csv: str = ""
+    plots: str = ""
     eval: dict[str, Any] = field(default_factory=dict)
     total_wall_s: float = 0.0
 
@@ -674,10 +676,23 @@ class Bringup:
             newest = newest_checkpoint(self.out)
             summary.checkpoint = str(newest) if newest else summary.checkpoint
             summary.progress_csv = str(self.out / "progress.csv")
+            summary.plots = self._plot()
         path = self.out / "bringup_summary.json"
         path.write_text(json.dumps(asdict(summary), indent=2) + "\n")
         self._print_summary(summary, path)
         return summary
+
+    def _plot(self) -> str:
+        """The trainer's learning curves as <out>/plots.png ("" with a printed reason when
+        there is nothing to draw: the run ends either way)."""
+        from q_grasp.learning.plotting import PlotError, plot_runs
+
+        try:
+            return str(plot_runs([self.out], self.out / "plots.png",
+                                 title=f"{self.cfg.task} over ROS 2 topics ({self.out})"))
+        except (PlotError, OSError) as exc:
+            print(f"[bringup] no plots: {exc}", file=sys.stderr)
+            return ""
 
     def _train(self, backend: Any, summary: RunSummary) -> None:
         cfg, plan = self.cfg, self.plan
@@ -873,7 +888,11 @@ class Bringup:
         if summary.checkpoint:
             lines.append(f"  checkpoint: {summary.checkpoint}")
         if summary.progress_csv:
-            lines.append(f"  metrics: {summary.progress_csv}")
+            tb = self.out / "tb"
+            lines.append(f"  metrics: {summary.progress_csv}"
+                         + (f", TensorBoard: {tb}" if tb.is_dir() else ""))
+        if summary.plots:
+            lines.append(f"  plots: {summary.plots}")
         lines.append(f"  summary: {path}")
         for line in lines:
             self.print(line)
