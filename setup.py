@@ -41,6 +41,7 @@ setup(
             "sim_arm = q_grasp.nodes.sim_arm:main",
             "policy = q_grasp.nodes.policy:main",
             "trainer = q_grasp.nodes.trainer:main",
+            "recorder = q_grasp.nodes.recorder:main",
         ],
     },
 )

@@ -7,6 +7,8 @@
         # a real arm's drivers provide /joint_states, the camera and the trajectory topics
   ros2 launch q_grasp sim_train.launch.py train:=false checkpoint:=/path/to/policy.safetensors
         # evaluate a checkpoint greedily, no trainer
+  ros2 launch q_grasp sim_train.launch.py record:=true record_path:=runs/grasp.mcap
+        # also record the run's topics as an MCAP file (ros2 bag, Foxglove, q_grasp replay-buffer)
 
 Every node reads its own section of the params file (config:=...). Show the arguments with
 ``ros2 launch q_grasp sim_train.launch.py --show-args``.
@@ -132,6 +134,17 @@ def generate_launch_description() -> LaunchDescription:
             description="Checkpoint file (.safetensors): initial weights for the policy, and "
                         "the trainer resumes from it. Empty: fresh weights, or the trainer "
                         "resumes from the newest checkpoint in its output folder."),
+        DeclareLaunchArgument(
+            "record", default_value="false", choices=["true", "false"],
+            description="Start the recorder: the run's topics (joint states, images, "
+                        "trajectories, transitions, weights, diagnostics) as ROS 2 messages in "
+                        "the MCAP file record_path. A recorder that fails logs it; the run "
+                        "goes on."),
+        DeclareLaunchArgument(
+            "record_path", default_value="recording.mcap",
+            description="The .mcap file record:=true writes (relative to the working "
+                        "directory); python -m q_grasp replay-buffer rebuilds a replay buffer "
+                        "from it."),
     ]
 
     task = LaunchConfiguration("task")
@@ -172,6 +185,16 @@ def generate_launch_description() -> LaunchDescription:
         condition=IfCondition(LaunchConfiguration("train")),
         on_exit=_end_system,
     )
+    # No on_exit=_end_system: the run goes on without a recorder that failed.
+    recorder = Node(
+        package=PACKAGE,
+        executable="recorder",
+        name="recorder",
+        namespace=namespace,
+        output="screen",
+        parameters=[config, {"output_path": LaunchConfiguration("record_path")}],
+        condition=IfCondition(LaunchConfiguration("record")),
+    )
     robot_state_publisher = Node(
         package="robot_state_publisher",
         executable="robot_state_publisher",
@@ -193,4 +216,5 @@ def generate_launch_description() -> LaunchDescription:
 
     return LaunchDescription(
         declared_arguments + [OpaqueFunction(function=_check_arguments),
-                              sim_arm, policy, trainer, robot_state_publisher, rviz])
+                              recorder, sim_arm, policy, trainer, robot_state_publisher,
+                              rviz])

@@ -40,14 +40,16 @@ TASKS = ("grasp", "reacher")
 """Tasks with a shipped parameters file."""
 NAMESPACE_PATTERN = re.compile(r"^(/?[A-Za-z_][A-Za-z0-9_]*)(/[A-Za-z_][A-Za-z0-9_]*)*$")
 MODULES = {"sim_arm": "q_grasp.nodes.sim_arm", "policy": "q_grasp.nodes.policy",
-           "trainer": "q_grasp.nodes.trainer"}
+           "trainer": "q_grasp.nodes.trainer", "recorder": "q_grasp.nodes.recorder"}
 """Node name -> module whose main() runs it (what the console scripts run)."""
 LOG_LEVELS = ("debug", "info", "warn", "error")
 EXECUTORS = ("multi", "single", "events")
-IN_PROCESS = {"composed": frozenset({"sim_arm", "policy", "trainer"}),
-              "trainer-process": frozenset({"sim_arm", "policy"}),
+IN_PROCESS = {"composed": frozenset({"sim_arm", "policy", "trainer", "recorder"}),
+              "trainer-process": frozenset({"sim_arm", "policy", "recorder"}),
               "processes": frozenset()}
 """Per mode, the nodes that run inside the bringup process (the others run as children)."""
+OPTIONAL_NODES = frozenset({"recorder"})
+"""Nodes the run goes on without when they fail."""
 SIM_IDLE_PARAMETERS = {"real_time_factor": 1.0, "still_real_time_factor": 0.0,
                        "camera_rate_hz": 0.0}
 """sim_arm's dynamic parameters while the trainer catches up after the actor stopped (restored
@@ -87,6 +89,9 @@ class BringupConfig:
     and policy composed here, the trainer in a child process (actor and learner each get a
     core and an interpreter of their own); processes: three child processes, as ros2 launch
     starts them."""
+    record: bool = False
+    """Record the run's topics (joint states, images, trajectories, transitions, weights,
+    diagnostics) as ROS 2 messages in <out>/recording_<date>.mcap (the recorder node)."""
     eval_episodes: int = -1
     """Greedy evaluation episodes after training; -1: the experiment's final_eval_episodes;
     0: no evaluation."""
@@ -437,10 +442,12 @@ class Backend:
         from rclpy.parameter import Parameter
 
         from q_grasp.nodes.policy import PolicyNode
+        from q_grasp.nodes.recorder import RecorderNode
         from q_grasp.nodes.sim_arm import SimArmNode
         from q_grasp.nodes.trainer import TrainerNode
 
-        factory = {"sim_arm": SimArmNode, "policy": PolicyNode, "trainer": TrainerNode}[name]
+        factory = {"sim_arm": SimArmNode, "policy": PolicyNode, "trainer": TrainerNode,
+                   "recorder": RecorderNode}[name]
         node = factory(
             name, context=self.context, namespace=self._namespace(name),
             cli_args=["--ros-args", "--params-file", str(self.params_file)],
@@ -541,9 +548,14 @@ class Backend:
     def failed(self) -> str | None:
         """A child that exited on its own, with the end of its log (in-process nodes report
         their errors on /diagnostics instead)."""
-        for name, proc in self.procs.items():
+        for name, proc in list(self.procs.items()):
             if proc.poll() is not None:
                 tail = self.logs[name].read_text(errors="replace")[-3000:]
+                if name in OPTIONAL_NODES:
+                    print(f"[bringup] {name} exited with status {proc.returncode} (see "
+                          f"{self.logs[name]}); the run goes on without it", file=sys.stderr)
+                    self.stop(name)
+                    continue
                 return f"{name} exited with status {proc.returncode}:\n{tail}"
         return None
 
@@ -589,6 +601,7 @@ class RunSummary:
     checkpoint: str = ""
     progress_csv: str = ""
     plots: str = ""
+    recording: str = ""
     eval: dict[str, Any] = field(default_factory=dict)
     total_wall_s: float = 0.0
 
@@ -654,6 +667,8 @@ class Bringup:
         t_start = time.monotonic()
         backend = Backend(cfg, self.params_file, self.out / "logs", IN_PROCESS[cfg.mode])
         try:
+            if cfg.record:
+                summary.recording = self._start_recorder(backend)
             if cfg.use_sim:
                 backend.start("sim_arm", node_overrides(cfg, "sim_arm", self.plan))
             if cfg.train:
@@ -681,6 +696,21 @@ class Bringup:
         path.write_text(json.dumps(asdict(summary), indent=2) + "\n")
         self._print_summary(summary, path)
         return summary
+
+    def _start_recorder(self, backend: Backend) -> str:
+        """Start the recorder before the other nodes, so that it hears their first messages;
+        the path it writes ("" when it could not start: the run goes on without it)."""
+        path = self.out / f"recording_{time.strftime('%Y%m%d_%H%M%S')}.mcap"
+        try:
+            backend.start("recorder", {"output_path": str(path)})
+        except Exception as exc:  # a recorder never stops the run
+            print(f"[bringup] not recording: {exc}", file=sys.stderr)
+            return ""
+        node = backend.nodes.get("recorder")
+        if node is not None and node.error:
+            return ""  # it logged why
+        self.print(f"[bringup] recording the run's topics to {path}")
+        return str(path)
 
     def _plot(self) -> str:
         """The trainer's learning curves as <out>/plots.png ("" with a printed reason when
@@ -710,8 +740,12 @@ class Bringup:
         # Transitions published before the trainer's subscription is discovered are lost
         # (reliable, volatile): start acting once the learner listens.
         monitor_node = backend.monitor_node
-        if not self._wait(backend, lambda: monitor_node.count_subscribers(
-                "/q_grasp/transitions") > 0, 300.0):
+
+        def trainer_listens() -> bool:  # the trainer's subscription, not the recorder's
+            return any(info.node_name == "trainer" for info in
+                       monitor_node.get_subscriptions_info_by_topic("/q_grasp/transitions"))
+
+        if not self._wait(backend, trainer_listens, 300.0):
             raise RuntimeError("the trainer did not subscribe to /q_grasp/transitions within "
                                "300 s")
         backend.start("policy", node_overrides(cfg, "policy", plan))
@@ -893,6 +927,10 @@ class Bringup:
                          + (f", TensorBoard: {tb}" if tb.is_dir() else ""))
         if summary.plots:
             lines.append(f"  plots: {summary.plots}")
+        if summary.recording:
+            size = Path(summary.recording).stat().st_size if Path(
+                summary.recording).is_file() else 0
+            lines.append(f"  recording: {summary.recording} ({size / 2**20:.1f} MiB)")
         lines.append(f"  summary: {path}")
         for line in lines:
             self.print(line)
@@ -947,6 +985,11 @@ def build_parser() -> argparse.ArgumentParser:
                         const="trainer-process",
                         help="compose sim_arm and policy here and run the trainer as a child "
                              "process")
+    parser.add_argument("--record", action="store_true",
+                        help="record the run's topics (joint states, images, trajectories, "
+                             "transitions, weights, diagnostics) as ROS 2 messages in "
+                             "<out>/recording_<date>.mcap (read by ros2 bag, Foxglove and "
+                             "python -m q_grasp replay-buffer)")
     parser.add_argument("--eval-episodes", type=int, default=-1, metavar="N",
                         help="greedy evaluation episodes (default: the experiment's "
                              "final_eval_episodes; 0: none)")
@@ -969,7 +1012,7 @@ def config_from_args(argv: Sequence[str]) -> BringupConfig:
         task=args.task, config=args.config, namespace=args.namespace, use_sim=args.use_sim,
         use_sim_time=args.use_sim_time, checkpoint=args.checkpoint, train=args.train,
         out=args.out, max_transitions=args.max_transitions, duration_s=args.duration_s,
-        mode=args.mode or "composed", eval_episodes=args.eval_episodes,
+        mode=args.mode or "composed", record=args.record, eval_episodes=args.eval_episodes,
         progress_every_s=args.progress_every_s, catch_up=args.catch_up,
         node_log_level=args.node_log_level, executor=args.executor)
 
