@@ -147,3 +147,55 @@ def test_recorded_grasp_run_rebuilds_the_replay_buffer(tmp_path, capsys) -> None
                          "--out", str(tmp_path / f"x_{task}")]) == 2
         err = capsys.readouterr().err
         assert message in err and str(path) in err and err.count("\n") == 1, err
+
+
+@pytest.mark.ros
+def test_a_failing_recorder_logs_and_the_node_goes_on(tmp_path, monkeypatch) -> None:
+    """An unwritable path, and a write that fails mid-run: the node records why in `error`,
+    stops writing and keeps spinning (the run it belongs to is never stopped by it)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from q_grasp.nodes import qos
+    from q_grasp.nodes.recorder import RecorderNode
+    from q_grasp.nodes.testing import wait_until
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(unique_domain_id()))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    nodes = []
+    try:
+        unwritable = RecorderNode(context=context, parameter_overrides=[
+            Parameter("output_path", value=str(blocker / "run.mcap"))])
+        nodes.append(unwritable)
+        assert "cannot write" in unwritable.error and unwritable.path is None
+        recorder = RecorderNode("recorder2", context=context, parameter_overrides=[
+            Parameter("output_path", value=str(tmp_path / "run.mcap")),
+            Parameter("topics", value=["/diagnostics"]),
+            Parameter("chunk_size_bytes", value=1024)])
+        nodes.append(recorder)
+        talker = rclpy.create_node("talker", context=context)
+        nodes.append(talker)
+        pub = talker.create_publisher(DiagnosticArray, "/diagnostics", qos.DEFAULT_QOS)
+        executor = SingleThreadedExecutor(context=context)
+        for node in nodes:
+            executor.add_node(node)
+
+        def spin() -> None:
+            pub.publish(DiagnosticArray())
+            executor.spin_once(timeout_sec=0.02)
+
+        assert wait_until(lambda: recorder.messages >= 20, 20.0, spin)
+        recorder._recorder._file.close()  # the disk goes away under the writer
+        assert wait_until(lambda: bool(recorder.error), 20.0, spin)
+        assert "writing" in recorder.error and recorder.path is None
+        for _ in range(20):
+            spin()  # messages keep arriving; nothing raises
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
