@@ -42,6 +42,7 @@ setup(
             "policy = q_grasp.nodes.policy:main",
             "trainer = q_grasp.nodes.trainer:main",
             "recorder = q_grasp.nodes.recorder:main",
+            "viewer = q_grasp.nodes.viewer:main",
         ],
     },
 )

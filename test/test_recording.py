@@ -1,7 +1,7 @@
 """MCAP recordings: message definitions and CDR that the `mcap` ROS 2 readers decode; a short
-grasp run over real DDS recorded with bringup --record, its messages decoded to ROS types and a
-replay buffer rebuilt from its transitions; clear errors for truncated, foreign and mismatched
-recordings."""
+grasp run over real DDS recorded with bringup --record (and --viewer), its messages decoded to
+ROS types and a replay buffer rebuilt from its transitions; clear errors for truncated, foreign
+and mismatched recordings."""
 
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def test_recorded_grasp_run_rebuilds_the_replay_buffer(tmp_path, capsys) -> None
     domain = unique_domain_id()
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "q_grasp.nodes.bringup", "--task", "grasp",
-           "--max-transitions", "6", "--eval-episodes", "0", "--record", "--out", str(out)]
+           "--max-transitions", "6", "--eval-episodes", "0", "--record", "--viewer",
+           "--viewer-port", "0", "--out", str(out)]
     done = subprocess.run(cmd, env=ros_child_env(domain), cwd=str(REPO), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -103,6 +104,11 @@ def test_recorded_grasp_run_rebuilds_the_replay_buffer(tmp_path, capsys) -> None
     recording = Path(summary["recording"])
     assert recording.parent == out and recording.suffix == ".mcap"
     assert f"recording: {recording}" in done.stdout
+    # The same run seen through Rerun (test_viewer.py checks the viewer in detail).
+    from q_grasp.viewer import recorded_entities
+
+    entities = recorded_entities(summary["viewer_rrd"])
+    assert {"/camera/color", "/camera/depth", "/q_map", "/robot/joints"} <= entities, entities
 
     counts: dict[str, int] = {}
     for topic, type_name, data, _ in read_messages(recording):
@@ -117,25 +123,34 @@ def test_recorded_grasp_run_rebuilds_the_replay_buffer(tmp_path, capsys) -> None
                   "/diagnostics", "/robot_description"):
         assert counts.get(topic, 0) >= 1, (topic, counts)
 
+    # The transitions recorded, counted from the raw file (mcap_ros2's CDR decoder, not
+    # rclpy): the replay buffer must hold exactly these. The bringup summary's count is the
+    # policy's last /diagnostics report, which may lag the last few transitions.
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    from q_grasp.wire import TransitionLimits, decode_transitions
+
+    recorded = 0
+    with open(recording, "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for *_, msg in reader.iter_decoded_messages(topics=["/q_grasp/transitions"]):
+            recorded += len(decode_transitions(bytes(msg.data), TransitionLimits()))
+    assert recorded >= summary["transitions"] >= 6
+    # The live trainer listened before the actor acted: it got nothing the recorder missed.
+    from q_grasp.learning.checkpoint import load_checkpoint
+
+    assert load_checkpoint(summary["checkpoint"]).counters["env_steps"] <= recorded
+
     warm = tmp_path / "warm"
     assert cli_main(["replay-buffer", str(recording), "--task", "grasp",
                      "--out", str(warm)]) == 0
     printed = capsys.readouterr().out
-    assert f"replay buffer: {summary['transitions']} of {summary['transitions']} recorded" in (
-        printed), printed
-    # The live trainer received exactly what was recorded (it listened before the actor acted).
-    from q_grasp.learning.checkpoint import load_checkpoint
-
-    assert load_checkpoint(summary["checkpoint"]).counters["env_steps"] == summary["transitions"]
-    from safetensors.numpy import load_file
-
+    assert f"replay buffer: {recorded} of {recorded} recorded" in printed, printed
     from q_grasp.nodes.trainer_core import TrainerConfig, TrainerCore
 
-    buffer = load_file(str(warm / "checkpoints" / "replay.safetensors"))
-    assert buffer  # the state the trainer restores below
     core = TrainerCore(TrainerConfig(task="grasp", output_dir=str(warm)))
-    assert core.resumed_from and len(core.learner.buffer) == summary["transitions"]
-    assert core.transitions == summary["transitions"]
+    assert core.resumed_from and len(core.learner.buffer) == recorded == core.transitions
     assert np.isfinite(core.stats()["epsilon"])
 
     # Another task's trainer refuses the recording, as does a cut-off copy: one line each.
@@ -190,7 +205,7 @@ def test_a_failing_recorder_logs_and_the_node_goes_on(tmp_path, monkeypatch) -> 
             executor.spin_once(timeout_sec=0.02)
 
         assert wait_until(lambda: recorder.messages >= 20, 20.0, spin)
-        recorder._recorder._file.close()  # the disk goes away under the writer
+        recorder.output._file.close()  # the disk goes away under the writer
         assert wait_until(lambda: bool(recorder.error), 20.0, spin)
         assert "writing" in recorder.error and recorder.path is None
         for _ in range(20):

@@ -40,15 +40,16 @@ TASKS = ("grasp", "reacher")
 """Tasks with a shipped parameters file."""
 NAMESPACE_PATTERN = re.compile(r"^(/?[A-Za-z_][A-Za-z0-9_]*)(/[A-Za-z_][A-Za-z0-9_]*)*$")
 MODULES = {"sim_arm": "q_grasp.nodes.sim_arm", "policy": "q_grasp.nodes.policy",
-           "trainer": "q_grasp.nodes.trainer", "recorder": "q_grasp.nodes.recorder"}
+           "trainer": "q_grasp.nodes.trainer", "recorder": "q_grasp.nodes.recorder",
+           "viewer": "q_grasp.nodes.viewer"}
 """Node name -> module whose main() runs it (what the console scripts run)."""
 LOG_LEVELS = ("debug", "info", "warn", "error")
 EXECUTORS = ("multi", "single", "events")
-IN_PROCESS = {"composed": frozenset({"sim_arm", "policy", "trainer", "recorder"}),
-              "trainer-process": frozenset({"sim_arm", "policy", "recorder"}),
+IN_PROCESS = {"composed": frozenset({"sim_arm", "policy", "trainer", "recorder", "viewer"}),
+              "trainer-process": frozenset({"sim_arm", "policy", "recorder", "viewer"}),
               "processes": frozenset()}
 """Per mode, the nodes that run inside the bringup process (the others run as children)."""
-OPTIONAL_NODES = frozenset({"recorder"})
+OPTIONAL_NODES = frozenset({"recorder", "viewer"})
 """Nodes the run goes on without when they fail."""
 SIM_IDLE_PARAMETERS = {"real_time_factor": 1.0, "still_real_time_factor": 0.0,
                        "camera_rate_hz": 0.0}
@@ -92,6 +93,11 @@ class BringupConfig:
     record: bool = False
     """Record the run's topics (joint states, images, trajectories, transitions, weights,
     diagnostics) as ROS 2 messages in <out>/recording_<date>.mcap (the recorder node)."""
+    viewer: bool = False
+    """Show the run in Rerun (the viewer node): saved to <out>/run_<date>.rrd, and served to a
+    browser at http://localhost:<viewer_port> unless viewer_port is 0."""
+    viewer_port: int = 9090
+    """Web viewer port of --viewer (0: only the .rrd file)."""
     eval_episodes: int = -1
     """Greedy evaluation episodes after training; -1: the experiment's final_eval_episodes;
     0: no evaluation."""
@@ -142,6 +148,9 @@ class BringupConfig:
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor: must be one of {list(EXECUTORS)}, got "
                              f"{self.executor!r}")
+        if not 0 <= self.viewer_port <= 65535:
+            raise ValueError(f"viewer_port: must be a TCP port (0: no web viewer), got "
+                             f"{self.viewer_port}")
         if not self.train and not self.checkpoint:
             raise ValueError("checkpoint: --train false evaluates a trained policy; give its "
                              "checkpoint file")
@@ -445,9 +454,10 @@ class Backend:
         from q_grasp.nodes.recorder import RecorderNode
         from q_grasp.nodes.sim_arm import SimArmNode
         from q_grasp.nodes.trainer import TrainerNode
+        from q_grasp.nodes.viewer import ViewerNode
 
         factory = {"sim_arm": SimArmNode, "policy": PolicyNode, "trainer": TrainerNode,
-                   "recorder": RecorderNode}[name]
+                   "recorder": RecorderNode, "viewer": ViewerNode}[name]
         node = factory(
             name, context=self.context, namespace=self._namespace(name),
             cli_args=["--ros-args", "--params-file", str(self.params_file)],
@@ -602,6 +612,7 @@ class RunSummary:
     progress_csv: str = ""
     plots: str = ""
     recording: str = ""
+    viewer_rrd: str = ""
     eval: dict[str, Any] = field(default_factory=dict)
     total_wall_s: float = 0.0
 
@@ -669,6 +680,8 @@ class Bringup:
         try:
             if cfg.record:
                 summary.recording = self._start_recorder(backend)
+            if cfg.viewer:
+                summary.viewer_rrd = self._start_viewer(backend)
             if cfg.use_sim:
                 backend.start("sim_arm", node_overrides(cfg, "sim_arm", self.plan))
             if cfg.train:
@@ -710,6 +723,25 @@ class Bringup:
         if node is not None and node.error:
             return ""  # it logged why
         self.print(f"[bringup] recording the run's topics to {path}")
+        return str(path)
+
+    def _start_viewer(self, backend: Backend) -> str:
+        """Start the Rerun viewer node before the others; the .rrd it writes ("" when it could
+        not start: the run goes on without it)."""
+        path = self.out / f"run_{time.strftime('%Y%m%d_%H%M%S')}.rrd"
+        try:
+            backend.start("viewer", {"rrd_path": str(path), "web_port": self.cfg.viewer_port})
+        except Exception as exc:  # a viewer never stops the run
+            print(f"[bringup] no viewer: {exc}", file=sys.stderr)
+            return ""
+        node = backend.nodes.get("viewer")
+        if node is not None:
+            if node.error:
+                print(f"[bringup] no viewer: {node.error}", file=sys.stderr)
+                return ""
+            if node.url:
+                self.print(f"[bringup] viewer: open {node.url} in a browser")
+        self.print(f"[bringup] viewer: saving to {path} (reopen with: rerun {path})")
         return str(path)
 
     def _plot(self) -> str:
@@ -931,6 +963,8 @@ class Bringup:
             size = Path(summary.recording).stat().st_size if Path(
                 summary.recording).is_file() else 0
             lines.append(f"  recording: {summary.recording} ({size / 2**20:.1f} MiB)")
+        if summary.viewer_rrd:
+            lines.append(f"  viewer: {summary.viewer_rrd}")
         lines.append(f"  summary: {path}")
         for line in lines:
             self.print(line)
@@ -990,6 +1024,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "transitions, weights, diagnostics) as ROS 2 messages in "
                              "<out>/recording_<date>.mcap (read by ros2 bag, Foxglove and "
                              "python -m q_grasp replay-buffer)")
+    parser.add_argument("--viewer", action="store_true",
+                        help="show the run in Rerun (arm in 3D, camera, Q-map, grasps, goal, "
+                             "learning curves): saved to <out>/run_<date>.rrd and served at "
+                             "http://localhost:PORT (--viewer-port)")
+    parser.add_argument("--viewer-port", type=int, default=9090, metavar="PORT",
+                        help="web viewer port of --viewer (default 9090; 0: only the .rrd)")
     parser.add_argument("--eval-episodes", type=int, default=-1, metavar="N",
                         help="greedy evaluation episodes (default: the experiment's "
                              "final_eval_episodes; 0: none)")
@@ -1012,7 +1052,8 @@ def config_from_args(argv: Sequence[str]) -> BringupConfig:
         task=args.task, config=args.config, namespace=args.namespace, use_sim=args.use_sim,
         use_sim_time=args.use_sim_time, checkpoint=args.checkpoint, train=args.train,
         out=args.out, max_transitions=args.max_transitions, duration_s=args.duration_s,
-        mode=args.mode or "composed", record=args.record, eval_episodes=args.eval_episodes,
+        mode=args.mode or "composed", record=args.record, viewer=args.viewer,
+        viewer_port=args.viewer_port, eval_episodes=args.eval_episodes,
         progress_every_s=args.progress_every_s, catch_up=args.catch_up,
         node_log_level=args.node_log_level, executor=args.executor)
 

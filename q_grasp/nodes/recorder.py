@@ -11,17 +11,14 @@ that fails (disk full, unwritable folder) is logged and stops; the node and the 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rclpy.node import Node
-
 from q_grasp.nodes import qos
 from q_grasp.nodes.params import declare_config
-from q_grasp.nodes.runtime import run_node
+from q_grasp.nodes.runtime import OptionalOutputNode, run_node
 from q_grasp.recording import (
     COMPRESSIONS,
     McapRecorder,
@@ -81,80 +78,45 @@ class RecorderConfig:
             raise ValueError(f"chunk_size_bytes: must be >= 1024, got {self.chunk_size_bytes}")
 
 
-class RecorderNode(Node):
+class RecorderNode(OptionalOutputNode):
     """Records the configured topics until destroyed."""
 
     def __init__(self, node_name: str = "recorder", **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
+        super().__init__(node_name, "recording", **kwargs)
         self._config = declare_config(self, RecorderConfig).config
-        self._lock = threading.Lock()
-        self._recorder: McapRecorder | None = None
-        self.error = ""
         try:
-            self._recorder = McapRecorder(Path(self._config.output_path).expanduser(),
-                                          self._config.compression,
-                                          self._config.chunk_size_bytes)
+            self.output = McapRecorder(Path(self._config.output_path).expanduser(),
+                                       self._config.compression, self._config.chunk_size_bytes)
         except (RecordingError, OSError) as exc:
-            self._fail(str(exc))
+            self.fail(str(exc))
             return
         for topic in dict.fromkeys(self._config.topics):
             type_name, profile = TOPICS[topic]
             try:
                 msg_type = message_class(type_name)
-                name = self.resolve_topic_name(topic)
-                channel = self._recorder.add_topic(name, type_name)
+                channel = self.output.add_topic(self.resolve_topic_name(topic), type_name)
             except (RecordingError, OSError) as exc:
                 self.get_logger().warning(f"not recording {topic}: {exc}")
                 continue
             self.create_subscription(msg_type, topic, self._writer_for(channel), profile,
                                      raw=True)
         self.get_logger().info(f"recording {len(self._config.topics)} topics to "
-                               f"{self._recorder.path}")
+                               f"{self.output.path}")
 
     @property
     def path(self) -> Path | None:
         """The file being written (None once recording failed)."""
-        return self._recorder.path if self._recorder is not None else None
+        return self.output.path if self.output is not None else None
 
     @property
     def messages(self) -> int:
         """Messages written so far."""
-        return self._recorder.messages if self._recorder is not None else 0
+        return self.output.messages if self.output is not None else 0
 
     def _writer_for(self, channel: int) -> Any:
         def write(data: bytes) -> None:
-            with self._lock:
-                if self._recorder is None:
-                    return
-                try:
-                    self._recorder.write(channel, data, time.time_ns())
-                except Exception as exc:  # a recording never stops the run
-                    self._fail(f"writing {self._recorder.path}: {exc}")
+            self.use_output(lambda out: out.write(channel, data, time.time_ns()), "writing")
         return write
-
-    def _fail(self, reason: str) -> None:
-        """Log once and stop recording (keeping what the file already holds)."""
-        self.error = reason
-        self.get_logger().error(f"recording stopped: {reason}")
-        recorder, self._recorder = self._recorder, None
-        if recorder is not None:
-            try:
-                recorder.close()
-            except Exception:  # noqa: S110 - the reason above is what the user needs
-                pass
-
-    def destroy_node(self) -> None:
-        """Finish the file (index and summary) before going."""
-        with self._lock:
-            recorder, self._recorder = self._recorder, None
-        if recorder is not None:
-            try:
-                recorder.close()
-                self.get_logger().info(f"recorded {recorder.messages} messages to "
-                                       f"{recorder.path}")
-            except Exception as exc:
-                self.get_logger().error(f"finishing {recorder.path} failed: {exc}")
-        super().destroy_node()
 
 
 def fill_replay_buffer(core: Any, path: str | Path) -> int:
