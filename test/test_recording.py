@@ -119,8 +119,8 @@ def test_recorded_grasp_run_rebuilds_the_replay_buffer(tmp_path, capsys) -> None
             assert msg.encoding == "rgb8" and len(msg.data) == msg.height * msg.step > 0
     for topic in ("/joint_states", "/camera/color/image_raw", "/camera/depth/image_raw",
                   "/arm_controller/joint_trajectory", "/gripper_controller/joint_trajectory",
-                  "/q_grasp/transitions", "/q_grasp/weights", "/q_grasp/q_map",
-                  "/diagnostics", "/robot_description"):
+                  "/q_grasp/transitions", "/q_grasp/weights", "/diagnostics",
+                  "/robot_description"):
         assert counts.get(topic, 0) >= 1, (topic, counts)
 
     # The transitions recorded, counted from the raw file (mcap_ros2's CDR decoder, not

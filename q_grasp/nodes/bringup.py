@@ -101,6 +101,9 @@ class BringupConfig:
     eval_episodes: int = -1
     """Greedy evaluation episodes after training; -1: the experiment's final_eval_episodes;
     0: no evaluation."""
+    eval_qmaps: int = 50
+    """Grasping: save the Q-map image (heat map over the camera image, chosen grasp marked)
+    of the first this many evaluation decisions as <out>/eval_qmaps/qmap_NNNN.png (0: none)."""
     progress_every_s: float = 10.0
     """Print a progress line this often (wall clock)."""
     catch_up: bool = True
@@ -134,6 +137,8 @@ class BringupConfig:
             raise ValueError(f"duration_s: must be > 0 s, got {self.duration_s}")
         if self.max_transitions and self.duration_s:
             raise ValueError("max_transitions, duration_s: give one budget, not both")
+        if self.eval_qmaps < 0:
+            raise ValueError(f"eval_qmaps: must be >= 0, got {self.eval_qmaps}")
         if self.eval_episodes < -1:
             raise ValueError(f"eval_episodes: must be >= 0 (or -1 = the experiment's), got "
                              f"{self.eval_episodes}")
@@ -900,6 +905,8 @@ class Bringup:
         self.print(f"[bringup] greedy evaluation: {episodes} episodes with {checkpoint}")
         monitor = backend.monitor
         monitor.forget_policy()
+        qmaps = (self._save_eval_qmaps(backend) if cfg.task == "grasp" and cfg.eval_qmaps
+                 else None)
         t0 = time.monotonic()
         backend.start("policy", overrides)
 
@@ -918,6 +925,8 @@ class Bringup:
         ok = self._wait(backend, finished, max(600.0, 60.0 * episodes), report)
         policy = monitor.snapshot()[1]
         backend.stop("policy")
+        if qmaps is not None:
+            backend.monitor_node.destroy_subscription(qmaps[0])
         steps = int(_number(policy, "steps", 0))
         result: dict[str, Any] = {
             "checkpoint": checkpoint, "episodes": int(_number(policy, "episodes", 0)),
@@ -928,7 +937,37 @@ class Bringup:
             successes = int(_number(policy, "grasp_successes", 0))
             result.update(attempts=steps, grasp_successes=successes,
                           attempt_success_rate=successes / steps if steps else math.nan)
+        if qmaps is not None:
+            result.update(qmaps=qmaps[1]["saved"], qmap_dir=str(self.out / "eval_qmaps"))
         summary.eval = result
+
+    def _save_eval_qmaps(self, backend: Backend) -> tuple[Any, dict[str, int]]:
+        """Subscribe to the evaluating policy's Q-map images (it draws them only while someone
+        listens) and save the first eval_qmaps as PNGs; (subscription, {"saved": count})."""
+        from sensor_msgs.msg import Image
+
+        from q_grasp.learning.visualize import save_png
+        from q_grasp.nodes.convert import color_image_to_numpy
+        from q_grasp.nodes.qos import DEFAULT_QOS
+
+        folder = self.out / "eval_qmaps"
+        for stale in folder.glob("qmap_*.png"):  # an earlier evaluation's
+            stale.unlink()
+        count = {"saved": 0}
+
+        def on_q_map(msg: Any) -> None:
+            if count["saved"] >= self.cfg.eval_qmaps:
+                return
+            try:
+                save_png(color_image_to_numpy(msg), folder / f"qmap_{count['saved']:04d}.png")
+            except (OSError, ValueError) as exc:  # the evaluation matters more than pictures
+                print(f"[bringup] Q-map image not saved: {exc}", file=sys.stderr)
+                return
+            count["saved"] += 1
+
+        topic = backend._namespace("policy").rstrip("/") + "/q_grasp/q_map"
+        return backend.monitor_node.create_subscription(Image, topic, on_q_map,
+                                                        DEFAULT_QOS), count
 
     def _print_summary(self, summary: RunSummary, path: Path) -> None:
         lines = ["[bringup] done in " + f"{summary.total_wall_s:.0f} s"]
@@ -946,6 +985,9 @@ class Bringup:
                     f"{result['attempts']} attempts = {100 * result['attempt_success_rate']:.1f}%"
                     f", episodes ending in a grasp {100 * result['episode_success_rate']:.1f}% "
                     f"of {result['episodes']}")
+                if result.get("qmaps"):
+                    lines.append(f"  Q-maps of the evaluation: {result['qmaps']} PNGs in "
+                                 f"{result['qmap_dir']}")
             else:
                 lines.append(f"  greedy evaluation: success "
                              f"{100 * result['episode_success_rate']:.1f}% of "
@@ -1033,6 +1075,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-episodes", type=int, default=-1, metavar="N",
                         help="greedy evaluation episodes (default: the experiment's "
                              "final_eval_episodes; 0: none)")
+    parser.add_argument("--eval-qmaps", type=int, default=50, metavar="N",
+                        help="grasping: save the Q-map images of the first N evaluation "
+                             "decisions in <out>/eval_qmaps/ (default 50; 0: none)")
     parser.add_argument("--progress-every-s", type=float, default=10.0, metavar="S",
                         help="progress line period (default 10 s)")
     parser.add_argument("--catch-up", type=_bool, default=True, metavar="true|false",
@@ -1054,6 +1099,7 @@ def config_from_args(argv: Sequence[str]) -> BringupConfig:
         out=args.out, max_transitions=args.max_transitions, duration_s=args.duration_s,
         mode=args.mode or "composed", record=args.record, viewer=args.viewer,
         viewer_port=args.viewer_port, eval_episodes=args.eval_episodes,
+        eval_qmaps=args.eval_qmaps,
         progress_every_s=args.progress_every_s, catch_up=args.catch_up,
         node_log_level=args.node_log_level, executor=args.executor)
 

@@ -49,6 +49,9 @@ TOPICS = {
 """The run's topics the recorder can record (relative names: in the recorder's namespace, the
 arm's), their types and the subscription QoS (sensor streams best effort, so the recorder
 never slows the simulator's reliable publishers; latched topics transient local)."""
+DRAWN_ON_DEMAND = ("q_grasp/q_map", "q_grasp/markers", "q_grasp/goal")
+"""Pictures for people that the policy draws only while someone subscribes (the Q-map overlay
+costs the actor time on every grasp decision): recorded only when asked for in ``topics``."""
 
 
 @dataclass
@@ -57,9 +60,11 @@ class RecorderConfig:
 
     output_path: str = "recording.mcap"
     """The .mcap file to write (its folder is created; an existing file is replaced)."""
-    topics: list[str] = field(default_factory=lambda: list(TOPICS))
+    topics: list[str] = field(
+        default_factory=lambda: [t for t in TOPICS if t not in DRAWN_ON_DEMAND])
     """Topics to record (names as in the recorder's topic table; relative ones in the node's
-    namespace). /clock is not recorded: each message carries its receive time."""
+    namespace). Default: all but the Q-map, markers and goal, which the policy draws only for
+    a subscriber; /clock is never recorded (each message carries its receive time)."""
     compression: str = "lz4"
     """Chunk compression: none, lz4 (fast, the default) or zstd (smaller, more CPU)."""
     chunk_size_bytes: int = 4 * 1024 * 1024
