@@ -89,6 +89,13 @@ def test_viewer_saves_the_run_as_rerun_entities(tmp_path, monkeypatch) -> None:
         for _ in range(50):
             executor.spin_once(timeout_sec=0.02)
         assert not viewer.error
+        # An image the viewer cannot read stops the viewer (logged), never the spinning.
+        bad = image_msg(rgb, "rgb8")
+        bad.encoding = "yuv422"
+        pubs["color"].publish(bad)
+        assert wait_until(lambda: bool(viewer.error), 10.0,
+                          lambda: executor.spin_once(timeout_sec=0.05))
+        assert "camera/color" in viewer.error and viewer.path is None
     finally:
         held.close()
         for node in nodes:

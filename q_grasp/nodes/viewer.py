@@ -106,6 +106,13 @@ class ViewerNode(OptionalOutputNode):
     def _draw(self, method: str, *args: Any, **kwargs: Any) -> None:
         self.use_output(lambda out: getattr(out, method)(*args, **kwargs), f"drawing {method} in")
 
+    def _draw_image(self, entity: str, msg: Image, depth: bool = False) -> None:
+        # Converted inside use_output: an image the viewer cannot read stops the viewer, never
+        # the executor that also serves the run's nodes.
+        convert = depth_image_to_numpy if depth else color_image_to_numpy
+        self.use_output(lambda out: out.image(entity, convert(msg), _stamp_s(msg), depth=depth),
+                        f"drawing {entity} in")
+
     # ----------------------------------------------------------------------------- topics
 
     def _on_joints(self, msg: JointState) -> None:
@@ -116,14 +123,13 @@ class ViewerNode(OptionalOutputNode):
         self._draw("joints", list(msg.name), list(msg.position), _stamp_s(msg))
 
     def _on_color(self, msg: Image) -> None:
-        self._draw("image", "camera/color", color_image_to_numpy(msg), _stamp_s(msg))
+        self._draw_image("camera/color", msg)
 
     def _on_depth(self, msg: Image) -> None:
-        self._draw("image", "camera/depth", depth_image_to_numpy(msg), _stamp_s(msg),
-                   depth=True)
+        self._draw_image("camera/depth", msg, depth=True)
 
     def _on_q_map(self, msg: Image) -> None:
-        self._draw("image", "q_map", color_image_to_numpy(msg), _stamp_s(msg))
+        self._draw_image("q_map", msg)
 
     def _on_markers(self, msg: MarkerArray) -> None:
         for marker in msg.markers:
