@@ -43,6 +43,8 @@ setup(
             "trainer = q_grasp.nodes.trainer:main",
             "xarm_driver = q_grasp.nodes.xarm_driver:main",
             "usb_camera = q_grasp.nodes.usb_camera:main",
+            "recorder = q_grasp.nodes.recorder:main",
+            "viewer = q_grasp.nodes.viewer:main",
         ],
     },
 )

@@ -9,6 +9,10 @@
         driver:=xarm   # the NURO arm's servo board on USB (driver:=xarm_fake: its fake board)
   ros2 launch q_grasp sim_train.launch.py train:=false checkpoint:=/path/to/policy.safetensors
         # evaluate a checkpoint greedily, no trainer
+  ros2 launch q_grasp sim_train.launch.py record:=true record_path:=runs/grasp.mcap
+        # also record the run's topics as an MCAP file (ros2 bag, Foxglove, q_grasp replay-buffer)
+  ros2 launch q_grasp sim_train.launch.py viewer:=true
+        # watch it in Rerun at http://localhost:9090 (no rviz needed), saved to viewer_path
 
 Every node reads its own section of the params file (config:=...). Show the arguments with
 ``ros2 launch q_grasp sim_train.launch.py --show-args``.
@@ -142,6 +146,28 @@ def generate_launch_description() -> LaunchDescription:
             description="Checkpoint file (.safetensors): initial weights for the policy, and "
                         "the trainer resumes from it. Empty: fresh weights, or the trainer "
                         "resumes from the newest checkpoint in its output folder."),
+        DeclareLaunchArgument(
+            "record", default_value="false", choices=["true", "false"],
+            description="Start the recorder: the run's topics (joint states, images, "
+                        "trajectories, transitions, weights, diagnostics) as ROS 2 messages in "
+                        "the MCAP file record_path. A recorder that fails logs it; the run "
+                        "goes on."),
+        DeclareLaunchArgument(
+            "record_path", default_value="recording.mcap",
+            description="The .mcap file record:=true writes (relative to the working "
+                        "directory); python -m q_grasp replay-buffer rebuilds a replay buffer "
+                        "from it."),
+        DeclareLaunchArgument(
+            "viewer", default_value="false", choices=["true", "false"],
+            description="Start the Rerun viewer node: the arm in 3D, camera, Q-map, grasps, "
+                        "goal and learning curves, served at http://localhost:<viewer_port> "
+                        "and saved to viewer_path (needs the rerun-sdk package)."),
+        DeclareLaunchArgument(
+            "viewer_port", default_value="9090",
+            description="Web viewer port of viewer:=true (0: only the .rrd file)."),
+        DeclareLaunchArgument(
+            "viewer_path", default_value="run.rrd",
+            description="The .rrd file viewer:=true saves (reopen with: rerun FILE.rrd)."),
     ]
 
     task = LaunchConfiguration("task")
@@ -194,6 +220,27 @@ def generate_launch_description() -> LaunchDescription:
         condition=IfCondition(LaunchConfiguration("train")),
         on_exit=_end_system,
     )
+    # No on_exit=_end_system for recorder and viewer: the run goes on without them.
+    recorder = Node(
+        package=PACKAGE,
+        executable="recorder",
+        name="recorder",
+        namespace=namespace,
+        output="screen",
+        parameters=[config, {"output_path": LaunchConfiguration("record_path")}],
+        condition=IfCondition(LaunchConfiguration("record")),
+    )
+    viewer = Node(
+        package=PACKAGE,
+        executable="viewer",
+        name="viewer",
+        namespace=namespace,
+        output="screen",
+        parameters=[config, {"rrd_path": LaunchConfiguration("viewer_path"),
+                             "web_port": ParameterValue(LaunchConfiguration("viewer_port"),
+                                                        value_type=int)}],
+        condition=IfCondition(LaunchConfiguration("viewer")),
+    )
     robot_state_publisher = Node(
         package="robot_state_publisher",
         executable="robot_state_publisher",
@@ -215,5 +262,5 @@ def generate_launch_description() -> LaunchDescription:
 
     return LaunchDescription(
         declared_arguments + [OpaqueFunction(function=_check_arguments),
-                              sim_arm, xarm_driver, policy, trainer, robot_state_publisher,
-                              rviz])
+                              recorder, viewer, sim_arm, xarm_driver, policy, trainer,
+                              robot_state_publisher, rviz])

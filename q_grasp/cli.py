@@ -1,9 +1,10 @@
-"""Single-process command line: `python -m q_grasp train | eval | plot` (no ROS needed).
+"""Single-process command line: `python -m q_grasp train | eval | plot | replay-buffer`.
 
   python -m q_grasp train --task reacher --seed 0 --out runs/reacher
   python -m q_grasp train --task CartPole-v1 --seeds 0,1,2 --steps 50000 --out runs/cartpole
   python -m q_grasp eval --checkpoint runs/reacher/model.safetensors --episodes 100 --video r.gif
   python -m q_grasp plot runs/reacher runs/other --out compare.png
+  python -m q_grasp replay-buffer runs/grasp_ros/recording.mcap --task grasp --out runs/warm
 
 Bad input (unknown task, invalid config, corrupt checkpoint) ends with one clear error line on
 stderr and exit status 2.
@@ -241,6 +242,29 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay_buffer(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from q_grasp.nodes.recorder import fill_replay_buffer
+    from q_grasp.nodes.trainer_core import TrainerConfig, TrainerCore, newest_checkpoint
+
+    out = Path(args.out)
+    if newest_checkpoint(out) is not None:
+        raise CliError(f"--out {out}: already holds checkpoints; give a new folder")
+    with tempfile.TemporaryDirectory() as scratch:  # never resume from anything: start empty
+        core = TrainerCore(TrainerConfig(task=args.task, experiment_config=args.config or "",
+                                         output_dir=scratch, seed=args.seed))
+        added = fill_replay_buffer(core, args.recording)
+    core.output_dir, core.checkpoint_dir = out, out / "checkpoints"
+    core.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = core.save_checkpoint(replay=True)
+    print(f"replay buffer: {len(core.learner.buffer)} of {added} recorded transitions "
+          f"({core.episodes} episodes) from {args.recording}")
+    print(f"trainer start: {checkpoint} + {core.checkpoint_dir / 'replay.safetensors'} (a "
+          f"trainer with output_dir {out}, e.g. bringup --out {out}, resumes from them)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="q_grasp", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -275,11 +299,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plot", help="plot learning curves of run folders")
-    p.add_argument("runs", nargs="+", help="run folders (each: one curve; seeds averaged)")
+    p.add_argument("runs", nargs="+", help="run folders of `q_grasp train` or `make run` "
+                   "(each: one curve; seeds averaged)")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--window", type=int, default=50, help="moving-average window (episodes)")
     p.add_argument("--title")
     p.set_defaults(func=cmd_plot)
+
+    r = sub.add_parser("replay-buffer", help="rebuild a replay buffer from an MCAP recording "
+                       "(bringup --record) as the start of a new trainer run")
+    r.add_argument("recording", help=".mcap file written by bringup --record or the recorder")
+    r.add_argument("--task", choices=("grasp", "reacher"), required=True,
+                   help="task of the trainer the buffer is for")
+    r.add_argument("--config", help="the trainer's experiment YAML (default: the task's)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the fresh network")
+    r.add_argument("--out", required=True, help="new trainer output folder: its checkpoints/ "
+                   "gets fresh weights and the replay buffer")
+    r.set_defaults(func=cmd_replay_buffer)
     return parser
 
 

@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "q_grasp"
-NODE_SCRIPTS = ("sim_arm", "policy", "trainer")
+NODE_SCRIPTS = ("sim_arm", "policy", "trainer", "recorder", "viewer")
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "runs", "build", "install", "log",
                                      "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache")
 

@@ -127,7 +127,7 @@ def test_launch_executables_are_installed(launch_tree, setup_info) -> None:
     tree, constants = launch_tree
     nodes = [_kwargs(call, constants) for call in _calls(tree, "Node")]
     assert {n["executable"] for n in nodes if n["package"] == PACKAGE} == {
-        "sim_arm", "xarm_driver", "policy", "trainer"}
+        "sim_arm", "xarm_driver", "policy", "trainer", "recorder", "viewer"}
     package_xml = (ROOT / "package.xml").read_text()
     scripts = setup_info["scripts"]
     not_written = []

@@ -380,6 +380,15 @@ def test_bringup_grasp_composed_end_to_end(tmp_path, monkeypatch) -> None:
     assert Path(summary["checkpoint"]).is_file()
     assert summary["eval"]["episodes"] == 1 and summary["eval"]["attempts"] >= 1
     assert (out / "progress.csv").is_file()
+    # The learning curves beside the summary, and the trainer's TensorBoard scalars.
+    assert summary["plots"] == str(out / "plots.png") and (out / "plots.png").stat().st_size
+    assert any((out / "tb").glob("events.out.tfevents.*"))
+    # The Q-maps the greedy policy acted on, one PNG per decision (heat map, not blank).
+    qmaps = sorted((out / "eval_qmaps").glob("qmap_*.png"))
+    assert len(qmaps) == summary["eval"]["qmaps"] >= 1
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(qmaps[0]))[..., :3].std() > 0.01
 
 
 @pytest.mark.parametrize("mode", ["composed", "processes"])

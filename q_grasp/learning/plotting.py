@@ -1,8 +1,10 @@
-"""Learning-curve plots from run folders (progress.csv / episodes.csv), seeds as mean and spread.
+"""Learning-curve plots from run folders, seeds as mean and spread.
 
-A run folder holds either the CSVs itself or one sub-folder per seed (`seed_0/`, ...). Each run
-folder given is one curve; its seeds are interpolated onto a common step grid and drawn as the
-mean with a min-max band.
+Two kinds of run folder are read: `q_grasp train`'s (progress.csv with a `step` column, plus
+episodes.csv) and the ROS trainer's (progress.csv with a `transitions` column, as `make run`
+writes it). A run folder holds either the CSVs itself or one sub-folder per seed (`seed_0/`,
+...). Each run folder given is one curve; its seeds are interpolated onto a common step grid
+and drawn as the mean with a min-max band. A panel is drawn when some run has its metric.
 """
 
 from __future__ import annotations
@@ -12,14 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
+TRAIN, ROS = "train", "ros"
+"""Run-folder kinds: `q_grasp train` and the ROS trainer node."""
+STEP_COLUMN = {TRAIN: "step", ROS: "transitions"}
+"""The x axis of each kind (both count environment transitions)."""
 PANELS = [
-    ("episodes", "return", "episode return (moving avg)"),
-    ("progress", "loss", "TD loss"),
-    ("episodes", "success", "success rate (moving avg)"),
-    ("episodes", "length", "episode length (moving avg)"),
-    ("progress", "mean_max_q", "mean max-Q"),
-    ("progress", "epsilon", "epsilon / temperature"),
+    ("success rate", {TRAIN: ("episodes", "success"), ROS: ("progress", "success_rate")}),
+    ("TD loss", {TRAIN: ("progress", "loss"), ROS: ("progress", "loss")}),
+    ("mean max-Q", {TRAIN: ("progress", "mean_max_q"), ROS: ("progress", "mean_max_q")}),
+    ("epsilon / temperature", {TRAIN: ("progress", "epsilon"), ROS: ("progress", "epsilon")}),
+    ("episode return", {TRAIN: ("episodes", "return")}),
+    ("episode length", {TRAIN: ("episodes", "length")}),
+    ("gradient updates/s", {ROS: ("progress", "updates_per_s")}),
+    ("weights version", {ROS: ("progress", "weights_version")}),
 ]
+"""(title, {kind: (csv file, column)}); episodes.csv columns are drawn as moving averages
+(the ROS trainer's success_rate is already over its last episodes)."""
 
 
 class PlotError(ValueError):
@@ -51,8 +61,23 @@ def seed_dirs(run_dir: Path) -> list[Path]:
     subs = sorted(p.parent for p in run_dir.glob("*/progress.csv"))
     if not subs:
         raise PlotError(f"plot: {str(run_dir)!r} holds no progress.csv (nor seed_*/progress.csv)"
-                        f" - is it a run folder written by `q_grasp train`?")
+                        f" - is it a run folder of `q_grasp train` or `make run`?")
     return subs
+
+
+def run_kind(folder: Path) -> str:
+    """TRAIN or ROS from progress.csv's header; PlotError for any other file."""
+    path = folder / "progress.csv"
+    try:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlotError(f"plot: cannot read {path}: {exc}") from None
+    for kind, column in STEP_COLUMN.items():
+        if column in header:
+            return kind
+    raise PlotError(f"plot: {path} has neither a step nor a transitions column (header "
+                    f"{','.join(header)[:80]!r}) - not a q_grasp metrics file")
 
 
 def moving_average(x: np.ndarray, window: int) -> np.ndarray:
@@ -66,34 +91,55 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _series(folder: Path, source: str, key: str, window: int) -> tuple[np.ndarray, np.ndarray]:
+def _series(folder: Path, kind: str, source: str, key: str, window: int
+            ) -> tuple[np.ndarray, np.ndarray]:
     data = read_csv(folder / f"{source}.csv") if (folder / f"{source}.csv").is_file() else {}
-    if key not in data or "step" not in data:
+    x = "step" if source == "episodes" else STEP_COLUMN[kind]
+    if key not in data or x not in data:
         return np.array([]), np.array([])
-    steps, values = data["step"], data[key]
+    steps, values = data[x], data[key]
     if source == "episodes":
         values = moving_average(values, window)
-    ok = np.isfinite(values)
+    ok = np.isfinite(values) & np.isfinite(steps)
     return steps[ok], values[ok]
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path, window: int = 50,
               title: str | None = None) -> Path:
-    """Write a 2x3 PNG of the learning curves of `run_dirs`; returns its path."""
+    """Write a PNG of the learning curves of `run_dirs`; returns its path. PlotError (and no
+    file) when the folders hold no metric to draw."""
+    groups = []
+    for d in run_dirs:
+        folders = seed_dirs(Path(d))
+        groups.append((Path(d).name or str(d), [(f, run_kind(f)) for f in folders]))
+    panels = []
+    for label, sources in PANELS:
+        lines = []
+        for name, folders in groups:
+            curves = [_series(f, kind, *sources[kind], window) for f, kind in folders
+                      if kind in sources]
+            curves = [c for c in curves if len(c[0])]
+            if curves:
+                lines.append((name, curves))
+        if lines:
+            panels.append((label, lines))
+    if not panels:
+        names = ", ".join(str(d) for d in run_dirs)
+        raise PlotError(f"plot: no metric values to draw in {names} (progress.csv has no rows "
+                        f"with numbers yet)")
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [(Path(d).name or str(d), seed_dirs(Path(d))) for d in run_dirs]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-    for ax, (source, key, label) in zip(axes.flat, PANELS):
-        for i, (name, folders) in enumerate(groups):
-            color = f"C{i}"
-            curves = [_series(f, source, key, window) for f in folders]
-            curves = [c for c in curves if len(c[0])]
-            if not curves:
-                continue
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), squeeze=False)
+    colors = {name: f"C{i}" for i, (name, _) in enumerate(groups)}
+    for ax, (label, lines) in zip(axes.flat, panels):
+        for name, curves in lines:
+            color = colors[name]
             n = len(curves)
             tag = f"{name} ({n} seeds)" if n > 1 else name
             if n == 1:
@@ -106,12 +152,13 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, window: int = 50,
             ax.plot(grid, ys.mean(0), color=color, label=tag)
             ax.fill_between(grid, ys.min(0), ys.max(0), color=color, alpha=0.2)
         ax.set_title(label)
-        ax.set_xlabel("environment steps")
+        ax.set_xlabel("environment steps (transitions)")
         ax.grid(alpha=0.3)
-        if key == "loss" and ax.lines:
+        if label == "TD loss" and all((c[1] > 0).all() for _, cs in lines for c in cs):
             ax.set_yscale("log")
-        if ax.lines:
-            ax.legend(fontsize=8)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

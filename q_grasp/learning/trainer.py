@@ -8,7 +8,6 @@ optimizer, counters (hence schedules), RNG states and, when saved, the replay bu
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -36,6 +35,7 @@ from q_grasp.learning.checkpoint import (
 from q_grasp.learning.config import ExperimentConfig
 from q_grasp.learning.dqn import load_optimizer_state
 from q_grasp.learning.her import GoalAdapter, HindsightRelabeler
+from q_grasp.learning.metrics import CsvLog, ScalarWriter
 from q_grasp.learning.tasks import add_shaping, make_env
 
 PROGRESS_FIELDS = ["step", "episodes", "updates", "time_s", "steps_per_s", "epsilon",
@@ -153,54 +153,27 @@ class MetricsLogger:
 
     def __init__(self, run_dir: Path, tensorboard: bool, append: bool = False) -> None:
         self.run_dir = run_dir
-        mode = "a" if append else "w"
-        new_progress = not (append and (run_dir / "progress.csv").exists())
-        new_episodes = not (append and (run_dir / "episodes.csv").exists())
-        self._progress_file = open(run_dir / "progress.csv", mode, newline="")  # noqa: SIM115
-        self._episodes_file = open(run_dir / "episodes.csv", mode, newline="")  # noqa: SIM115
-        self.progress = csv.DictWriter(self._progress_file, PROGRESS_FIELDS)
-        self.episodes = csv.DictWriter(self._episodes_file, EPISODE_FIELDS)
-        if new_progress:
-            self.progress.writeheader()
-        if new_episodes:
-            self.episodes.writeheader()
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(run_dir / "tb"))
-            except ImportError:  # tensorboard missing: CSV is enough
-                self.tb = None
+        self.progress = CsvLog(run_dir / "progress.csv", PROGRESS_FIELDS, append)
+        self.episodes = CsvLog(run_dir / "episodes.csv", EPISODE_FIELDS, append)
+        self.tb = ScalarWriter(run_dir / "tb") if tensorboard else None
 
     def log_episode(self, row: dict[str, Any]) -> None:
-        self.episodes.writerow(row)
+        self.episodes.write(row)
         if self.tb is not None:
-            self.tb.add_scalar("episode/return", row["return"], row["step"])
-            self.tb.add_scalar("episode/length", row["length"], row["step"])
+            self.tb.scalars("episode", {"return": row["return"], "length": row["length"]},
+                            row["step"])
 
     def log_progress(self, row: dict[str, Any]) -> None:
-        self.progress.writerow({k: _fmt(row.get(k)) for k in PROGRESS_FIELDS})
-        self._progress_file.flush()
-        self._episodes_file.flush()
+        self.progress.write({k: row.get(k) for k in PROGRESS_FIELDS})
         if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and v is not None and np.isfinite(v):
-                    self.tb.add_scalar(f"train/{k}", v, row["step"])
+            self.tb.scalars("train", row, row["step"], skip=("step",))
             self.tb.flush()
 
     def close(self) -> None:
-        self._progress_file.close()
-        self._episodes_file.close()
+        self.progress.close()
+        self.episodes.close()
         if self.tb is not None:
             self.tb.close()
-
-
-def _fmt(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return "" if not np.isfinite(v) else f"{v:.6g}"
-    return v
 
 
 @dataclass

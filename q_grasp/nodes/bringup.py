@@ -13,7 +13,8 @@ MultiThreadedExecutor (default) or as three child processes (--processes). Progr
 experiment's training.total_steps, the budget of ``python -m q_grasp train``; or --duration-s)
 the actor stops, the trainer finishes the gradient updates it owes at its replay ratio and
 writes its checkpoint, and a greedy policy (train:=false, the trainer's final checkpoint) is
-evaluated on the same simulator. A summary goes to <out>/bringup_summary.json.
+evaluated on the same simulator. A summary goes to <out>/bringup_summary.json, the learning
+curves to <out>/plots.png (TensorBoard scalars in <out>/tb).
 """
 
 from __future__ import annotations
@@ -39,15 +40,19 @@ TASKS = ("grasp", "reacher")
 """Tasks with a shipped parameters file."""
 NAMESPACE_PATTERN = re.compile(r"^(/?[A-Za-z_][A-Za-z0-9_]*)(/[A-Za-z_][A-Za-z0-9_]*)*$")
 MODULES = {"sim_arm": "q_grasp.nodes.sim_arm", "xarm_driver": "q_grasp.nodes.xarm_driver",
-           "policy": "q_grasp.nodes.policy",
-           "trainer": "q_grasp.nodes.trainer"}
+           "policy": "q_grasp.nodes.policy", "trainer": "q_grasp.nodes.trainer",
+           "recorder": "q_grasp.nodes.recorder", "viewer": "q_grasp.nodes.viewer"}
 """Node name -> module whose main() runs it (what the console scripts run)."""
 LOG_LEVELS = ("debug", "info", "warn", "error")
 EXECUTORS = ("multi", "single", "events")
-IN_PROCESS = {"composed": frozenset({"sim_arm", "xarm_driver", "policy", "trainer"}),
-              "trainer-process": frozenset({"sim_arm", "xarm_driver", "policy"}),
+IN_PROCESS = {"composed": frozenset({"sim_arm", "xarm_driver", "policy", "trainer", "recorder",
+                                     "viewer"}),
+              "trainer-process": frozenset({"sim_arm", "xarm_driver", "policy", "recorder",
+                                            "viewer"}),
               "processes": frozenset()}
 """Per mode, the nodes that run inside the bringup process (the others run as children)."""
+OPTIONAL_NODES = frozenset({"recorder", "viewer"})
+"""Nodes the run goes on without when they fail."""
 SIM_IDLE_PARAMETERS = {"real_time_factor": 1.0, "still_real_time_factor": 0.0,
                        "camera_rate_hz": 0.0}
 """sim_arm's dynamic parameters while the trainer catches up after the actor stopped (restored
@@ -90,9 +95,20 @@ class BringupConfig:
     and policy composed here, the trainer in a child process (actor and learner each get a
     core and an interpreter of their own); processes: three child processes, as ros2 launch
     starts them."""
+    record: bool = False
+    """Record the run's topics (joint states, images, trajectories, transitions, weights,
+    diagnostics) as ROS 2 messages in <out>/recording_<date>.mcap (the recorder node)."""
+    viewer: bool = False
+    """Show the run in Rerun (the viewer node): saved to <out>/run_<date>.rrd, and served to a
+    browser at http://localhost:<viewer_port> unless viewer_port is 0."""
+    viewer_port: int = 9090
+    """Web viewer port of --viewer (0: only the .rrd file)."""
     eval_episodes: int = -1
     """Greedy evaluation episodes after training; -1: the experiment's final_eval_episodes;
     0: no evaluation."""
+    eval_qmaps: int = 50
+    """Grasping: save the Q-map image (heat map over the camera image, chosen grasp marked)
+    of the first this many evaluation decisions as <out>/eval_qmaps/qmap_NNNN.png (0: none)."""
     progress_every_s: float = 10.0
     """Print a progress line this often (wall clock)."""
     catch_up: bool = True
@@ -130,6 +146,8 @@ class BringupConfig:
             raise ValueError(f"duration_s: must be > 0 s, got {self.duration_s}")
         if self.max_transitions and self.duration_s:
             raise ValueError("max_transitions, duration_s: give one budget, not both")
+        if self.eval_qmaps < 0:
+            raise ValueError(f"eval_qmaps: must be >= 0, got {self.eval_qmaps}")
         if self.eval_episodes < -1:
             raise ValueError(f"eval_episodes: must be >= 0 (or -1 = the experiment's), got "
                              f"{self.eval_episodes}")
@@ -144,6 +162,9 @@ class BringupConfig:
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor: must be one of {list(EXECUTORS)}, got "
                              f"{self.executor!r}")
+        if not 0 <= self.viewer_port <= 65535:
+            raise ValueError(f"viewer_port: must be a TCP port (0: no web viewer), got "
+                             f"{self.viewer_port}")
         if not self.train and not self.checkpoint:
             raise ValueError("checkpoint: --train false evaluates a trained policy; give its "
                              "checkpoint file")
@@ -446,12 +467,14 @@ class Backend:
         from rclpy.parameter import Parameter
 
         from q_grasp.nodes.policy import PolicyNode
+        from q_grasp.nodes.recorder import RecorderNode
         from q_grasp.nodes.sim_arm import SimArmNode
         from q_grasp.nodes.trainer import TrainerNode
+        from q_grasp.nodes.viewer import ViewerNode
         from q_grasp.nodes.xarm_driver import XArmDriverNode
 
         factory = {"sim_arm": SimArmNode, "xarm_driver": XArmDriverNode, "policy": PolicyNode,
-                   "trainer": TrainerNode}[name]
+                   "trainer": TrainerNode, "recorder": RecorderNode, "viewer": ViewerNode}[name]
         node = factory(
             name, context=self.context, namespace=self._namespace(name),
             cli_args=["--ros-args", "--params-file", str(self.params_file)],
@@ -552,9 +575,14 @@ class Backend:
     def failed(self) -> str | None:
         """A child that exited on its own, with the end of its log (in-process nodes report
         their errors on /diagnostics instead)."""
-        for name, proc in self.procs.items():
+        for name, proc in list(self.procs.items()):
             if proc.poll() is not None:
                 tail = self.logs[name].read_text(errors="replace")[-3000:]
+                if name in OPTIONAL_NODES:
+                    print(f"[bringup] {name} exited with status {proc.returncode} (see "
+                          f"{self.logs[name]}); the run goes on without it", file=sys.stderr)
+                    self.stop(name)
+                    continue
                 return f"{name} exited with status {proc.returncode}:\n{tail}"
         return None
 
@@ -599,6 +627,9 @@ class RunSummary:
     weights_version: int = -1
     checkpoint: str = ""
     progress_csv: str = ""
+    plots: str = ""
+    recording: str = ""
+    viewer_rrd: str = ""
     eval: dict[str, Any] = field(default_factory=dict)
     total_wall_s: float = 0.0
 
@@ -664,6 +695,10 @@ class Bringup:
         t_start = time.monotonic()
         backend = Backend(cfg, self.params_file, self.out / "logs", IN_PROCESS[cfg.mode])
         try:
+            if cfg.record:
+                summary.recording = self._start_recorder(backend)
+            if cfg.viewer:
+                summary.viewer_rrd = self._start_viewer(backend)
             if cfg.use_sim:
                 backend.start("sim_arm", node_overrides(cfg, "sim_arm", self.plan))
             elif cfg.driver != "none":
@@ -688,10 +723,57 @@ class Bringup:
             newest = newest_checkpoint(self.out)
             summary.checkpoint = str(newest) if newest else summary.checkpoint
             summary.progress_csv = str(self.out / "progress.csv")
+            summary.plots = self._plot()
         path = self.out / "bringup_summary.json"
         path.write_text(json.dumps(asdict(summary), indent=2) + "\n")
         self._print_summary(summary, path)
         return summary
+
+    def _start_recorder(self, backend: Backend) -> str:
+        """Start the recorder before the other nodes, so that it hears their first messages;
+        the path it writes ("" when it could not start: the run goes on without it)."""
+        path = self.out / f"recording_{time.strftime('%Y%m%d_%H%M%S')}.mcap"
+        try:
+            backend.start("recorder", {"output_path": str(path)})
+        except Exception as exc:  # a recorder never stops the run
+            print(f"[bringup] not recording: {exc}", file=sys.stderr)
+            return ""
+        node = backend.nodes.get("recorder")
+        if node is not None and node.error:
+            return ""  # it logged why
+        self.print(f"[bringup] recording the run's topics to {path}")
+        return str(path)
+
+    def _start_viewer(self, backend: Backend) -> str:
+        """Start the Rerun viewer node before the others; the .rrd it writes ("" when it could
+        not start: the run goes on without it)."""
+        path = self.out / f"run_{time.strftime('%Y%m%d_%H%M%S')}.rrd"
+        try:
+            backend.start("viewer", {"rrd_path": str(path), "web_port": self.cfg.viewer_port})
+        except Exception as exc:  # a viewer never stops the run
+            print(f"[bringup] no viewer: {exc}", file=sys.stderr)
+            return ""
+        node = backend.nodes.get("viewer")
+        if node is not None:
+            if node.error:
+                print(f"[bringup] no viewer: {node.error}", file=sys.stderr)
+                return ""
+            if node.url:
+                self.print(f"[bringup] viewer: open {node.url} in a browser")
+        self.print(f"[bringup] viewer: saving to {path} (reopen with: rerun {path})")
+        return str(path)
+
+    def _plot(self) -> str:
+        """The trainer's learning curves as <out>/plots.png ("" with a printed reason when
+        there is nothing to draw: the run ends either way)."""
+        from q_grasp.learning.plotting import PlotError, plot_runs
+
+        try:
+            return str(plot_runs([self.out], self.out / "plots.png",
+                                 title=f"{self.cfg.task} over ROS 2 topics ({self.out})"))
+        except (PlotError, OSError) as exc:
+            print(f"[bringup] no plots: {exc}", file=sys.stderr)
+            return ""
 
     def _train(self, backend: Any, summary: RunSummary) -> None:
         cfg, plan = self.cfg, self.plan
@@ -709,8 +791,12 @@ class Bringup:
         # Transitions published before the trainer's subscription is discovered are lost
         # (reliable, volatile): start acting once the learner listens.
         monitor_node = backend.monitor_node
-        if not self._wait(backend, lambda: monitor_node.count_subscribers(
-                "/q_grasp/transitions") > 0, 300.0):
+
+        def trainer_listens() -> bool:  # the trainer's subscription, not the recorder's
+            return any(info.node_name == "trainer" for info in
+                       monitor_node.get_subscriptions_info_by_topic("/q_grasp/transitions"))
+
+        if not self._wait(backend, trainer_listens, 300.0):
             raise RuntimeError("the trainer did not subscribe to /q_grasp/transitions within "
                                "300 s")
         backend.start("policy", node_overrides(cfg, "policy", plan))
@@ -831,6 +917,8 @@ class Bringup:
         self.print(f"[bringup] greedy evaluation: {episodes} episodes with {checkpoint}")
         monitor = backend.monitor
         monitor.forget_policy()
+        qmaps = (self._save_eval_qmaps(backend) if cfg.task == "grasp" and cfg.eval_qmaps
+                 else None)
         t0 = time.monotonic()
         backend.start("policy", overrides)
 
@@ -849,6 +937,8 @@ class Bringup:
         ok = self._wait(backend, finished, max(600.0, 60.0 * episodes), report)
         policy = monitor.snapshot()[1]
         backend.stop("policy")
+        if qmaps is not None:
+            backend.monitor_node.destroy_subscription(qmaps[0])
         steps = int(_number(policy, "steps", 0))
         result: dict[str, Any] = {
             "checkpoint": checkpoint, "episodes": int(_number(policy, "episodes", 0)),
@@ -859,7 +949,37 @@ class Bringup:
             successes = int(_number(policy, "grasp_successes", 0))
             result.update(attempts=steps, grasp_successes=successes,
                           attempt_success_rate=successes / steps if steps else math.nan)
+        if qmaps is not None:
+            result.update(qmaps=qmaps[1]["saved"], qmap_dir=str(self.out / "eval_qmaps"))
         summary.eval = result
+
+    def _save_eval_qmaps(self, backend: Backend) -> tuple[Any, dict[str, int]]:
+        """Subscribe to the evaluating policy's Q-map images (it draws them only while someone
+        listens) and save the first eval_qmaps as PNGs; (subscription, {"saved": count})."""
+        from sensor_msgs.msg import Image
+
+        from q_grasp.learning.visualize import save_png
+        from q_grasp.nodes.convert import color_image_to_numpy
+        from q_grasp.nodes.qos import DEFAULT_QOS
+
+        folder = self.out / "eval_qmaps"
+        for stale in folder.glob("qmap_*.png"):  # an earlier evaluation's
+            stale.unlink()
+        count = {"saved": 0}
+
+        def on_q_map(msg: Any) -> None:
+            if count["saved"] >= self.cfg.eval_qmaps:
+                return
+            try:
+                save_png(color_image_to_numpy(msg), folder / f"qmap_{count['saved']:04d}.png")
+            except (OSError, ValueError) as exc:  # the evaluation matters more than pictures
+                print(f"[bringup] Q-map image not saved: {exc}", file=sys.stderr)
+                return
+            count["saved"] += 1
+
+        topic = backend._namespace("policy").rstrip("/") + "/q_grasp/q_map"
+        return backend.monitor_node.create_subscription(Image, topic, on_q_map,
+                                                        DEFAULT_QOS), count
 
     def _print_summary(self, summary: RunSummary, path: Path) -> None:
         lines = ["[bringup] done in " + f"{summary.total_wall_s:.0f} s"]
@@ -877,6 +997,9 @@ class Bringup:
                     f"{result['attempts']} attempts = {100 * result['attempt_success_rate']:.1f}%"
                     f", episodes ending in a grasp {100 * result['episode_success_rate']:.1f}% "
                     f"of {result['episodes']}")
+                if result.get("qmaps"):
+                    lines.append(f"  Q-maps of the evaluation: {result['qmaps']} PNGs in "
+                                 f"{result['qmap_dir']}")
             else:
                 lines.append(f"  greedy evaluation: success "
                              f"{100 * result['episode_success_rate']:.1f}% of "
@@ -885,7 +1008,17 @@ class Bringup:
         if summary.checkpoint:
             lines.append(f"  checkpoint: {summary.checkpoint}")
         if summary.progress_csv:
-            lines.append(f"  metrics: {summary.progress_csv}")
+            tb = self.out / "tb"
+            lines.append(f"  metrics: {summary.progress_csv}"
+                         + (f", TensorBoard: {tb}" if tb.is_dir() else ""))
+        if summary.plots:
+            lines.append(f"  plots: {summary.plots}")
+        if summary.recording:
+            size = Path(summary.recording).stat().st_size if Path(
+                summary.recording).is_file() else 0
+            lines.append(f"  recording: {summary.recording} ({size / 2**20:.1f} MiB)")
+        if summary.viewer_rrd:
+            lines.append(f"  viewer: {summary.viewer_rrd}")
         lines.append(f"  summary: {path}")
         for line in lines:
             self.print(line)
@@ -943,9 +1076,23 @@ def build_parser() -> argparse.ArgumentParser:
                         const="trainer-process",
                         help="compose sim_arm and policy here and run the trainer as a child "
                              "process")
+    parser.add_argument("--record", action="store_true",
+                        help="record the run's topics (joint states, images, trajectories, "
+                             "transitions, weights, diagnostics) as ROS 2 messages in "
+                             "<out>/recording_<date>.mcap (read by ros2 bag, Foxglove and "
+                             "python -m q_grasp replay-buffer)")
+    parser.add_argument("--viewer", action="store_true",
+                        help="show the run in Rerun (arm in 3D, camera, Q-map, grasps, goal, "
+                             "learning curves): saved to <out>/run_<date>.rrd and served at "
+                             "http://localhost:PORT (--viewer-port)")
+    parser.add_argument("--viewer-port", type=int, default=9090, metavar="PORT",
+                        help="web viewer port of --viewer (default 9090; 0: only the .rrd)")
     parser.add_argument("--eval-episodes", type=int, default=-1, metavar="N",
                         help="greedy evaluation episodes (default: the experiment's "
                              "final_eval_episodes; 0: none)")
+    parser.add_argument("--eval-qmaps", type=int, default=50, metavar="N",
+                        help="grasping: save the Q-map images of the first N evaluation "
+                             "decisions in <out>/eval_qmaps/ (default 50; 0: none)")
     parser.add_argument("--progress-every-s", type=float, default=10.0, metavar="S",
                         help="progress line period (default 10 s)")
     parser.add_argument("--catch-up", type=_bool, default=True, metavar="true|false",
@@ -966,7 +1113,9 @@ def config_from_args(argv: Sequence[str]) -> BringupConfig:
         driver=args.driver,
         use_sim_time=args.use_sim_time, checkpoint=args.checkpoint, train=args.train,
         out=args.out, max_transitions=args.max_transitions, duration_s=args.duration_s,
-        mode=args.mode or "composed", eval_episodes=args.eval_episodes,
+        mode=args.mode or "composed", record=args.record, viewer=args.viewer,
+        viewer_port=args.viewer_port, eval_episodes=args.eval_episodes,
+        eval_qmaps=args.eval_qmaps,
         progress_every_s=args.progress_every_s, catch_up=args.catch_up,
         node_log_level=args.node_log_level, executor=args.executor)
 

@@ -194,3 +194,50 @@ def run_node(factory: NodeFactory, args: Sequence[str] | None = None, *,
              num_threads: int | None = None) -> int:
     """:func:`run_nodes` for a single node."""
     return run_nodes([factory], args, num_threads=num_threads)
+
+
+class OptionalOutputNode(Node):
+    """A node whose output (a recording, a viewer) the run can do without: a failure is logged
+    once and kept in ``error``, the output is closed and dropped, and the node keeps spinning
+    (the run is never stopped by it). Subclasses set ``self.output`` (an object with
+    ``close()`` and ``path``) and call :meth:`use_output` from their callbacks."""
+
+    def __init__(self, node_name: str, what: str, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.output: Any = None
+        self.error = ""
+        self._what = what
+        self._output_lock = threading.Lock()
+
+    def use_output(self, action: Callable[[Any], None], doing: str) -> None:
+        """``action(output)`` unless the output failed before; a failure stops the output."""
+        with self._output_lock:
+            if self.output is None:
+                return
+            try:
+                action(self.output)
+            except Exception as exc:  # never stops the run
+                self.fail(f"{doing} {self.output.path}: {exc}")
+
+    def fail(self, reason: str) -> None:
+        """Log once and stop the output (what it wrote so far stays)."""
+        self.error = reason
+        self.get_logger().error(f"{self._what} stopped: {reason}")
+        output, self.output = self.output, None
+        if output is not None:
+            try:
+                output.close()
+            except Exception:  # noqa: S110 - the reason above is what the user needs
+                pass
+
+    def destroy_node(self) -> None:
+        """Finish the output (its file's index or footer) before going."""
+        with self._output_lock:
+            output, self.output = self.output, None
+        if output is not None:
+            try:
+                output.close()
+                self.get_logger().info(f"{self._what}: finished {output.path}")
+            except Exception as exc:
+                self.get_logger().error(f"finishing {output.path} failed: {exc}")
+        super().destroy_node()

@@ -13,7 +13,6 @@ Topics: /q_grasp/transitions (std_msgs/UInt8MultiArray, reliable, deep queue) in
 
 from __future__ import annotations
 
-import csv
 import math
 import queue
 import sys
@@ -26,6 +25,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
+from q_grasp.learning.metrics import CsvLog, ScalarWriter
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import blob_to_msg, msg_to_blob
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
@@ -37,8 +37,8 @@ from q_grasp.wire import TRANSITIONS_SCHEMA, WEIGHTS_SCHEMA, TransitionBatch, Wi
 TRANSITIONS_TOPIC = "/q_grasp/transitions"
 WEIGHTS_TOPIC = "/q_grasp/weights"
 PROGRESS_FIELDS = ("wall_time_s", "transitions", "episodes", "buffer_size", "updates",
-                   "updates_per_s", "loss", "epsilon", "success_rate", "reward_mean",
-                   "weights_version", "rejected", "dropped_batches")
+                   "updates_per_s", "loss", "mean_max_q", "epsilon", "success_rate",
+                   "reward_mean", "weights_version", "rejected", "dropped_batches")
 DYNAMIC_PARAMETERS = frozenset({"max_updates_per_s", "publish_every_updates", "log_every_s"})
 """Parameters that may change while the node runs."""
 
@@ -64,7 +64,8 @@ class TrainerNode(Node):
                                  callback_group=MutuallyExclusiveCallbackGroup())
         self._stop = threading.Event()
         self.context.on_shutdown(self._stop.set)
-        self._csv_file = None
+        self._progress: CsvLog | None = None
+        self._scalars: ScalarWriter | None = None
         self._thread = threading.Thread(target=self._train_loop, name="trainer_learn",
                                         daemon=True)
         self._thread.start()
@@ -175,16 +176,16 @@ class TrainerNode(Node):
         return now, updates
 
     def _write_progress(self, row: dict[str, Any]) -> None:
-        path = self.core.output_dir / "progress.csv"
-        if self._csv_file is None:
-            new = not path.exists()
-            self._csv_file = open(path, "a", newline="")  # noqa: SIM115 - closed on destroy
-            self._csv = csv.DictWriter(self._csv_file, PROGRESS_FIELDS, extrasaction="ignore")
-            if new:
-                self._csv.writeheader()
-        self._csv.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                            for k, v in row.items()})
-        self._csv_file.flush()
+        if self._progress is None:
+            out = self.core.output_dir
+            self._progress = CsvLog(out / "progress.csv", PROGRESS_FIELDS, append=True)
+            if self._config.tensorboard:
+                self._scalars = ScalarWriter(out / "tb")
+        self._progress.write(row)
+        if self._scalars is not None:
+            self._scalars.scalars("trainer", row, int(row["transitions"]),
+                                  skip=("wall_time_s", "transitions"))
+            self._scalars.flush()
 
     # ----------------------------------------------------------------------------- shutdown
 
@@ -204,8 +205,10 @@ class TrainerNode(Node):
                                        f"{self.core.updates} updates)")
             except Exception as exc:  # never lose the shutdown over a full disk; say so
                 level, line = "error", f"final checkpoint failed: {exc}"
-        if self._csv_file is not None:
-            self._csv_file.close()
+        if self._progress is not None:
+            self._progress.close()
+        if self._scalars is not None:
+            self._scalars.close()
         logger = self.get_logger()
         super().destroy_node()
         # Logged once the node is gone: after Ctrl-C its /rosout publisher is already invalid

@@ -49,7 +49,7 @@ class TrainerConfig:
     """Checkpoint to start from. Empty: the newest checkpoint in output_dir/checkpoints
     (resume after a restart), else fresh weights."""
     output_dir: str = "runs/ros_trainer"
-    """Folder for checkpoints/, progress.csv and TensorBoard files."""
+    """Folder for checkpoints/, progress.csv and TensorBoard files (tb/)."""
     seed: int = 0
     """Seed of the network initialisation and replay sampling."""
     device: str = ""
@@ -72,8 +72,9 @@ class TrainerConfig:
     """At shutdown, save the replay buffer next to the checkpoints; a restart reloads it."""
     log_every_s: float = 5.0
     """Write a progress.csv row and a log line this often (wall clock)."""
-    tensorboard: bool = False
-    """Also write TensorBoard event files."""
+    tensorboard: bool = True
+    """Also write the progress.csv numbers as TensorBoard scalars in output_dir/tb (step:
+    transitions received)."""
     queue_size: int = 256
     """Decoded transition batches waiting for the training thread; the oldest are dropped
     (and counted) beyond this."""
@@ -155,6 +156,7 @@ class TrainerCore:
         self.weights_version = -1
         self.resumed_from = start
         self.last_loss = math.nan
+        self.last_mean_max_q = math.nan
         self._successes: deque[bool] = deque(maxlen=config.success_window)
         self._rewards: deque[float] = deque(maxlen=1000)
         self._lock = threading.Lock()
@@ -248,6 +250,7 @@ class TrainerCore:
         if result is None:
             return None
         self.last_loss = float(result.loss)
+        self.last_mean_max_q = float(result.mean_max_q)
         return self.last_loss
 
     @property
@@ -304,6 +307,7 @@ class TrainerCore:
             "buffer_size": len(self.learner.buffer),
             "updates": self.learner.updates,
             "loss": self.last_loss,
+            "mean_max_q": self.last_mean_max_q,
             "epsilon": float(self.schedule(self.transitions)),
             "success_rate": float(np.mean(successes)) if successes else math.nan,
             "reward_mean": float(np.mean(rewards)) if rewards else math.nan,

@@ -1,0 +1,114 @@
+"""A Rerun view of a run (for pip-only users, where rviz is not installable): the arm in 3D
+from its URDF, camera images, the Q-map, grasp and goal markers, and learning curves, saved to
+an .rrd file and optionally served to a local browser. No rclpy here: the viewer node hands in
+arrays.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+SIM_TIME = "sim_time"
+"""Timeline of the robot's messages (their header stamps)."""
+TRANSITIONS = "transitions"
+"""Timeline of the learning curves (transitions the trainer received)."""
+
+
+class ViewerError(ValueError):
+    """The viewer cannot start as asked (the message names the file or port)."""
+
+
+def port_in_use(port: int) -> bool:
+    """Whether a TCP port on this host is taken (so the error can name it before Rerun's
+    servers fail deep inside)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("0.0.0.0", port))  # noqa: S104 - where Rerun's servers bind
+        except OSError:
+            return True
+    return False
+
+
+class RunViewer:
+    """Logs a run to Rerun: always to ``rrd_path``; with ``web_port`` also to a gRPC server
+    that the web viewer served at http://localhost:<web_port> reads."""
+
+    def __init__(self, rrd_path: str | Path, urdf_path: str | Path, *, web_port: int = 0,
+                 grpc_port: int = 9876) -> None:
+        import rerun as rr
+        from rerun.urdf import UrdfTree
+
+        self.rr = rr
+        self.path = Path(rrd_path)
+        if web_port:
+            for name, port in (("web port", web_port), ("gRPC port", grpc_port)):
+                if port_in_use(port):
+                    raise ViewerError(f"viewer {name} {port} is in use (choose another or "
+                                      f"stop what holds it)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
+        except OSError as exc:
+            raise ViewerError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self.url = ""
+        self.rec = rr.RecordingStream("q_grasp")
+        if web_port:
+            grpc_url = self.rec.serve_grpc(grpc_port=grpc_port, server_memory_limit="256MiB")
+            rr.serve_web_viewer(web_port=web_port, open_browser=False, connect_to=grpc_url)
+            self.url = f"http://localhost:{web_port}"
+            # serve_grpc made the server the only sink; the file is added beside it.
+            self.rec.set_sinks(rr.GrpcSink(grpc_url), rr.FileSink(str(self.path)))
+        else:
+            self.rec.set_sinks(rr.FileSink(str(self.path)))
+        self.tree = UrdfTree.from_file_path(str(urdf_path))
+        self.tree.log_urdf_to_recording(self.rec)
+        self._joints = {j.name: j for j in self.tree.joints() if j.joint_type != "fixed"}
+
+    def _sim_time(self, t_s: float) -> None:
+        self.rec.set_time(SIM_TIME, duration=t_s)
+
+    def joints(self, names: Sequence[str], positions: Sequence[float], t_s: float) -> None:
+        """Move the URDF model's joints (unknown names are ignored)."""
+        self._sim_time(t_s)
+        for name, value in zip(names, positions):
+            joint = self._joints.get(name)
+            if joint is not None and np.isfinite(value):
+                self.rec.log("robot/joints", joint.compute_transform(float(value), clamp=False))
+
+    def image(self, entity: str, image: np.ndarray, t_s: float, depth: bool = False) -> None:
+        """An RGB image, or a depth image in metres."""
+        self._sim_time(t_s)
+        rr = self.rr
+        self.rec.log(entity, rr.DepthImage(image, meter=1.0) if depth else rr.Image(image))
+
+    def points(self, entity: str, xyz: np.ndarray, t_s: float,
+               color: Sequence[int] = (255, 200, 0), radius: float = 0.01) -> None:
+        """Markers (grasp pose, goal, end effector) as points in the world frame."""
+        self._sim_time(t_s)
+        self.rec.log(entity, self.rr.Points3D(np.atleast_2d(xyz), colors=[color],
+                                              radii=radius))
+
+    def curves(self, transitions: int, values: Mapping[str, float]) -> None:
+        """Learning-curve points at ``transitions`` (finite values only)."""
+        self.rec.set_time(TRANSITIONS, sequence=int(transitions))
+        for key, value in values.items():
+            if np.isfinite(value):
+                self.rec.log(f"curves/{key}", self.rr.Scalars(float(value)))
+
+    def close(self) -> None:
+        """Flush and finish the .rrd file."""
+        self.rec.flush()
+        self.rec.disconnect()
+
+
+def recorded_entities(rrd_path: str | Path) -> set[str]:
+    """Entity paths of the recording in an .rrd file (to check what a run logged)."""
+    from rerun.chunk import RrdReader
+
+    reader = RrdReader(str(rrd_path))
+    return set(reader.store().schema().entity_paths())
+
