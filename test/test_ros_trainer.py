@@ -127,76 +127,125 @@ def test_config_validation() -> None:
 # ----------------------------------------------------------------------------- over DDS
 
 
-@pytest.mark.ros
-def test_trainer_node_over_dds(tmp_path, monkeypatch) -> None:
-    rclpy = pytest.importorskip("rclpy")
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
-    from std_msgs.msg import UInt8MultiArray
+class TrainerProbe:
+    """A probe node in a test process: publishes transitions, reads weights and the trainer's
+    /diagnostics, sets the trainer's parameters (all over real DDS)."""
 
-    from q_grasp.nodes import qos
-    from q_grasp.nodes.convert import blob_to_msg, msg_to_blob
-    from q_grasp.nodes.testing import (
-        start_node_process,
-        stop_process,
-        unique_domain_id,
-        wait_until,
-    )
-    from q_grasp.wire import TRANSITIONS_SCHEMA, WEIGHTS_SCHEMA
+    def __init__(self, rclpy, domain: int) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from std_msgs.msg import UInt8MultiArray
+
+        from q_grasp.nodes import qos
+
+        self.rclpy = rclpy
+        self.domain = domain
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("trainer_probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.weights: list[UInt8MultiArray] = []
+        self.diagnostics: dict[str, str] = {}
+
+        def on_diagnostics(msg: DiagnosticArray) -> None:
+            for status in msg.status:
+                if status.name.endswith("trainer"):
+                    self.diagnostics.update({kv.key: kv.value for kv in status.values})
+
+        self.node.create_subscription(UInt8MultiArray, "/q_grasp/weights", self.weights.append,
+                                      qos.WEIGHTS_QOS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics,
+                                      qos.DEFAULT_QOS)
+        self.pub = self.node.create_publisher(UInt8MultiArray, "/q_grasp/transitions",
+                                              qos.transitions_qos(100))
+
+    def spin(self) -> None:
+        self.executor.spin_once(timeout_sec=0.05)
+
+    def wait(self, predicate, timeout_s: float) -> bool:
+        from q_grasp.nodes.testing import wait_until
+
+        return wait_until(predicate, timeout_s, self.spin)
+
+    def publish(self, blob: bytes, schema=None) -> None:
+        from q_grasp.nodes.convert import blob_to_msg
+        from q_grasp.wire import TRANSITIONS_SCHEMA
+
+        self.pub.publish(blob_to_msg(blob, schema or TRANSITIONS_SCHEMA))
+
+    def version(self, index: int = -1) -> int:
+        from q_grasp.nodes.convert import msg_to_blob
+        from q_grasp.wire import WEIGHTS_SCHEMA
+
+        return decode_weights(msg_to_blob(self.weights[index], WEIGHTS_SCHEMA),
+                              WeightsLimits()).version
+
+    def counter(self, key: str) -> int:
+        return int(self.diagnostics.get(key, 0))
+
+    def set_parameter(self, name: str, value) -> bool:
+        from rclpy.parameter import Parameter
+        from rclpy.parameter_client import AsyncParameterClient
+
+        client = AsyncParameterClient(self.node, "trainer")
+        assert client.wait_for_services(timeout_sec=10.0)
+        future = client.set_parameters([Parameter(name, value=value)])
+        self.executor.spin_until_future_complete(future, timeout_sec=10.0)
+        return future.done() and future.result().results[0].successful
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.context)
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    rclpy = pytest.importorskip("rclpy")
+    from q_grasp.nodes.testing import unique_domain_id
 
     domain = unique_domain_id()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    out = tmp_path / "run"
+    probe = TrainerProbe(rclpy, domain)
+    yield probe
+    probe.close()
+
+
+def trainer_args(out: Path, *extra: str) -> list[str]:
     args = ["-p", "task:=reacher", "-p", f"output_dir:={out}", "-p", "learning_starts:=32",
             "-p", "publish_every_updates:=10", "-p", "checkpoint_every_updates:=20",
             "-p", "log_every_s:=0.3", "-p", "replay_ratio:=1.0"]
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("trainer_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    weights: list[UInt8MultiArray] = []
-    diagnostics: dict[str, str] = {}
+    for item in extra:
+        args += ["-p", item]
+    return args
 
-    def on_diagnostics(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.endswith("trainer"):
-                diagnostics.update({kv.key: kv.value for kv in status.values})
 
-    node.create_subscription(UInt8MultiArray, "/q_grasp/weights", weights.append,
-                             qos.WEIGHTS_QOS)
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, qos.DEFAULT_QOS)
-    pub = node.create_publisher(UInt8MultiArray, "/q_grasp/transitions",
-                                qos.transitions_qos(100))
+@pytest.mark.ros
+def test_trainer_node_over_dds(tmp_path, probe) -> None:
+    from q_grasp.nodes.testing import start_node_process, stop_process
+    from q_grasp.wire import WEIGHTS_SCHEMA
 
-    def spin() -> None:
-        executor.spin_once(timeout_sec=0.05)
-
-    def version(msg: UInt8MultiArray) -> int:
-        return decode_weights(msg_to_blob(msg, WEIGHTS_SCHEMA), WeightsLimits()).version
-
+    domain, diagnostics, weights = probe.domain, probe.diagnostics, probe.weights
+    out = tmp_path / "run"
+    args = trainer_args(out)
     proc = start_node_process("q_grasp.nodes.trainer", args, domain_id=domain,
                               log_path=tmp_path / "trainer1.log")
     try:
-        assert wait_until(lambda: bool(weights), 40.0, spin), (
+        assert probe.wait(lambda: bool(weights), 40.0), (
             (tmp_path / "trainer1.log").read_text())
-        assert version(weights[-1]) == 0  # the initial weights, latched for late actors
-        assert wait_until(lambda: pub.get_subscription_count() > 0, 10.0, spin)
-        hostile = [blob_to_msg(b"\x00" * 64, TRANSITIONS_SCHEMA),
-                   blob_to_msg(encode_transitions(reacher_batch(3)), WEIGHTS_SCHEMA),
-                   blob_to_msg(encode_transitions(reacher_batch(3, num_actions=9)),
-                               TRANSITIONS_SCHEMA)]
-        for msg in hostile:
-            pub.publish(msg)
+        assert probe.version() == 0  # the initial weights, latched for late actors
+        assert probe.wait(lambda: probe.pub.get_subscription_count() > 0, 10.0)
+        probe.publish(b"\x00" * 64)
+        probe.publish(encode_transitions(reacher_batch(3)), WEIGHTS_SCHEMA)
+        probe.publish(encode_transitions(reacher_batch(3, num_actions=9)))
         for seed in range(10):  # 200 transitions: more than one DQN batch (128)
-            pub.publish(blob_to_msg(encode_transitions(reacher_batch(20, seed=seed)),
-                                    TRANSITIONS_SCHEMA))
-        assert wait_until(lambda: int(diagnostics.get("updates", 0)) >= 40
-                          and int(diagnostics.get("rejected", 0)) >= 3, 30.0, spin), (
+            probe.publish(encode_transitions(reacher_batch(20, seed=seed)))
+        assert probe.wait(lambda: probe.counter("updates") >= 40
+                          and probe.counter("rejected") >= 3, 30.0), (
             f"{diagnostics}\n{(tmp_path / 'trainer1.log').read_text()}")
         assert int(diagnostics["rejected.transitions.schema"]) == 1
-        assert wait_until(lambda: version(weights[-1]) >= 30, 10.0, spin)
+        assert probe.wait(lambda: probe.version() >= 30, 10.0)
         assert newest_checkpoint(out) is not None
         proc.send_signal(signal.SIGKILL)  # no clean shutdown: resume from periodic checkpoint
         proc.wait(timeout=10)
@@ -208,19 +257,42 @@ def test_trainer_node_over_dds(tmp_path, monkeypatch) -> None:
     proc = start_node_process("q_grasp.nodes.trainer", args, domain_id=domain,
                               log_path=tmp_path / "trainer2.log")
     try:
-        assert wait_until(lambda: bool(weights) and version(weights[-1]) >= checkpoint_updates,
-                          40.0, spin), (tmp_path / "trainer2.log").read_text()
+        assert probe.wait(lambda: bool(weights) and probe.version() >= checkpoint_updates,
+                          40.0), (tmp_path / "trainer2.log").read_text()
         log = (tmp_path / "trainer2.log").read_text()
         assert f"resumed from {resumed_from}" in log
         # Something new, so that the clean shutdown has a checkpoint to write.
         diagnostics.clear()
-        pub.publish(blob_to_msg(encode_transitions(reacher_batch(20, seed=99)),
-                                TRANSITIONS_SCHEMA))
-        assert wait_until(lambda: int(diagnostics.get("received_batches", 0)) >= 1, 20.0,
-                          spin), (tmp_path / "trainer2.log").read_text()
+        probe.publish(encode_transitions(reacher_batch(20, seed=99)))
+        assert probe.wait(lambda: probe.counter("received_batches") >= 1, 20.0), (
+            (tmp_path / "trainer2.log").read_text())
     finally:
         assert stop_process(proc) == 0, (tmp_path / "trainer2.log").read_text()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
     assert (out / "checkpoints" / "replay.safetensors").is_file()  # saved at clean shutdown
     assert (out / "progress.csv").read_text().count("\n") >= 2
+
+
+@pytest.mark.ros
+def test_a_parameter_cannot_wedge_the_update_loop(tmp_path, probe) -> None:
+    """max_updates_per_s 1e-6 (a pause of 11 days after each update) and back to 0: training
+    goes on at once, because a parameter change ends the pause."""
+    from q_grasp.nodes.testing import start_node_process, stop_process
+
+    log = tmp_path / "trainer.log"
+    proc = start_node_process("q_grasp.nodes.trainer", trainer_args(tmp_path / "run"),
+                              domain_id=probe.domain, log_path=log)
+    try:
+        assert probe.wait(lambda: bool(probe.weights), 40.0), log.read_text()
+        assert probe.set_parameter("max_updates_per_s", 1e-6)
+        assert probe.wait(lambda: probe.pub.get_subscription_count() > 0, 10.0)
+        for seed in range(10):
+            probe.publish(encode_transitions(reacher_batch(20, seed=seed)))
+        assert probe.wait(lambda: probe.counter("received_batches") >= 10, 20.0), log.read_text()
+        # The first update runs, then its pause starts (the loop has nothing else to do).
+        probe.wait(lambda: False, 2.0)
+        assert probe.counter("updates") <= 1
+        assert probe.set_parameter("max_updates_per_s", 0.0)
+        assert probe.wait(lambda: probe.counter("updates") >= 100, 30.0), (
+            f"{probe.diagnostics}\n{log.read_text()}")
+    finally:
+        assert stop_process(proc) == 0, log.read_text()

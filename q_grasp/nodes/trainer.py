@@ -63,7 +63,10 @@ class TrainerNode(Node):
                                  qos.transitions_qos(self._config.transitions_qos_depth),
                                  callback_group=MutuallyExclusiveCallbackGroup())
         self._stop = threading.Event()
-        self.context.on_shutdown(self._stop.set)
+        # Set by a parameter change or a stop: ends any wait a parameter controls, so that no
+        # value of it (1e-6 updates/s) can wedge the loop until the next change.
+        self._wake = threading.Event()
+        self.context.on_shutdown(self._request_stop)
         self._csv_file = None
         self._thread = threading.Thread(target=self._train_loop, name="trainer_learn",
                                         daemon=True)
@@ -77,8 +80,13 @@ class TrainerNode(Node):
 
     # ----------------------------------------------------------------------------- callbacks
 
+    def _request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
     def _on_parameters_changed(self, config: TrainerConfig, names: list[str]) -> None:
         self._config = config
+        self._wake.set()
         self.get_logger().info(f"parameters changed: {', '.join(names)}")
 
     def _on_transitions(self, msg: UInt8MultiArray) -> None:
@@ -119,6 +127,14 @@ class TrainerNode(Node):
             except queue.Empty:
                 return added
 
+    def _throttle(self) -> None:
+        """max_updates_per_s: the pause after an update, ended early by a parameter change."""
+        self._wake.clear()
+        # Read after the clear: a change from here on either shows in this value or wakes.
+        rate = self._config.max_updates_per_s
+        if rate > 0:
+            self._wake.wait(1.0 / rate)
+
     def _train_loop(self) -> None:
         core = self.core
         last_publish = last_checkpoint = core.updates
@@ -135,8 +151,7 @@ class TrainerNode(Node):
                     if self._stop.is_set():
                         break
                     core.update()
-                    if cfg.max_updates_per_s > 0:
-                        self._stop.wait(1.0 / cfg.max_updates_per_s)
+                    self._throttle()
                 if core.updates - last_publish >= cfg.publish_every_updates:
                     self._publish_weights()
                     last_publish = core.updates
@@ -191,7 +206,7 @@ class TrainerNode(Node):
     def destroy_node(self) -> None:
         """Stop training, write a final checkpoint (with the replay buffer) unless nothing
         arrived or was learned since the last one, then go."""
-        self._stop.set()
+        self._request_stop()
         if self._thread.is_alive():
             self._thread.join(timeout=30.0)
         if not self.core.unsaved:
