@@ -115,6 +115,77 @@ def test_checkpoint_resume(core, core_dir) -> None:
     assert len(list((core_dir / "checkpoints").glob("ckpt_*.safetensors"))) == 2
 
 
+def ingest_and_train(core: TrainerCore, seeds, n: int = 20) -> None:
+    for seed in seeds:
+        core.ingest(core.decode(encode_transitions(reacher_batch(n, seed=seed))))
+    for _ in range(core.updates_due()):
+        core.update()
+
+
+def test_a_broken_newest_checkpoint_is_skipped_for_the_previous_one(tmp_path) -> None:
+    config = TrainerConfig(task="reacher", output_dir=str(tmp_path), learning_starts=64)
+    core = TrainerCore(config)
+    ingest_and_train(core, range(10))
+    older = core.save_checkpoint()
+    ingest_and_train(core, range(10, 12))
+    newest = core.save_checkpoint()
+    assert newest != older
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a crash mid-write
+    resumed = TrainerCore(config)
+    assert resumed.resumed_from == str(older)
+    assert len(resumed.warnings) == 1 and str(newest) in resumed.warnings[0]
+    assert "truncated" in resumed.warnings[0]
+    # An explicit checkpoint is what the user asked for: no silent fallback.
+    with pytest.raises(ValueError, match="checkpoint"):
+        TrainerCore(TrainerConfig(task="reacher", output_dir=str(tmp_path / "other"),
+                                  checkpoint=str(newest)))
+
+
+def test_a_crash_loses_only_the_unflushed_transitions_and_no_weights_version(tmp_path) -> None:
+    config = TrainerConfig(task="reacher", output_dir=str(tmp_path), learning_starts=64)
+    core = TrainerCore(config)
+    ingest_and_train(core, range(10))
+    core.save_checkpoint()  # without the replay buffer: periodic checkpoints have none
+    ingest_and_train(core, range(10, 15))
+    assert core.flush_replay() == 300
+    core.ingest(core.decode(encode_transitions(reacher_batch(20, seed=99))))  # not flushed
+    published = [decode_weights(core.weights_blob(), WeightsLimits()).version
+                 for _ in range(3)]
+    del core  # SIGKILL: no final checkpoint, no replay file
+    resumed = TrainerCore(config)
+    assert len(resumed.learner.buffer) == 300 and resumed.transitions == 300
+    assert resumed.episodes == 30
+    assert not resumed.warnings
+    assert decode_weights(resumed.weights_blob(), WeightsLimits()).version > max(published)
+    # A clean shutdown writes the whole buffer; a restart does not add the segments twice.
+    ingest_and_train(resumed, range(20, 22))
+    resumed.save_checkpoint(replay=True)
+    again = TrainerCore(config)
+    assert len(again.learner.buffer) == 340 and again.transitions == 340
+
+
+def test_replay_segments_are_pruned_with_the_capacity_and_validated(tmp_path) -> None:
+    from q_grasp.nodes.replay_log import ReplayLog, Segment
+
+    log = ReplayLog(tmp_path, capacity=50, obs_shape=(OBS_DIM,), obs_dtype=np.float32,
+                    num_actions=N_ACTIONS)
+    for k in range(5):
+        b = reacher_batch(20, seed=k)
+        log.append(20 * k, b.observations, b.actions, b.rewards, b.next_observations,
+                   b.terminated, b.truncated, f"actor{k % 2}")
+        log.flush()
+    assert [first for first, _, _ in log.segments()] == [40, 60, 80]  # >= 50 newest kept
+    segments = list(log.read(since=70))
+    assert [(s.first, len(s)) for s in segments] == [(70, 10), (80, 20)]
+    assert segments[1].streams == ["actor0"] * 20
+    np.testing.assert_array_equal(segments[1]["actions"], reacher_batch(20, seed=4).actions)
+    _, _, middle = log.segments()[1]
+    middle.write_bytes(middle.read_bytes()[:-8])
+    read = list(log.read())
+    assert isinstance(read[0], Segment) and isinstance(read[2], Segment)
+    assert read[1][0] == middle and "readable" in read[1][1]
+
+
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="replay_ratio"):
         TrainerConfig(replay_ratio=-1.0)
@@ -215,7 +286,8 @@ def probe(monkeypatch):
 def trainer_args(out: Path, *extra: str) -> list[str]:
     args = ["-p", "task:=reacher", "-p", f"output_dir:={out}", "-p", "learning_starts:=32",
             "-p", "publish_every_updates:=10", "-p", "checkpoint_every_updates:=20",
-            "-p", "log_every_s:=0.3", "-p", "replay_ratio:=1.0"]
+            "-p", "log_every_s:=0.3", "-p", "replay_ratio:=1.0",
+            "-p", "replay_flush_every_s:=0.5"]
     for item in extra:
         args += ["-p", item]
     return args
@@ -247,18 +319,23 @@ def test_trainer_node_over_dds(tmp_path, probe) -> None:
         assert int(diagnostics["rejected.transitions.schema"]) == 1
         assert probe.wait(lambda: probe.version() >= 30, 10.0)
         assert newest_checkpoint(out) is not None
+        # Within replay_flush_every_s (0.5 s) the replay buffer is on disk.
+        probe.wait(lambda: probe.counter("replay_persisted") >= 200, 5.0)
+        last_published = probe.version()
         proc.send_signal(signal.SIGKILL)  # no clean shutdown: resume from periodic checkpoint
         proc.wait(timeout=10)
     finally:
         stop_process(proc)
     resumed_from = newest_checkpoint(out)
-    checkpoint_updates = int(resumed_from.name[5:14])
     weights.clear()
+    diagnostics.clear()
     proc = start_node_process("q_grasp.nodes.trainer", args, domain_id=domain,
                               log_path=tmp_path / "trainer2.log")
     try:
-        assert probe.wait(lambda: bool(weights) and probe.version() >= checkpoint_updates,
-                          40.0), (tmp_path / "trainer2.log").read_text()
+        assert probe.wait(lambda: bool(weights) and "buffer_size" in diagnostics, 40.0), (
+            (tmp_path / "trainer2.log").read_text())
+        assert probe.version(0) > last_published  # versions never go back across a restart
+        assert probe.counter("buffer_size") == 200  # the replay buffer survived the SIGKILL
         log = (tmp_path / "trainer2.log").read_text()
         assert f"resumed from {resumed_from}" in log
         # Something new, so that the clean shutdown has a checkpoint to write.

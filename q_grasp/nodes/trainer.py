@@ -3,9 +3,10 @@
 
 The subscription callback only decodes and validates a blob (bad ones are logged, counted and
 dropped: they never reach the replay buffer) and queues it; a training thread owns the replay
-buffer, the gradient updates, weight publication and checkpoints. A restart resumes from the
-newest checkpoint in output_dir (weights, target network, optimizer, counters, and the replay
-buffer saved at the last clean shutdown).
+buffer, the gradient updates, weight publication and checkpoints. A restart, also after a
+crash, resumes from the newest checkpoint in output_dir that loads (weights, target network,
+optimizer, counters), the replay buffer saved at the last clean shutdown plus the segments
+written every replay_flush_every_s since, and weights versions above every one published.
 
 Topics: /q_grasp/transitions (std_msgs/UInt8MultiArray, reliable, deep queue) in;
 /q_grasp/weights (std_msgs/UInt8MultiArray, reliable, transient local) and /diagnostics out.
@@ -54,6 +55,8 @@ class TrainerNode(Node):
         self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}")
         self.core = TrainerCore(self._config, source=self.get_fully_qualified_name())
         self.core.output_dir.mkdir(parents=True, exist_ok=True)
+        for line in self.core.warnings:
+            self.get_logger().warn(line)
         # Which start this is (monitors and tests tell a restarted trainer from its old self).
         self.diagnostics.set(resumed_from=self.core.resumed_from or "fresh")
         self._queue: queue.Queue[TransitionBatch] = queue.Queue(self._config.queue_size)
@@ -139,7 +142,7 @@ class TrainerNode(Node):
         core = self.core
         last_publish = last_checkpoint = core.updates
         window = (time.monotonic(), core.updates)
-        last_log = time.monotonic()
+        last_log = last_flush = time.monotonic()
         try:
             self._publish_weights()  # actors (latched subscription) start from these
             while not self._stop.is_set():
@@ -159,6 +162,9 @@ class TrainerNode(Node):
                     core.save_checkpoint()
                     last_checkpoint = core.updates
                 now = time.monotonic()
+                if now - last_flush >= cfg.replay_flush_every_s:
+                    self._flush_replay()
+                    last_flush = now
                 if now - last_log >= cfg.log_every_s:
                     window = self._report(window)
                     last_log = now
@@ -167,6 +173,14 @@ class TrainerNode(Node):
                 return
             self.get_logger().error(f"training stopped: {exc}\n{traceback.format_exc()}")
             self.diagnostics.set_level(ERROR, f"training stopped: {exc}")
+
+    def _flush_replay(self) -> None:
+        try:
+            self.core.flush_replay()
+        except OSError as exc:  # kept in memory and tried again; training goes on
+            self.diagnostics.count("replay_flush_errors")
+            self.get_logger().error(f"replay buffer not written to disk: {exc}",
+                                    throttle_duration_sec=30.0)
 
     def _report(self, window: tuple[float, int]) -> tuple[float, int]:
         now, updates = time.monotonic(), self.core.updates

@@ -21,9 +21,16 @@ import numpy as np
 import torch
 
 from q_grasp.learning.agent import Learner, make_buffer
-from q_grasp.learning.checkpoint import env_description, load_checkpoint, save_checkpoint
+from q_grasp.learning.checkpoint import (
+    atomic_write_bytes,
+    env_description,
+    fsync_replace,
+    load_checkpoint,
+    save_checkpoint,
+)
 from q_grasp.learning.schedules import make_schedule
 from q_grasp.nodes.policy_core import load_task
+from q_grasp.nodes.replay_log import ReplayLog, Segment
 from q_grasp.wire import (
     TransitionBatch,
     TransitionLimits,
@@ -33,6 +40,9 @@ from q_grasp.wire import (
 )
 
 CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d{9})\.safetensors$")
+VERSION_BLOCK = 1000
+"""Weights versions reserved on disk at a time (checkpoints/weights_version): a restart
+continues above every version a crashed trainer may have published."""
 
 
 @dataclass
@@ -68,7 +78,12 @@ class TrainerConfig:
     keep_checkpoints: int = 3
     """Newest periodic checkpoints kept in output_dir/checkpoints."""
     save_replay_buffer: bool = True
-    """At shutdown, save the replay buffer next to the checkpoints; a restart reloads it."""
+    """Keep the replay buffer on disk: new transitions go to output_dir/replay every
+    replay_flush_every_s, the whole buffer to checkpoints/replay.safetensors at shutdown; a
+    restart (also after a crash) reloads both."""
+    replay_flush_every_s: float = 2.0
+    """Write the transitions received since the last write this often (wall clock): what a
+    crash of the trainer can lose of the replay buffer."""
     log_every_s: float = 5.0
     """Write a progress.csv row and a log line this often (wall clock)."""
     tensorboard: bool = False
@@ -98,6 +113,9 @@ class TrainerConfig:
                      "max_batch_size", "success_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.replay_flush_every_s > 0.0:
+            raise ValueError(f"replay_flush_every_s: must be > 0 s, got "
+                             f"{self.replay_flush_every_s}")
         if not self.log_every_s > 0.0:
             raise ValueError(f"log_every_s: must be > 0 s, got {self.log_every_s}")
         if not self.output_dir:
@@ -106,14 +124,20 @@ class TrainerConfig:
             raise ValueError(f"device: must be cpu, cuda[:N], mps or empty, got {self.device!r}")
 
 
-def newest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The periodic checkpoint with the most updates in ``output_dir``/checkpoints."""
+def checkpoints_newest_first(output_dir: str | Path) -> list[Path]:
+    """The periodic checkpoints in ``output_dir``/checkpoints, most updates first."""
     folder = Path(output_dir) / "checkpoints"
     if not folder.is_dir():
-        return None
+        return []
     found = sorted((int(m.group(1)), p) for p in folder.iterdir()
                    if (m := CHECKPOINT_PATTERN.match(p.name)))
-    return found[-1][1] if found else None
+    return [p for _, p in reversed(found)]
+
+
+def newest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The periodic checkpoint with the most updates in ``output_dir``/checkpoints."""
+    found = checkpoints_newest_first(output_dir)
+    return found[0] if found else None
 
 
 class TrainerCore:
@@ -125,9 +149,9 @@ class TrainerCore:
         self.source = source
         self.output_dir = Path(config.output_dir).expanduser()
         self.checkpoint_dir = self.output_dir / "checkpoints"
-        start = config.checkpoint or str(newest_checkpoint(self.output_dir) or "")
-        self.setup = load_task(config.task, experiment_config=config.experiment_config,
-                               checkpoint=start, seed=config.seed)
+        self.warnings: list[str] = []
+        """Problems met while resuming (the node logs them): skipped files and why."""
+        start, self.setup = self._load_start()
         exp = self.setup.experiment
         device = config.device or exp.training.device
         torch.manual_seed(config.seed)
@@ -157,8 +181,16 @@ class TrainerCore:
         self._successes: deque[bool] = deque(maxlen=config.success_window)
         self._rewards: deque[float] = deque(maxlen=1000)
         self._lock = threading.Lock()
+        self.replay_log = (ReplayLog(self.output_dir / "replay", exp.buffer.capacity,
+                                     tuple(spaces.observation_space.shape), self.obs_dtype,
+                                     int(spaces.action_space.n))
+                           if config.save_replay_buffer else None)
         if start:
             self._restore(start)
+        self._version_ceiling = self._read_version_ceiling()
+        self.weights_version = max(self.weights_version, self._version_ceiling)
+        if self.replay_log is not None:
+            self._replay_segments()
         self._saved_at = self._progress()
 
     def _progress(self) -> tuple[int, int]:
@@ -171,6 +203,26 @@ class TrainerCore:
         return self._progress() != self._saved_at
 
     # ----------------------------------------------------------------------------- resume
+
+    def _load_start(self) -> tuple[str, Any]:
+        """The checkpoint to start from and the task set up from it. An explicit checkpoint
+        must load; of the periodic ones the newest that loads is used, the others are skipped
+        with a warning (a crash or a full disk may have left the newest one broken)."""
+        cfg = self.config
+        if cfg.checkpoint:
+            candidates = [cfg.checkpoint]
+        else:
+            candidates = [str(p) for p in checkpoints_newest_first(self.output_dir)]
+        for path in candidates:
+            try:
+                return path, load_task(cfg.task, experiment_config=cfg.experiment_config,
+                                       checkpoint=path, seed=cfg.seed)
+            except ValueError as exc:
+                if cfg.checkpoint:
+                    raise
+                self.warnings.append(f"skipped checkpoint {path}: {exc}")
+        return "", load_task(cfg.task, experiment_config=cfg.experiment_config,
+                             checkpoint="", seed=cfg.seed)
 
     def _restore(self, path: str) -> None:
         ckpt = load_checkpoint(path)
@@ -189,14 +241,37 @@ class TrainerCore:
         self.transitions = int(counters.get("env_steps", 0))
         self.episodes = int(counters.get("episodes", 0))
         self.weights_version = int(counters.get("weights_version", learner.updates))
-        replay = self.checkpoint_dir / "replay.safetensors"
-        if self.config.save_replay_buffer and replay.is_file():
-            from safetensors.numpy import load_file
 
+    def _replay_segments(self) -> None:
+        """Reload the replay buffer: the file of the last clean shutdown, then the segments
+        written after it; count the transitions the checkpoint had not seen yet."""
+        from safetensors import SafetensorError, safe_open
+
+        replay = self.checkpoint_dir / "replay.safetensors"
+        through = 0
+        if replay.is_file():
             try:
-                learner.buffer.load_state_dict(load_file(str(replay)))
-            except (ValueError, KeyError, OSError) as exc:  # stale or foreign: start empty
-                self.replay_error = str(exc)
+                with safe_open(str(replay), "np") as f:
+                    through = int((f.metadata() or {}).get("through", 0))
+                    state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+                self.learner.buffer.load_state_dict(state)
+            except (SafetensorError, ValueError, KeyError, OSError) as exc:
+                through = 0
+                self.warnings.append(f"replay buffer {replay} not loaded: {exc}")
+        counted = self.transitions
+        for segment in self.replay_log.read(since=through):
+            if not isinstance(segment, Segment):
+                self.warnings.append(f"skipped replay segment {segment[0]}: {segment[1]}")
+                continue
+            done = segment["terminated"] | segment["truncated"]
+            for i in range(len(segment)):
+                self.learner.add_transition(
+                    segment["observations"][i], int(segment["actions"][i]),
+                    float(segment["rewards"][i]), segment["next_observations"][i],
+                    bool(segment["terminated"][i]), bool(segment["truncated"][i]),
+                    segment.streams[i])
+            self.episodes += int(done[max(counted - segment.first, 0):].sum())
+            self.transitions = max(self.transitions, segment.first + len(segment))
 
     # ----------------------------------------------------------------------------- ingest
 
@@ -209,8 +284,12 @@ class TrainerCore:
         obs = batch.observations.astype(self.obs_dtype, copy=False)
         next_obs = batch.next_observations.astype(self.obs_dtype, copy=False)
         if batch.observations.dtype == np.uint8 and self.obs_dtype != np.uint8:
-            obs, next_obs = obs / np.float32(255.0), next_obs / np.float32(255.0)
+            obs = (obs / np.float32(255.0)).astype(self.obs_dtype, copy=False)
+            next_obs = (next_obs / np.float32(255.0)).astype(self.obs_dtype, copy=False)
         stream = batch.actor_id or "actor"
+        if self.replay_log is not None:
+            self.replay_log.append(self.transitions, obs, batch.actions, batch.rewards,
+                                   next_obs, batch.terminated, batch.truncated, stream)
         for i in range(len(batch)):
             self.learner.add_transition(obs[i], int(batch.actions[i]), float(batch.rewards[i]),
                                         next_obs[i], bool(batch.terminated[i]),
@@ -257,11 +336,39 @@ class TrainerCore:
     def weights_blob(self) -> bytes:
         """The current weights as a wire blob; bumps the weights version."""
         self.weights_version = max(self.weights_version + 1, self.learner.updates)
+        if self.weights_version > self._version_ceiling:
+            # Reserved on disk before it is published: a restart starts above it.
+            self._version_ceiling = self.weights_version + VERSION_BLOCK
+            atomic_write_bytes(self.checkpoint_dir / "weights_version",
+                               f"{self._version_ceiling}\n".encode())
         return encode_weights(self.learner.weights(), self.weights_version, self.net_config,
                               task=self.config.task, source=self.source,
                               num_updates=self.learner.updates, stamp_ns=time.time_ns())
 
+    def _read_version_ceiling(self) -> int:
+        path = self.checkpoint_dir / "weights_version"
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            return -1
+        except OSError as exc:
+            self.warnings.append(f"{path} not read ({exc.strerror}): weights versions may "
+                                 f"repeat ones published before")
+            return -1
+        if not text.isascii() or not text.isdigit() or len(text) > 18:
+            self.warnings.append(f"{path} does not hold a version number: ignored")
+            return -1
+        return int(text)
+
     # ----------------------------------------------------------------------------- saving
+
+    def flush_replay(self) -> int:
+        """Write the transitions received since the last flush to disk; how many."""
+        if self.replay_log is None:
+            return 0
+        pending = self.replay_log.pending
+        self.replay_log.flush()
+        return pending
 
     def save_checkpoint(self, *, replay: bool = False) -> Path:
         """Write checkpoints/ckpt_<updates>.safetensors (and the replay buffer if asked);
@@ -278,12 +385,15 @@ class TrainerCore:
                           "updates": self.learner.updates,
                           "weights_version": max(self.weights_version, 0)},
                 extra={"seed": self.config.seed, "source": self.source})
-        if replay:
+        if replay and self.replay_log is not None:
             from safetensors.numpy import save_file
 
+            self.flush_replay()
             tmp = self.checkpoint_dir / "replay.safetensors.tmp"
-            save_file(self.learner.buffer.state_dict(), str(tmp))
-            tmp.replace(self.checkpoint_dir / "replay.safetensors")
+            # "through": the transitions it holds; a restart adds the segments from there on.
+            save_file(self.learner.buffer.state_dict(), str(tmp),
+                      metadata={"through": str(self.transitions)})
+            fsync_replace(tmp, self.checkpoint_dir / "replay.safetensors")
         old = sorted(p for p in self.checkpoint_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name))
         for stale in old[:-self.config.keep_checkpoints]:
             stale.unlink(missing_ok=True)
@@ -307,4 +417,5 @@ class TrainerCore:
             "success_rate": float(np.mean(successes)) if successes else math.nan,
             "reward_mean": float(np.mean(rewards)) if rewards else math.nan,
             "weights_version": self.weights_version,
+            "replay_persisted": self.replay_log.persisted if self.replay_log else 0,
         }
