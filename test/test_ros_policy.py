@@ -141,9 +141,10 @@ def reacher(tmp_path_factory):
         _stop(sim, policy, context, probe)
 
 
-def _weights_blob(q_net, version: int) -> bytes:
-    return encode_weights(q_net.state_dict(), version, q_net.config, task="reacher",
-                          source="test", num_updates=version)
+def _weights_blob(q_net, version: int, run_id: str = "test-run", task: str = "reacher"
+                  ) -> bytes:
+    return encode_weights(q_net.state_dict(), version, q_net.config, task=task,
+                          source="test", num_updates=version, run_id=run_id)
 
 
 def _crafted_weights(state: dict[str, np.ndarray], net_config: dict, version: int) -> bytes:
@@ -153,7 +154,8 @@ def _crafted_weights(state: dict[str, np.ndarray], net_config: dict, version: in
     for name in sorted(state):
         arr = np.ascontiguousarray(state[name])
         digest.add(name, numpy_dtype_code(arr.dtype), arr.shape, arr.reshape(-1).view(np.uint8))
-    meta = {"schema": WEIGHTS_SCHEMA, "schema_version": "1", "version": str(version),
+    meta = {"schema": WEIGHTS_SCHEMA, "schema_version": "2", "version": str(version),
+            "run_id": "t1",
             "net_config": canonical_json(net_config), "task": "reacher", "source": "evil",
             "num_updates": "0", "stamp_ns": "0", "checksum": digest.hexdigest()}
     return np_save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata=meta)
@@ -169,9 +171,10 @@ class TestReacher:
         limits = TransitionLimits(obs_shape=obs_shape, num_actions=8, task="reacher")
         batches = [decode_transitions(msg_to_blob(m, TRANSITIONS_SCHEMA), limits)
                    for m in probe.transitions[:4]]
-        # Consecutive sequence numbers (the first ones may predate this subscription).
-        first_seq = batches[0].sequence
-        assert [b.sequence for b in batches] == list(range(first_seq, first_seq + 4))
+        # Sequence numbers count transitions: each batch starts where the one before ended
+        # (the first ones may predate this subscription); one run id.
+        assert [b.sequence for b in batches[1:]] == [b.sequence + len(b) for b in batches[:-1]]
+        assert len({b.run_id for b in batches}) == 1
         assert all(b.actor_id == "/policy" and b.weights_version == -1 for b in batches)
         assert all(1 <= len(b) <= 2 for b in batches)
         # Consecutive transitions chain: s' of one step is s of the next (same goal, measured q).
@@ -257,6 +260,32 @@ class TestReacher:
                    "more steps after the hostile blobs", log)
         assert policy.poll() is None
         assert "rejected weights" in log.read_text()
+
+    def test_weights_rollback_and_foreign_task_refused_new_run_taken(self, reacher) -> None:
+        probe, policy, log, fresh, _ = reacher
+        probe.wait(lambda: "weights_version" in probe.diag, 30.0, "diagnostics", log)
+        net = fresh.q_net
+
+        def publish(blob: bytes) -> None:
+            probe.weights_pub.publish(blob_to_msg(blob, WEIGHTS_SCHEMA))
+            deadline = time.monotonic() + 0.5  # latched depth 1: one message at a time
+            while time.monotonic() < deadline:
+                probe.spin_once()
+
+        publish(_weights_blob(net, 500, run_id="run-1"))
+        probe.wait(lambda: probe.diag.get("weights_version") == "500", 20.0, "version 500", log)
+        rollbacks = probe.counter("rejected.weights.rollback")
+        foreign = probe.counter("rejected.weights.schema")
+        publish(_weights_blob(net, 499, run_id="run-1"))  # an older version of the same run
+        publish(_weights_blob(net, 500, run_id="run-1"))  # the same one again
+        publish(_weights_blob(net, 600, run_id="run-1", task="grasp"))  # another task's tag
+        probe.wait(lambda: probe.counter("rejected.weights.rollback") == rollbacks + 2
+                   and probe.counter("rejected.weights.schema") == foreign + 1, 20.0,
+                   "2 rollbacks and 1 foreign task counted", log)
+        assert probe.diag["weights_version"] == "500"
+        publish(_weights_blob(net, 3, run_id="run-2"))  # a restarted trainer: a new run
+        probe.wait(lambda: probe.diag.get("weights_version") == "3", 20.0, "version 3", log)
+        assert policy.poll() is None
 
 
     def test_bad_parameter_and_clean_shutdown(self, reacher, tmp_path) -> None:

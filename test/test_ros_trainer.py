@@ -39,7 +39,7 @@ def reacher_batch(n: int, seed: int = 0, **overrides) -> TransitionBatch:
         next_observations=rng.uniform(-0.3, 0.3, (n, OBS_DIM)).astype(np.float32),
         terminated=np.arange(n) % 10 == 9, truncated=np.zeros(n, bool),
         is_success=np.arange(n) % 20 == 19, num_actions=N_ACTIONS, task="reacher",
-        actor_id="/arm0/policy", sequence=seed)
+        actor_id="/arm0/policy", run_id="run-a", sequence=seed * n)
     fields.update(overrides)
     return TransitionBatch(**fields)
 
@@ -184,6 +184,26 @@ def test_replay_segments_are_pruned_with_the_capacity_and_validated(tmp_path) ->
     read = list(log.read())
     assert isinstance(read[0], Segment) and isinstance(read[2], Segment)
     assert read[1][0] == middle and "readable" in read[1][1]
+
+
+def test_stream_guard_refuses_repeats_and_counts_gaps() -> None:
+    from q_grasp.nodes.trainer_core import StreamGuard
+
+    guard = StreamGuard(max_streams=2)
+    assert guard.admit(reacher_batch(20, seed=0)) == (None, 0)
+    assert guard.admit(reacher_batch(20, seed=0)) == ("duplicate", 0)
+    assert guard.admit(reacher_batch(20, seed=1)) == (None, 0)
+    assert guard.admit(reacher_batch(20, seed=0)) == ("stale", 0)
+    assert guard.admit(reacher_batch(20, seed=2, sequence=45)) == (None, 5)  # 40..44 lost
+    assert guard.admit(reacher_batch(20, seed=0, run_id="run-b")) == (None, 0)  # a restart
+    restored = StreamGuard(max_streams=2)
+    restored.load(guard.state())
+    assert restored.admit(reacher_batch(20, seed=2, sequence=45)) == ("duplicate", 0)
+    assert guard.admit(reacher_batch(5, actor_id="/arm1/policy")) == (None, 0)
+    # Only the 2 most recently heard streams are remembered: run-a was forgotten.
+    assert guard.admit(reacher_batch(20, seed=0)) == (None, 0)
+    with pytest.raises(ValueError):
+        restored.load('[["a", "r", -1, 0]]')
 
 
 def test_config_validation() -> None:
@@ -371,5 +391,35 @@ def test_a_parameter_cannot_wedge_the_update_loop(tmp_path, probe) -> None:
         assert probe.set_parameter("max_updates_per_s", 0.0)
         assert probe.wait(lambda: probe.counter("updates") >= 100, 30.0), (
             f"{probe.diagnostics}\n{log.read_text()}")
+    finally:
+        assert stop_process(proc) == 0, log.read_text()
+
+
+@pytest.mark.ros
+def test_repeated_and_old_batches_are_refused_and_gaps_counted(tmp_path, probe) -> None:
+    """One valid batch published 30 times is stored once; an older one is refused; a gap in
+    the sequence numbers is counted as lost transitions."""
+    from q_grasp.nodes.testing import start_node_process, stop_process
+
+    log = tmp_path / "trainer.log"
+    proc = start_node_process("q_grasp.nodes.trainer", trainer_args(tmp_path / "run"),
+                              domain_id=probe.domain, log_path=log)
+    try:
+        assert probe.wait(lambda: bool(probe.weights), 40.0), log.read_text()
+        assert probe.wait(lambda: probe.pub.get_subscription_count() > 0, 10.0)
+        first, second = (encode_transitions(reacher_batch(20, seed=k)) for k in (0, 1))
+        probe.publish(first)
+        probe.publish(second)
+        for _ in range(30):
+            probe.publish(second)
+        probe.publish(first)
+        probe.publish(encode_transitions(reacher_batch(20, seed=5)))  # 40..99 never came
+        assert probe.wait(lambda: probe.counter("received_batches") == 3
+                          and probe.counter("rejected.transitions.duplicate") == 30
+                          and probe.counter("rejected.transitions.stale") == 1
+                          and probe.counter("buffer_size") == 60, 20.0), (
+            f"{probe.diagnostics}\n{log.read_text()}")
+        assert probe.counter("lost_transitions") == 60
+        assert "rejected transitions (duplicate" in log.read_text()
     finally:
         assert stop_process(proc) == 0, log.read_text()

@@ -70,8 +70,8 @@ def batch_tensors(batch: TransitionBatch) -> dict[str, np.ndarray]:
 
 def transition_meta(**overrides: str) -> dict[str, str]:
     meta = {
-        "schema": "q_grasp/transitions", "schema_version": "1", "task": "grasp",
-        "actor_id": "a", "sequence": "0", "weights_version": "-1",
+        "schema": "q_grasp/transitions", "schema_version": "2", "task": "grasp",
+        "actor_id": "a", "run_id": "r1", "sequence": "0", "weights_version": "-1",
         "num_actions": str(NUM_ACTIONS), "stamp_ns": "0",
     }
     meta.update(overrides)
@@ -357,7 +357,11 @@ INF_NEXT = np.full((3, *OBS_SHAPE), -np.inf, np.float32)
     (_with(), transition_meta(schema="q_grasp/weights"), "schema"),
     (_with(), transition_meta(schema="other"), "schema"),
     (_with(), {k: v for k, v in transition_meta().items() if k != "schema"}, "schema"),
-    (_with(), transition_meta(schema_version="2"), "version"),
+    (_with(), transition_meta(schema_version="1"), "version"),  # before run ids
+    (_with(), transition_meta(schema_version="3"), "version"),
+    (_with(), transition_meta(run_id=""), "metadata"),
+    (_with(), {k: v for k, v in transition_meta().items() if k != "run_id"}, "metadata"),
+    (_with(), transition_meta(run_id="r" * 65), "metadata"),
     (_with(), transition_meta(schema_version="one"), "metadata"),
     (_with(), transition_meta(sequence="abc"), "metadata"),
     (_with(), transition_meta(sequence="-1"), "metadata"),
@@ -466,7 +470,7 @@ def weights_reason(blob: object, limits: WeightsLimits | None = None, **kwargs) 
 
 
 def weights_meta(**overrides: str) -> dict[str, str]:
-    meta = {"schema": "q_grasp/weights", "schema_version": "1", "version": "3",
+    meta = {"schema": "q_grasp/weights", "schema_version": "2", "version": "3", "run_id": "t1",
             "net_config": '{"kind":"mlp"}', "task": "reacher", "source": "t",
             "num_updates": "0", "stamp_ns": "0"}
     meta.update(overrides)
@@ -483,6 +487,9 @@ GOOD_W = {"w": np.ones((2, 3), np.float32), "b": np.zeros(2, np.float32)}
     ({}, weights_meta(), {}, "missing_key"),
     (GOOD_W, weights_meta(schema="q_grasp/transitions"), {}, "schema"),
     (GOOD_W, weights_meta(schema_version="0"), {}, "version"),
+    (GOOD_W, weights_meta(schema_version="1"), {}, "version"),  # before run ids
+    (GOOD_W, weights_meta(run_id=""), {}, "metadata"),
+    (GOOD_W, weights_meta(run_id="\n"), {}, "metadata"),
     (GOOD_W, weights_meta(version="-1"), {}, "metadata"),
     (GOOD_W, weights_meta(version="x"), {}, "metadata"),
     (GOOD_W, weights_meta(net_config="{bad"), {}, "metadata"),

@@ -292,8 +292,10 @@ class PolicyNode(Node):
         self.actor = Actor(q_net, exploration, total, seed=cfg.seed)
         self._net_config = dict(q_net.config)
         self._weights_shapes = state_dict_shapes(q_net.state_dict())
-        self._weights_limits = WeightsLimits(max_blob_bytes=cfg.max_weights_bytes)
+        self._weights_limits = WeightsLimits(max_blob_bytes=cfg.max_weights_bytes,
+                                             task=cfg.task)
         self._weights_version = -1
+        self._weights_run = ""
         start_step = 0
         if cfg.resume_exploration and cfg.train:
             start_step = int(self.setup.counters.get("env_steps", 0))
@@ -385,16 +387,24 @@ class PolicyNode(Node):
         except WireError as exc:
             self.diagnostics.reject("weights", exc.reason, exc.detail)
             return
+        if weights.run_id == self._weights_run and weights.version <= self._weights_version:
+            # Within one run of the trainer versions only grow: this is a replay.
+            self.diagnostics.reject("weights", "rollback", (
+                f"version {weights.version} from {weights.source!r} (run {weights.run_id}) is "
+                f"not newer than the version {self._weights_version} in use"))
+            return
         own = self.actor.q_net.state_dict()
         # Convert every tensor before touching the network, so that the swap below cannot
         # fail half way: the network holds either the old weights or the new ones.
         state = {k: v.to(dtype=own[k].dtype) for k, v in weights.state_dict.items()}
         with self.actor.lock:
             self.actor.q_net.load_state_dict(state)
-            previous, self._weights_version = self._weights_version, weights.version
-        if weights.version < previous:
-            self.get_logger().warn(f"weights version went back from {previous} to "
-                                   f"{weights.version} (trainer restarted?)")
+            self._weights_version = weights.version
+        if weights.run_id != self._weights_run:
+            if self._weights_run:
+                self.get_logger().info(f"weights from a new trainer run {weights.run_id} "
+                                       f"(version {weights.version})")
+            self._weights_run = weights.run_id
         self.diagnostics.count("weights_received")
         self.diagnostics.set(weights_version=weights.version,
                              weights_source=weights.source or "trainer",

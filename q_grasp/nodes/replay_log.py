@@ -37,6 +37,8 @@ class Segment:
     """observations, actions, rewards, next_observations, terminated, truncated."""
     streams: list[str]
     """The actor of each transition."""
+    state: str = ""
+    """What the writer stored with it (the trainer: its stream table)."""
 
     def __len__(self) -> int:
         return len(self.streams)
@@ -71,9 +73,9 @@ class ReplayLog:
         self._pending.append((first, (obs, actions, rewards, next_obs, terminated, truncated),
                               stream))
 
-    def flush(self) -> Path | None:
-        """Write the pending transitions as one segment and prune old ones; the path, or None
-        when nothing was pending."""
+    def flush(self, state: str = "") -> Path | None:
+        """Write the pending transitions as one segment (with ``state``, a string the caller
+        wants back with it) and prune old ones; the path, or None when nothing was pending."""
         from safetensors.numpy import save_file
 
         if not self._pending:
@@ -96,7 +98,7 @@ class ReplayLog:
         try:
             save_file(tensors, str(tmp), metadata={
                 "format": FORMAT, "format_version": FORMAT_VERSION, "first": str(first),
-                "streams": json.dumps(streams)})
+                "streams": json.dumps(streams), "state": state})
             fsync_replace(tmp, path)
         except Exception:  # a full disk: keep them for the next try
             self._pending = pending + self._pending
@@ -139,7 +141,7 @@ class ReplayLog:
             if first < since:
                 segment = Segment(since, {k: v[since - first:] for k, v in
                                           segment.arrays.items()},
-                                  segment.streams[since - first:])
+                                  segment.streams[since - first:], segment.state)
             yield segment
 
     def _load(self, path: Path, first: int, count: int) -> Segment:
@@ -183,4 +185,4 @@ class ReplayLog:
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 raise ValueError(f"{name} holds NaN or infinity")
         del tensors["stream"]
-        return Segment(first, tensors, [streams[i] for i in ids])
+        return Segment(first, tensors, [streams[i] for i in ids], meta.get("state", ""))

@@ -98,6 +98,14 @@ class TrainerNode(Node):
         except WireError as exc:
             self.diagnostics.reject("transitions", exc.reason, exc.detail)
             return
+        refused, lost = self.core.streams.admit(batch)
+        if refused:
+            self.diagnostics.reject("transitions", refused, (
+                f"batch of {len(batch)} from {batch.actor_id!r} (run {batch.run_id}) starts at "
+                f"sequence {batch.sequence}, already received"))
+            return
+        if lost:
+            self.diagnostics.count("lost_transitions", lost)
         self.diagnostics.count("received_batches")
         while True:
             try:

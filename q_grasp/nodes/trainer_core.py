@@ -8,11 +8,13 @@ construction (and the weights' ``net_config`` lets each side check the other).
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -140,6 +142,55 @@ def newest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[0] if found else None
 
 
+MAX_STREAMS = 1024
+"""(actor, run) streams whose sequence numbers are remembered; the least recently heard
+beyond this are forgotten (a hostile sender cannot grow the table without bound)."""
+
+
+class StreamGuard:
+    """Per (actor, run): the next transition the stream owes. A batch that starts before it
+    is a repeat (``duplicate`` when it starts where the last accepted batch started, else
+    ``stale``); one that starts after it reveals lost transitions. Thread-safe."""
+
+    def __init__(self, max_streams: int = MAX_STREAMS) -> None:
+        self.max_streams = max_streams
+        self._streams: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def admit(self, batch: TransitionBatch) -> tuple[str | None, int]:
+        """(reason to refuse or None, transitions lost before this batch)."""
+        key = (batch.actor_id, batch.run_id)
+        with self._lock:
+            known = self._streams.get(key)
+            lost = 0
+            if known is not None:
+                last_start, expected = known
+                if batch.sequence < expected:
+                    return ("duplicate" if batch.sequence == last_start else "stale"), 0
+                lost = batch.sequence - expected
+            self._streams[key] = (batch.sequence, batch.sequence + len(batch))
+            self._streams.move_to_end(key)
+            while len(self._streams) > self.max_streams:
+                self._streams.popitem(last=False)
+            return None, lost
+
+    def state(self) -> str:
+        """The table as JSON (stored with the replay buffer, so a restart keeps refusing)."""
+        with self._lock:
+            return json.dumps([[a, r, s, e] for (a, r), (s, e) in self._streams.items()])
+
+    def load(self, text: str) -> None:
+        """Restore :meth:`state`; ValueError if it is not one."""
+        rows = json.loads(text)
+        if not isinstance(rows, list) or not all(
+                isinstance(r, list) and len(r) == 4 and all(isinstance(x, str) for x in r[:2])
+                and all(isinstance(x, int) and x >= 0 for x in r[2:]) for r in rows):
+            raise ValueError("not a list of [actor, run, start, end]")
+        with self._lock:
+            self._streams = OrderedDict(((a, r), (s, e))
+                                        for a, r, s, e in rows[-self.max_streams:])
+
+
 class TrainerCore:
     """Replay buffer + learner fed by transition blobs; thread-safe between one ingesting
     thread (decode) and one training thread (add, update, publish, checkpoint)."""
@@ -147,6 +198,12 @@ class TrainerCore:
     def __init__(self, config: TrainerConfig, source: str = "trainer") -> None:
         self.config = config
         self.source = source
+        self.run_id = secrets.token_hex(8)
+        """This start of the trainer, in every weights blob it publishes."""
+        self.streams = StreamGuard()
+        """Sequence numbers of the batches received (the subscription thread admits them)."""
+        self._ingested = StreamGuard()
+        """Sequence numbers of the batches in the replay buffer (what is saved with it)."""
         self.output_dir = Path(config.output_dir).expanduser()
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.warnings: list[str] = []
@@ -192,6 +249,7 @@ class TrainerCore:
         if self.replay_log is not None:
             self._replay_segments()
         self._saved_at = self._progress()
+        self._replay_saved_at = self.transitions
 
     def _progress(self) -> tuple[int, int]:
         return self.transitions, self.learner.updates
@@ -200,7 +258,10 @@ class TrainerCore:
     def unsaved(self) -> bool:
         """Whether transitions arrived or updates ran since the start or the last checkpoint
         (a trainer that saw nothing has nothing to save)."""
-        return self._progress() != self._saved_at
+        # Periodic checkpoints leave the replay buffer to the segments: a transition since
+        # the last whole-buffer save still asks for the final one.
+        return (self._progress() != self._saved_at
+                or (self.replay_log is not None and self.transitions != self._replay_saved_at))
 
     # ----------------------------------------------------------------------------- resume
 
@@ -249,20 +310,22 @@ class TrainerCore:
 
         replay = self.checkpoint_dir / "replay.safetensors"
         through = 0
+        streams = ""
         if replay.is_file():
             try:
                 with safe_open(str(replay), "np") as f:
-                    through = int((f.metadata() or {}).get("through", 0))
+                    meta = f.metadata() or {}
                     state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
                 self.learner.buffer.load_state_dict(state)
+                through, streams = int(meta.get("through", 0)), meta.get("streams", "")
             except (SafetensorError, ValueError, KeyError, OSError) as exc:
-                through = 0
                 self.warnings.append(f"replay buffer {replay} not loaded: {exc}")
         counted = self.transitions
         for segment in self.replay_log.read(since=through):
             if not isinstance(segment, Segment):
                 self.warnings.append(f"skipped replay segment {segment[0]}: {segment[1]}")
                 continue
+            streams = segment.state or streams
             done = segment["terminated"] | segment["truncated"]
             for i in range(len(segment)):
                 self.learner.add_transition(
@@ -272,6 +335,12 @@ class TrainerCore:
                     segment.streams[i])
             self.episodes += int(done[max(counted - segment.first, 0):].sum())
             self.transitions = max(self.transitions, segment.first + len(segment))
+        if streams:
+            try:
+                self.streams.load(streams)
+                self._ingested.load(streams)
+            except ValueError as exc:
+                self.warnings.append(f"sequence numbers of the actors not restored: {exc}")
 
     # ----------------------------------------------------------------------------- ingest
 
@@ -287,6 +356,7 @@ class TrainerCore:
             obs = (obs / np.float32(255.0)).astype(self.obs_dtype, copy=False)
             next_obs = (next_obs / np.float32(255.0)).astype(self.obs_dtype, copy=False)
         stream = batch.actor_id or "actor"
+        self._ingested.admit(batch)
         if self.replay_log is not None:
             self.replay_log.append(self.transitions, obs, batch.actions, batch.rewards,
                                    next_obs, batch.terminated, batch.truncated, stream)
@@ -343,7 +413,8 @@ class TrainerCore:
                                f"{self._version_ceiling}\n".encode())
         return encode_weights(self.learner.weights(), self.weights_version, self.net_config,
                               task=self.config.task, source=self.source,
-                              num_updates=self.learner.updates, stamp_ns=time.time_ns())
+                              num_updates=self.learner.updates, stamp_ns=time.time_ns(),
+                              run_id=self.run_id)
 
     def _read_version_ceiling(self) -> int:
         path = self.checkpoint_dir / "weights_version"
@@ -367,7 +438,7 @@ class TrainerCore:
         if self.replay_log is None:
             return 0
         pending = self.replay_log.pending
-        self.replay_log.flush()
+        self.replay_log.flush(self._ingested.state())
         return pending
 
     def save_checkpoint(self, *, replay: bool = False) -> Path:
@@ -392,8 +463,10 @@ class TrainerCore:
             tmp = self.checkpoint_dir / "replay.safetensors.tmp"
             # "through": the transitions it holds; a restart adds the segments from there on.
             save_file(self.learner.buffer.state_dict(), str(tmp),
-                      metadata={"through": str(self.transitions)})
+                      metadata={"through": str(self.transitions),
+                                "streams": self._ingested.state()})
             fsync_replace(tmp, self.checkpoint_dir / "replay.safetensors")
+            self._replay_saved_at = progress[0]
         old = sorted(p for p in self.checkpoint_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name))
         for stale in old[:-self.config.keep_checkpoints]:
             stale.unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """Transition batches (actor -> learner) as validated safetensors blobs.
 
 The policy node encodes what it experienced; the trainer decodes and validates every blob
-before anything reaches the replay buffer. The schema is ``q_grasp/transitions`` version 1:
+before anything reaches the replay buffer. The schema is ``q_grasp/transitions`` version 2:
 
 ======================  =========================  ==============================
 tensor                  dtype                      shape
@@ -15,8 +15,12 @@ tensor                  dtype                      shape
 ``is_success``          bool (optional)            (N,)
 ======================  =========================  ==============================
 
-Metadata: schema, schema_version, task, actor_id, sequence, weights_version, num_actions,
-stamp_ns, checksum.
+Metadata: schema, schema_version, task, actor_id, run_id, sequence, weights_version,
+num_actions, stamp_ns, checksum. ``run_id`` names one start of the actor; ``sequence`` is the
+number of transitions the actor published in that run before this batch, so a receiver can
+refuse repeats (an old sequence number) and count gaps as lost transitions. Version 1 blobs
+(before run ids) are refused with reason ``version``: without a run id a repeat cannot be told
+from an actor that restarted.
 """
 
 from __future__ import annotations
@@ -40,10 +44,12 @@ from q_grasp.wire.errors import (
     WireError,
 )
 from q_grasp.wire.format import (
+    PROCESS_RUN_ID,
     Checksum,
     check_schema,
     load_numpy,
     metadata_int,
+    metadata_run_id,
     metadata_str,
     numpy_dtype_code,
     read_header,
@@ -52,9 +58,9 @@ from q_grasp.wire.format import (
 
 TRANSITIONS_SCHEMA = "q_grasp/transitions"
 """Schema name in the blob metadata and in UInt8MultiArray.layout.dim[0].label."""
-TRANSITIONS_SCHEMA_VERSION = 1
+TRANSITIONS_SCHEMA_VERSION = 2
 """Version written by this encoder."""
-SUPPORTED_TRANSITIONS_VERSIONS = (1,)
+SUPPORTED_TRANSITIONS_VERSIONS = (2,)
 """Versions this decoder reads."""
 
 OBSERVATION_DTYPES = ("F32", "F16", "U8")
@@ -99,7 +105,10 @@ class TransitionBatch:
     actor_id: str = ""
     """Which actor produced the batch (namespace or node name)."""
     sequence: int = 0
-    """Per-actor batch counter, so the learner can see gaps and duplicates."""
+    """Transitions this actor published in this run before this batch, so the learner can
+    see gaps and repeats."""
+    run_id: str = PROCESS_RUN_ID
+    """Which start of the actor (fresh per start; sequences count from 0 in each run)."""
     weights_version: int = -1
     """Version of the weights the actor acted with (-1: initial/untrained weights)."""
     stamp_ns: int = 0
@@ -267,6 +276,7 @@ def encode_transitions(batch: TransitionBatch) -> bytes:
         "schema_version": str(TRANSITIONS_SCHEMA_VERSION),
         "task": batch.task,
         "actor_id": batch.actor_id,
+        "run_id": batch.run_id,
         "sequence": str(int(batch.sequence)),
         "weights_version": str(int(batch.weights_version)),
         "num_actions": str(num_actions),
@@ -275,6 +285,7 @@ def encode_transitions(batch: TransitionBatch) -> bytes:
     }
     for key in ("task", "actor_id"):
         metadata_str(metadata, key)
+    metadata_run_id(metadata)
     return save(tensors, metadata=metadata)
 
 
@@ -294,6 +305,7 @@ def decode_transitions(blob: object, limits: TransitionLimits) -> TransitionBatc
     num_actions = metadata_int(meta, "num_actions", minimum=1, maximum=2**31 - 1)
     _check_batch({k: (s.dtype, s.shape) for k, s in header.tensors.items()}, num_actions, limits)
     actor_id = metadata_str(meta, "actor_id")
+    run_id = metadata_run_id(meta)
     sequence = metadata_int(meta, "sequence", minimum=0, maximum=MAX_INT64_METADATA)
     weights_version = metadata_int(meta, "weights_version", minimum=-1,
                                    maximum=MAX_INT64_METADATA)
@@ -313,6 +325,7 @@ def decode_transitions(blob: object, limits: TransitionLimits) -> TransitionBatc
         num_actions=num_actions,
         task=task,
         actor_id=actor_id,
+        run_id=run_id,
         sequence=sequence,
         weights_version=weights_version,
         stamp_ns=stamp_ns,
