@@ -8,8 +8,10 @@
   ros2 launch q_grasp sim_train.launch.py train:=false checkpoint:=/path/to/policy.safetensors
         # evaluate a checkpoint greedily, no trainer
 
-Every node reads its own section of the params file (config:=...). Show the arguments with
-``ros2 launch q_grasp sim_train.launch.py --show-args``.
+The policy and the trainer sign and check transitions and weights with a key (HMAC-SHA256): a
+fresh one per launch in a private temporary file by default; auth_key_file:=PATH shares one
+between machines. Every node reads its own section of the params file (config:=...). Show
+the arguments with ``ros2 launch q_grasp sim_train.launch.py --show-args``.
 
 Before any node starts, the arguments are checked (config and checkpoint files exist; rviz:=true
 finds rviz2 and robot_state_publisher): a bad one ends the launch with a reason and exit code 1,
@@ -18,6 +20,7 @@ exits with an error (bad parameters, an unreadable checkpoint) makes ``ros2 laun
 """
 
 # ruff: noqa: I001  (ruff takes this folder, launch/, for the first-party "launch" package)
+import atexit
 import os
 
 from launch import LaunchContext, LaunchDescription
@@ -64,6 +67,18 @@ def _check_arguments(context: LaunchContext) -> list:
     checkpoint = value("checkpoint")
     if checkpoint and not os.path.isfile(checkpoint):
         raise LaunchArgumentError(f"checkpoint:={checkpoint} is not a file")
+    from q_grasp.wire.auth import new_key_file, read_key_file
+
+    key_file = value("auth_key_file")
+    if key_file:
+        try:
+            read_key_file(key_file)
+        except ValueError as exc:
+            raise LaunchArgumentError(f"auth_key_file:={key_file}: {exc}") from None
+    else:  # a fresh key for this launch; the nodes read it at start
+        fresh = new_key_file()
+        atexit.register(fresh.unlink, missing_ok=True)
+        context.launch_configurations["auth_key_file"] = str(fresh)
     if value("rviz") == "true":
         from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 
@@ -132,12 +147,18 @@ def generate_launch_description() -> LaunchDescription:
             description="Checkpoint file (.safetensors): initial weights for the policy, and "
                         "the trainer resumes from it. Empty: fresh weights, or the trainer "
                         "resumes from the newest checkpoint in its output folder."),
+        DeclareLaunchArgument(
+            "auth_key_file", default_value="",
+            description="Key file with which the policy and trainer authenticate transitions "
+                        "and weights (HMAC-SHA256); give the same file on every machine of a "
+                        "system. Empty: a fresh key for this launch."),
     ]
 
     task = LaunchConfiguration("task")
     config = LaunchConfiguration("config")
     namespace = LaunchConfiguration("namespace")
     checkpoint = LaunchConfiguration("checkpoint")
+    auth_key_file = LaunchConfiguration("auth_key_file")
     use_sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
     train = ParameterValue(LaunchConfiguration("train"), value_type=bool)
     rviz_config = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "q_grasp.rviz"])
@@ -159,7 +180,8 @@ def generate_launch_description() -> LaunchDescription:
         namespace=namespace,
         output="screen",
         parameters=[config, {"use_sim_time": use_sim_time, "task": task,
-                             "checkpoint": checkpoint, "train": train}],
+                             "checkpoint": checkpoint, "train": train,
+                             "auth_key_file": auth_key_file}],
         on_exit=_end_system,
     )
     trainer = Node(
@@ -168,7 +190,7 @@ def generate_launch_description() -> LaunchDescription:
         name="trainer",
         output="screen",
         parameters=[config, {"use_sim_time": use_sim_time, "task": task,
-                             "checkpoint": checkpoint}],
+                             "checkpoint": checkpoint, "auth_key_file": auth_key_file}],
         condition=IfCondition(LaunchConfiguration("train")),
         on_exit=_end_system,
     )

@@ -423,3 +423,46 @@ def test_repeated_and_old_batches_are_refused_and_gaps_counted(tmp_path, probe) 
         assert "rejected transitions (duplicate" in log.read_text()
     finally:
         assert stop_process(proc) == 0, log.read_text()
+
+
+@pytest.mark.ros
+def test_only_blobs_signed_with_the_system_key_are_taken(tmp_path, probe) -> None:
+    """With a key file the trainer refuses unsigned and foreign-key transitions, takes signed
+    ones and signs its weights; a missing key file stops it at start, naming the file."""
+    from q_grasp.nodes.convert import msg_to_blob
+    from q_grasp.nodes.testing import start_node_process, stop_process
+    from q_grasp.wire import WEIGHTS_SCHEMA, Authenticator, authenticator
+
+    missing = tmp_path / "no_such.key"
+    log = tmp_path / "missing.log"
+    proc = start_node_process("q_grasp.nodes.trainer", trainer_args(
+        tmp_path / "run0", f"auth_key_file:={missing}"), domain_id=probe.domain, log_path=log)
+    try:
+        assert proc.wait(timeout=60) != 0
+    finally:
+        stop_process(proc)
+    errors = [line for line in log.read_text().splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and str(missing) in errors[0], log.read_text()
+
+    key_file = tmp_path / "system.key"
+    key_file.write_text("a shared secret of this system\n")
+    auth = authenticator(str(key_file))
+    log = tmp_path / "trainer.log"
+    proc = start_node_process("q_grasp.nodes.trainer", trainer_args(
+        tmp_path / "run", f"auth_key_file:={key_file}"), domain_id=probe.domain, log_path=log)
+    try:
+        assert probe.wait(lambda: bool(probe.weights), 40.0), log.read_text()
+        signed_weights = msg_to_blob(probe.weights[-1], WEIGHTS_SCHEMA)
+        assert decode_weights(auth.verify(signed_weights), WeightsLimits()).version == 0
+        with pytest.raises(WireError, match="unauthenticated"):
+            Authenticator(b"another key, another system").verify(signed_weights)
+        assert probe.wait(lambda: probe.pub.get_subscription_count() > 0, 10.0)
+        probe.publish(encode_transitions(reacher_batch(20, seed=0)))  # unsigned
+        probe.publish(Authenticator(b"another key, another system").sign(
+            encode_transitions(reacher_batch(20, seed=1))))
+        probe.publish(auth.sign(encode_transitions(reacher_batch(20, seed=2))))
+        assert probe.wait(lambda: probe.counter("rejected.transitions.unauthenticated") == 2
+                          and probe.counter("received_batches") == 1, 20.0), (
+            f"{probe.diagnostics}\n{log.read_text()}")
+    finally:
+        assert stop_process(proc) == 0, log.read_text()

@@ -593,3 +593,42 @@ def test_fuzz_weights_only_wire_error() -> None:
             assert exc.reason in REASONS
             continue
         net.load_state_dict(msg.state_dict)
+
+
+# ----------------------------------------------------------------------------- authentication
+
+
+def test_signed_blobs_verify_only_with_the_same_key(tmp_path, monkeypatch) -> None:
+    from q_grasp.wire import Authenticator, AuthKeyError, authenticator
+
+    blob = encode_transitions(make_batch())
+    auth = Authenticator(b"k" * 32)
+    signed = auth.sign(blob)
+    assert bytes(auth.verify(signed)) == blob
+    altered = bytearray(signed)
+    altered[len(blob) // 2] ^= 1
+    refused = {"unsigned": blob, "other key": Authenticator(b"x" * 32).sign(blob),
+               "altered": bytes(altered), "cut": signed[:-1], "empty": b""}
+    for what, candidate in refused.items():
+        with pytest.raises(WireError) as info:
+            auth.verify(candidate)
+        assert info.value.reason == "unauthenticated", what
+    with pytest.raises(WireError, match="too_large"):
+        auth.verify(signed, max_blob_bytes=len(blob) - 1)
+    off = Authenticator(None)
+    assert off.sign(blob) is blob and off.verify(blob) is blob
+    # The key: the parameter's file, else $Q_GRASP_AUTH_KEY_FILE's, else $Q_GRASP_AUTH_KEY.
+    monkeypatch.delenv("Q_GRASP_AUTH_KEY_FILE", raising=False)
+    monkeypatch.delenv("Q_GRASP_AUTH_KEY", raising=False)
+    assert not authenticator("").enabled
+    key_file = tmp_path / "key"
+    key_file.write_text("k" * 32 + "\n")
+    assert bytes(authenticator(str(key_file)).verify(signed)) == blob
+    monkeypatch.setenv("Q_GRASP_AUTH_KEY", "k" * 32)
+    assert bytes(authenticator("").verify(signed)) == blob
+    monkeypatch.setenv("Q_GRASP_AUTH_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(AuthKeyError, match="missing'?: no such file"):
+        authenticator("")
+    key_file.write_text("short")
+    with pytest.raises(AuthKeyError, match="at least 16"):
+        authenticator(str(key_file))

@@ -60,6 +60,7 @@ from q_grasp.nodes.convert import (
     depth_image_to_numpy,
     image_msg,
     msg_to_blob,
+    node_authenticator,
 )
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
@@ -144,6 +145,10 @@ class PolicyConfig:
     """Depth of the reliable /q_grasp/transitions queue kept for a slow trainer."""
     max_weights_bytes: int = 268435456
     """Largest weights blob accepted (bytes)."""
+    auth_key_file: str = ""
+    """File with the key that signs transitions and checks weights (HMAC-SHA256), shared by
+    the nodes of one system; empty: $Q_GRASP_AUTH_KEY_FILE, else $Q_GRASP_AUTH_KEY, else
+    none (not authenticated). bringup and the launch file make a fresh one per run."""
     reset_service: str = "sim_arm/reset_scene"
     """grasp: std_srvs/Trigger service that resets the scene at the start of every episode
     (relative: follows the namespace); empty: no reset (a person or another node resets)."""
@@ -277,6 +282,7 @@ class PolicyNode(Node):
         super().__init__(node_name, **kwargs)
         self._params = declare_config(self, PolicyConfig, dynamic=DYNAMIC_PARAMETERS)
         cfg = self._params.config
+        self._auth = node_authenticator(self, cfg.auth_key_file)
         torch.set_num_threads(cfg.torch_threads)
         self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}",
                                        period_s=cfg.diagnostics_period_s, hardware_id=cfg.task)
@@ -381,7 +387,8 @@ class PolicyNode(Node):
 
     def _on_weights(self, msg: UInt8MultiArray) -> None:
         try:
-            blob = msg_to_blob(msg, WEIGHTS_SCHEMA)
+            blob = self._auth.verify(msg_to_blob(msg, WEIGHTS_SCHEMA),
+                                     self._weights_limits.max_blob_bytes)
             weights = decode_weights(blob, self._weights_limits, self._net_config,
                                      expected_shapes=self._weights_shapes)
         except WireError as exc:
@@ -548,7 +555,8 @@ class PolicyNode(Node):
             batch = self._batcher.add(transition, self._weights_version)
             if batch is not None:
                 batch.stamp_ns = self.get_clock().now().nanoseconds
-                msg = blob_to_msg(encode_transitions(batch), TRANSITIONS_SCHEMA)
+                msg = blob_to_msg(self._auth.sign(encode_transitions(batch)),
+                                  TRANSITIONS_SCHEMA)
                 self._transitions_pub.publish(msg)
                 self.diagnostics.count("transitions_published", len(batch))
         if latency_ms is not None:

@@ -28,7 +28,7 @@ from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import blob_to_msg, msg_to_blob
+from q_grasp.nodes.convert import blob_to_msg, msg_to_blob, node_authenticator
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
@@ -52,6 +52,7 @@ class TrainerNode(Node):
         self._params = declare_config(self, TrainerConfig, dynamic=DYNAMIC_PARAMETERS,
                                       on_change=self._on_parameters_changed)
         self._config = self._params.config
+        self._auth = node_authenticator(self, self._config.auth_key_file)
         self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}")
         self.core = TrainerCore(self._config, source=self.get_fully_qualified_name())
         self.core.output_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +95,9 @@ class TrainerNode(Node):
 
     def _on_transitions(self, msg: UInt8MultiArray) -> None:
         try:
-            batch = self.core.decode(msg_to_blob(msg, TRANSITIONS_SCHEMA))
+            blob = self._auth.verify(msg_to_blob(msg, TRANSITIONS_SCHEMA),
+                                     self._config.max_blob_bytes)
+            batch = self.core.decode(blob)
         except WireError as exc:
             self.diagnostics.reject("transitions", exc.reason, exc.detail)
             return
@@ -121,7 +124,7 @@ class TrainerNode(Node):
     # ----------------------------------------------------------------------------- learning
 
     def _publish_weights(self) -> None:
-        blob = self.core.weights_blob()
+        blob = self._auth.sign(self.core.weights_blob())
         self._weights_pub.publish(blob_to_msg(blob, WEIGHTS_SCHEMA))
         self.diagnostics.count("weights_published")
 

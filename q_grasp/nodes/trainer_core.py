@@ -99,6 +99,10 @@ class TrainerConfig:
     """Largest transitions blob accepted (bytes)."""
     max_batch_size: int = 4096
     """Most transitions in one blob."""
+    auth_key_file: str = ""
+    """File with the key that checks transitions and signs weights (HMAC-SHA256), shared by
+    the nodes of one system; empty: $Q_GRASP_AUTH_KEY_FILE, else $Q_GRASP_AUTH_KEY, else
+    none (not authenticated). bringup and the launch file make a fresh one per run."""
     success_window: int = 100
     """Finished episodes over which the success rate is reported."""
 
