@@ -617,6 +617,14 @@ def test_signed_blobs_verify_only_with_the_same_key(tmp_path, monkeypatch) -> No
         auth.verify(signed, max_blob_bytes=len(blob) - 1)
     off = Authenticator(None)
     assert off.sign(blob) is blob and off.verify(blob) is blob
+    # A signed blob may leave out the sha256 checksum (its tag covers every byte); an
+    # unauthenticated one may not.
+    bare = encode_transitions(make_batch(), checksum=False)
+    limits = TransitionLimits()
+    with pytest.raises(WireError, match="metadata: checksum 'none'"):
+        decode_transitions(bare, limits)
+    decoded = decode_transitions(auth.verify(auth.sign(bare)), limits, authenticated=True)
+    assert decoded.sequence == make_batch().sequence
     # The key: the parameter's file, else $Q_GRASP_AUTH_KEY_FILE's, else $Q_GRASP_AUTH_KEY.
     monkeypatch.delenv("Q_GRASP_AUTH_KEY_FILE", raising=False)
     monkeypatch.delenv("Q_GRASP_AUTH_KEY", raising=False)

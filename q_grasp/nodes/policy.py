@@ -555,8 +555,8 @@ class PolicyNode(Node):
             batch = self._batcher.add(transition, self._weights_version)
             if batch is not None:
                 batch.stamp_ns = self.get_clock().now().nanoseconds
-                msg = blob_to_msg(self._auth.sign(encode_transitions(batch)),
-                                  TRANSITIONS_SCHEMA)
+                blob = encode_transitions(batch, checksum=not self._auth.enabled)
+                msg = blob_to_msg(self._auth.sign(blob), TRANSITIONS_SCHEMA)
                 self._transitions_pub.publish(msg)
                 self.diagnostics.count("transitions_published", len(batch))
         if latency_ms is not None:

@@ -97,7 +97,7 @@ class TrainerNode(Node):
         try:
             blob = self._auth.verify(msg_to_blob(msg, TRANSITIONS_SCHEMA),
                                      self._config.max_blob_bytes)
-            batch = self.core.decode(blob)
+            batch = self.core.decode(blob, authenticated=self._auth.enabled)
         except WireError as exc:
             self.diagnostics.reject("transitions", exc.reason, exc.detail)
             return

@@ -348,9 +348,10 @@ class TrainerCore:
 
     # ----------------------------------------------------------------------------- ingest
 
-    def decode(self, blob: Any) -> TransitionBatch:
-        """Validate a blob (WireError on any problem); nothing is stored yet."""
-        return decode_transitions(blob, self.limits)
+    def decode(self, blob: Any, authenticated: bool = False) -> TransitionBatch:
+        """Validate a blob (WireError on any problem); nothing is stored yet.
+        ``authenticated``: its authentication tag was checked (it may omit the checksum)."""
+        return decode_transitions(blob, self.limits, authenticated=authenticated)
 
     def ingest(self, batch: TransitionBatch) -> int:
         """Add a validated batch to the replay buffer; returns the transitions added."""

@@ -20,7 +20,10 @@ num_actions, stamp_ns, checksum. ``run_id`` names one start of the actor; ``sequ
 number of transitions the actor published in that run before this batch, so a receiver can
 refuse repeats (an old sequence number) and count gaps as lost transitions. Version 1 blobs
 (before run ids) are refused with reason ``version``: without a run id a repeat cannot be told
-from an actor that restarted.
+from an actor that restarted. ``checksum`` is ``sha256:<hex>`` over the tensors, or ``none``
+in a blob that travels authenticated (q_grasp.wire.auth: its HMAC covers every byte, so a
+second hash would only double the cost); a decoder accepts ``none`` only when told that the
+blob was authenticated.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ _REQUIRED = ("observations", "next_observations", "actions", "rewards", "termina
              "truncated")
 _OPTIONAL = ("is_success",)
 MAX_INT64_METADATA = 2**63 - 1
+NO_CHECKSUM = "none"
+"""The checksum of a blob whose integrity an authentication tag guarantees."""
 MAX_TRANSITION_TENSORS = 16
 """More tensors than any schema version has; unknown names are then reported by name."""
 
@@ -235,11 +240,12 @@ def _check_values(tensors: Mapping[str, np.ndarray], num_actions: int,
         raise WireError(REASON_RANGE, f"|reward| exceeds {max_abs_reward}")
 
 
-def encode_transitions(batch: TransitionBatch) -> bytes:
+def encode_transitions(batch: TransitionBatch, *, checksum: bool = True) -> bytes:
     """Serialise a batch; raises WireError (a ValueError) if the batch itself is invalid.
 
     The encoder applies the same rules as the decoder (except receiver limits), so a blob that
-    leaves an actor is one a learner with matching limits accepts.
+    leaves an actor is one a learner with matching limits accepts. ``checksum`` False: for a
+    blob that will be signed (see the module docstring).
     """
     from safetensors.numpy import save
 
@@ -267,10 +273,13 @@ def encode_transitions(batch: TransitionBatch) -> bytes:
         raise WireError(REASON_METADATA, f"weights_version must be >= -1, got "
                                     f"{batch.weights_version}")
 
-    checksum = Checksum()
-    for name in sorted(tensors):
-        code, shape = specs[name]
-        checksum.add(name, code, shape, tensors[name].reshape(-1).view(np.uint8))
+    digest = NO_CHECKSUM
+    if checksum:
+        hasher = Checksum()
+        for name in sorted(tensors):
+            code, shape = specs[name]
+            hasher.add(name, code, shape, tensors[name].reshape(-1).view(np.uint8))
+        digest = hasher.hexdigest()
     metadata = {
         "schema": TRANSITIONS_SCHEMA,
         "schema_version": str(TRANSITIONS_SCHEMA_VERSION),
@@ -281,7 +290,7 @@ def encode_transitions(batch: TransitionBatch) -> bytes:
         "weights_version": str(int(batch.weights_version)),
         "num_actions": str(num_actions),
         "stamp_ns": str(int(batch.stamp_ns)),
-        "checksum": checksum.hexdigest(),
+        "checksum": digest,
     }
     for key in ("task", "actor_id"):
         metadata_str(metadata, key)
@@ -289,8 +298,10 @@ def encode_transitions(batch: TransitionBatch) -> bytes:
     return save(tensors, metadata=metadata)
 
 
-def decode_transitions(blob: object, limits: TransitionLimits) -> TransitionBatch:
-    """Validate and parse a transitions blob. Any problem raises :class:`WireError`."""
+def decode_transitions(blob: object, limits: TransitionLimits, *,
+                       authenticated: bool = False) -> TransitionBatch:
+    """Validate and parse a transitions blob. Any problem raises :class:`WireError`.
+    ``authenticated``: the blob's authentication tag was checked (checksum may be none)."""
     from q_grasp.wire.format import as_bytes
 
     data = as_bytes(blob)
@@ -311,7 +322,12 @@ def decode_transitions(blob: object, limits: TransitionLimits) -> TransitionBatc
                                    maximum=MAX_INT64_METADATA)
     stamp_ns = metadata_int(meta, "stamp_ns", minimum=0, maximum=MAX_INT64_METADATA)
     # Only now, with every declared size within limits, touch the payload.
-    verify_checksum(data, header)
+    if meta.get("checksum") == NO_CHECKSUM:
+        if not authenticated:
+            raise WireError(REASON_METADATA, "checksum 'none' is only valid in an "
+                                             "authenticated blob")
+    else:
+        verify_checksum(data, header)
     tensors = load_numpy(data)
     _check_values(tensors, num_actions, limits)
     return TransitionBatch(
