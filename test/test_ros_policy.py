@@ -17,7 +17,7 @@ pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy")
 
 import torch  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from safetensors.numpy import save as np_save  # noqa: E402
@@ -67,6 +67,7 @@ class Probe:
         self.transitions: list[UInt8MultiArray] = []
         self.last: dict[str, object] = {}
         self.diag: dict[str, str] = {}
+        self.levels: list[tuple[bytes, str]] = []
         self.node.create_subscription(UInt8MultiArray, "/q_grasp/transitions",
                                       self.transitions.append, qos.transitions_qos())
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag,
@@ -85,6 +86,7 @@ class Probe:
         for status in msg.status:
             if status.name.startswith(POLICY):
                 self.diag = {kv.key: kv.value for kv in status.values}
+                self.levels.append((status.level, status.message))
 
     def spin_once(self) -> None:
         self.executor.spin_once(timeout_sec=0.05)
@@ -382,3 +384,63 @@ class TestGrasp:
         probe.wait(all_counted, 30.0, f"rejections {sorted(bad)}", log)
         probe.wait(lambda: probe.counter("steps") > steps_before, 60.0, "another grasp", log)
         assert policy.poll() is None
+
+
+def test_policy_recovers_from_a_restarted_simulator(tmp_path, monkeypatch) -> None:
+    """sim_arm killed (the policy's /diagnostics goes to WARN, then ERROR, with the reason) and
+    restarted (its clock starts again at 0): the policy acts again within seconds, not once
+    the new clock has caught up with the old one."""
+    from sensor_msgs.msg import JointState
+
+    from q_grasp.nodes.testing import udp_localhost_env
+
+    domain = unique_domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    for key, value in udp_localhost_env().items():  # SIGKILL + restart on one host
+        monkeypatch.setenv(key, value)
+    sim_args = ["-p", "real_time_factor:=1.0", "-p", "camera_rate_hz:=0.0",
+                "-p", "spawn_on_start:=false", "-p", "use_sim_time:=false"]
+    sim = start_node_process("q_grasp.nodes.sim_arm", sim_args, domain_id=domain,
+                             log_path=tmp_path / "sim1.log", extra_env=udp_localhost_env())
+    log = tmp_path / "policy.log"
+    policy = start_node_process(
+        "q_grasp.nodes.policy", ["-p", "use_sim_time:=true", "-p", "task:=reacher",
+                                 "-p", "feedback_warn_s:=1.0", "-p", "feedback_error_s:=3.0"],
+        domain_id=domain, log_path=log, extra_env=udp_localhost_env())
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = Probe(context)
+    stamps: list[tuple[float, float]] = []  # (joint-state stamp, wall time received)
+    probe.node.create_subscription(
+        JointState, "/joint_states",
+        lambda m: stamps.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
+                                 time.monotonic())), qos.SENSOR_SUBSCRIBER_QOS)
+    try:
+        # Long enough that the old clock is well ahead of a new one (~15 s).
+        probe.wait(lambda: probe.counter("steps") >= 3 and stamps and stamps[-1][0] > 15.0,
+                   90.0, "the policy acting for 15 s of arm time", log)
+        sim.kill()
+        sim.wait(timeout=10)
+        stop_process(sim)
+        old_clock = stamps[-1][0]
+        probe.levels.clear()
+        probe.wait(lambda: any(level == DiagnosticStatus.ERROR and "no joint states" in text
+                               for level, text in probe.levels), 20.0,
+                   "ERROR on /diagnostics while no joint states come", log)
+        assert any(level == DiagnosticStatus.WARN for level, _ in probe.levels)
+        steps = probe.counter("steps")
+        stamps.clear()
+        sim = start_node_process("q_grasp.nodes.sim_arm", sim_args, domain_id=domain,
+                                 log_path=tmp_path / "sim2.log", extra_env=udp_localhost_env())
+        probe.wait(lambda: bool(stamps), 60.0, "the new simulator's joint states", log)
+        back = stamps[0][1]
+        probe.wait(lambda: probe.counter("steps") > steps + 2, 30.0, "steps on the new arm",
+                   log)
+        # Acting again while the new clock is still behind the old one.
+        assert stamps[-1][0] < old_clock, (stamps[-1][0], old_clock)
+        print(f"policy acting {time.monotonic() - back:.1f} s after the restarted simulator's "
+              f"first joint state (old clock {old_clock:.1f} s, new {stamps[-1][0]:.1f} s)")
+        assert probe.levels[-1][0] == DiagnosticStatus.OK, probe.levels[-3:]
+        assert policy.poll() is None
+    finally:
+        _stop(sim, policy, context, probe)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from geometry_msgs.msg import Point, PointStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import UInt8MultiArray
@@ -79,7 +80,13 @@ from q_grasp.nodes.policy_core import (
     shaped_reward,
     table_looks_empty,
 )
-from q_grasp.nodes.ros_arm import ArmStoppedError, ArmTimeoutError, RosArm, RosArmConfig
+from q_grasp.nodes.ros_arm import (
+    ArmRestartedError,
+    ArmStoppedError,
+    ArmTimeoutError,
+    RosArm,
+    RosArmConfig,
+)
 from q_grasp.nodes.runtime import run_node
 from q_grasp.wire import (
     TRANSITIONS_SCHEMA,
@@ -197,6 +204,11 @@ class PolicyConfig:
     log_every_s: float = 10.0
     """Period (wall clock) of the INFO summary line in the log; every episode is logged at
     DEBUG (--ros-args --log-level policy:=debug)."""
+    feedback_warn_s: float = 2.0
+    """/diagnostics goes to WARN when no joint state (grasp: or camera frame) arrived for this
+    long (wall clock) after the first..."""
+    feedback_error_s: float = 10.0
+    """...and to ERROR after this long, with the reason."""
     arm: RosArmConfig = field(default_factory=RosArmConfig)
     """How motions are commanded and judged finished."""
 
@@ -215,6 +227,9 @@ class PolicyConfig:
         if not 0.0 <= self.goal_tolerance_m <= 0.1:
             raise ValueError(f"goal_tolerance_m: must be in [0, 0.1] m (0 = the task's), got "
                              f"{self.goal_tolerance_m}")
+        if not 0.0 < self.feedback_warn_s < self.feedback_error_s:
+            raise ValueError(f"feedback_warn_s, feedback_error_s: need 0 < warn < error, got "
+                             f"{self.feedback_warn_s}, {self.feedback_error_s}")
         for name in ("reset_timeout_s", "frame_timeout_s", "diagnostics_period_s",
                      "log_every_s"):
             if not getattr(self, name) > 0.0:
@@ -318,6 +333,10 @@ class PolicyNode(Node):
 
         self.arm = RosArm(self, self.robot, cfg.arm, stop=self._stop,
                           reject=self.diagnostics.reject)
+        self._feedback_level: bytes | None = None  # what _check_feedback last set
+        self._finished = False
+        self.create_timer(0.5, self._check_feedback,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._transitions_pub = self.create_publisher(
             UInt8MultiArray, "/q_grasp/transitions",
             qos.transitions_qos(cfg.transitions_queue_depth))
@@ -480,6 +499,9 @@ class PolicyNode(Node):
                     errors = 0
                 except (ArmStoppedError, KeyboardInterrupt):
                     return
+                except ArmRestartedError as exc:  # the episode starts over on the new arm
+                    self.diagnostics.count("arm_restarts")
+                    self.get_logger().warn(f"episode abandoned: {exc}; starting over")
                 except Exception as exc:  # keep the node alive; say what went wrong
                     if self._shutting_down():
                         return
@@ -496,6 +518,31 @@ class PolicyNode(Node):
             # flag: a publisher or subscription call in between fails. That is the shutdown.
             if not self._shutting_down():
                 raise
+
+    def _check_feedback(self) -> None:
+        """/diagnostics WARN, then ERROR, with the reason, while joint states (grasp: camera
+        frames) have stopped coming; back to OK when they return."""
+        if self._finished:
+            return
+        cfg = self.config
+        now = time.monotonic()
+        ages = {}
+        if self.arm.last_state_monotonic is not None:
+            ages["joint states"] = now - self.arm.last_state_monotonic
+        color = self._color
+        if cfg.task == "grasp" and color is not None:
+            ages["camera frames"] = now - color[4]
+        if not ages:
+            return  # not started: _wait_for_arm says so
+        what, age = max(ages.items(), key=lambda item: item[1])
+        level = (ERROR if age >= cfg.feedback_error_s
+                 else WARN if age >= cfg.feedback_warn_s else None)
+        if level is not None:
+            self.diagnostics.set_level(level, f"no {what} for {age:.0f} s (the arm, its driver "
+                                              f"or the camera stopped?)")
+        elif self._feedback_level is not None:
+            self.diagnostics.set_level(OK, "acting")
+        self._feedback_level = level
 
     def _shutting_down(self) -> bool:
         return self._stop.is_set() or not self.context.ok()
@@ -517,6 +564,7 @@ class PolicyNode(Node):
             f"done: {stats.episodes} episodes, success rate {stats.success_rate:.3f} over the "
             f"last {min(stats.episodes, self.config.success_window)}, attempt success rate "
             f"{stats.attempt_success_rate:.3f}, mean return {stats.mean_return:.3f}")
+        self._finished = True
         self.diagnostics.set_level(OK, "finished")
         self.diagnostics.publish()
         if self.config.shutdown_when_done:
@@ -580,7 +628,9 @@ class PolicyNode(Node):
                           decision_latency_ms_max=worst,
                           decision_latency_window=len(self._latencies))
         self.diagnostics.set(**values)
-        if self.diagnostics.rejected_total() == 0:
+        if self._feedback_level is not None:
+            pass  # _check_feedback's WARN/ERROR stands until the feedback is back
+        elif self.diagnostics.rejected_total() == 0:
             self.diagnostics.set_level(OK, "acting")
         else:
             self.diagnostics.set_level(WARN, "acting; rejected some inputs (see rejected.*)")
@@ -683,10 +733,13 @@ class PolicyNode(Node):
         start = time.monotonic()
         wall_min = start + cfg.frame_timeout_min_wall_s
         wall_deadline = start + cfg.arm.stale_timeout_s + cfg.frame_timeout_s
+        restarts = self.arm.restarts
         with self._frame_cond:
             while True:
                 if self._stop.is_set():
                     raise ArmStoppedError("shutting down")
+                # The new arm's frames are stamped in its own clock, before ``after_s``.
+                self.arm.check_restart(restarts)
                 color, depth, camera = self._color, self._depth, self._camera
                 if (color is not None and depth is not None and camera is not None
                         and abs(color[0] - depth[0]) <= skew_ns
