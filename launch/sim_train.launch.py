@@ -14,8 +14,10 @@
   ros2 launch q_grasp sim_train.launch.py viewer:=true
         # watch it in Rerun at http://localhost:9090 (no rviz needed), saved to viewer_path
 
-Every node reads its own section of the params file (config:=...). Show the arguments with
-``ros2 launch q_grasp sim_train.launch.py --show-args``.
+The policy and the trainer sign and check transitions and weights with a key (HMAC-SHA256): a
+fresh one per launch in a private temporary file by default; auth_key_file:=PATH shares one
+between machines. Every node reads its own section of the params file (config:=...). Show
+the arguments with ``ros2 launch q_grasp sim_train.launch.py --show-args``.
 
 Before any node starts, the arguments are checked (config and checkpoint files exist; rviz:=true
 finds rviz2 and robot_state_publisher): a bad one ends the launch with a reason and exit code 1,
@@ -24,6 +26,7 @@ exits with an error (bad parameters, an unreadable checkpoint) makes ``ros2 laun
 """
 
 # ruff: noqa: I001  (ruff takes this folder, launch/, for the first-party "launch" package)
+import atexit
 import os
 
 from launch import LaunchContext, LaunchDescription
@@ -73,6 +76,18 @@ def _check_arguments(context: LaunchContext) -> list:
     checkpoint = value("checkpoint")
     if checkpoint and not os.path.isfile(checkpoint):
         raise LaunchArgumentError(f"checkpoint:={checkpoint} is not a file")
+    from q_grasp.wire.auth import new_key_file, read_key_file
+
+    key_file = value("auth_key_file")
+    if key_file:
+        try:
+            read_key_file(key_file)
+        except ValueError as exc:
+            raise LaunchArgumentError(f"auth_key_file:={key_file}: {exc}") from None
+    else:  # a fresh key for this launch; the nodes read it at start
+        fresh = new_key_file()
+        atexit.register(fresh.unlink, missing_ok=True)
+        context.launch_configurations["auth_key_file"] = str(fresh)
     if value("rviz") == "true":
         from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 
@@ -168,12 +183,18 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "viewer_path", default_value="run.rrd",
             description="The .rrd file viewer:=true saves (reopen with: rerun FILE.rrd)."),
+        DeclareLaunchArgument(
+            "auth_key_file", default_value="",
+            description="Key file with which the policy and trainer authenticate transitions "
+                        "and weights (HMAC-SHA256); give the same file on every machine of a "
+                        "system. Empty: a fresh key for this launch."),
     ]
 
     task = LaunchConfiguration("task")
     config = LaunchConfiguration("config")
     namespace = LaunchConfiguration("namespace")
     checkpoint = LaunchConfiguration("checkpoint")
+    auth_key_file = LaunchConfiguration("auth_key_file")
     use_sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
     train = ParameterValue(LaunchConfiguration("train"), value_type=bool)
     rviz_config = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "q_grasp.rviz"])
@@ -207,7 +228,8 @@ def generate_launch_description() -> LaunchDescription:
         namespace=namespace,
         output="screen",
         parameters=[config, {"use_sim_time": use_sim_time, "task": task,
-                             "checkpoint": checkpoint, "train": train}],
+                             "checkpoint": checkpoint, "train": train,
+                             "auth_key_file": auth_key_file}],
         on_exit=_end_system,
     )
     trainer = Node(
@@ -216,7 +238,7 @@ def generate_launch_description() -> LaunchDescription:
         name="trainer",
         output="screen",
         parameters=[config, {"use_sim_time": use_sim_time, "task": task,
-                             "checkpoint": checkpoint}],
+                             "checkpoint": checkpoint, "auth_key_file": auth_key_file}],
         condition=IfCondition(LaunchConfiguration("train")),
         on_exit=_end_system,
     )

@@ -188,3 +188,55 @@ def test_grasp_skill_over_ros(ros_arm) -> None:
     assert outcome.ik_success, outcome.message
     assert outcome.success, f"{outcome.message}\n{log.read_text()[-2000:]}"
     np.testing.assert_allclose(arm.read_arm_joints(), HOME, atol=0.03)
+
+
+def test_a_clock_that_goes_back_ends_the_wait(monkeypatch) -> None:
+    """A restarted driver's joint states start again at a small stamp: a wait whose deadline
+    is in the old clock ends with ArmRestartedError instead of lasting until the new clock
+    has caught up."""
+    from sensor_msgs.msg import JointState
+
+    from q_grasp.nodes.ros_arm import ArmRestartedError
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(unique_domain_id()))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("restart_test", context=context)
+    robot = RobotConfig()
+    arm = RosArm(node, robot, RosArmConfig())
+    driver = node.create_publisher(JointState, "joint_states", qos.JOINT_STATES_PUBLISHER_QOS)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    names = list(robot.arm_joint_names) + list(robot.gripper_joint_names)
+
+    def publish(stamp_s: float) -> None:
+        msg = JointState(name=names, position=[0.0] * len(names))
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp_s), int(stamp_s % 1 * 1e9)
+        driver.publish(msg)
+
+    outcome: list[BaseException | bool] = []
+
+    def waiter() -> None:
+        try:
+            outcome.append(arm.wait_until(lambda: False, 60.0))  # until 160 s, old clock
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            outcome.append(exc)
+
+    try:
+        assert wait_until(lambda: arm.arm_time_s() >= 100.0, 10.0,
+                          lambda: (publish(100.0), time.sleep(0.05)))
+        thread = threading.Thread(target=waiter, daemon=True)
+        thread.start()
+        for k in range(40):  # the restarted driver: a new clock from 1 s
+            publish(101.0 if k < 5 else 1.0 + 0.05 * k)
+            time.sleep(0.05)
+        thread.join(timeout=5.0)
+        assert outcome and isinstance(outcome[0], ArmRestartedError), outcome
+        assert arm.restarts == 1
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

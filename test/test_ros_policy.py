@@ -17,7 +17,7 @@ pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy")
 
 import torch  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from safetensors.numpy import save as np_save  # noqa: E402
@@ -67,6 +67,7 @@ class Probe:
         self.transitions: list[UInt8MultiArray] = []
         self.last: dict[str, object] = {}
         self.diag: dict[str, str] = {}
+        self.levels: list[tuple[bytes, str]] = []
         self.node.create_subscription(UInt8MultiArray, "/q_grasp/transitions",
                                       self.transitions.append, qos.transitions_qos())
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag,
@@ -85,6 +86,7 @@ class Probe:
         for status in msg.status:
             if status.name.startswith(POLICY):
                 self.diag = {kv.key: kv.value for kv in status.values}
+                self.levels.append((status.level, status.message))
 
     def spin_once(self) -> None:
         self.executor.spin_once(timeout_sec=0.05)
@@ -141,9 +143,10 @@ def reacher(tmp_path_factory):
         _stop(sim, policy, context, probe)
 
 
-def _weights_blob(q_net, version: int) -> bytes:
-    return encode_weights(q_net.state_dict(), version, q_net.config, task="reacher",
-                          source="test", num_updates=version)
+def _weights_blob(q_net, version: int, run_id: str = "test-run", task: str = "reacher"
+                  ) -> bytes:
+    return encode_weights(q_net.state_dict(), version, q_net.config, task=task,
+                          source="test", num_updates=version, run_id=run_id)
 
 
 def _crafted_weights(state: dict[str, np.ndarray], net_config: dict, version: int) -> bytes:
@@ -153,7 +156,8 @@ def _crafted_weights(state: dict[str, np.ndarray], net_config: dict, version: in
     for name in sorted(state):
         arr = np.ascontiguousarray(state[name])
         digest.add(name, numpy_dtype_code(arr.dtype), arr.shape, arr.reshape(-1).view(np.uint8))
-    meta = {"schema": WEIGHTS_SCHEMA, "schema_version": "1", "version": str(version),
+    meta = {"schema": WEIGHTS_SCHEMA, "schema_version": "2", "version": str(version),
+            "run_id": "t1",
             "net_config": canonical_json(net_config), "task": "reacher", "source": "evil",
             "num_updates": "0", "stamp_ns": "0", "checksum": digest.hexdigest()}
     return np_save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata=meta)
@@ -169,9 +173,10 @@ class TestReacher:
         limits = TransitionLimits(obs_shape=obs_shape, num_actions=8, task="reacher")
         batches = [decode_transitions(msg_to_blob(m, TRANSITIONS_SCHEMA), limits)
                    for m in probe.transitions[:4]]
-        # Consecutive sequence numbers (the first ones may predate this subscription).
-        first_seq = batches[0].sequence
-        assert [b.sequence for b in batches] == list(range(first_seq, first_seq + 4))
+        # Sequence numbers count transitions: each batch starts where the one before ended
+        # (the first ones may predate this subscription); one run id.
+        assert [b.sequence for b in batches[1:]] == [b.sequence + len(b) for b in batches[:-1]]
+        assert len({b.run_id for b in batches}) == 1
         assert all(b.actor_id == "/policy" and b.weights_version == -1 for b in batches)
         assert all(1 <= len(b) <= 2 for b in batches)
         # Consecutive transitions chain: s' of one step is s of the next (same goal, measured q).
@@ -257,6 +262,32 @@ class TestReacher:
                    "more steps after the hostile blobs", log)
         assert policy.poll() is None
         assert "rejected weights" in log.read_text()
+
+    def test_weights_rollback_and_foreign_task_refused_new_run_taken(self, reacher) -> None:
+        probe, policy, log, fresh, _ = reacher
+        probe.wait(lambda: "weights_version" in probe.diag, 30.0, "diagnostics", log)
+        net = fresh.q_net
+
+        def publish(blob: bytes) -> None:
+            probe.weights_pub.publish(blob_to_msg(blob, WEIGHTS_SCHEMA))
+            deadline = time.monotonic() + 0.5  # latched depth 1: one message at a time
+            while time.monotonic() < deadline:
+                probe.spin_once()
+
+        publish(_weights_blob(net, 500, run_id="run-1"))
+        probe.wait(lambda: probe.diag.get("weights_version") == "500", 20.0, "version 500", log)
+        rollbacks = probe.counter("rejected.weights.rollback")
+        foreign = probe.counter("rejected.weights.schema")
+        publish(_weights_blob(net, 499, run_id="run-1"))  # an older version of the same run
+        publish(_weights_blob(net, 500, run_id="run-1"))  # the same one again
+        publish(_weights_blob(net, 600, run_id="run-1", task="grasp"))  # another task's tag
+        probe.wait(lambda: probe.counter("rejected.weights.rollback") == rollbacks + 2
+                   and probe.counter("rejected.weights.schema") == foreign + 1, 20.0,
+                   "2 rollbacks and 1 foreign task counted", log)
+        assert probe.diag["weights_version"] == "500"
+        publish(_weights_blob(net, 3, run_id="run-2"))  # a restarted trainer: a new run
+        probe.wait(lambda: probe.diag.get("weights_version") == "3", 20.0, "version 3", log)
+        assert policy.poll() is None
 
 
     def test_bad_parameter_and_clean_shutdown(self, reacher, tmp_path) -> None:
@@ -353,3 +384,63 @@ class TestGrasp:
         probe.wait(all_counted, 30.0, f"rejections {sorted(bad)}", log)
         probe.wait(lambda: probe.counter("steps") > steps_before, 60.0, "another grasp", log)
         assert policy.poll() is None
+
+
+def test_policy_recovers_from_a_restarted_simulator(tmp_path, monkeypatch) -> None:
+    """sim_arm killed (the policy's /diagnostics goes to WARN, then ERROR, with the reason) and
+    restarted (its clock starts again at 0): the policy acts again within seconds, not once
+    the new clock has caught up with the old one."""
+    from sensor_msgs.msg import JointState
+
+    from q_grasp.nodes.testing import udp_localhost_env
+
+    domain = unique_domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    for key, value in udp_localhost_env().items():  # SIGKILL + restart on one host
+        monkeypatch.setenv(key, value)
+    sim_args = ["-p", "real_time_factor:=1.0", "-p", "camera_rate_hz:=0.0",
+                "-p", "spawn_on_start:=false", "-p", "use_sim_time:=false"]
+    sim = start_node_process("q_grasp.nodes.sim_arm", sim_args, domain_id=domain,
+                             log_path=tmp_path / "sim1.log", extra_env=udp_localhost_env())
+    log = tmp_path / "policy.log"
+    policy = start_node_process(
+        "q_grasp.nodes.policy", ["-p", "use_sim_time:=true", "-p", "task:=reacher",
+                                 "-p", "feedback_warn_s:=1.0", "-p", "feedback_error_s:=3.0"],
+        domain_id=domain, log_path=log, extra_env=udp_localhost_env())
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = Probe(context)
+    stamps: list[tuple[float, float]] = []  # (joint-state stamp, wall time received)
+    probe.node.create_subscription(
+        JointState, "/joint_states",
+        lambda m: stamps.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
+                                 time.monotonic())), qos.SENSOR_SUBSCRIBER_QOS)
+    try:
+        # Long enough that the old clock is well ahead of a new one (~15 s).
+        probe.wait(lambda: probe.counter("steps") >= 3 and stamps and stamps[-1][0] > 15.0,
+                   90.0, "the policy acting for 15 s of arm time", log)
+        sim.kill()
+        sim.wait(timeout=10)
+        stop_process(sim)
+        old_clock = stamps[-1][0]
+        probe.levels.clear()
+        probe.wait(lambda: any(level == DiagnosticStatus.ERROR and "no joint states" in text
+                               for level, text in probe.levels), 20.0,
+                   "ERROR on /diagnostics while no joint states come", log)
+        assert any(level == DiagnosticStatus.WARN for level, _ in probe.levels)
+        steps = probe.counter("steps")
+        stamps.clear()
+        sim = start_node_process("q_grasp.nodes.sim_arm", sim_args, domain_id=domain,
+                                 log_path=tmp_path / "sim2.log", extra_env=udp_localhost_env())
+        probe.wait(lambda: bool(stamps), 60.0, "the new simulator's joint states", log)
+        back = stamps[0][1]
+        probe.wait(lambda: probe.counter("steps") > steps + 2, 30.0, "steps on the new arm",
+                   log)
+        # Acting again while the new clock is still behind the old one.
+        assert stamps[-1][0] < old_clock, (stamps[-1][0], old_clock)
+        print(f"policy acting {time.monotonic() - back:.1f} s after the restarted simulator's "
+              f"first joint state (old clock {old_clock:.1f} s, new {stamps[-1][0]:.1f} s)")
+        assert probe.levels[-1][0] == DiagnosticStatus.OK, probe.levels[-3:]
+        assert policy.poll() is None
+    finally:
+        _stop(sim, policy, context, probe)

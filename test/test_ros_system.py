@@ -375,6 +375,10 @@ def test_bringup_grasp_composed_end_to_end(tmp_path, monkeypatch) -> None:
     text = log.read_text()
     assert re.search(r"transitions \d+/4 ", text), text[-3000:]
     assert "greedy evaluation: grasp success" in text
+    # Nobody set up a key: bringup made a fresh one for policy and trainer, removed at the end.
+    origins = re.findall(r"authenticated \(HMAC-SHA256, key from (\S+)\)", text)
+    assert len(origins) == 2 and len(set(origins)) == 1, text[:3000]
+    assert not Path(origins[0]).exists()
     summary = json.loads((out / "bringup_summary.json").read_text())
     assert summary["transitions"] >= 4 and summary["mode"] == "composed"
     assert Path(summary["checkpoint"]).is_file()

@@ -70,8 +70,8 @@ def batch_tensors(batch: TransitionBatch) -> dict[str, np.ndarray]:
 
 def transition_meta(**overrides: str) -> dict[str, str]:
     meta = {
-        "schema": "q_grasp/transitions", "schema_version": "1", "task": "grasp",
-        "actor_id": "a", "sequence": "0", "weights_version": "-1",
+        "schema": "q_grasp/transitions", "schema_version": "2", "task": "grasp",
+        "actor_id": "a", "run_id": "r1", "sequence": "0", "weights_version": "-1",
         "num_actions": str(NUM_ACTIONS), "stamp_ns": "0",
     }
     meta.update(overrides)
@@ -357,7 +357,11 @@ INF_NEXT = np.full((3, *OBS_SHAPE), -np.inf, np.float32)
     (_with(), transition_meta(schema="q_grasp/weights"), "schema"),
     (_with(), transition_meta(schema="other"), "schema"),
     (_with(), {k: v for k, v in transition_meta().items() if k != "schema"}, "schema"),
-    (_with(), transition_meta(schema_version="2"), "version"),
+    (_with(), transition_meta(schema_version="1"), "version"),  # before run ids
+    (_with(), transition_meta(schema_version="3"), "version"),
+    (_with(), transition_meta(run_id=""), "metadata"),
+    (_with(), {k: v for k, v in transition_meta().items() if k != "run_id"}, "metadata"),
+    (_with(), transition_meta(run_id="r" * 65), "metadata"),
     (_with(), transition_meta(schema_version="one"), "metadata"),
     (_with(), transition_meta(sequence="abc"), "metadata"),
     (_with(), transition_meta(sequence="-1"), "metadata"),
@@ -466,7 +470,7 @@ def weights_reason(blob: object, limits: WeightsLimits | None = None, **kwargs) 
 
 
 def weights_meta(**overrides: str) -> dict[str, str]:
-    meta = {"schema": "q_grasp/weights", "schema_version": "1", "version": "3",
+    meta = {"schema": "q_grasp/weights", "schema_version": "2", "version": "3", "run_id": "t1",
             "net_config": '{"kind":"mlp"}', "task": "reacher", "source": "t",
             "num_updates": "0", "stamp_ns": "0"}
     meta.update(overrides)
@@ -483,6 +487,9 @@ GOOD_W = {"w": np.ones((2, 3), np.float32), "b": np.zeros(2, np.float32)}
     ({}, weights_meta(), {}, "missing_key"),
     (GOOD_W, weights_meta(schema="q_grasp/transitions"), {}, "schema"),
     (GOOD_W, weights_meta(schema_version="0"), {}, "version"),
+    (GOOD_W, weights_meta(schema_version="1"), {}, "version"),  # before run ids
+    (GOOD_W, weights_meta(run_id=""), {}, "metadata"),
+    (GOOD_W, weights_meta(run_id="\n"), {}, "metadata"),
     (GOOD_W, weights_meta(version="-1"), {}, "metadata"),
     (GOOD_W, weights_meta(version="x"), {}, "metadata"),
     (GOOD_W, weights_meta(net_config="{bad"), {}, "metadata"),
@@ -586,3 +593,50 @@ def test_fuzz_weights_only_wire_error() -> None:
             assert exc.reason in REASONS
             continue
         net.load_state_dict(msg.state_dict)
+
+
+# ----------------------------------------------------------------------------- authentication
+
+
+def test_signed_blobs_verify_only_with_the_same_key(tmp_path, monkeypatch) -> None:
+    from q_grasp.wire import Authenticator, AuthKeyError, authenticator
+
+    blob = encode_transitions(make_batch())
+    auth = Authenticator(b"k" * 32)
+    signed = auth.sign(blob)
+    assert bytes(auth.verify(signed)) == blob
+    altered = bytearray(signed)
+    altered[len(blob) // 2] ^= 1
+    refused = {"unsigned": blob, "other key": Authenticator(b"x" * 32).sign(blob),
+               "altered": bytes(altered), "cut": signed[:-1], "empty": b""}
+    for what, candidate in refused.items():
+        with pytest.raises(WireError) as info:
+            auth.verify(candidate)
+        assert info.value.reason == "unauthenticated", what
+    with pytest.raises(WireError, match="too_large"):
+        auth.verify(signed, max_blob_bytes=len(blob) - 1)
+    off = Authenticator(None)
+    assert off.sign(blob) is blob and off.verify(blob) is blob
+    # A signed blob may leave out the sha256 checksum (its tag covers every byte); an
+    # unauthenticated one may not.
+    bare = encode_transitions(make_batch(), checksum=False)
+    limits = TransitionLimits()
+    with pytest.raises(WireError, match="metadata: checksum 'none'"):
+        decode_transitions(bare, limits)
+    decoded = decode_transitions(auth.verify(auth.sign(bare)), limits, authenticated=True)
+    assert decoded.sequence == make_batch().sequence
+    # The key: the parameter's file, else $Q_GRASP_AUTH_KEY_FILE's, else $Q_GRASP_AUTH_KEY.
+    monkeypatch.delenv("Q_GRASP_AUTH_KEY_FILE", raising=False)
+    monkeypatch.delenv("Q_GRASP_AUTH_KEY", raising=False)
+    assert not authenticator("").enabled
+    key_file = tmp_path / "key"
+    key_file.write_text("k" * 32 + "\n")
+    assert bytes(authenticator(str(key_file)).verify(signed)) == blob
+    monkeypatch.setenv("Q_GRASP_AUTH_KEY", "k" * 32)
+    assert bytes(authenticator("").verify(signed)) == blob
+    monkeypatch.setenv("Q_GRASP_AUTH_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(AuthKeyError, match="missing'?: no such file"):
+        authenticator("")
+    key_file.write_text("short")
+    with pytest.raises(AuthKeyError, match="at least 16"):
+        authenticator(str(key_file))

@@ -10,6 +10,7 @@ param_groups, numpy RNG state. `load_checkpoint` validates all of it and raises
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,14 +122,38 @@ def checkpoint_bytes(q_net: QNetwork | UNetQMap, *, target_net: torch.nn.Module 
     return st_save(tensors, metadata=meta)
 
 
-def save_checkpoint(path: str | Path, q_net: QNetwork | UNetQMap, **kwargs: Any) -> Path:
-    """Write a checkpoint file atomically (temp file + rename); see `checkpoint_bytes`."""
+def fsync_replace(tmp: str | Path, path: str | Path) -> Path:
+    """Make the written file ``tmp`` durable and rename it to ``path``: after a crash or a
+    power cut ``path`` holds either its old content or all of the new one, never a part."""
+    tmp, path = Path(tmp), Path(path)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    try:  # the rename itself is durable once the folder is synced (not possible everywhere)
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and durably (temporary file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(checkpoint_bytes(q_net, **kwargs))
-    tmp.replace(path)
-    return path
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    return fsync_replace(tmp, path)
+
+
+def save_checkpoint(path: str | Path, q_net: QNetwork | UNetQMap, **kwargs: Any) -> Path:
+    """Write a checkpoint file atomically (temp file, fsync, rename); see `checkpoint_bytes`."""
+    return atomic_write_bytes(path, checkpoint_bytes(q_net, **kwargs))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -20,6 +20,7 @@ curves to <out>/plots.png (TensorBoard scalars in <out>/tb).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from q_grasp.paths import config_file
+from q_grasp.wire.auth import new_key_file, read_key_file
 
 TASKS = ("grasp", "reacher")
 """Tasks with a shipped parameters file."""
@@ -111,6 +113,10 @@ class BringupConfig:
     of the first this many evaluation decisions as <out>/eval_qmaps/qmap_NNNN.png (0: none)."""
     progress_every_s: float = 10.0
     """Print a progress line this often (wall clock)."""
+    auth_key_file: str = ""
+    """Key file the policy and trainer authenticate transitions and weights with (give one
+    to share a system between machines); empty: a fresh key for this run, in a private
+    temporary file removed at the end."""
     catch_up: bool = True
     """After the actor stops, let the trainer finish the gradient updates it owes at its
     replay ratio (so a run does the updates `q_grasp train` does for the same budget)."""
@@ -269,7 +275,8 @@ def node_overrides(cfg: BringupConfig, node_name: str, plan: TrainingPlan | None
     """The launch file's per-node parameters on top of the params file (plus output_dir)."""
     values: dict[str, Any] = {"use_sim_time": cfg.use_sim_time}
     if node_name == "policy":
-        values.update(task=cfg.task, checkpoint=cfg.checkpoint, train=cfg.train)
+        values.update(task=cfg.task, checkpoint=cfg.checkpoint, train=cfg.train,
+                      auth_key_file=cfg.auth_key_file)
         if plan is not None and not cfg.checkpoint and plan.resume_from:
             # The trainer resumes from its newest checkpoint; the actor continues with those
             # weights and its exploration schedule from the same step.
@@ -277,7 +284,8 @@ def node_overrides(cfg: BringupConfig, node_name: str, plan: TrainingPlan | None
     elif node_name == "xarm_driver":
         values["device"] = "fake" if cfg.driver == "xarm-fake" else "hid"
     elif node_name == "trainer":
-        values.update(task=cfg.task, checkpoint=cfg.checkpoint)
+        values.update(task=cfg.task, checkpoint=cfg.checkpoint,
+                      auth_key_file=cfg.auth_key_file)
         if plan is not None:
             values["output_dir"] = str(plan.output_dir)
     return values
@@ -647,6 +655,8 @@ class Bringup:
             raise ValueError(f"config: no such parameters file: {self.params_file}")
         if cfg.checkpoint and not Path(cfg.checkpoint).expanduser().is_file():
             raise ValueError(f"checkpoint: no such file: {cfg.checkpoint}")
+        if cfg.auth_key_file:
+            read_key_file(cfg.auth_key_file)  # AuthKeyError (a ValueError) names the file
         self.plan = training_plan(cfg, self.params_file)
         self.out = self.plan.output_dir
         self.argv = list(argv)
@@ -686,6 +696,17 @@ class Bringup:
     # ------------------------------------------------------------------ phases
 
     def run(self) -> RunSummary:
+        fresh_key = None
+        if not self.cfg.auth_key_file:
+            fresh_key = new_key_file()
+            self.cfg = dataclasses.replace(self.cfg, auth_key_file=str(fresh_key))
+        try:
+            return self._run()
+        finally:
+            if fresh_key is not None:
+                fresh_key.unlink(missing_ok=True)
+
+    def _run(self) -> RunSummary:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         summary = RunSummary(task=cfg.task, mode=cfg.mode,
@@ -1102,6 +1123,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="composed mode's rclpy executor (default events)")
     parser.add_argument("--node-log-level", choices=LOG_LEVELS, default="warn",
                         help="console log level of the nodes after start-up (default warn)")
+    parser.add_argument("--auth-key-file", default="", metavar="PATH",
+                        help="key file that authenticates transitions and weights (share it "
+                             "to spread a system over machines); default: a fresh key per run")
     return parser
 
 
@@ -1117,7 +1141,8 @@ def config_from_args(argv: Sequence[str]) -> BringupConfig:
         viewer_port=args.viewer_port, eval_episodes=args.eval_episodes,
         eval_qmaps=args.eval_qmaps,
         progress_every_s=args.progress_every_s, catch_up=args.catch_up,
-        node_log_level=args.node_log_level, executor=args.executor)
+        node_log_level=args.node_log_level, executor=args.executor,
+        auth_key_file=args.auth_key_file)
 
 
 def _terminate(signum: int, frame: Any) -> None:

@@ -18,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import MultiArrayDimension, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from q_grasp.wire import WireError
+from q_grasp.wire import Authenticator, WireError, authenticator
 from q_grasp.wire.errors import REASON_SCHEMA, REASON_TYPE
 
 
@@ -43,6 +43,20 @@ def _uint8_array(data: Any) -> array.array:
     out = array.array("B")
     out.frombytes(data if isinstance(data, (bytes, bytearray)) else memoryview(data).cast("B"))
     return out
+
+
+def node_authenticator(node: Any, key_file: str) -> Authenticator:
+    """The node's blob authenticator (AuthKeyError, a ValueError naming the file, stops the
+    node at start); says in the log whether blobs are authenticated."""
+    auth = authenticator(key_file)
+    if auth.enabled:
+        node.get_logger().info(f"transitions and weights authenticated (HMAC-SHA256, key from "
+                               f"{auth.origin})")
+    else:
+        node.get_logger().warn("no auth key (auth_key_file, $Q_GRASP_AUTH_KEY_FILE or "
+                               "$Q_GRASP_AUTH_KEY): transitions and weights are not "
+                               "authenticated; any process on this ROS domain can send them")
+    return auth
 
 
 def blob_to_msg(blob: bytes | bytearray | memoryview, schema: str) -> UInt8MultiArray:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from geometry_msgs.msg import Point, PointStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import UInt8MultiArray
@@ -60,6 +61,7 @@ from q_grasp.nodes.convert import (
     depth_image_to_numpy,
     image_msg,
     msg_to_blob,
+    node_authenticator,
 )
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
@@ -78,7 +80,13 @@ from q_grasp.nodes.policy_core import (
     shaped_reward,
     table_looks_empty,
 )
-from q_grasp.nodes.ros_arm import ArmStoppedError, ArmTimeoutError, RosArm, RosArmConfig
+from q_grasp.nodes.ros_arm import (
+    ArmRestartedError,
+    ArmStoppedError,
+    ArmTimeoutError,
+    RosArm,
+    RosArmConfig,
+)
 from q_grasp.nodes.runtime import run_node
 from q_grasp.skills.grasp import table_plane_depth
 from q_grasp.wire import (
@@ -145,6 +153,10 @@ class PolicyConfig:
     """Depth of the reliable /q_grasp/transitions queue kept for a slow trainer."""
     max_weights_bytes: int = 268435456
     """Largest weights blob accepted (bytes)."""
+    auth_key_file: str = ""
+    """File with the key that signs transitions and checks weights (HMAC-SHA256), shared by
+    the nodes of one system; empty: $Q_GRASP_AUTH_KEY_FILE, else $Q_GRASP_AUTH_KEY, else
+    none (not authenticated). bringup and the launch file make a fresh one per run."""
     reset_service: str = "sim_arm/reset_scene"
     """grasp: std_srvs/Trigger service that resets the scene at the start of every episode
     (relative: follows the namespace); empty: no reset (a person or another node resets)."""
@@ -193,6 +205,11 @@ class PolicyConfig:
     log_every_s: float = 10.0
     """Period (wall clock) of the INFO summary line in the log; every episode is logged at
     DEBUG (--ros-args --log-level policy:=debug)."""
+    feedback_warn_s: float = 2.0
+    """/diagnostics goes to WARN when no joint state (grasp: or camera frame) arrived for this
+    long (wall clock) after the first..."""
+    feedback_error_s: float = 10.0
+    """...and to ERROR after this long, with the reason."""
     arm: RosArmConfig = field(default_factory=RosArmConfig)
     """How motions are commanded and judged finished."""
 
@@ -211,6 +228,9 @@ class PolicyConfig:
         if not 0.0 <= self.goal_tolerance_m <= 0.1:
             raise ValueError(f"goal_tolerance_m: must be in [0, 0.1] m (0 = the task's), got "
                              f"{self.goal_tolerance_m}")
+        if not 0.0 < self.feedback_warn_s < self.feedback_error_s:
+            raise ValueError(f"feedback_warn_s, feedback_error_s: need 0 < warn < error, got "
+                             f"{self.feedback_warn_s}, {self.feedback_error_s}")
         for name in ("reset_timeout_s", "frame_timeout_s", "diagnostics_period_s",
                      "log_every_s"):
             if not getattr(self, name) > 0.0:
@@ -278,6 +298,7 @@ class PolicyNode(Node):
         super().__init__(node_name, **kwargs)
         self._params = declare_config(self, PolicyConfig, dynamic=DYNAMIC_PARAMETERS)
         cfg = self._params.config
+        self._auth = node_authenticator(self, cfg.auth_key_file)
         torch.set_num_threads(cfg.torch_threads)
         self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}",
                                        period_s=cfg.diagnostics_period_s, hardware_id=cfg.task)
@@ -293,8 +314,10 @@ class PolicyNode(Node):
         self.actor = Actor(q_net, exploration, total, seed=cfg.seed)
         self._net_config = dict(q_net.config)
         self._weights_shapes = state_dict_shapes(q_net.state_dict())
-        self._weights_limits = WeightsLimits(max_blob_bytes=cfg.max_weights_bytes)
+        self._weights_limits = WeightsLimits(max_blob_bytes=cfg.max_weights_bytes,
+                                             task=cfg.task)
         self._weights_version = -1
+        self._weights_run = ""
         start_step = 0
         if cfg.resume_exploration and cfg.train:
             start_step = int(self.setup.counters.get("env_steps", 0))
@@ -311,6 +334,10 @@ class PolicyNode(Node):
 
         self.arm = RosArm(self, self.robot, cfg.arm, stop=self._stop,
                           reject=self.diagnostics.reject)
+        self._feedback_level: bytes | None = None  # what _check_feedback last set
+        self._finished = False
+        self.create_timer(0.5, self._check_feedback,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._transitions_pub = self.create_publisher(
             UInt8MultiArray, "/q_grasp/transitions",
             qos.transitions_qos(cfg.transitions_queue_depth))
@@ -393,11 +420,18 @@ class PolicyNode(Node):
 
     def _on_weights(self, msg: UInt8MultiArray) -> None:
         try:
-            blob = msg_to_blob(msg, WEIGHTS_SCHEMA)
+            blob = self._auth.verify(msg_to_blob(msg, WEIGHTS_SCHEMA),
+                                     self._weights_limits.max_blob_bytes)
             weights = decode_weights(blob, self._weights_limits, self._net_config,
                                      expected_shapes=self._weights_shapes)
         except WireError as exc:
             self.diagnostics.reject("weights", exc.reason, exc.detail)
+            return
+        if weights.run_id == self._weights_run and weights.version <= self._weights_version:
+            # Within one run of the trainer versions only grow: this is a replay.
+            self.diagnostics.reject("weights", "rollback", (
+                f"version {weights.version} from {weights.source!r} (run {weights.run_id}) is "
+                f"not newer than the version {self._weights_version} in use"))
             return
         own = self.actor.q_net.state_dict()
         # Convert every tensor before touching the network, so that the swap below cannot
@@ -405,10 +439,12 @@ class PolicyNode(Node):
         state = {k: v.to(dtype=own[k].dtype) for k, v in weights.state_dict.items()}
         with self.actor.lock:
             self.actor.q_net.load_state_dict(state)
-            previous, self._weights_version = self._weights_version, weights.version
-        if weights.version < previous:
-            self.get_logger().warn(f"weights version went back from {previous} to "
-                                   f"{weights.version} (trainer restarted?)")
+            self._weights_version = weights.version
+        if weights.run_id != self._weights_run:
+            if self._weights_run:
+                self.get_logger().info(f"weights from a new trainer run {weights.run_id} "
+                                       f"(version {weights.version})")
+            self._weights_run = weights.run_id
         self.diagnostics.count("weights_received")
         self.diagnostics.set(weights_version=weights.version,
                              weights_source=weights.source or "trainer",
@@ -477,6 +513,9 @@ class PolicyNode(Node):
                     errors = 0
                 except (ArmStoppedError, KeyboardInterrupt):
                     return
+                except ArmRestartedError as exc:  # the episode starts over on the new arm
+                    self.diagnostics.count("arm_restarts")
+                    self.get_logger().warn(f"episode abandoned: {exc}; starting over")
                 except Exception as exc:  # keep the node alive; say what went wrong
                     if self._shutting_down():
                         return
@@ -493,6 +532,31 @@ class PolicyNode(Node):
             # flag: a publisher or subscription call in between fails. That is the shutdown.
             if not self._shutting_down():
                 raise
+
+    def _check_feedback(self) -> None:
+        """/diagnostics WARN, then ERROR, with the reason, while joint states (grasp: camera
+        frames) have stopped coming; back to OK when they return."""
+        if self._finished:
+            return
+        cfg = self.config
+        now = time.monotonic()
+        ages = {}
+        if self.arm.last_state_monotonic is not None:
+            ages["joint states"] = now - self.arm.last_state_monotonic
+        color = self._color
+        if cfg.task == "grasp" and color is not None:
+            ages["camera frames"] = now - color[4]
+        if not ages:
+            return  # not started: _wait_for_arm says so
+        what, age = max(ages.items(), key=lambda item: item[1])
+        level = (ERROR if age >= cfg.feedback_error_s
+                 else WARN if age >= cfg.feedback_warn_s else None)
+        if level is not None:
+            self.diagnostics.set_level(level, f"no {what} for {age:.0f} s (the arm, its driver "
+                                              f"or the camera stopped?)")
+        elif self._feedback_level is not None:
+            self.diagnostics.set_level(OK, "acting")
+        self._feedback_level = level
 
     def _shutting_down(self) -> bool:
         return self._stop.is_set() or not self.context.ok()
@@ -514,6 +578,7 @@ class PolicyNode(Node):
             f"done: {stats.episodes} episodes, success rate {stats.success_rate:.3f} over the "
             f"last {min(stats.episodes, self.config.success_window)}, attempt success rate "
             f"{stats.attempt_success_rate:.3f}, mean return {stats.mean_return:.3f}")
+        self._finished = True
         self.diagnostics.set_level(OK, "finished")
         self.diagnostics.publish()
         if self.config.shutdown_when_done:
@@ -552,7 +617,8 @@ class PolicyNode(Node):
             batch = self._batcher.add(transition, self._weights_version)
             if batch is not None:
                 batch.stamp_ns = self.get_clock().now().nanoseconds
-                msg = blob_to_msg(encode_transitions(batch), TRANSITIONS_SCHEMA)
+                blob = encode_transitions(batch, checksum=not self._auth.enabled)
+                msg = blob_to_msg(self._auth.sign(blob), TRANSITIONS_SCHEMA)
                 self._transitions_pub.publish(msg)
                 self.diagnostics.count("transitions_published", len(batch))
         if latency_ms is not None:
@@ -576,7 +642,9 @@ class PolicyNode(Node):
                           decision_latency_ms_max=worst,
                           decision_latency_window=len(self._latencies))
         self.diagnostics.set(**values)
-        if self.diagnostics.rejected_total() == 0:
+        if self._feedback_level is not None:
+            pass  # _check_feedback's WARN/ERROR stands until the feedback is back
+        elif self.diagnostics.rejected_total() == 0:
             self.diagnostics.set_level(OK, "acting")
         else:
             self.diagnostics.set_level(WARN, "acting; rejected some inputs (see rejected.*)")
@@ -679,10 +747,13 @@ class PolicyNode(Node):
         start = time.monotonic()
         wall_min = start + cfg.frame_timeout_min_wall_s
         wall_deadline = start + cfg.arm.stale_timeout_s + cfg.frame_timeout_s
+        restarts = self.arm.restarts
         with self._frame_cond:
             while True:
                 if self._stop.is_set():
                     raise ArmStoppedError("shutting down")
+                # The new arm's frames are stamped in its own clock, before ``after_s``.
+                self.arm.check_restart(restarts)
                 color, depth, camera = self._color, self._depth, self._camera
                 if self._plane_depth is not None and camera is not None and color is not None:
                     # a colour-only camera: the table plane stands in for depth

@@ -11,6 +11,7 @@ simulator's ground truth.
 from __future__ import annotations
 
 import math
+import secrets
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -437,7 +438,8 @@ class Transition:
 
 
 class TransitionBatcher:
-    """Collects transitions into wire TransitionBatches (sequence numbers per actor)."""
+    """Collects transitions into wire TransitionBatches: a fresh run id per batcher (one start
+    of the actor) and sequence numbers that count the transitions sent before each batch."""
 
     def __init__(self, task: str, actor_id: str, num_actions: int, batch_size: int = 1) -> None:
         if batch_size < 1:
@@ -445,6 +447,7 @@ class TransitionBatcher:
         self.task, self.actor_id, self.num_actions = task, actor_id, int(num_actions)
         self.batch_size = int(batch_size)
         self.sequence = 0
+        self.run_id = secrets.token_hex(8)
         self._pending: list[Transition] = []
         self._weights_version = -1
 
@@ -471,9 +474,9 @@ class TransitionBatcher:
             truncated=np.array([t.truncated for t in items], bool),
             is_success=np.array([t.is_success for t in items], bool),
             num_actions=self.num_actions, task=self.task, actor_id=self.actor_id,
-            sequence=self.sequence, weights_version=max(self._weights_version, -1),
-            stamp_ns=max(int(stamp_ns), 0))
-        self.sequence += 1
+            sequence=self.sequence, run_id=self.run_id,
+            weights_version=max(self._weights_version, -1), stamp_ns=max(int(stamp_ns), 0))
+        self.sequence += len(items)
         return batch
 
 

@@ -95,6 +95,12 @@ class ArmStoppedError(RuntimeError):
     """The arm's owner is shutting down: raised out of any wait so that a skill unwinds."""
 
 
+class ArmRestartedError(RuntimeError):
+    """The arm's clock went back during a wait (a restarted simulator or driver): deadlines
+    counted in the old clock would hold the wait until the new clock caught up, so the wait
+    ends and the caller starts its episode over."""
+
+
 def _duration(seconds: float) -> Duration:
     sec = math.floor(seconds)
     return Duration(sec=int(sec), nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
@@ -126,6 +132,8 @@ class RosArm:
         """Moves that did not arrive in time (for diagnostics)."""
         self.stamps_backwards = 0
         """Joint states stamped earlier than the one before (see _went_backwards)."""
+        self.last_state_monotonic: float | None = None
+        """time.monotonic() of the latest joint state (None before the first)."""
         self._motion_end_s: float | None = None
         self._gripper_sent: bool | None = None  # closed? of the last gripper command sent
         cfg = self.config
@@ -175,6 +183,7 @@ class RosArm:
                 self._positions[name] = position
             self._stamp_s = stamp
             self._seq += 1
+            self.last_state_monotonic = time.monotonic()
             self._cond.notify_all()
 
     def _went_backwards(self, stamp: float) -> None:
@@ -234,14 +243,30 @@ class RosArm:
         with self._cond:
             return self._stamp_s
 
+    @property
+    def restarts(self) -> int:
+        """Times the arm's clock went back (see ArmRestartedError)."""
+        with self._cond:
+            return self.stamps_backwards
+
+    def check_restart(self, restarts: int) -> None:
+        """Raise ArmRestartedError if the clock went back since :attr:`restarts` was
+        ``restarts``."""
+        if self.stamps_backwards != restarts:
+            raise ArmRestartedError(f"the arm's clock went back to {self._stamp_s:.3f} s (a "
+                                    f"restarted simulator or driver)")
+
     def _wait(self, done, deadline_s: float) -> bool:
         """Wait for joint states until ``done()`` holds (True) or the arm's clock passes
-        ``deadline_s`` or the feedback goes stale (False)."""
+        ``deadline_s`` or the feedback goes stale (False); ArmRestartedError if the clock
+        goes back meanwhile."""
         stale = self.config.stale_timeout_s
         with self._cond:
+            restarts = self.stamps_backwards
             while True:
                 if self._stop.is_set():
                     raise ArmStoppedError("shutting down")
+                self.check_restart(restarts)
                 if done():
                     return True
                 if self._stamp_s >= deadline_s:

@@ -529,6 +529,7 @@ class SimArmNode(Node):
     def _on_parameters_changed(self, config: SimArmConfig, names: list[str]) -> None:
         self._config = config
         self._rtf_anchor = None  # re-anchor pacing at the new real-time factor
+        self._wake.set()  # end a pacing sleep or goal hold computed from the old values
         self.get_logger().info(f"parameters changed: {', '.join(names)}")
         self._warn_if_uncapped(config)
 

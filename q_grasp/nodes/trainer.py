@@ -3,9 +3,10 @@
 
 The subscription callback only decodes and validates a blob (bad ones are logged, counted and
 dropped: they never reach the replay buffer) and queues it; a training thread owns the replay
-buffer, the gradient updates, weight publication and checkpoints. A restart resumes from the
-newest checkpoint in output_dir (weights, target network, optimizer, counters, and the replay
-buffer saved at the last clean shutdown).
+buffer, the gradient updates, weight publication and checkpoints. A restart, also after a
+crash, resumes from the newest checkpoint in output_dir that loads (weights, target network,
+optimizer, counters), the replay buffer saved at the last clean shutdown plus the segments
+written every replay_flush_every_s since, and weights versions above every one published.
 
 Topics: /q_grasp/transitions (std_msgs/UInt8MultiArray, reliable, deep queue) in;
 /q_grasp/weights (std_msgs/UInt8MultiArray, reliable, transient local) and /diagnostics out.
@@ -27,7 +28,7 @@ from std_msgs.msg import UInt8MultiArray
 
 from q_grasp.learning.metrics import CsvLog, ScalarWriter
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import blob_to_msg, msg_to_blob
+from q_grasp.nodes.convert import blob_to_msg, msg_to_blob, node_authenticator
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
@@ -51,9 +52,12 @@ class TrainerNode(Node):
         self._params = declare_config(self, TrainerConfig, dynamic=DYNAMIC_PARAMETERS,
                                       on_change=self._on_parameters_changed)
         self._config = self._params.config
+        self._auth = node_authenticator(self, self._config.auth_key_file)
         self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}")
         self.core = TrainerCore(self._config, source=self.get_fully_qualified_name())
         self.core.output_dir.mkdir(parents=True, exist_ok=True)
+        for line in self.core.warnings:
+            self.get_logger().warn(line)
         # Which start this is (monitors and tests tell a restarted trainer from its old self).
         self.diagnostics.set(resumed_from=self.core.resumed_from or "fresh")
         self._queue: queue.Queue[TransitionBatch] = queue.Queue(self._config.queue_size)
@@ -63,7 +67,10 @@ class TrainerNode(Node):
                                  qos.transitions_qos(self._config.transitions_qos_depth),
                                  callback_group=MutuallyExclusiveCallbackGroup())
         self._stop = threading.Event()
-        self.context.on_shutdown(self._stop.set)
+        # Set by a parameter change or a stop: ends any wait a parameter controls, so that no
+        # value of it (1e-6 updates/s) can wedge the loop until the next change.
+        self._wake = threading.Event()
+        self.context.on_shutdown(self._request_stop)
         self._progress: CsvLog | None = None
         self._scalars: ScalarWriter | None = None
         self._thread = threading.Thread(target=self._train_loop, name="trainer_learn",
@@ -78,16 +85,31 @@ class TrainerNode(Node):
 
     # ----------------------------------------------------------------------------- callbacks
 
+    def _request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
     def _on_parameters_changed(self, config: TrainerConfig, names: list[str]) -> None:
         self._config = config
+        self._wake.set()
         self.get_logger().info(f"parameters changed: {', '.join(names)}")
 
     def _on_transitions(self, msg: UInt8MultiArray) -> None:
         try:
-            batch = self.core.decode(msg_to_blob(msg, TRANSITIONS_SCHEMA))
+            blob = self._auth.verify(msg_to_blob(msg, TRANSITIONS_SCHEMA),
+                                     self._config.max_blob_bytes)
+            batch = self.core.decode(blob, authenticated=self._auth.enabled)
         except WireError as exc:
             self.diagnostics.reject("transitions", exc.reason, exc.detail)
             return
+        refused, lost = self.core.streams.admit(batch)
+        if refused:
+            self.diagnostics.reject("transitions", refused, (
+                f"batch of {len(batch)} from {batch.actor_id!r} (run {batch.run_id}) starts at "
+                f"sequence {batch.sequence}, already received"))
+            return
+        if lost:
+            self.diagnostics.count("lost_transitions", lost)
         self.diagnostics.count("received_batches")
         while True:
             try:
@@ -103,7 +125,7 @@ class TrainerNode(Node):
     # ----------------------------------------------------------------------------- learning
 
     def _publish_weights(self) -> None:
-        blob = self.core.weights_blob()
+        blob = self._auth.sign(self.core.weights_blob())
         self._weights_pub.publish(blob_to_msg(blob, WEIGHTS_SCHEMA))
         self.diagnostics.count("weights_published")
 
@@ -120,11 +142,19 @@ class TrainerNode(Node):
             except queue.Empty:
                 return added
 
+    def _throttle(self) -> None:
+        """max_updates_per_s: the pause after an update, ended early by a parameter change."""
+        self._wake.clear()
+        # Read after the clear: a change from here on either shows in this value or wakes.
+        rate = self._config.max_updates_per_s
+        if rate > 0:
+            self._wake.wait(1.0 / rate)
+
     def _train_loop(self) -> None:
         core = self.core
         last_publish = last_checkpoint = core.updates
         window = (time.monotonic(), core.updates)
-        last_log = time.monotonic()
+        last_log = last_flush = time.monotonic()
         try:
             self._publish_weights()  # actors (latched subscription) start from these
             while not self._stop.is_set():
@@ -136,8 +166,7 @@ class TrainerNode(Node):
                     if self._stop.is_set():
                         break
                     core.update()
-                    if cfg.max_updates_per_s > 0:
-                        self._stop.wait(1.0 / cfg.max_updates_per_s)
+                    self._throttle()
                 if core.updates - last_publish >= cfg.publish_every_updates:
                     self._publish_weights()
                     last_publish = core.updates
@@ -145,6 +174,9 @@ class TrainerNode(Node):
                     core.save_checkpoint()
                     last_checkpoint = core.updates
                 now = time.monotonic()
+                if now - last_flush >= cfg.replay_flush_every_s:
+                    self._flush_replay()
+                    last_flush = now
                 if now - last_log >= cfg.log_every_s:
                     window = self._report(window)
                     last_log = now
@@ -153,6 +185,14 @@ class TrainerNode(Node):
                 return
             self.get_logger().error(f"training stopped: {exc}\n{traceback.format_exc()}")
             self.diagnostics.set_level(ERROR, f"training stopped: {exc}")
+
+    def _flush_replay(self) -> None:
+        try:
+            self.core.flush_replay()
+        except OSError as exc:  # kept in memory and tried again; training goes on
+            self.diagnostics.count("replay_flush_errors")
+            self.get_logger().error(f"replay buffer not written to disk: {exc}",
+                                    throttle_duration_sec=30.0)
 
     def _report(self, window: tuple[float, int]) -> tuple[float, int]:
         now, updates = time.monotonic(), self.core.updates
@@ -192,7 +232,7 @@ class TrainerNode(Node):
     def destroy_node(self) -> None:
         """Stop training, write a final checkpoint (with the replay buffer) unless nothing
         arrived or was learned since the last one, then go."""
-        self._stop.set()
+        self._request_stop()
         if self._thread.is_alive():
             self._thread.join(timeout=30.0)
         if not self.core.unsaved:

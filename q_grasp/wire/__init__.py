@@ -4,6 +4,7 @@ Every decoder validates the whole blob and raises only :class:`WireError` (with 
 from :data:`REASONS`); never pickle, never ``torch.load``.
 """
 
+from q_grasp.wire.auth import Authenticator, AuthKeyError, authenticator
 from q_grasp.wire.errors import REASONS, WireError
 from q_grasp.wire.transitions import (
     TRANSITIONS_SCHEMA,
@@ -25,6 +26,9 @@ from q_grasp.wire.weights import (
 )
 
 __all__ = [
+    "AuthKeyError",
+    "Authenticator",
+    "authenticator",
     "REASONS",
     "TRANSITIONS_SCHEMA",
     "TRANSITIONS_SCHEMA_VERSION",

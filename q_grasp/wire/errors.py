@@ -36,12 +36,14 @@ REASON_NET_CONFIG = "net_config"
 """The weights were made for a different network configuration."""
 REASON_CORRUPT = "corrupt"
 """The safetensors parser itself rejected the payload."""
+REASON_UNAUTHENTICATED = "unauthenticated"
+"""No authentication tag, or not the system key's tag over this blob (q_grasp.wire.auth)."""
 
 REASONS: tuple[str, ...] = (
     REASON_TYPE, REASON_TOO_LARGE, REASON_TRUNCATED, REASON_BAD_HEADER, REASON_SCHEMA,
     REASON_VERSION, REASON_METADATA, REASON_MISSING_KEY, REASON_UNEXPECTED_KEY, REASON_DTYPE,
     REASON_SHAPE, REASON_NON_FINITE, REASON_RANGE, REASON_CHECKSUM, REASON_NET_CONFIG,
-    REASON_CORRUPT,
+    REASON_CORRUPT, REASON_UNAUTHENTICATED,
 )
 """Every reason code a WireError can carry."""
 

@@ -12,6 +12,7 @@ import array
 import hashlib
 import json
 import math
+import secrets
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ MAX_TENSOR_RANK = 8
 """Highest tensor rank accepted."""
 MAX_METADATA_VALUE_CHARS = 65536
 """Longest metadata string accepted (a network config JSON is a few hundred bytes)."""
+MAX_RUN_ID_CHARS = 64
+"""Longest run id accepted."""
+PROCESS_RUN_ID = secrets.token_hex(8)
+"""A fresh random run id per process start: what the encoders write unless given one."""
 
 # safetensors dtype code -> (item size in bytes, numpy dtype or None where numpy has none).
 DTYPE_ITEMSIZE: dict[str, int] = {
@@ -263,6 +268,14 @@ def metadata_str(metadata: Mapping[str, str], key: str, *, max_chars: int = 256)
         raise WireError(REASON_METADATA, f"metadata {key!r} must be printable ASCII of at "
                                          f"most {max_chars} characters")
     return text
+
+
+def metadata_run_id(metadata: Mapping[str, str]) -> str:
+    """The ``run_id`` field: 1 to MAX_RUN_ID_CHARS printable ASCII characters."""
+    run_id = metadata_str(metadata, "run_id", max_chars=MAX_RUN_ID_CHARS)
+    if not run_id:
+        raise WireError(REASON_METADATA, "metadata 'run_id' is empty")
+    return run_id
 
 
 class Checksum:

@@ -1,7 +1,7 @@
 """Transition batches (actor -> learner) as validated safetensors blobs.
 
 The policy node encodes what it experienced; the trainer decodes and validates every blob
-before anything reaches the replay buffer. The schema is ``q_grasp/transitions`` version 1:
+before anything reaches the replay buffer. The schema is ``q_grasp/transitions`` version 2:
 
 ======================  =========================  ==============================
 tensor                  dtype                      shape
@@ -15,8 +15,15 @@ tensor                  dtype                      shape
 ``is_success``          bool (optional)            (N,)
 ======================  =========================  ==============================
 
-Metadata: schema, schema_version, task, actor_id, sequence, weights_version, num_actions,
-stamp_ns, checksum.
+Metadata: schema, schema_version, task, actor_id, run_id, sequence, weights_version,
+num_actions, stamp_ns, checksum. ``run_id`` names one start of the actor; ``sequence`` is the
+number of transitions the actor published in that run before this batch, so a receiver can
+refuse repeats (an old sequence number) and count gaps as lost transitions. Version 1 blobs
+(before run ids) are refused with reason ``version``: without a run id a repeat cannot be told
+from an actor that restarted. ``checksum`` is ``sha256:<hex>`` over the tensors, or ``none``
+in a blob that travels authenticated (q_grasp.wire.auth: its HMAC covers every byte, so a
+second hash would only double the cost); a decoder accepts ``none`` only when told that the
+blob was authenticated.
 """
 
 from __future__ import annotations
@@ -40,10 +47,12 @@ from q_grasp.wire.errors import (
     WireError,
 )
 from q_grasp.wire.format import (
+    PROCESS_RUN_ID,
     Checksum,
     check_schema,
     load_numpy,
     metadata_int,
+    metadata_run_id,
     metadata_str,
     numpy_dtype_code,
     read_header,
@@ -52,9 +61,9 @@ from q_grasp.wire.format import (
 
 TRANSITIONS_SCHEMA = "q_grasp/transitions"
 """Schema name in the blob metadata and in UInt8MultiArray.layout.dim[0].label."""
-TRANSITIONS_SCHEMA_VERSION = 1
+TRANSITIONS_SCHEMA_VERSION = 2
 """Version written by this encoder."""
-SUPPORTED_TRANSITIONS_VERSIONS = (1,)
+SUPPORTED_TRANSITIONS_VERSIONS = (2,)
 """Versions this decoder reads."""
 
 OBSERVATION_DTYPES = ("F32", "F16", "U8")
@@ -67,6 +76,8 @@ _REQUIRED = ("observations", "next_observations", "actions", "rewards", "termina
              "truncated")
 _OPTIONAL = ("is_success",)
 MAX_INT64_METADATA = 2**63 - 1
+NO_CHECKSUM = "none"
+"""The checksum of a blob whose integrity an authentication tag guarantees."""
 MAX_TRANSITION_TENSORS = 16
 """More tensors than any schema version has; unknown names are then reported by name."""
 
@@ -99,7 +110,10 @@ class TransitionBatch:
     actor_id: str = ""
     """Which actor produced the batch (namespace or node name)."""
     sequence: int = 0
-    """Per-actor batch counter, so the learner can see gaps and duplicates."""
+    """Transitions this actor published in this run before this batch, so the learner can
+    see gaps and repeats."""
+    run_id: str = PROCESS_RUN_ID
+    """Which start of the actor (fresh per start; sequences count from 0 in each run)."""
     weights_version: int = -1
     """Version of the weights the actor acted with (-1: initial/untrained weights)."""
     stamp_ns: int = 0
@@ -226,11 +240,12 @@ def _check_values(tensors: Mapping[str, np.ndarray], num_actions: int,
         raise WireError(REASON_RANGE, f"|reward| exceeds {max_abs_reward}")
 
 
-def encode_transitions(batch: TransitionBatch) -> bytes:
+def encode_transitions(batch: TransitionBatch, *, checksum: bool = True) -> bytes:
     """Serialise a batch; raises WireError (a ValueError) if the batch itself is invalid.
 
     The encoder applies the same rules as the decoder (except receiver limits), so a blob that
-    leaves an actor is one a learner with matching limits accepts.
+    leaves an actor is one a learner with matching limits accepts. ``checksum`` False: for a
+    blob that will be signed (see the module docstring).
     """
     from safetensors.numpy import save
 
@@ -258,28 +273,35 @@ def encode_transitions(batch: TransitionBatch) -> bytes:
         raise WireError(REASON_METADATA, f"weights_version must be >= -1, got "
                                     f"{batch.weights_version}")
 
-    checksum = Checksum()
-    for name in sorted(tensors):
-        code, shape = specs[name]
-        checksum.add(name, code, shape, tensors[name].reshape(-1).view(np.uint8))
+    digest = NO_CHECKSUM
+    if checksum:
+        hasher = Checksum()
+        for name in sorted(tensors):
+            code, shape = specs[name]
+            hasher.add(name, code, shape, tensors[name].reshape(-1).view(np.uint8))
+        digest = hasher.hexdigest()
     metadata = {
         "schema": TRANSITIONS_SCHEMA,
         "schema_version": str(TRANSITIONS_SCHEMA_VERSION),
         "task": batch.task,
         "actor_id": batch.actor_id,
+        "run_id": batch.run_id,
         "sequence": str(int(batch.sequence)),
         "weights_version": str(int(batch.weights_version)),
         "num_actions": str(num_actions),
         "stamp_ns": str(int(batch.stamp_ns)),
-        "checksum": checksum.hexdigest(),
+        "checksum": digest,
     }
     for key in ("task", "actor_id"):
         metadata_str(metadata, key)
+    metadata_run_id(metadata)
     return save(tensors, metadata=metadata)
 
 
-def decode_transitions(blob: object, limits: TransitionLimits) -> TransitionBatch:
-    """Validate and parse a transitions blob. Any problem raises :class:`WireError`."""
+def decode_transitions(blob: object, limits: TransitionLimits, *,
+                       authenticated: bool = False) -> TransitionBatch:
+    """Validate and parse a transitions blob. Any problem raises :class:`WireError`.
+    ``authenticated``: the blob's authentication tag was checked (checksum may be none)."""
     from q_grasp.wire.format import as_bytes
 
     data = as_bytes(blob)
@@ -294,12 +316,18 @@ def decode_transitions(blob: object, limits: TransitionLimits) -> TransitionBatc
     num_actions = metadata_int(meta, "num_actions", minimum=1, maximum=2**31 - 1)
     _check_batch({k: (s.dtype, s.shape) for k, s in header.tensors.items()}, num_actions, limits)
     actor_id = metadata_str(meta, "actor_id")
+    run_id = metadata_run_id(meta)
     sequence = metadata_int(meta, "sequence", minimum=0, maximum=MAX_INT64_METADATA)
     weights_version = metadata_int(meta, "weights_version", minimum=-1,
                                    maximum=MAX_INT64_METADATA)
     stamp_ns = metadata_int(meta, "stamp_ns", minimum=0, maximum=MAX_INT64_METADATA)
     # Only now, with every declared size within limits, touch the payload.
-    verify_checksum(data, header)
+    if meta.get("checksum") == NO_CHECKSUM:
+        if not authenticated:
+            raise WireError(REASON_METADATA, "checksum 'none' is only valid in an "
+                                             "authenticated blob")
+    else:
+        verify_checksum(data, header)
     tensors = load_numpy(data)
     _check_values(tensors, num_actions, limits)
     return TransitionBatch(
@@ -313,6 +341,7 @@ def decode_transitions(blob: object, limits: TransitionLimits) -> TransitionBatc
         num_actions=num_actions,
         task=task,
         actor_id=actor_id,
+        run_id=run_id,
         sequence=sequence,
         weights_version=weights_version,
         stamp_ns=stamp_ns,

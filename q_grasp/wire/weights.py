@@ -1,9 +1,11 @@
 """Network weights (learner -> actors) as validated, versioned safetensors blobs.
 
-Schema ``q_grasp/weights`` version 1: one tensor per state-dict entry; metadata schema,
-schema_version, version (monotonic weights version), net_config (canonical JSON of the
-network's constructor arguments, so receivers can refuse weights for a different network),
-task, source, num_updates, stamp_ns, checksum. torch is imported lazily so that the transition
+Schema ``q_grasp/weights`` version 2: one tensor per state-dict entry; metadata schema,
+schema_version, version (weights version, growing within a run), run_id (one start of the
+learner: a receiver refuses a version that goes back within a run), net_config (canonical JSON
+of the network's constructor arguments, so receivers can refuse weights for a different
+network), task, source, num_updates, stamp_ns, checksum. Version 1 blobs (no run id) are
+refused with reason ``version``. torch is imported lazily so that the transition
 codec works without it.
 """
 
@@ -29,11 +31,13 @@ from q_grasp.wire.errors import (
 )
 from q_grasp.wire.format import (
     FLOAT_CODES,
+    PROCESS_RUN_ID,
     Checksum,
     as_bytes,
     canonical_json,
     check_schema,
     metadata_int,
+    metadata_run_id,
     metadata_str,
     read_header,
     verify_checksum,
@@ -44,9 +48,9 @@ if TYPE_CHECKING:
 
 WEIGHTS_SCHEMA = "q_grasp/weights"
 """Schema name in the blob metadata and in UInt8MultiArray.layout.dim[0].label."""
-WEIGHTS_SCHEMA_VERSION = 1
+WEIGHTS_SCHEMA_VERSION = 2
 """Version written by this encoder."""
-SUPPORTED_WEIGHTS_VERSIONS = (1,)
+SUPPORTED_WEIGHTS_VERSIONS = (2,)
 """Versions this decoder reads."""
 WEIGHT_DTYPES = ("F32", "F16", "BF16", "F64", "I64", "I32", "U8", "BOOL")
 """dtype codes a state dict may hold (floats for parameters; ints/bools for buffers such as
@@ -94,6 +98,8 @@ class WeightsMessage:
     """Gradient updates behind these weights."""
     stamp_ns: int = 0
     """Publication time in nanoseconds (learner's clock); 0 = unset."""
+    run_id: str = ""
+    """Which start of the learner published them."""
     metadata: dict[str, str] = field(default_factory=dict)
     """The raw metadata map."""
 
@@ -112,7 +118,8 @@ def _torch_code(tensor: torch.Tensor) -> str:
 
 def encode_weights(state_dict: Mapping[str, torch.Tensor], version: int,
                    net_config: Mapping[str, Any], *, task: str = "", source: str = "",
-                   num_updates: int = 0, stamp_ns: int = 0) -> bytes:
+                   num_updates: int = 0, stamp_ns: int = 0,
+                   run_id: str = PROCESS_RUN_ID) -> bytes:
     """Serialise a state dict; raises WireError (a ValueError) on NaN or invalid arguments."""
     import torch
     from safetensors.torch import save
@@ -138,6 +145,7 @@ def encode_weights(state_dict: Mapping[str, torch.Tensor], version: int,
         "schema": WEIGHTS_SCHEMA,
         "schema_version": str(WEIGHTS_SCHEMA_VERSION),
         "version": str(int(version)),
+        "run_id": run_id,
         "net_config": canonical_json(dict(net_config)),
         "task": task,
         "source": source,
@@ -147,6 +155,7 @@ def encode_weights(state_dict: Mapping[str, torch.Tensor], version: int,
     }
     for key in ("task", "source"):
         metadata_str(metadata, key)
+    metadata_run_id(metadata)
     return save(tensors, metadata=metadata)
 
 
@@ -168,6 +177,7 @@ def decode_weights(blob: object, limits: WeightsLimits,
     meta = header.metadata
     check_schema(meta, WEIGHTS_SCHEMA, SUPPORTED_WEIGHTS_VERSIONS)
     version = metadata_int(meta, "version", minimum=0, maximum=MAX_INT64_METADATA)
+    run_id = metadata_run_id(meta)
     task = metadata_str(meta, "task")
     if limits.task is not None and task != limits.task:
         raise WireError(REASON_SCHEMA, f"task {task!r}, expected {limits.task!r}")
@@ -211,7 +221,8 @@ def decode_weights(blob: object, limits: WeightsLimits,
     for name, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise WireError(REASON_NON_FINITE, f"{name!r} contains NaN or infinity")
-    return WeightsMessage(state_dict=state_dict, version=version, net_config=net_config,
+    return WeightsMessage(state_dict=state_dict, version=version, run_id=run_id,
+                          net_config=net_config,
                           task=task, source=source, num_updates=num_updates,
                           stamp_ns=stamp_ns, metadata=dict(meta))
 
