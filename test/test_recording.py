@@ -130,12 +130,15 @@ def test_recorded_grasp_run_rebuilds_the_replay_buffer(tmp_path, capsys) -> None
     from mcap_ros2.decoder import DecoderFactory
 
     from q_grasp.wire import TransitionLimits, decode_transitions
+    from q_grasp.wire.auth import strip_tag
 
     recorded = 0
     with open(recording, "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
         for *_, msg in reader.iter_decoded_messages(topics=["/q_grasp/transitions"]):
-            recorded += len(decode_transitions(bytes(msg.data), TransitionLimits()))
+            blob, signed = strip_tag(bytes(msg.data))  # the run's own key is gone with it
+            assert signed  # bringup signs every blob with a fresh key per run
+            recorded += len(decode_transitions(blob, TransitionLimits(), authenticated=True))
     assert recorded >= summary["transitions"] >= 6
     # The live trainer listened before the actor acted: it got nothing the recorder missed.
     from q_grasp.learning.checkpoint import load_checkpoint

@@ -142,6 +142,7 @@ def fill_replay_buffer(core: Any, path: str | Path) -> int:
         WireError,
         decode_weights,
     )
+    from q_grasp.wire.auth import strip_tag
 
     added = batches = 0
     weights_checked = False
@@ -156,12 +157,16 @@ def fill_replay_buffer(core: Any, path: str | Path) -> int:
         except Exception as exc:  # rclpy raises several types for broken CDR
             raise RecordingError(f"{path}: a {topic} message is not valid CDR: {exc}") from None
         try:
+            # A run signs its blobs with a key of its own, gone with the run: the recording is
+            # trusted as a file the user chose (as a checkpoint is); every blob is still
+            # validated in full.
+            blob, signed = strip_tag(msg_to_blob(
+                msg, WEIGHTS_SCHEMA if topic == WEIGHTS_TOPIC else TRANSITIONS_SCHEMA))
             if topic == WEIGHTS_TOPIC:
-                decode_weights(msg_to_blob(msg, WEIGHTS_SCHEMA),
-                               WeightsLimits(task=core.config.task), core.net_config)
+                decode_weights(blob, WeightsLimits(task=core.config.task), core.net_config)
                 weights_checked = True
                 continue
-            batch = core.decode(msg_to_blob(msg, TRANSITIONS_SCHEMA))
+            batch = core.decode(blob, authenticated=signed)
         except WireError as exc:
             raise RecordingError(
                 f"{path}: {topic} message {batches + 1 if topic == TRANSITIONS_TOPIC else 1} "

@@ -84,6 +84,17 @@ class Authenticator:
         return blob
 
 
+def strip_tag(signed: bytes | memoryview) -> tuple[bytes | memoryview, bool]:
+    """(the blob without its authentication trailer, whether it had one), the tag NOT checked:
+    for blobs read back from a file the user chose (a recording of a finished run, whose
+    fresh key is gone), never for blobs from the network."""
+    view = memoryview(signed)
+    trailer = len(MAGIC) + TAG_BYTES
+    if len(view) >= trailer and bytes(view[-trailer:-TAG_BYTES]) == MAGIC:
+        return view[:-trailer], True
+    return signed, False
+
+
 def read_key_file(path: str | Path) -> bytes:
     """The key in ``path`` (surrounding whitespace removed); AuthKeyError names the file."""
     path = Path(path).expanduser()
