@@ -1,9 +1,10 @@
-"""Grasp learner throughput: TD updates per second of the U-Net learner (plain and
-rotation-equivariant, the shipped grasp configs' network and batch) and greedy actions per
-second, this checkout side by side with another one (the old code path).
+"""Learner throughput: TD updates per second of the shipped configs' learners (U-Net plain and
+rotation-equivariant for grasping, the Reacher and CartPole MLPs; their networks and batches)
+and greedy actions per second, this checkout side by side with another one (the old code).
 
-    python benchmarks/bench_unet_updates.py [--baseline-tree /tmp/old] [--updates 60]
-        [--rounds 3] [--out benchmarks/results/unet_updates.json]
+    python benchmarks/bench_learner_updates.py [--baseline-tree /tmp/old] [--updates 60]
+        [--rounds 3] [--configs plain,equivariant,reacher,cartpole]
+        [--out benchmarks/results/learner_updates.json]
 
 Each measurement is a fresh process: the replay buffer is filled with observations drawn from
 the env's observation space (the update's cost does not depend on what the images show),
@@ -24,8 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "unet_updates.json"
-CONFIGS = {"plain": "config/grasp.yaml", "equivariant": "config/grasp_equivariant.yaml"}
+RESULTS = ROOT / "benchmarks" / "results" / "learner_updates.json"
+CONFIGS = {"plain": "config/grasp.yaml", "equivariant": "config/grasp_equivariant.yaml",
+           "reacher": "config/reacher.yaml", "cartpole": "config/cartpole.yaml"}
 
 
 def measure(tree: Path, config: str, updates: int) -> dict:
@@ -46,15 +48,15 @@ def measure(tree: Path, config: str, updates: int) -> dict:
     space.seed(0)
     rng = np.random.default_rng(0)
     for _ in range(4 * cfg.dqn.batch_size):
-        agent.observe(space.sample(), int(rng.integers(env.action_space.n)),
-                      float(rng.random() < 0.5), space.sample(), True, False)
+        agent.observe(_sample(space), int(rng.integers(env.action_space.n)),
+                      float(rng.random() < 0.5), _sample(space), True, False)
     for _ in range(3):  # warm-up: allocator, lazy kernels
         agent.optimize()
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(updates):
         agent.optimize()
     update_wall, update_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    obs = [space.sample() for _ in range(updates)]
+    obs = [_sample(space) for _ in range(updates)]
     wall, cpu = time.perf_counter(), time.process_time()
     for o in obs:
         agent.act(o, greedy=True)
@@ -65,11 +67,19 @@ def measure(tree: Path, config: str, updates: int) -> dict:
             "batch_size": cfg.dqn.batch_size, "torch_threads": cfg.training.torch_threads}
 
 
+def _sample(space):  # noqa: ANN001, ANN202 (a gymnasium Box)
+    """An observation inside the space, finite where the space is unbounded."""
+    import numpy as np
+
+    return np.nan_to_num(space.sample(), posinf=1.0, neginf=-1.0).astype(space.dtype)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline-tree", type=Path, default=None)
     parser.add_argument("--updates", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", nargs=2, metavar=("TREE", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -77,13 +87,17 @@ def main() -> int:
         print(json.dumps(measure(Path(args.child[0]), args.child[1], args.updates)))
         return 0
 
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"--configs: unknown {unknown}; known: {sorted(CONFIGS)}")
     trees = {"q_grasp": ROOT}
     if args.baseline_tree:
         trees["baseline"] = args.baseline_tree.resolve()
-    rows: dict[str, dict[str, list[dict]]] = {c: {n: [] for n in trees} for c in CONFIGS}
+    rows: dict[str, dict[str, list[dict]]] = {c: {n: [] for n in trees} for c in configs}
     for k in range(args.rounds):
         names = list(trees)[k % len(trees):] + list(trees)[:k % len(trees)]
-        for config in CONFIGS:
+        for config in configs:
             for name in names:
                 env = dict(os.environ, PYTHONPATH=str(trees[name]), MPLBACKEND="Agg")
                 done = subprocess.run(
