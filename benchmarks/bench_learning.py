@@ -5,7 +5,7 @@
 
 Targets (greedy evaluation, median over seeds):
   reacher        q_grasp/Reacher-v0, random goals, 1 cm      >= 95% success, <= 20,000 steps
-  cartpole       CartPole-v1                                >= 475 mean return, <= 50,000 steps
+  cartpole       CartPole-v1                                >= 475 mean return, <= 100,000 steps
   grasp          q_grasp/TopDownGrasp-v0, 1 object          >= 95% grasp success, <= 1,000 attempts
   grasp_clutter  q_grasp/TopDownGraspClutter-v0, 1-5, R=8   >= 90% grasp success, <= 2,000 attempts
   grasp_equivariant, grasp_clutter_equivariant: the same with the rotation-equivariant U-Net
@@ -38,7 +38,7 @@ from q_grasp.learning.trainer import EVAL_SEED_BASE, evaluate, run_training  # n
 BENCHMARKS = {
     # name: (env id, config overrides, metric, target, budget)
     "reacher": ("q_grasp/Reacher-v0", {}, "success_rate", 0.95, 20_000),
-    "cartpole": ("CartPole-v1", {}, "mean_return", 475.0, 50_000),
+    "cartpole": ("CartPole-v1", {}, "mean_return", 475.0, 100_000),
     "grasp": ("q_grasp/TopDownGrasp-v0", {}, "attempt_success_rate", 0.95, 1_000),
     # grasp.yaml from colour only, grasp points on the table plane (config/grasp_rgb.yaml)
     "grasp_rgb": ("q_grasp/TopDownGrasp-v0",
