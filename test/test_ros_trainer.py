@@ -165,9 +165,10 @@ def test_a_crash_loses_only_the_unflushed_transitions_and_no_weights_version(tmp
 
 
 def test_replay_segments_are_pruned_with_the_capacity_and_validated(tmp_path) -> None:
+    from q_grasp.learning.buffer import ObservationCodec
     from q_grasp.nodes.replay_log import ReplayLog, Segment
 
-    log = ReplayLog(tmp_path, capacity=50, obs_shape=(OBS_DIM,), obs_dtype=np.float32,
+    log = ReplayLog(tmp_path, capacity=50, codec=ObservationCodec((OBS_DIM,)),
                     num_actions=N_ACTIONS)
     for k in range(5):
         b = reacher_batch(20, seed=k)
@@ -179,6 +180,21 @@ def test_replay_segments_are_pruned_with_the_capacity_and_validated(tmp_path) ->
     assert [(s.first, len(s)) for s in segments] == [(70, 10), (80, 20)]
     assert segments[1].streams == ["actor0"] * 20
     np.testing.assert_array_equal(segments[1]["actions"], reacher_batch(20, seed=4).actions)
+    # Images are stored as the buffer stores them (colour uint8, depth float16) and decode
+    # to exactly what the buffer holds.
+    images = ReplayLog(tmp_path / "images", capacity=10, num_actions=N_ACTIONS,
+                       codec=ObservationCodec((4, 8, 8), channel_names=("r", "g", "b", "depth")))
+    rng = np.random.default_rng(0)
+    obs = rng.random((3, 4, 8, 8), dtype=np.float32)
+    images.append(0, obs, np.zeros(3, np.int64), np.zeros(3, np.float32), obs,
+                  np.zeros(3, bool), np.zeros(3, bool), "a")
+    images.flush()
+    (stored,) = images.read()
+    parts = images.codec.allocate(3)
+    for i in range(3):
+        images.codec.store(parts, i, obs[i])
+    np.testing.assert_array_equal(stored["observations"], images.codec.decode(parts))
+    assert stored["observations"].dtype == np.float32
     _, _, middle = log.segments()[1]
     middle.write_bytes(middle.read_bytes()[:-8])
     read = list(log.read())

@@ -210,3 +210,19 @@ def test_follower_setpoints_are_the_trajectory_sampled(names) -> None:
         np.testing.assert_array_equal(got, traj.sample((t0 + t) - t0, start))  # its elapsed
         np.testing.assert_array_equal(follower.setpoints[others], held)
     assert not follower.active and follower.update(t0 + 1.0) is False
+
+
+def test_a_parameter_change_ends_the_pacing_sleep(node) -> None:
+    """The pacing sleep (real_time_factor) ends when a parameter changes, so that no value
+    of it can hold the simulator until the next change."""
+    import threading
+
+    node._pace(0.0, 1e-3)  # anchors simulated time 0 at now
+    sleeper = threading.Thread(target=node._pace, args=(1.0, 1e-3), daemon=True)
+    sleeper.start()  # simulated second 1 at a factor of 1e-3: due in 1,000 s
+    sleeper.join(timeout=0.5)
+    assert sleeper.is_alive()
+    rate = node._config.camera_rate_hz
+    assert node.set_parameters([Parameter("camera_rate_hz", value=rate + 1.0)])[0].successful
+    sleeper.join(timeout=10.0)
+    assert not sleeper.is_alive()

@@ -5,8 +5,10 @@ Every ``flush`` writes the transitions added since the last one to a new file
 absent). The first index is the trainer's running transition counter, which survives restarts,
 so segments sort in arrival order. Segments older than the newest ``capacity`` transitions are
 deleted: the ring buffer would have overwritten them, and disk use stays bounded by the buffer.
-Reading a segment validates it like a wire blob (names, dtypes, shapes, action range); a bad
-one is skipped with its reason.
+Observations are stored as the replay buffer stores them (its ObservationCodec: colour
+channels as uint8, images' other channels as float16), so a segment takes the buffer's own
+space and decodes to exactly what the buffer held. Reading a segment validates it like a wire
+blob (names, dtypes, shapes, action range); a bad one is skipped with its reason.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from q_grasp.learning.buffer import ObservationCodec
 from q_grasp.learning.checkpoint import fsync_replace
 
 SEGMENT_PATTERN = re.compile(r"^seg_(\d{12})_(\d{1,9})\.safetensors$")
 FORMAT = "q_grasp.replay_segment"
 FORMAT_VERSION = "1"
-_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminated",
-           "truncated", "stream")
+_PER_STEP = {"actions": np.int64, "rewards": np.float32, "terminated": np.bool_,
+             "truncated": np.bool_, "stream": np.int32}
 
 
 @dataclass
@@ -50,12 +53,11 @@ class Segment:
 class ReplayLog:
     """Pending transitions in memory, written as one segment per ``flush``."""
 
-    def __init__(self, folder: str | Path, capacity: int, obs_shape: tuple[int, ...],
-                 obs_dtype: np.dtype, num_actions: int) -> None:
+    def __init__(self, folder: str | Path, capacity: int, codec: ObservationCodec,
+                 num_actions: int) -> None:
         self.folder = Path(folder)
         self.capacity = int(capacity)
-        self.obs_shape = tuple(obs_shape)
-        self.obs_dtype = np.dtype(obs_dtype)
+        self.codec = codec
         self.num_actions = int(num_actions)
         self._pending: list[tuple[int, tuple[np.ndarray, ...], str]] = []
         self.persisted = 0
@@ -84,13 +86,19 @@ class ReplayLog:
         first = pending[0][0]
         streams = sorted({stream for _, _, stream in pending})
         index = {s: i for i, s in enumerate(streams)}
-        parts = [np.concatenate([arrays[i] for _, arrays, _ in pending]) for i in range(6)]
-        count = len(parts[1])
-        stream_ids = np.concatenate([np.full(len(arrays[1]), index[s], np.int32)
-                                     for _, arrays, s in pending])
-        tensors = dict(zip(_FIELDS, [*parts, stream_ids]))
-        tensors["actions"] = tensors["actions"].astype(np.int64)
-        tensors["rewards"] = tensors["rewards"].astype(np.float32)
+        obs, actions, rewards, next_obs, terminated, truncated = (
+            np.concatenate([arrays[i] for _, arrays, _ in pending]) for i in range(6))
+        count = len(actions)
+        tensors = {
+            "actions": actions.astype(np.int64), "rewards": rewards.astype(np.float32),
+            "terminated": terminated.astype(bool), "truncated": truncated.astype(bool),
+            "stream": np.concatenate([np.full(len(arrays[1]), index[s], np.int32)
+                                      for _, arrays, s in pending])}
+        for prefix, values in (("obs", obs), ("next_obs", next_obs)):
+            parts = self.codec.allocate(count)
+            for i in range(count):
+                self.codec.store(parts, i, values[i])
+            tensors.update({f"{prefix}.{k}": v for k, v in parts.items()})
         tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"seg_{first:012d}_{count}.safetensors"
@@ -155,22 +163,23 @@ class ReplayLog:
             raise ValueError(f"not a readable safetensors file: {exc}") from None
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"not a {FORMAT} v{FORMAT_VERSION} file")
-        if set(tensors) != set(_FIELDS):
-            raise ValueError(f"tensors {sorted(tensors)}, expected {sorted(_FIELDS)}")
+        layout = {f"{prefix}.{k}": v for prefix in ("obs", "next_obs")
+                  for k, v in self.codec.allocate(count).items()}
+        if set(tensors) != set(_PER_STEP) | set(layout):
+            raise ValueError(f"tensors {sorted(tensors)}, expected "
+                             f"{sorted(set(_PER_STEP) | set(layout))}")
         try:
             streams = json.loads(meta.get("streams", ""))
         except ValueError:
             streams = None
         if not (isinstance(streams, list) and all(isinstance(s, str) for s in streams)):
             raise ValueError("metadata 'streams' is not a list of strings")
-        for name in ("observations", "next_observations"):
+        for name, like in layout.items():
             arr = tensors[name]
-            if arr.shape != (count, *self.obs_shape) or arr.dtype != self.obs_dtype:
+            if arr.shape != like.shape or arr.dtype != like.dtype:
                 raise ValueError(f"{name} is {arr.dtype}{list(arr.shape)}, expected "
-                                 f"{self.obs_dtype}{[count, *self.obs_shape]}")
-        expected = {"actions": np.int64, "rewards": np.float32, "terminated": np.bool_,
-                    "truncated": np.bool_, "stream": np.int32}
-        for name, dtype in expected.items():
+                                 f"{like.dtype}{list(like.shape)}")
+        for name, dtype in _PER_STEP.items():
             arr = tensors[name]
             if arr.shape != (count,) or arr.dtype != dtype:
                 raise ValueError(f"{name} is {arr.dtype}{list(arr.shape)}, expected "
@@ -180,9 +189,13 @@ class ReplayLog:
             raise ValueError(f"actions outside [0, {self.num_actions})")
         if count and (ids.min() < 0 or ids.max() >= len(streams)):
             raise ValueError("stream index outside the streams list")
-        for name in ("observations", "next_observations", "rewards"):
+        for name in (*layout, "rewards"):
             arr = tensors[name]
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 raise ValueError(f"{name} holds NaN or infinity")
-        del tensors["stream"]
-        return Segment(first, tensors, [streams[i] for i in ids], meta.get("state", ""))
+        arrays = {name: tensors[name] for name in ("actions", "rewards", "terminated",
+                                                   "truncated")}
+        for prefix, field in (("obs", "observations"), ("next_obs", "next_observations")):
+            arrays[field] = self.codec.decode({k.split(".", 1)[1]: v for k, v in
+                                               tensors.items() if k.startswith(prefix + ".")})
+        return Segment(first, arrays, [streams[i] for i in ids], meta.get("state", ""))

@@ -246,8 +246,7 @@ class TrainerCore:
         self._rewards: deque[float] = deque(maxlen=1000)
         self._lock = threading.Lock()
         self.replay_log = (ReplayLog(self.output_dir / "replay", exp.buffer.capacity,
-                                     tuple(spaces.observation_space.shape), self.obs_dtype,
-                                     int(spaces.action_space.n))
+                                     buffer.codec, int(spaces.action_space.n))
                            if config.save_replay_buffer else None)
         if start:
             self._restore(start)
