@@ -57,11 +57,12 @@ class RunViewer:
         self.url = ""
         self.rec = rr.RecordingStream("q_grasp")
         if web_port:
-            grpc_url = self.rec.serve_grpc(grpc_port=grpc_port, server_memory_limit="256MiB")
-            rr.serve_web_viewer(web_port=web_port, open_browser=False, connect_to=grpc_url)
+            # The gRPC server is itself a sink beside the file (the web viewer reads from it).
+            self.rec.set_sinks(rr.GrpcServerSink(port=grpc_port, server_memory_limit="256MiB"),
+                               rr.FileSink(str(self.path)))
+            rr.serve_web_viewer(web_port=web_port, open_browser=False,
+                                connect_to=f"rerun+http://127.0.0.1:{grpc_port}/proxy")
             self.url = f"http://localhost:{web_port}"
-            # serve_grpc made the server the only sink; the file is added beside it.
-            self.rec.set_sinks(rr.GrpcSink(grpc_url), rr.FileSink(str(self.path)))
         else:
             self.rec.set_sinks(rr.FileSink(str(self.path)))
         self.tree = UrdfTree.from_file_path(str(urdf_path))

@@ -383,15 +383,20 @@ def test_trainer_node_over_dds(tmp_path, probe) -> None:
         assert stop_process(proc) == 0, (tmp_path / "trainer2.log").read_text()
     assert (out / "checkpoints" / "replay.safetensors").is_file()  # saved at clean shutdown
     assert (out / "progress.csv").read_text().count("\n") >= 2
-    # The same numbers as TensorBoard scalars (the shared metrics writer), step = transitions.
+    # The same numbers as TensorBoard scalars (the shared metrics writer), step = transitions;
+    # one event file per trainer process, each read on its own.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(out / "tb"))
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
+    tags: set[str] = set()
+    updates = []
+    for path in sorted((out / "tb").glob("events.out.tfevents.*")):
+        events = EventAccumulator(str(path))
+        events.Reload()
+        tags |= set(events.Tags()["scalars"])
+        if "trainer/updates" in events.Tags()["scalars"]:
+            updates += events.Scalars("trainer/updates")
     assert {"trainer/updates", "trainer/loss", "trainer/mean_max_q",
             "trainer/weights_version"} <= tags, tags
-    updates = events.Scalars("trainer/updates")
     assert max(e.value for e in updates) >= 40 and max(e.step for e in updates) >= 200
 
 

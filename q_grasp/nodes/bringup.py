@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -45,6 +46,9 @@ MODULES = {"sim_arm": "q_grasp.nodes.sim_arm", "xarm_driver": "q_grasp.nodes.xar
            "policy": "q_grasp.nodes.policy", "trainer": "q_grasp.nodes.trainer",
            "recorder": "q_grasp.nodes.recorder", "viewer": "q_grasp.nodes.viewer"}
 """Node name -> module whose main() runs it (what the console scripts run)."""
+NODE_CLASSES = {"sim_arm": "SimArmNode", "xarm_driver": "XArmDriverNode", "policy": "PolicyNode",
+                "trainer": "TrainerNode", "recorder": "RecorderNode", "viewer": "ViewerNode"}
+"""Node name -> its class in that module (composed into the bringup process)."""
 LOG_LEVELS = ("debug", "info", "warn", "error")
 EXECUTORS = ("multi", "single", "events")
 IN_PROCESS = {"composed": frozenset({"sim_arm", "xarm_driver", "policy", "trainer", "recorder",
@@ -474,15 +478,8 @@ class Backend:
         from rclpy.logging import LoggingSeverity
         from rclpy.parameter import Parameter
 
-        from q_grasp.nodes.policy import PolicyNode
-        from q_grasp.nodes.recorder import RecorderNode
-        from q_grasp.nodes.sim_arm import SimArmNode
-        from q_grasp.nodes.trainer import TrainerNode
-        from q_grasp.nodes.viewer import ViewerNode
-        from q_grasp.nodes.xarm_driver import XArmDriverNode
-
-        factory = {"sim_arm": SimArmNode, "xarm_driver": XArmDriverNode, "policy": PolicyNode,
-                   "trainer": TrainerNode, "recorder": RecorderNode, "viewer": ViewerNode}[name]
+        # Only the nodes this run starts are imported (no recorder or viewer code otherwise).
+        factory = getattr(importlib.import_module(MODULES[name]), NODE_CLASSES[name])
         node = factory(
             name, context=self.context, namespace=self._namespace(name),
             cli_args=["--ros-args", "--params-file", str(self.params_file)],

@@ -201,12 +201,13 @@ class TrainerNode(Node):
         row = {**stats, "wall_time_s": round(now, 3), "updates_per_s": rate,
                "rejected": self.diagnostics.rejected_total(),
                "dropped_batches": self.diagnostics.counter("dropped_batches")}
+        # Files first: whoever sees a number on /diagnostics finds it in progress.csv and tb/.
+        self._write_progress(row)
         self.diagnostics.set(**{k: v for k, v in row.items() if k != "wall_time_s"})
         if row["rejected"]:
             self.diagnostics.set_level(WARN, "rejected some transition blobs (see rejected.*)")
         else:
             self.diagnostics.set_level(OK, "training" if stats["updates"] else "collecting")
-        self._write_progress(row)
         loss = stats["loss"]
         self.get_logger().info(
             f"transitions {stats['transitions']}  buffer {stats['buffer_size']}  updates "

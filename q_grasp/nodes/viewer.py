@@ -12,13 +12,16 @@ goes on.
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import MarkerArray
 
@@ -30,6 +33,10 @@ from q_grasp.robot_config import RobotConfig
 
 CURVES = ("success_rate", "loss", "mean_max_q", "epsilon", "updates_per_s", "weights_version")
 """Trainer diagnostics drawn as learning curves (against transitions)."""
+QUEUE_SIZE = 64
+"""Draw calls waiting for the drawing thread; the oldest are dropped beyond this."""
+CLOSE_TIMEOUT_S = 10.0
+"""Longest wait for Rerun to finish the .rrd at shutdown before the node goes without it."""
 MARKER_COLORS = {"grasp": (255, 140, 0), "goal": (0, 200, 0), "end_effector": (0, 120, 255)}
 
 
@@ -71,6 +78,12 @@ class ViewerNode(OptionalOutputNode):
         super().__init__(node_name, "viewer", **kwargs)
         self._config = declare_config(self, ViewerConfig).config
         self._next_joints = 0.0
+        # Rerun's logging can block (its send queue full while the machine is busy): it runs
+        # in this thread, never in the executor's callbacks that the run's nodes share.
+        self._queue: queue.Queue[tuple[Any, str] | None] = queue.Queue(QUEUE_SIZE)
+        self._drawer = threading.Thread(target=self._draw_loop, name="viewer_draw",
+                                        daemon=True)
+        self.dropped = 0
         try:
             from q_grasp.viewer import RunViewer
 
@@ -90,6 +103,7 @@ class ViewerNode(OptionalOutputNode):
                                  qos.DEFAULT_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
                                  qos.DEFAULT_QOS)
+        self._drawer.start()
         where = f", live at {self.output.url}" if self.output.url else ""
         self.get_logger().info(f"viewing the run in {self.output.path}{where}")
 
@@ -103,15 +117,35 @@ class ViewerNode(OptionalOutputNode):
         """The .rrd file (None once viewing failed)."""
         return self.output.path if self.output is not None else None
 
+    def _submit(self, action: Any, doing: str) -> None:
+        """Queue a draw call for the drawing thread (dropping the oldest when it lags)."""
+        self._put((action, doing))
+
+    def _put(self, item: tuple[Any, str] | None) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _draw_loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            self.use_output(*item)
+
     def _draw(self, method: str, *args: Any, **kwargs: Any) -> None:
-        self.use_output(lambda out: getattr(out, method)(*args, **kwargs), f"drawing {method} in")
+        self._submit(lambda out: getattr(out, method)(*args, **kwargs), f"drawing {method} in")
 
     def _draw_image(self, entity: str, msg: Image, depth: bool = False) -> None:
-        # Converted inside use_output: an image the viewer cannot read stops the viewer, never
-        # the executor that also serves the run's nodes.
+        # Converted in the drawing thread: an image the viewer cannot read stops the viewer,
+        # never the executor that also serves the run's nodes.
         convert = depth_image_to_numpy if depth else color_image_to_numpy
-        self.use_output(lambda out: out.image(entity, convert(msg), _stamp_s(msg), depth=depth),
-                        f"drawing {entity} in")
+        self._submit(lambda out: out.image(entity, convert(msg), _stamp_s(msg), depth=depth),
+                     f"drawing {entity} in")
 
     # ----------------------------------------------------------------------------- topics
 
@@ -149,6 +183,20 @@ class ViewerNode(OptionalOutputNode):
             except (KeyError, ValueError):
                 continue
             self._draw("curves", transitions, curves)
+
+
+    def destroy_node(self) -> None:
+        """Let the drawing thread finish and the .rrd be completed, for CLOSE_TIMEOUT_S at
+        most: a Rerun that hangs is left behind, the node goes anyway."""
+        if self._drawer.is_alive():
+            self._put(None)  # the end: draw what is queued, then stop
+            self._drawer.join(timeout=CLOSE_TIMEOUT_S)
+            if self._drawer.is_alive():  # blocked inside Rerun, holding the output's lock
+                self.get_logger().error(f"viewer: Rerun did not finish within "
+                                        f"{CLOSE_TIMEOUT_S:g} s; its .rrd may lack the end")
+                Node.destroy_node(self)
+                return
+        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
