@@ -288,6 +288,10 @@ def test_use_sim_false_waits_and_saves_no_empty_checkpoint(launched) -> None:
     _wait_for(lambda: {"/policy", "/trainer"} <= set(
         launch.ros2("node", "list", "--no-daemon").split()), 120, "policy and trainer", launch)
     assert "/sim_arm" not in launch.ros2("node", "list", "--no-daemon").split()
+    # Both nodes fully up (a node is listed as soon as its constructor starts), the policy
+    # waiting politely for an arm.
+    _wait_for(lambda: "trainer up" in launch.log and "waiting for joint_states" in launch.log,
+              120, "the trainer up and the policy waiting for an arm", launch)
     assert launch.interrupt(timeout=60) == 0, launch.log[-6000:]
     assert launch.leftovers() == [], launch.log
     checkpoints = launch.cwd / "runs" / "ros_grasp" / "checkpoints"
