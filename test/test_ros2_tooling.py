@@ -128,8 +128,11 @@ class Launch:
         return self.log_path.read_text(errors="replace")
 
     def ros2(self, *args: str, timeout: float = 60.0) -> str:
-        result = subprocess.run(["ros2", *args], cwd=self.cwd, env=self.env,
-                                capture_output=True, text=True, timeout=timeout)
+        try:
+            result = subprocess.run(["ros2", *args], cwd=self.cwd, env=self.env,
+                                    capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:  # a loaded machine: the caller polls again
+            return ""
         return result.stdout if result.returncode == 0 else ""
 
     def wait_exit(self, timeout: float) -> int:
@@ -175,8 +178,13 @@ def launched(workspace, tmp_path):
 
 def _trainer_status(launch: Launch) -> dict[str, str] | None:
     """The trainer's key/values from one /diagnostics message (None if none came)."""
+    # Three nodes publish /diagnostics; without the filter the first message is usually not
+    # the trainer's, and the trainer's progress is never seen.
     text = launch.ros2("topic", "echo", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray",
-                       "--once", "--full-length", "--no-daemon", timeout=30.0)
+                       "--once", "--full-length", "--no-daemon",
+                       "--filter", "any(s.name.endswith('trainer') for s in m.status)",
+                       "--timeout", "20",
+                       timeout=30.0)
     for doc in yaml.safe_load_all(text):
         for status in (doc or {}).get("status", []):
             if status.get("name", "").endswith("trainer"):
