@@ -101,16 +101,18 @@ def config_for(name: str, steps: int | None) -> ExperimentConfig:
     return ExperimentConfig.from_dict(data)
 
 
-def reevaluate(run_dir: Path, cfg: ExperimentConfig, seed: int, episodes: int) -> dict:
+def reevaluate(run_dir: Path, cfg: ExperimentConfig, seed: int, episodes: int,
+               eval_on: str = "") -> dict:
     """Greedy evaluation of run_dir/model.safetensors on `episodes` episodes, starting at the
     trainer's final-evaluation seed, with the run's exploration settings (action mask,
-    failed-grasp memory); cached in run_dir/eval_<episodes>.json."""
-    cache = run_dir / f"eval_{episodes}.json"
+    failed-grasp memory), in the run's env or, with `eval_on`, in that benchmark's env;
+    cached in run_dir/eval_<episodes>[_<eval_on>].json."""
+    cache = run_dir / (f"eval_{episodes}_{eval_on}.json" if eval_on else f"eval_{episodes}.json")
     model = run_dir / "model.safetensors"
     if cache.is_file() and cache.stat().st_mtime >= model.stat().st_mtime:
         return json.loads(cache.read_text())
     ckpt = load_checkpoint(model)
-    env = make_env(cfg.env)
+    env = make_env(config_for(eval_on, None).env if eval_on else cfg.env)
     try:
         ckpt.check_env(env)
         actor = Actor(ckpt.build_network(), cfg.exploration, cfg.training.total_steps, seed=seed)
@@ -136,11 +138,17 @@ def main() -> int:
                         help="judge each run's final model on this many greedy episodes (the "
                              "trainer's final-evaluation scenes and more; kept in the run folder "
                              "as eval_N.json) instead of the trainer's own final evaluation")
+    parser.add_argument("--eval-on", default="", metavar="BENCHMARK",
+                        help="with --eval-episodes: judge the models in another benchmark's env "
+                             "(e.g. a policy trained without domain randomisation on "
+                             "grasp_rgb_dr's scenes); results go to results_on_<BENCHMARK>.json")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.json"
+    if args.eval_on and (args.eval_on not in BENCHMARKS or not args.eval_episodes):
+        parser.error("--eval-on needs a benchmark name and --eval-episodes")
+    results_path = out / (f"results_on_{args.eval_on}.json" if args.eval_on else "results.json")
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for name in args.only.split(","):
         if name not in BENCHMARKS:
@@ -157,7 +165,7 @@ def main() -> int:
             saved = json.loads((run_dir / "eval.json").read_text())
             ev = saved["final_eval"]
             if args.eval_episodes:
-                ev = reevaluate(run_dir, cfg, seed, args.eval_episodes)
+                ev = reevaluate(run_dir, cfg, seed, args.eval_episodes, args.eval_on)
             best = saved.get("best_eval")
             per_seed.append({"seed": seed, "value": ev[metric], "final_eval": ev,
                              "best_model_value": None if not best else best[metric],
@@ -178,6 +186,7 @@ def main() -> int:
             "env_id": env_id, "metric": metric, "target": target, "budget_steps": budget,
             "steps": per_seed[0]["env_steps"], "seeds": seeds, "median": median,
             "eval_episodes": args.eval_episodes or cfg.training.final_eval_episodes,
+            "evaluated_on": args.eval_on or name,
             "met": bool(median >= target and per_seed[0]["env_steps"] <= budget),
             "median_best_model": best_median,
             "per_seed": per_seed, "curves_png": png.name, "config": cfg.to_dict(),
