@@ -120,6 +120,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 from std_msgs.msg import String, UInt8MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from q_grasp.learning.trainer_core import newest_checkpoint  # noqa: E402
 from q_grasp.nodes import qos  # noqa: E402
 from q_grasp.nodes.testing import (  # noqa: E402
     ros_child_env,
@@ -129,7 +130,6 @@ from q_grasp.nodes.testing import (  # noqa: E402
     unique_domain_id,
     wait_until,
 )
-from q_grasp.nodes.trainer_core import newest_checkpoint  # noqa: E402
 
 SUBSCRIPTIONS = {
     "/joint_states": (JointState, qos_profile_sensor_data),

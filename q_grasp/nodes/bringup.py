@@ -245,7 +245,7 @@ def training_plan(cfg: BringupConfig, params_file: Path) -> TrainingPlan:
     from q_grasp.learning.checkpoint import load_checkpoint
     from q_grasp.learning.config import ExperimentConfig
     from q_grasp.learning.tasks import default_config, resolve_task
-    from q_grasp.nodes.trainer_core import newest_checkpoint
+    from q_grasp.learning.trainer_core import newest_checkpoint
 
     trainer = node_parameters(params_file, "trainer")
     output_dir = Path(cfg.out or trainer.get("output_dir") or f"runs/ros_{cfg.task}")
@@ -736,7 +736,7 @@ class Bringup:
             backend.close()
         summary.total_wall_s = time.monotonic() - t_start
         if cfg.train:
-            from q_grasp.nodes.trainer_core import newest_checkpoint
+            from q_grasp.learning.trainer_core import newest_checkpoint
 
             newest = newest_checkpoint(self.out)
             summary.checkpoint = str(newest) if newest else summary.checkpoint
@@ -918,7 +918,7 @@ class Bringup:
                 self.print("[bringup] catch-up timed out; stopping the trainer as it is")
 
     def _evaluate(self, backend: Any, summary: RunSummary) -> None:
-        from q_grasp.nodes.trainer_core import newest_checkpoint
+        from q_grasp.learning.trainer_core import newest_checkpoint
 
         cfg = self.cfg
         episodes = self._eval_episodes()

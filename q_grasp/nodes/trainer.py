@@ -27,12 +27,12 @@ from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
 from q_grasp.learning.metrics import CsvLog, ScalarWriter
+from q_grasp.learning.trainer_core import TrainerConfig, TrainerCore
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import blob_to_msg, msg_to_blob, node_authenticator
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
-from q_grasp.nodes.trainer_core import TrainerConfig, TrainerCore
 from q_grasp.wire import TRANSITIONS_SCHEMA, WEIGHTS_SCHEMA, TransitionBatch, WireError
 
 TRANSITIONS_TOPIC = "/q_grasp/transitions"
