@@ -803,15 +803,13 @@ class SimArmNode(Node):
         motors = cfg.motors
         if self._arm_may_arrive():
             cols = self._arm_columns
-            if (np.abs(position[cols] - self.arm.setpoints).max() < motors.joint_tolerance_rad
-                    and np.abs(velocity[cols]).max() < motors.velocity_tolerance_rad_s):
+            if motors.arm_arrived(position[cols], velocity[cols], self.arm.setpoints):
                 self._arm_goal_pending, self._report_now = False, True
                 self._goal_reported = True
                 self._goal_at_home = bool(np.abs(self.arm.setpoints - self._home).max()
                                           < motors.joint_tolerance_rad)
-        fingers = velocity[self._gripper_columns]
         if (self._fingers_may_settle(cfg)
-                and np.abs(fingers).max() < motors.gripper_velocity_tolerance_m_s):
+                and motors.fingers_settled(velocity[self._gripper_columns])):
             self._gripper_started_s, self._report_now = None, True
             self._goal_reported = True
             self._goal_at_home = False
