@@ -18,16 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from q_grasp.nodes.bringup import (
+from q_grasp.bringup.cli import config_from_args, main
+from q_grasp.bringup.config import (
     IN_PROCESS,
-    Backend,
     BringupConfig,
-    config_from_args,
     default_params_file,
-    main,
     node_overrides,
     node_parameters,
 )
+from q_grasp.bringup.processes import Backend
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
