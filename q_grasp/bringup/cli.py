@@ -23,8 +23,9 @@ Train (and then evaluate) over ROS 2 topics without ``ros2 launch``: the pip-onl
 
 It starts the launch file's three nodes (sim_arm, policy, trainer) with the same parameters
 file (config/sim_train_<task>.yaml unless --config) and the same per-node overrides
-(use_sim_time, task, checkpoint, train), either composed in this process on one
-MultiThreadedExecutor (default) or as three child processes (--processes). Progress comes from
+(use_sim_time, task, checkpoint, train), either composed in this process on one executor
+(default), the trainer in a child process (--trainer-process) or as three child processes
+(--processes). Progress comes from
 /diagnostics, as an operator would see it. At the budget (--max-transitions, default the
 experiment's training.total_steps, the budget of ``python -m q_grasp train``; or --duration-s)
 the actor stops, the trainer finishes the gradient updates it owes at its replay ratio and

@@ -6,9 +6,9 @@ time (the joint states' stamps: simulated time for sim_arm, the driver's clock f
 never by sleeping. So the same code drives sim_arm or a real arm.
 
 The blocking calls (move_arm, move_arm_through, set_gripper) must run in a worker thread while
-an executor spins the node in others (MultiThreadedExecutor): they wait for joint-state
-callbacks. Setting the ``stop`` event (node shutdown) makes every wait raise
-:class:`ArmStoppedError`, so a skill in the middle of a motion unwinds at once.
+the node's executor serves its callbacks in another: they wait for joint-state callbacks.
+Setting the ``stop`` event (node shutdown) makes every wait raise :class:`ArmStoppedError`, so
+a skill in the middle of a motion unwinds at once.
 """
 
 from __future__ import annotations
