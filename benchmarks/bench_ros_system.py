@@ -439,8 +439,8 @@ def weights_latency(folder: Path, repeats: int, period_s: float) -> dict[str, An
     to a grasping policy that acknowledges every swap."""
     from std_msgs.msg import UInt8MultiArray  # noqa: F401 - message type of the publisher
 
+    from q_grasp.learning.trainer_core import TrainerConfig, TrainerCore
     from q_grasp.nodes.convert import blob_to_msg
-    from q_grasp.nodes.trainer_core import TrainerConfig, TrainerCore
     from q_grasp.wire import WEIGHTS_SCHEMA
 
     core = TrainerCore(TrainerConfig(task="grasp", output_dir=str(folder / "core")))

@@ -59,8 +59,10 @@ def instrument(c: Counters) -> None:
     import q_grasp.skills.grasp as grasp
     from q_grasp.nodes.policy import PolicyNode
     from q_grasp.nodes.ros_arm import RosArm
-    from q_grasp.nodes.sim_arm import SimArmNode, TrajectoryFollower
+    from q_grasp.nodes.sim_arm import SimArmNode
+    from q_grasp.sim.arm_loop import SimArmLoop
     from q_grasp.sim.bullet import BulletSim
+    from q_grasp.sim.controller import TrajectoryFollower
 
     step = BulletSim.step
 
@@ -131,7 +133,7 @@ def instrument(c: Counters) -> None:
         return changed
 
     TrajectoryFollower.update = marked_update
-    check_goals = SimArmNode._check_goals
+    check_goals = SimArmLoop._check_goals
 
     def marked_check_goals(self, *args) -> None:
         before = self._goal_reported
@@ -139,7 +141,7 @@ def instrument(c: Counters) -> None:
         if self._goal_reported and not before:
             c.events["goal"] = time.monotonic()
 
-    SimArmNode._check_goals = marked_check_goals
+    SimArmLoop._check_goals = marked_check_goals
     motion_wait = RosArm._motion_wait
 
     def marked_motion_wait(self, *args) -> bool:

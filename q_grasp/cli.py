@@ -245,8 +245,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_replay_buffer(args: argparse.Namespace) -> int:
     import tempfile
 
+    from q_grasp.learning.trainer_core import TrainerConfig, TrainerCore, newest_checkpoint
     from q_grasp.nodes.recorder import fill_replay_buffer
-    from q_grasp.nodes.trainer_core import TrainerConfig, TrainerCore, newest_checkpoint
 
     out = Path(args.out)
     if newest_checkpoint(out) is not None:

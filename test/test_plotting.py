@@ -11,7 +11,7 @@ import pytest
 from q_grasp.cli import main
 from q_grasp.learning.metrics import CsvLog
 from q_grasp.learning.plotting import PlotError, plot_runs
-from q_grasp.nodes.trainer import PROGRESS_FIELDS
+from q_grasp.learning.trainer_loop import PROGRESS_FIELDS
 
 C0 = np.array([0x1F, 0x77, 0xB4]) / 255.0  # matplotlib's first line colour
 

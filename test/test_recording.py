@@ -150,7 +150,7 @@ def test_recorded_grasp_run_rebuilds_the_replay_buffer(tmp_path, capsys) -> None
                      "--out", str(warm)]) == 0
     printed = capsys.readouterr().out
     assert f"replay buffer: {recorded} of {recorded} recorded" in printed, printed
-    from q_grasp.nodes.trainer_core import TrainerConfig, TrainerCore
+    from q_grasp.learning.trainer_core import TrainerConfig, TrainerCore
 
     core = TrainerCore(TrainerConfig(task="grasp", output_dir=str(warm)))
     assert core.resumed_from and len(core.learner.buffer) == recorded == core.transitions

@@ -18,16 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from q_grasp.nodes.bringup import (
+from q_grasp.bringup.cli import config_from_args, main
+from q_grasp.bringup.config import (
     IN_PROCESS,
-    Backend,
     BringupConfig,
-    config_from_args,
     default_params_file,
-    main,
     node_overrides,
     node_parameters,
 )
+from q_grasp.bringup.processes import Backend
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
@@ -120,6 +119,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 from std_msgs.msg import String, UInt8MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from q_grasp.learning.trainer_core import newest_checkpoint  # noqa: E402
 from q_grasp.nodes import qos  # noqa: E402
 from q_grasp.nodes.testing import (  # noqa: E402
     ros_child_env,
@@ -129,7 +129,6 @@ from q_grasp.nodes.testing import (  # noqa: E402
     unique_domain_id,
     wait_until,
 )
-from q_grasp.nodes.trainer_core import newest_checkpoint  # noqa: E402
 
 SUBSCRIPTIONS = {
     "/joint_states": (JointState, qos_profile_sensor_data),

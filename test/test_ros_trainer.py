@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from q_grasp.learning.tasks import default_config, make_env
-from q_grasp.nodes.trainer_core import TrainerConfig, TrainerCore, newest_checkpoint
+from q_grasp.learning.trainer_core import TrainerConfig, TrainerCore, newest_checkpoint
 from q_grasp.wire import (
     TransitionBatch,
     WeightsLimits,
@@ -166,7 +166,7 @@ def test_a_crash_loses_only_the_unflushed_transitions_and_no_weights_version(tmp
 
 def test_replay_segments_are_pruned_with_the_capacity_and_validated(tmp_path) -> None:
     from q_grasp.learning.buffer import ObservationCodec
-    from q_grasp.nodes.replay_log import ReplayLog, Segment
+    from q_grasp.learning.replay_log import ReplayLog, Segment
 
     log = ReplayLog(tmp_path, capacity=50, codec=ObservationCodec((OBS_DIM,)),
                     num_actions=N_ACTIONS)
@@ -203,7 +203,7 @@ def test_replay_segments_are_pruned_with_the_capacity_and_validated(tmp_path) ->
 
 
 def test_stream_guard_refuses_repeats_and_counts_gaps() -> None:
-    from q_grasp.nodes.trainer_core import StreamGuard
+    from q_grasp.learning.trainer_core import StreamGuard
 
     guard = StreamGuard(max_streams=2)
     assert guard.admit(reacher_batch(20, seed=0)) == (None, 0)

@@ -85,7 +85,7 @@ def sim_arm_for_task(task: str) -> Any:
 
 def trainer_for_task(task: str) -> Any:
     """The trainer's configuration for ``task`` (the experiment YAML is the task's default)."""
-    from q_grasp.nodes.trainer_core import TrainerConfig
+    from q_grasp.learning.trainer_core import TrainerConfig
 
     if task not in TASKS:
         raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
@@ -105,12 +105,12 @@ def policy_for_task(task: str) -> Any:
 
 def node_sections() -> list[NodeSection]:
     """Every node with a section in the parameter files."""
+    from q_grasp.learning.trainer_core import TrainerConfig
     from q_grasp.nodes.policy import DYNAMIC_PARAMETERS as POLICY_DYNAMIC
     from q_grasp.nodes.policy import PolicyConfig
     from q_grasp.nodes.sim_arm import DYNAMIC_PARAMETERS as SIM_ARM_DYNAMIC
     from q_grasp.nodes.sim_arm import SimArmConfig
     from q_grasp.nodes.trainer import DYNAMIC_PARAMETERS as TRAINER_DYNAMIC
-    from q_grasp.nodes.trainer_core import TrainerConfig
     from q_grasp.nodes.usb_camera import UsbCameraConfig
     from q_grasp.nodes.xarm_driver import XArmDriverConfig
 

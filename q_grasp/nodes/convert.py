@@ -9,7 +9,6 @@ import array
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import MultiArrayDimension, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
+from q_grasp.motion import Trajectory
 from q_grasp.wire import Authenticator, WireError, authenticator
 from q_grasp.wire.errors import REASON_SCHEMA, REASON_TYPE
 
@@ -259,46 +259,6 @@ def camera_info_to_dict(msg: CameraInfo) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------- trajectories
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """A validated joint trajectory, ready to be interpolated."""
-
-    joint_names: tuple[str, ...]
-    """Commanded joints, in the column order of ``positions``."""
-    times_s: np.ndarray
-    """time_from_start of each point (P,), strictly increasing, >= 0."""
-    positions: np.ndarray
-    """Target positions (P, J)."""
-
-    def starting_from(self, start: np.ndarray) -> Trajectory:
-        """The same trajectory with ``start`` (the joints' positions when it began) as a point
-        at time 0, unless its first point is already due at once (no ramp then)."""
-        if self.times_s[0] <= 0.0:
-            return self
-        return Trajectory(self.joint_names, np.concatenate([[0.0], self.times_s]),
-                          np.vstack([np.asarray(start, np.float64)[None, :], self.positions]))
-
-    def sample(self, t_s: float, start: np.ndarray) -> np.ndarray:
-        """Position setpoint at ``t_s`` after the start, interpolating linearly from ``start``
-        (the joints' positions when the trajectory began) through the points. A caller that
-        samples one trajectory often samples ``starting_from(start)`` (nothing to add then)."""
-        padded = self.starting_from(start)
-        times, points = padded.times_s, padded.positions
-        if t_s >= times[-1]:
-            return points[-1].copy()
-        if t_s <= times[0]:
-            return points[0].copy()
-        # times[k] <= t_s < times[k + 1] (strictly increasing): every joint blended at once
-        k = int(np.searchsorted(times, t_s, side="right")) - 1
-        w = (t_s - times[k]) / (times[k + 1] - times[k])
-        return points[k] + w * (points[k + 1] - points[k])
-
-    @property
-    def duration_s(self) -> float:
-        """time_from_start of the last point."""
-        return float(self.times_s[-1])
 
 
 def parse_joint_trajectory(msg: JointTrajectory, lower: Mapping[str, float],

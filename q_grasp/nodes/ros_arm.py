@@ -6,9 +6,9 @@ time (the joint states' stamps: simulated time for sim_arm, the driver's clock f
 never by sleeping. So the same code drives sim_arm or a real arm.
 
 The blocking calls (move_arm, move_arm_through, set_gripper) must run in a worker thread while
-an executor spins the node in others (MultiThreadedExecutor): they wait for joint-state
-callbacks. Setting the ``stop`` event (node shutdown) makes every wait raise
-:class:`ArmStoppedError`, so a skill in the middle of a motion unwinds at once.
+the node's executor serves its callbacks in another: they wait for joint-state callbacks.
+Setting the ``stop`` event (node shutdown) makes every wait raise :class:`ArmStoppedError`, so
+a skill in the middle of a motion unwinds at once.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from q_grasp.motion import MotionTolerances
 from q_grasp.nodes import qos
 from q_grasp.robot_config import RobotConfig
 
@@ -37,13 +38,10 @@ RejectFn = Callable[[str, str, str], None]
 
 
 @dataclass
-class RosArmConfig:
-    """How the ROS arm adapter commands motions and decides that they are finished."""
+class RosArmConfig(MotionTolerances):
+    """How the ROS arm adapter commands motions and decides that they are finished (the
+    tolerances of MotionTolerances)."""
 
-    joint_tolerance_rad: float = 0.01
-    """A move has arrived when every arm joint is this close to its target..."""
-    velocity_tolerance_rad_s: float = 0.05
-    """...and every arm joint is slower than this."""
     max_joint_velocity_rad_s: float = 2.0
     """Trajectory timing: the joint that moves furthest moves at this speed."""
     min_move_duration_s: float = 0.05
@@ -58,8 +56,6 @@ class RosArmConfig:
     """Duration of gripper trajectories (0: a step; the gripper's own speed limit applies)."""
     gripper_min_settle_s: float = 0.1
     """Gripper motions last at least this long (arm time) before they may count as settled."""
-    gripper_velocity_tolerance_m_s: float = 0.002
-    """Fingers slower than this count as settled (stopped on an object or at their limit)."""
     gripper_position_tolerance_m: float = 0.001
     """Fingers this close to their target have arrived; fingers that stop short must first
     have moved this far (an object between the pads)."""
@@ -76,9 +72,9 @@ class RosArmConfig:
     """Gripper JointTrajectoryController command topic."""
 
     def __post_init__(self) -> None:
-        for name in ("joint_tolerance_rad", "velocity_tolerance_rad_s",
-                     "max_joint_velocity_rad_s", "gripper_velocity_tolerance_m_s",
-                     "stale_timeout_s", "gripper_timeout_s", "gripper_position_tolerance_m"):
+        super().__post_init__()
+        for name in ("max_joint_velocity_rad_s", "stale_timeout_s", "gripper_timeout_s",
+                     "gripper_position_tolerance_m"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
         for name in ("min_move_duration_s", "move_timeout_margin_s", "gripper_duration_s",
@@ -407,9 +403,8 @@ class RosArm:
         def arrived() -> bool:  # called with the condition held
             if self._stamp_s < last_segment_s or any(n not in self._velocities for n in names):
                 return False
-            err = max(abs(self._positions[n] - t) for n, t in zip(names, q))
-            speed = max(abs(self._velocities[n]) for n in names)
-            return err < cfg.joint_tolerance_rad and speed < cfg.velocity_tolerance_rad_s
+            return cfg.arm_arrived(self._read(names, self._positions),
+                                   self._read(names, self._velocities), q)
 
         arrived_in_time = self._motion_wait(arrived, t0 + elapsed + cfg.move_timeout_margin_s)
         if not arrived_in_time:
@@ -429,8 +424,8 @@ class RosArm:
         tol = cfg.gripper_position_tolerance_m
         if self._gripper_sent == closed and np.abs(start - target).max() < tol:
             with self._cond:
-                still = all(abs(self._velocities.get(n, math.inf))
-                            < cfg.gripper_velocity_tolerance_m_s for n in names)
+                still = cfg.fingers_settled([self._velocities.get(n, math.inf)
+                                             for n in names])
             if still:
                 return self.gripper_aperture()
         self._gripper_sent = closed
@@ -455,8 +450,7 @@ class RosArm:
             if (self._stamp_s < settle_from or any(n not in self._velocities for n in names)
                     or (must_move and np.abs(q - start).max() < tol)):
                 return False
-            return max(abs(self._velocities[n]) for n in names) < \
-                cfg.gripper_velocity_tolerance_m_s
+            return cfg.fingers_settled(self._read(names, self._velocities))
 
         self._motion_wait(settled, t0 + cfg.gripper_duration_s + cfg.gripper_timeout_s)
         return self.gripper_aperture()

@@ -24,8 +24,6 @@ Services: ~/reset_scene, ~/spawn_scene (std_srvs/Trigger).
 
 from __future__ import annotations
 
-import bisect
-import math
 import sys
 import threading
 import time
@@ -45,7 +43,6 @@ from trajectory_msgs.msg import JointTrajectory
 
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import (
-    Trajectory,
     accepted_trajectory,
     camera_info_msg,
     image_msg,
@@ -56,11 +53,12 @@ from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
 from q_grasp.robot_config import RobotConfig
-from q_grasp.sim.bullet import BulletSim, BulletSimConfig
-from q_grasp.sim.camera import CameraConfig, PinholeCamera
-from q_grasp.sim.quiet import pybullet
-from q_grasp.sim.robot import SimRobot, SimRobotConfig
-from q_grasp.sim.scene import Scene, SceneConfig
+from q_grasp.sim.arm_loop import Messages, SimArmLoop
+from q_grasp.sim.bullet import BulletSimConfig
+from q_grasp.sim.camera import CameraConfig
+from q_grasp.sim.controller import TrajectoryFollower
+from q_grasp.sim.robot import SimRobotConfig
+from q_grasp.sim.scene import SceneConfig
 
 
 @dataclass
@@ -216,10 +214,6 @@ class SimArmConfig:
             raise ValueError("world_frame: must not be empty")
 
 
-STATIC_FRAME_TOLERANCE = 1e-5
-"""Largest joint (rad) or object pose (m, quaternion) change for which the camera frame is
-reused (camera_reuse_static_frames): far below one pixel of the 64x64 camera (~2.5 mm)."""
-
 DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",
                                 "skip_physics_when_still", "still_real_time_factor",
                                 "max_publish_rate_hz", "camera_moving_max_rate_hz",
@@ -227,126 +221,6 @@ DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",
                                 "joint_states_on_events", "goal_hold_wall_s",
                                 "goal_hold_at_home"})
 """Parameters that may change while the node runs (ros2 param set)."""
-
-
-def _next_due(due_s: float, rate_hz: float, now_s: float) -> float:
-    """When a stream published at ``rate_hz`` is next due after publishing at ``now_s``: one
-    period after it was due, never before now (a slow stretch does not cause a burst) and never
-    more than a period after now (a message sent before it was due -- an event's joint state --
-    does not push the stream back: counted from when it was due, events in a row delayed the
-    next regular message by a period each, for seconds of a blocked move)."""
-    period = 1.0 / rate_hz
-    return min(max(due_s + period, now_s), now_s + period)
-
-
-MAX_STILL_JUMP_S = 1.0
-"""Most simulated time one loop iteration lets pass in a still world (still_real_time_factor)."""
-
-
-class _Stream:
-    """When one published stream is next due: a rate in simulated time (0 = every tick) and a
-    cap in wall-clock time (max_publish_rate_hz, 0 = none)."""
-
-    __slots__ = ("due_s", "due_wall")
-
-    def __init__(self) -> None:
-        self.due_s = 0.0
-        self.due_wall = 0.0
-
-    def is_due(self, now_s: float, wall: float) -> bool:
-        return now_s >= self.due_s and wall >= self.due_wall
-
-    def published(self, now_s: float, wall: float, rate_hz: float, cap_hz: float) -> None:
-        if rate_hz > 0.0:
-            self.due_s = _next_due(self.due_s, rate_hz, now_s)
-        if cap_hz > 0.0:
-            self.due_wall = _next_due(self.due_wall, cap_hz, wall)
-
-
-class TrajectoryFollower:
-    """Holds one controller's trajectory and turns it into setpoints over simulated time.
-
-    Like ros2_control's JointTrajectoryController: a new trajectory replaces the current one and
-    starts at once from the last setpoints; joints it does not name keep their setpoints; after
-    the last point the final setpoints are held.
-    """
-
-    def __init__(self, joint_names: list[str], initial: np.ndarray) -> None:
-        self.joint_names = list(joint_names)
-        self.setpoints = np.asarray(initial, np.float64).copy()
-        self._index = {name: i for i, name in enumerate(self.joint_names)}
-        self._pending: Trajectory | None = None
-        self._active: _FollowedPath | None = None
-        self._lock = threading.Lock()
-        self.started = False
-        """Set by the update that took up a new trajectory; the caller clears it."""
-
-    def submit(self, trajectory: Trajectory) -> None:
-        """Queue a trajectory (any thread); it starts at the next control tick."""
-        with self._lock:
-            self._pending = trajectory
-
-    def cancel(self, setpoints: np.ndarray) -> None:
-        """Drop queued and running trajectories and hold ``setpoints``."""
-        with self._lock:
-            self._pending = None
-            self._active = None
-            self.setpoints = np.asarray(setpoints, np.float64).copy()
-
-    @property
-    def active(self) -> bool:
-        """True while a trajectory is queued or running."""
-        with self._lock:
-            return self._pending is not None or self._active is not None
-
-    def update(self, now_s: float) -> bool:
-        """Advance to simulated time ``now_s``; True when the setpoints changed."""
-        with self._lock:
-            if self._pending is not None:
-                traj = self._pending
-                columns = [self._index[n] for n in traj.joint_names]
-                start = self.setpoints[columns].copy()
-                self._active = _FollowedPath(traj.starting_from(start), now_s, columns,
-                                             len(self.joint_names))
-                self._pending = None
-                self.started = True
-            path = self._active
-            if path is None:
-                return False
-            elapsed = now_s - path.t0
-            if path.columns is None:
-                self.setpoints[:] = path.at(elapsed)
-            else:
-                self.setpoints[path.columns] = path.at(elapsed)
-            if elapsed >= path.duration_s:
-                self._active = None
-            return True
-
-
-class _FollowedPath:
-    """A trajectory being followed, laid out for sampling every control tick: the same
-    setpoints as ``Trajectory.sample`` (linear between points, the last one held), at half its
-    cost (times as a list for bisect, segment differences computed once)."""
-
-    __slots__ = ("t0", "columns", "duration_s", "_times", "_points", "_steps")
-
-    def __init__(self, padded: Trajectory, t0: float, columns: list[int], n_joints: int) -> None:
-        self.t0 = t0
-        # (None: every joint in order, assigned without fancy indexing)
-        self.columns = None if columns == list(range(n_joints)) else columns
-        self.duration_s = padded.duration_s
-        self._times = padded.times_s.tolist()
-        self._points = padded.positions
-        self._steps = np.diff(padded.positions, axis=0)
-
-    def at(self, t_s: float) -> np.ndarray:
-        times = self._times
-        if t_s >= times[-1]:
-            return self._points[-1]
-        if t_s <= times[0]:
-            return self._points[0]
-        k = bisect.bisect_right(times, t_s) - 1
-        return self._points[k] + (t_s - times[k]) / (times[k + 1] - times[k]) * self._steps[k]
 
 
 def _quaternion_xyzw(R: np.ndarray) -> tuple[float, float, float, float]:
@@ -381,37 +255,17 @@ class SimArmNode(Node):
         self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}",
                                        hardware_id="pybullet")
 
-        # The simulator. Everything that touches it holds self._sim_lock (pybullet clients
-        # are not thread-safe); the physics thread holds it one control tick at a time.
-        self._sim_lock = threading.RLock()
-        self.sim = BulletSim(seed=cfg.seed, config=cfg.sim)
-        self.robot = SimRobot(self.sim, cfg.robot, cfg.motors)
-        self.camera = PinholeCamera(cfg.camera)
-        # (what the camera saw, rendered frame) of the last render: camera_reuse_static_frames
-        self._last_frame: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None
-        self.scene = Scene(self.sim, cfg.scene)
+        self.loop = SimArmLoop(cfg, publish=self._publish_messages,
+                               count=self.diagnostics.count, publish_clock=cfg.publish_clock,
+                               report=self._report_rate)
+        self.sim, self.robot, self.camera = self.loop.sim, self.loop.robot, self.loop.camera
+        self.scene, self.arm, self.gripper = self.loop.scene, self.loop.arm, self.loop.gripper
         rc = cfg.robot
-        self._steps_per_tick = max(1, round(1.0 / (cfg.tick_rate_hz * self.sim.time_step_s)))
         self._arm_limits = (
             dict(zip(rc.arm_joint_names, self.robot.arm_lower.tolist())),
             dict(zip(rc.arm_joint_names, self.robot.arm_upper.tolist())),
         )
         self._gripper_limits = self._joint_limits(rc.gripper_joint_names)
-        self._home = self.robot.home_positions
-        self.arm = TrajectoryFollower(rc.arm_joint_names, self._home)
-        self.gripper = TrajectoryFollower(rc.gripper_joint_names,
-                                          np.asarray(rc.gripper_open_positions))
-        movable = {name: i for i, name in enumerate(self.robot.movable_joint_names)}
-        self._arm_columns = [movable[n] for n in rc.arm_joint_names]
-        self._gripper_columns = [movable[n] for n in rc.gripper_joint_names]
-        # Event-driven feedback (see max_publish_rate_hz): publish joint states this tick;
-        # the arm's goal not yet reported; simulated time (the stamp of the tick's joint state)
-        # at which the gripper's command was taken up (None: its settling reported).
-        self._report_now = False
-        self._arm_goal_pending = False
-        self._gripper_started_s: float | None = None
-        self._goal_reported = False  # this tick's report is of a goal reached (goal_hold_wall_s)
-        self._goal_at_home = False  # ... of the arm reaching its home pose (goal_hold_at_home)
 
         # Publishers. Sensor streams are reliable so that every subscriber QoS matches.
         self._joint_pub = self.create_publisher(JointState, "joint_states",
@@ -455,21 +309,12 @@ class SimArmNode(Node):
         self._publish_robot_description(rc.urdf_path)
         self._publish_static_transforms()
         if cfg.spawn_on_start:
-            with self._sim_lock:
-                self.scene.spawn(self.sim.rng)
+            self.loop.spawn()
         self.diagnostics.set(objects=len(self.scene.object_ids))
 
-        self._stop = threading.Event()
-        self._wake = threading.Event()  # a command, reset or spawn: end the pacing sleep now
         # SIGINT shuts the context down before destroy_node runs: stop publishing at once.
-        self.context.on_shutdown(self._shutdown)
-        # (wall s, sim s, real-time factor) pacing origin
-        self._rtf_anchor: tuple[float, float, float] | None = None
-        # skip_physics_when_still: sim time since which nothing has moved (None: moving)
-        self._still_since_s: float | None = None
-        self._skipping = False  # the last control tick let time pass without physics
-        self._ticks_skipped = 0
-        self._loop_iterations = 0
+        self.context.on_shutdown(self.loop.shutdown)
+        self._rate_window = (time.monotonic(), self.loop.sim_time_s)
         self._warn_if_uncapped(cfg)
         self._thread = threading.Thread(target=self._physics_loop, name="sim_arm_physics",
                                         daemon=True)
@@ -505,7 +350,7 @@ class SimArmNode(Node):
             self.get_logger().info("tf2_msgs not installed: not publishing /tf_static")
             return
         cfg = self._config
-        stamp = self._stamp(self._sim_time_s())
+        stamp = self._stamp(self.loop.sim_time_s)
         base = TransformStamped()
         base.header.stamp, base.header.frame_id = stamp, cfg.world_frame
         base.child_frame_id = cfg.robot.base_link
@@ -528,8 +373,7 @@ class SimArmNode(Node):
 
     def _on_parameters_changed(self, config: SimArmConfig, names: list[str]) -> None:
         self._config = config
-        self._rtf_anchor = None  # re-anchor pacing at the new real-time factor
-        self._wake.set()  # end a pacing sleep or goal hold computed from the old values
+        self.loop.reconfigure(config)
         self.get_logger().info(f"parameters changed: {', '.join(names)}")
         self._warn_if_uncapped(config)
 
@@ -552,8 +396,7 @@ class SimArmNode(Node):
                                          max_points=self._config.max_trajectory_points)
         if trajectory is None:
             return
-        follower.submit(trajectory)
-        self._wake.set()
+        self.loop.submit(follower, trajectory)
         self.diagnostics.count(f"accepted.{source}")
 
     def _on_arm_trajectory(self, msg: JointTrajectory) -> None:
@@ -565,14 +408,7 @@ class SimArmNode(Node):
     def _on_reset_scene(self, request: Trigger.Request, response: Trigger.Response
                         ) -> Trigger.Response:
         try:
-            with self._sim_lock:
-                self.robot.home()
-                self.arm.cancel(self.robot.home_positions)
-                self.gripper.cancel(np.asarray(self._config.robot.gripper_open_positions))
-                objects = self.scene.spawn(self.sim.rng)
-                self._still_since_s = None
-                self._arm_goal_pending, self._gripper_started_s = False, None
-            self._wake.set()
+            objects = self.loop.reset()
         except Exception as exc:  # a failed reset is reported to the caller, never fatal
             response.success, response.message = False, f"reset failed: {exc}"
             self.diagnostics.count("reset_failures")
@@ -586,10 +422,7 @@ class SimArmNode(Node):
     def _on_spawn_scene(self, request: Trigger.Request, response: Trigger.Response
                         ) -> Trigger.Response:
         try:
-            with self._sim_lock:
-                objects = self.scene.spawn(self.sim.rng)
-                self._still_since_s = None
-            self._wake.set()
+            objects = self.loop.spawn()
         except Exception as exc:
             response.success, response.message = False, f"spawn failed: {exc}"
             self.diagnostics.count("spawn_failures")
@@ -601,249 +434,31 @@ class SimArmNode(Node):
 
     # ----------------------------------------------------------------------------- physics
 
-    def _sim_time_s(self) -> float:
-        return self.sim.sim_time_s
-
     def _stamp(self, sim_time_s: float):
         if self._config.publish_clock or self._config.sim_time_stamps:
             return to_time_msg(sim_time_s)
         return self.get_clock().now().to_msg()
 
-    def _apply_setpoints(self, now_s: float) -> bool:
-        """Send the followers' setpoints to the motors; True when any of them changed."""
-        arm = self.arm.update(now_s)
-        if arm:
-            self.robot.set_arm_targets(self.arm.setpoints)
-        gripper = self.gripper.update(now_s)
-        if (self.arm.started or self.gripper.started) and self._config.joint_states_on_events:
-            # A command taken up: say so at once (a waiting policy starts its timeouts at the
-            # first joint state after its command), then report when its goal is reached.
-            self._report_now = True
-            if self.arm.started:
-                self._arm_goal_pending = True
-            if self.gripper.started:
-                # Counted from the stamp of this tick's joint state (after its physics), as a
-                # RosArm counts gripper_min_settle_s from the first joint state after its
-                # command: counted from the tick's start, the settle report came a tick before
-                # the policy may take it, and the policy waited for a later joint state.
-                self._gripper_started_s = now_s + self._steps_per_tick * self.sim.time_step_s
-        self.arm.started = self.gripper.started = False
-        if gripper:
-            client, body = self.sim.client, self.robot.body_id
-            rc, motors = self._config.robot, self._config.motors
-            for name, target in zip(rc.gripper_joint_names, self.gripper.setpoints):
-                client.setJointMotorControl2(
-                    body, self.robot.joint_index(name), pybullet.POSITION_CONTROL,
-                    targetPosition=float(target), force=rc.max_gripper_force,
-                    maxVelocity=motors.gripper_max_velocity_m_s)
-        return arm or gripper
+    def _publish_messages(self, messages: Messages) -> None:
+        """What one iteration of the physics loop publishes, with one stamp."""
+        stamp = self._stamp(messages.sim_time_s)
+        if messages.clock:
+            self._clock_pub.publish(Clock(clock=stamp))
+        if messages.joints is not None:
+            names, position, velocity, effort = messages.joints
+            self._joint_pub.publish(joint_state_msg(names, position, velocity, effort, stamp))
+        if messages.frame is not None:
+            self._publish_camera(messages.frame, stamp, messages.poses)
 
     def _physics_loop(self) -> None:
-        joint, camera, clock = _Stream(), _Stream(), _Stream()
-        window = (time.monotonic(), self._sim_time_s())
         try:
-            while not self._stop.is_set():
-                cfg = self._config
-                cap = cfg.max_publish_rate_hz
-                was_skipping = self._skipping
-                with self._sim_lock:
-                    now_s = self._control_tick(cfg, self._still_ticks(cfg))
-                    wall = time.monotonic()
-                    joint_due = self._report_now or joint.is_due(now_s, wall)
-                    self._report_now = False
-                    # The frames' own wall cap (camera_*_max_rate_hz) is in camera.due_wall,
-                    # so a still world's pacing sleeps until a capped frame is due.
-                    camera_due = cfg.camera_rate_hz > 0 and camera.is_due(now_s, wall)
-                    rest_tick = self._skipping and not was_skipping
-                    frame_cap = (cfg.camera_still_max_rate_hz if self._skipping
-                                 else cfg.camera_moving_max_rate_hz)
-                    if self._skipping:
-                        # A still world: the joint states and a frame go out on the tick it
-                        # comes to rest (a policy waiting for a motion to end hears of it at
-                        # once and sees the world at rest), and when either stream goes out
-                        # the other follows if its simulated-time rate (and the frames' cap)
-                        # allows (their max_publish_rate_hz caps aligned): a frame taken after
-                        # the latest joint state is there with it.
-                        joint_due = (joint_due or rest_tick
-                                     or (camera_due and now_s >= joint.due_s))
-                        camera_due = cfg.camera_rate_hz > 0 and (
-                            camera_due or rest_tick
-                            or (joint_due and now_s >= camera.due_s
-                                and (frame_cap <= 0.0 or wall >= camera.due_wall)))
-                    joints = self.robot.joint_states() if joint_due else None
-                    frame = poses = None
-                    if camera_due:
-                        frame, poses = self._camera_frame(cfg)
-                clock_due = self._clock_pub is not None and clock.is_due(now_s, wall)
-                # (a Time message only when something goes out: most ticks publish nothing)
-                stamp = (self._stamp(now_s) if clock_due or joints is not None
-                         or frame is not None else None)
-                if clock_due:
-                    clock.published(now_s, wall, cfg.clock_rate_hz, cfg.clock_max_rate_hz or cap)
-                    self._clock_pub.publish(Clock(clock=stamp))
-                if joints is not None:
-                    joint.published(now_s, wall, cfg.joint_state_rate_hz, cap)
-                    names, position, velocity, effort = joints
-                    self._joint_pub.publish(joint_state_msg(names, position, velocity, effort,
-                                                            stamp))
-                if frame is not None:
-                    camera.published(now_s, wall, cfg.camera_rate_hz, cap)
-                    if not self._skipping:
-                        self.diagnostics.count("camera_frames_while_moving")
-                    if frame_cap > 0.0:
-                        camera.due_wall = max(camera.due_wall, wall + 1.0 / frame_cap)
-                    self._publish_camera(frame, stamp, poses)
-                if self._goal_reported:
-                    self._goal_reported = False
-                    if (joints is not None and cfg.goal_hold_wall_s > 0.0
-                            and (cfg.goal_hold_at_home or not self._goal_at_home)):
-                        self._hold_for_command(cfg.goal_hold_wall_s)
-                self._loop_iterations += 1
-                if self._loop_iterations % 200 == 0:
-                    window = self._report_rate(window)
-                if self._skipping:
-                    streams = [joint] + ([clock] if self._clock_pub is not None else []) + (
-                        [camera] if cfg.camera_rate_hz > 0 else [])
-                    self._pace(now_s, self._still_rtf(cfg), streams)
-                else:
-                    self._pace(now_s, cfg.real_time_factor)
+            self.loop.run()
         except Exception as exc:
-            if self._stop.is_set() or not self.context.ok():
+            if self.loop.stop.is_set() or not self.context.ok():
                 return  # shutting down: publishers may already be gone
             # Keep the node alive (services, diagnostics) and say why physics stopped.
             self.get_logger().error(f"physics loop stopped: {exc}\n{traceback.format_exc()}")
             self.diagnostics.set_level(ERROR, f"physics loop stopped: {exc}")
-
-    def _hold_for_command(self, hold_s: float) -> None:
-        """goal_hold_wall_s: after a goal's joint state went out, wait (without the sim lock,
-        simulated time standing) up to ``hold_s`` of wall time for the next command, unless a
-        trajectory is queued or running or a goal is still to be reported."""
-        self._wake.clear()  # checked after the clear: a command that came before it is seen
-        if (self._arm_goal_pending or self._gripper_started_s is not None
-                or self.arm.active or self.gripper.active):
-            return
-        self.diagnostics.count("goal_holds")
-        if self._wake.wait(hold_s):
-            self._wake.clear()  # taken: the next tick takes the command up
-        else:
-            self.diagnostics.count("goal_hold_timeouts")
-
-    @staticmethod
-    def _still_rtf(cfg: SimArmConfig) -> float:
-        return cfg.still_real_time_factor or cfg.real_time_factor
-
-    def _still_ticks(self, cfg: SimArmConfig) -> int:
-        """Control ticks the next tick lets pass if the world is still: as many as the wall
-        time since the pacing origin allows at still_real_time_factor (at least one, at most
-        MAX_STILL_JUMP_S); one when the last tick ran physics or pacing is off."""
-        anchor, rtf = self._rtf_anchor, self._still_rtf(cfg)
-        if not self._skipping or anchor is None or rtf <= 0.0 or anchor[2] != rtf:
-            return 1
-        tick_s = self._steps_per_tick * self.sim.time_step_s
-        behind_s = anchor[1] + (time.monotonic() - anchor[0]) * rtf - self._sim_time_s()
-        return int(min(max(math.ceil(behind_s / tick_s - 1e-6), 1),
-                       max(1, MAX_STILL_JUMP_S // tick_s)))
-
-    def _control_tick(self, cfg: SimArmConfig, still_ticks: int = 1) -> float:
-        """One control tick: the followers' setpoints to the motors, then physics -- or, in a
-        still world (skip_physics_when_still), ``still_ticks`` ticks of time passing. Returns
-        the simulated time after it. Caller holds the sim lock."""
-        now_s = self._sim_time_s()
-        # A follower reports a change every tick it runs a trajectory, the last one included
-        # (a step trajectory, e.g. the gripper's, is over in the tick it starts): busy.
-        busy = self._apply_setpoints(now_s)
-        if not cfg.skip_physics_when_still or busy:
-            self._still_since_s = None
-        elif (self._still_since_s is not None
-              and now_s - self._still_since_s >= cfg.still_time_s - 1e-9):
-            self.sim.pass_time(self._steps_per_tick * still_ticks)
-            self._ticks_skipped += still_ticks
-            self._skipping = True
-            # At rest: the joint states go out on this tick anyway (see _physics_loop).
-            self._arm_goal_pending, self._gripper_started_s = False, None
-            return self._sim_time_s()
-        self._skipping = False
-        self.sim.step(self._steps_per_tick)
-        check_still = cfg.skip_physics_when_still and not busy
-        check_goals = self._goal_may_be_reached(cfg)
-        if not (check_still or check_goals):  # (no joint states to read: most ticks of a move)
-            return self._sim_time_s()
-        _, position, velocity, _ = self.robot.joint_states()  # once for both checks
-        if check_goals:
-            self._check_goals(cfg, position, velocity)
-        if check_still:
-            if not self._world_is_still(velocity, cfg.still_velocity):
-                self._still_since_s = None
-            elif self._still_since_s is None:
-                self._still_since_s = self._sim_time_s()
-        return self._sim_time_s()
-
-    def _goal_may_be_reached(self, cfg: SimArmConfig) -> bool:
-        """Whether _check_goals could report a goal on this tick. Caller holds the sim lock."""
-        return self._arm_may_arrive() or self._fingers_may_settle(cfg)
-
-    def _arm_may_arrive(self) -> bool:
-        """An arm goal is to be reported and its trajectory is over."""
-        return self._arm_goal_pending and not self.arm.active
-
-    def _fingers_may_settle(self, cfg: SimArmConfig) -> bool:
-        """The fingers' settling is to be reported and their command has run for
-        gripper_min_steps (counted from the stamp of the tick that took it up)."""
-        started = self._gripper_started_s
-        return (started is not None and not self.gripper.active and self._sim_time_s() - started
-                >= (cfg.motors.gripper_min_steps - 0.5) * self.sim.time_step_s)
-
-    def _check_goals(self, cfg: SimArmConfig, position: np.ndarray, velocity: np.ndarray
-                     ) -> None:
-        """Set _report_now on the tick the arm reaches its trajectory's goal (every joint within
-        the motors' joint tolerance of it and slower than their velocity tolerance) or the
-        fingers settle (slower than gripper_velocity_tolerance_m_s after gripper_min_steps),
-        as the single-process SimRobot judges arrival, from the joint states after this tick's
-        physics. Caller holds the sim lock."""
-        motors = cfg.motors
-        if self._arm_may_arrive():
-            cols = self._arm_columns
-            if (np.abs(position[cols] - self.arm.setpoints).max() < motors.joint_tolerance_rad
-                    and np.abs(velocity[cols]).max() < motors.velocity_tolerance_rad_s):
-                self._arm_goal_pending, self._report_now = False, True
-                self._goal_reported = True
-                self._goal_at_home = bool(np.abs(self.arm.setpoints - self._home).max()
-                                          < motors.joint_tolerance_rad)
-        fingers = velocity[self._gripper_columns]
-        if (self._fingers_may_settle(cfg)
-                and np.abs(fingers).max() < motors.gripper_velocity_tolerance_m_s):
-            self._gripper_started_s, self._report_now = None, True
-            self._goal_reported = True
-            self._goal_at_home = False
-
-    def _world_is_still(self, velocity: np.ndarray, max_speed: float) -> bool:
-        """Every joint (``velocity``, the joint states after this tick's physics) and every
-        object slower than ``max_speed`` (m/s, rad/s)."""
-        if np.abs(velocity).max(initial=0.0) >= max_speed:
-            return False
-        client = self.sim.client
-        for body in self.scene.object_ids:
-            linear, angular = client.getBaseVelocity(body)
-            if max(map(abs, linear)) >= max_speed or max(map(abs, angular)) >= max_speed:
-                return False
-        return True
-
-    def _camera_frame(self, cfg: SimArmConfig) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
-        """The camera's current (rgb, depth) and the object poses; the last frame again while
-        nothing in view has moved (camera_reuse_static_frames). Caller holds the sim lock."""
-        poses = self.scene.object_poses()
-        _, positions, _, _ = self.robot.joint_states()
-        signature = np.concatenate([positions] + [np.concatenate([[body], pos, quat])
-                                                  for body, (pos, quat) in poses.items()])
-        last = self._last_frame
-        if (cfg.camera_reuse_static_frames and last is not None
-                and last[0].shape == signature.shape
-                and np.allclose(last[0], signature, rtol=0.0, atol=STATIC_FRAME_TOLERANCE)):
-            self.diagnostics.count("camera_frames_reused")
-            return last[1], poses
-        frame = self.camera.render(self.sim)
-        self._last_frame = (signature, frame)
-        return frame, poses
 
     def _publish_camera(self, frame: tuple[np.ndarray, np.ndarray], stamp, poses) -> None:
         rgb, depth = frame
@@ -867,16 +482,19 @@ class SimArmNode(Node):
                 msg.poses.append(pose)
             self._truth_pub.publish(msg)
 
-    def _report_rate(self, window: tuple[float, float]) -> tuple[float, float]:
-        wall, sim_s = time.monotonic(), self._sim_time_s()
+    def _report_rate(self) -> None:
+        """Diagnostics of the physics loop (called by it every few hundred iterations)."""
+        window = self._rate_window
+        loop = self.loop
+        wall, sim_s = time.monotonic(), loop.sim_time_s
         elapsed = wall - window[0]
         measured = (sim_s - window[1]) / elapsed if elapsed > 0 else 0.0
         target = self._config.real_time_factor
         self.diagnostics.set(sim_time_s=round(sim_s, 3), real_time_factor=round(measured, 3),
                              real_time_factor_target=target,
-                             still_real_time_factor=self._still_rtf(self._config),
-                             physics_ticks_skipped=self._ticks_skipped,
-                             physics_loop_iterations=self._loop_iterations,
+                             still_real_time_factor=loop.still_rtf(self._config),
+                             physics_ticks_skipped=loop.ticks_skipped,
+                             physics_loop_iterations=loop.loop_iterations,
                              arm_trajectory_active=self.arm.active,
                              gripper_trajectory_active=self.gripper.active)
         if self.diagnostics.rejected_total() == 0:
@@ -885,47 +503,16 @@ class SimArmNode(Node):
             self.diagnostics.set_level(WARN, "slower than the requested real-time factor")
         else:
             self.diagnostics.set_level(WARN, "rejected some commands (see rejected.*)")
-        return wall, sim_s
-
-    def _pace(self, now_s: float, rtf: float, streams: list[_Stream] | None = None) -> None:
-        """Sleep until simulated time ``now_s`` is due at real-time factor ``rtf`` (0: do not
-        sleep) -- or, given ``streams`` (a still world), until the first of them is due. A
-        command, reset or spawn (self._wake) ends the sleep early."""
-        if rtf <= 0.0:
-            return
-        wall = time.monotonic()
-        anchor = self._rtf_anchor
-        if anchor is None or anchor[2] != rtf:
-            self._rtf_anchor = (wall, now_s, rtf)
-            return
-        due = anchor[0] + (now_s - anchor[1]) / rtf
-        if wall - due > 0.25:
-            # Far behind (a slow tick, a reset that settled objects): re-anchor instead of
-            # racing to catch up, which would make simulated time jerk forwards.
-            self._rtf_anchor = (wall, now_s, rtf)
-            return
-        if streams:
-            due = max(due, min(max(anchor[0] + (st.due_s - anchor[1]) / rtf, st.due_wall)
-                               for st in streams))
-        if due - wall > 0:
-            self._wake.wait(due - wall)
-            self._wake.clear()
-
-    # ----------------------------------------------------------------------------- shutdown
-
-    def _shutdown(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        self._rate_window = (wall, sim_s)
 
     # ----------------------------------------------------------------------------- shutdown
 
     def destroy_node(self) -> None:
         """Stop the physics thread before the publishers it uses go away, then the sim."""
-        self._shutdown()
+        self.loop.shutdown()
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
-        with self._sim_lock:
-            self.sim.close()
+        self.loop.close()
         super().destroy_node()
 
 

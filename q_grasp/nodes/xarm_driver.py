@@ -27,8 +27,9 @@ from trajectory_msgs.msg import JointTrajectory
 
 from q_grasp.hardware.xarm import XArmBoard, XArmCalibration, XArmError, open_hid_device
 from q_grasp.kinematics.urdf import parse_urdf
+from q_grasp.motion import PathSampler, Trajectory
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import Trajectory, accepted_trajectory, joint_state_msg
+from q_grasp.nodes.convert import accepted_trajectory, joint_state_msg
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
@@ -87,6 +88,7 @@ class _Stream:
 
     def __init__(self, trajectory: Trajectory, start: np.ndarray, t0: float) -> None:
         self.path = trajectory.starting_from(start)
+        self._sampler = PathSampler(self.path)
         self.t0 = t0
         # A trajectory whose first point is not due at once starts from ``start`` (prepended:
         # nothing to send for it); otherwise its first point is sent at once.
@@ -110,15 +112,8 @@ class _Stream:
         return self.next_point >= len(self.path.times_s)
 
     def setpoint(self, now: float) -> np.ndarray:
-        times, points = self.path.times_s, self.path.positions
-        t = now - self.t0
-        if t >= times[-1]:
-            return points[-1]
-        if t <= times[0]:
-            return points[0]
-        k = int(np.searchsorted(times, t, side="right")) - 1
-        return points[k] + (t - times[k]) / (times[k + 1] - times[k]) * (points[k + 1]
-                                                                         - points[k])
+        """The interpolated position setpoint at ``now``."""
+        return self._sampler.at(now - self.t0)
 
 
 class XArmDriverNode(Node):

@@ -8,14 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from q_grasp.motion import MotionTolerances
 from q_grasp.robot_config import RobotConfig
 from q_grasp.sim.bullet import BulletSim
 from q_grasp.sim.quiet import pybullet
 
 
 @dataclass
-class SimRobotConfig:
-    """How the simulator drives the arm's motors and decides that a motion is finished."""
+class SimRobotConfig(MotionTolerances):
+    """How the simulator drives the arm's motors and decides that a motion is finished (the
+    tolerances of MotionTolerances)."""
 
     position_gain: float = 0.3
     """Position gain of pybullet's joint PD controller (POSITION_CONTROL)."""
@@ -23,10 +25,6 @@ class SimRobotConfig:
     """Velocity gain of pybullet's joint PD controller."""
     max_joint_velocity_rad_s: float = 2.0
     """Speed limit of arm joints during physics moves (the servos' rated speed is ~2 rad/s)."""
-    joint_tolerance_rad: float = 0.01
-    """A physics move has arrived when every arm joint is this close to its target..."""
-    velocity_tolerance_rad_s: float = 0.05
-    """...and every arm joint is slower than this."""
     max_move_steps: int = 480
     """Physics steps a move may take before it reports a timeout (2 s at 240 Hz)."""
     gripper_max_velocity_m_s: float = 0.1
@@ -35,8 +33,6 @@ class SimRobotConfig:
     """Steps the gripper is given before it may be judged settled (lets the fingers start)."""
     gripper_max_steps: int = 240
     """Steps after which opening/closing stops waiting for the fingers to settle."""
-    gripper_velocity_tolerance_m_s: float = 0.002
-    """Fingers slower than this count as settled (stopped on an object or at their limit)."""
     check_every_steps: int = 4
     """Arrival is checked every this many physics steps (fewer joint-state reads)."""
     couple_gripper_joints: bool = True
@@ -47,6 +43,7 @@ class SimRobotConfig:
     """Largest force (N) the finger coupling constraint may apply."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("max_move_steps", "gripper_max_steps", "check_every_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -294,12 +291,8 @@ class SimRobot:
         return reached
 
     def _arm_arrived(self) -> bool:
-        cfg = self.config
-        err = np.abs(self.read_arm_joints() - self._arm_targets)
-        return bool(
-            np.all(err < cfg.joint_tolerance_rad)
-            and np.all(np.abs(self._arm_velocities()) < cfg.velocity_tolerance_rad_s)
-        )
+        return self.config.arm_arrived(self.read_arm_joints(), self._arm_velocities(),
+                                       self._arm_targets)
 
     def _command_gripper(self, closed: bool) -> None:
         target = self._grip_closed if closed else self._grip_open
@@ -327,8 +320,7 @@ class SimRobot:
             self.sim.step(n)
             steps += n
             if steps >= cfg.gripper_min_steps:
-                _, vel = self._gripper_states()
-                if np.all(np.abs(vel) < cfg.gripper_velocity_tolerance_m_s):
+                if cfg.fingers_settled(self._gripper_states()[1]):
                     break
         return self.gripper_aperture()
 

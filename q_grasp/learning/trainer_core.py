@@ -31,9 +31,9 @@ from q_grasp.learning.checkpoint import (
     save_checkpoint,
 )
 from q_grasp.learning.dqn import load_optimizer_state
+from q_grasp.learning.replay_log import ReplayLog, Segment
 from q_grasp.learning.schedules import make_schedule
 from q_grasp.nodes.policy_core import load_task
-from q_grasp.nodes.replay_log import ReplayLog, Segment
 from q_grasp.wire import (
     TransitionBatch,
     TransitionLimits,

@@ -1,0 +1,45 @@
+"""The one arrival/settle check every arm judges its motions by (q_grasp.motion)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from q_grasp.motion import MotionTolerances
+from q_grasp.sim.robot import SimRobotConfig
+
+
+def test_arm_arrives_within_both_tolerances_only() -> None:
+    tol = MotionTolerances(joint_tolerance_rad=0.01, velocity_tolerance_rad_s=0.05)
+    target = np.array([0.5, -0.2])
+    assert tol.arm_arrived(target + 0.009, [0.04, -0.04], target)
+    assert not tol.arm_arrived(target + [0.0, 0.011], [0.0, 0.0], target)  # too far
+    assert not tol.arm_arrived(target, [0.0, -0.06], target)  # still moving
+    assert not tol.arm_arrived(target + [math.nan, 0.0], [0.0, 0.0], target)
+
+
+def test_fingers_settle_below_their_speed_tolerance() -> None:
+    tol = MotionTolerances(gripper_velocity_tolerance_m_s=0.002)
+    assert tol.fingers_settled([0.0019, -0.001])
+    assert not tol.fingers_settled([0.0, 0.003])
+    assert not tol.fingers_settled([math.inf])  # a finger never reported
+
+
+@pytest.mark.parametrize("name", ["joint_tolerance_rad", "velocity_tolerance_rad_s",
+                                  "gripper_velocity_tolerance_m_s"])
+def test_tolerances_must_be_positive(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        SimRobotConfig(**{name: 0.0})
+
+
+def test_the_arms_share_one_set_of_tolerances() -> None:
+    rclpy = pytest.importorskip("rclpy")  # noqa: F841 - ros_arm imports it
+    from q_grasp.nodes.ros_arm import RosArmConfig
+
+    fields = MotionTolerances.__dataclass_fields__
+    for cls in (SimRobotConfig, RosArmConfig):
+        assert issubclass(cls, MotionTolerances)
+        assert {n: f.default for n, f in fields.items()} == {
+            n: cls.__dataclass_fields__[n].default for n in fields}
