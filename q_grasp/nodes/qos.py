@@ -11,6 +11,9 @@ history per topic with ``qos_overrides./topic.publisher.*`` parameters.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -57,12 +60,45 @@ QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
 """Pass as ``qos_overriding_options`` to make a publisher's QoS overridable by parameters."""
 
 
-def transitions_qos(depth: int = 100) -> QoSProfile:
-    """/q_grasp/transitions: reliable with a deep queue so a busy learner loses nothing.
+TRANSITIONS_DEPTH = 500
+"""Default depth of /q_grasp/transitions on both sides: 30 s of a grasp actor at its fastest
+(~16 transitions/s, one per message), 66 MB of 132 KB grasp blobs kept by each actor."""
 
-    ``depth`` bounds the memory a publisher keeps for a slow learner (grasp transitions carry
-    two images each, so thousands would cost gigabytes).
+
+def transitions_qos(depth: int = TRANSITIONS_DEPTH) -> QoSProfile:
+    """/q_grasp/transitions: reliable, transient local, keep last ``depth``.
+
+    Transient local on the actor's publisher and on the trainer's subscription: a trainer that
+    (re)starts receives the last ``depth`` messages of every actor, so what was published while
+    it was down (or killed before it reached the disk) is not lost; the trainer refuses the
+    ones it already holds by their sequence numbers. Volatile subscribers (a recorder, ``ros2
+    topic echo``) still match the actors; a volatile *publisher* does not match the trainer
+    (its subscription asks for transient local). Memory: each publisher keeps its last
+    ``depth`` messages at all times, and the trainer's queue holds up to ``depth`` while it
+    catches up (grasp blobs are 132 KB each); the trainer's depth should be at least the
+    actors' so that a whole history fits.
     """
     if depth < 1:
         raise ValueError(f"transitions queue depth: must be >= 1, got {depth}")
-    return _profile(depth, ReliabilityPolicy.RELIABLE)
+    return _profile(depth, ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class HistoryClock:
+    """Tells the messages a transient-local subscription receives from the publishers' history
+    (published before it existed, e.g. while its node was down) from those published since.
+
+    A repeat from the history is the redelivery transient local is there for; a repeat
+    published later is someone replaying. The subscription's callback takes ``(msg, info)``
+    (rclpy passes the message info to a two-argument callback). Clocks of one host agree; a
+    sender on another host with a skewed clock only moves repeats from one count to the other.
+    """
+
+    def __init__(self) -> None:
+        self.since_ns = time.time_ns()
+        """When the subscription was created (wall clock, as DDS source timestamps)."""
+
+    def from_history(self, info: Mapping[str, int] | None) -> bool:
+        """Whether the message with this message info was published before ``since_ns``."""
+        if not info:
+            return False
+        return 0 < int(info.get("source_timestamp", 0)) < self.since_ns
