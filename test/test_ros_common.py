@@ -222,6 +222,13 @@ def test_qos_profiles_match_design() -> None:
         assert profile.depth == 1 and profile.reliability == ReliabilityPolicy.RELIABLE
     deep = qos.transitions_qos(500)
     assert deep.depth == 500 and deep.reliability == ReliabilityPolicy.RELIABLE
+    # Transient local: a trainer that was down gets what the actors published meanwhile.
+    assert deep.durability == DurabilityPolicy.TRANSIENT_LOCAL
+    history = qos.HistoryClock()
+    assert history.from_history({"source_timestamp": history.since_ns - 1})
+    assert not history.from_history({"source_timestamp": history.since_ns + 1})
+    assert not history.from_history({"source_timestamp": 0})  # unknown: a live repeat
+    assert not history.from_history(None)
     with pytest.raises(ValueError, match="depth"):
         qos.transitions_qos(0)
     assert qos.CLOCK_QOS.reliability == ReliabilityPolicy.BEST_EFFORT
