@@ -151,7 +151,7 @@ def test_transitions_published_while_the_trainer_is_down_are_not_lost(tmp_path, 
     """Trainer SIGKILLed, 40 batches published during the outage, trainer restarted: every
     transition is in its buffer, none counted lost; the batches it had on disk come again from
     the actor's history and are counted as redelivered, not as rejected; a repeat published
-    after the restart is still refused as a duplicate."""
+    after the restart, of a batch first received after it, is still refused as a duplicate."""
     probe = Probe("trainer")
     out = tmp_path / "run"
     log1, log2 = tmp_path / "trainer1.log", tmp_path / "trainer2.log"

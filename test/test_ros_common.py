@@ -224,11 +224,11 @@ def test_qos_profiles_match_design() -> None:
     assert deep.depth == 500 and deep.reliability == ReliabilityPolicy.RELIABLE
     # Transient local: a trainer that was down gets what the actors published meanwhile.
     assert deep.durability == DurabilityPolicy.TRANSIENT_LOCAL
-    history = qos.HistoryClock()
-    assert history.from_history({"source_timestamp": history.since_ns - 1})
-    assert not history.from_history({"source_timestamp": history.since_ns + 1})
-    assert not history.from_history({"source_timestamp": 0})  # unknown: a live repeat
-    assert not history.from_history(None)
+    held = qos.HeldAtStart('[["/arm/policy", "run-a", 180, 200]]')
+    assert held.covers("/arm/policy", "run-a", 180, 20)
+    assert not held.covers("/arm/policy", "run-a", 190, 20)  # partly new: not held
+    assert not held.covers("/arm/policy", "run-b", 0, 1)  # another start of the actor
+    assert not qos.HeldAtStart("").covers("/arm/policy", "run-a", 0, 1)
     with pytest.raises(ValueError, match="depth"):
         qos.transitions_qos(0)
     assert qos.CLOCK_QOS.reliability == ReliabilityPolicy.BEST_EFFORT

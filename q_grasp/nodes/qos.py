@@ -11,8 +11,7 @@ history per topic with ``qos_overrides./topic.publisher.*`` parameters.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
+import json
 
 from rclpy.qos import (
     DurabilityPolicy,
@@ -83,22 +82,21 @@ def transitions_qos(depth: int = TRANSITIONS_DEPTH) -> QoSProfile:
     return _profile(depth, ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-class HistoryClock:
-    """Tells the messages a transient-local subscription receives from the publishers' history
-    (published before it existed, e.g. while its node was down) from those published since.
+class HeldAtStart:
+    """Which transition batches a trainer already held when it started, so that the copies a
+    transient-local subscription brings again from the actors' history (published before a
+    restart) are told from repeats of batches first received in this run.
 
-    A repeat from the history is the redelivery transient local is there for; a repeat
-    published later is someone replaying. The subscription's callback takes ``(msg, info)``
-    (rclpy passes the message info to a two-argument callback). Clocks of one host agree; a
-    sender on another host with a skewed clock only moves repeats from one count to the other.
+    Both are refused; only the count differs: ``redelivered_batches`` is what transient local
+    is expected to cause, ``rejected.transitions.duplicate`` / ``stale`` is someone replaying.
+    ``streams_state`` is the trainer's table of received sequence numbers as restored from
+    disk (JSON rows ``[actor, run, first, end]``: end is the next transition the stream owes).
     """
 
-    def __init__(self) -> None:
-        self.since_ns = time.time_ns()
-        """When the subscription was created (wall clock, as DDS source timestamps)."""
+    def __init__(self, streams_state: str) -> None:
+        rows = json.loads(streams_state) if streams_state else []
+        self._held = {(str(a), str(r)): int(end) for a, r, _, end in rows}
 
-    def from_history(self, info: Mapping[str, int] | None) -> bool:
-        """Whether the message with this message info was published before ``since_ns``."""
-        if not info:
-            return False
-        return 0 < int(info.get("source_timestamp", 0)) < self.since_ns
+    def covers(self, actor_id: str, run_id: str, sequence: int, length: int) -> bool:
+        """Whether transitions [sequence, sequence + length) of this stream were held."""
+        return sequence + length <= self._held.get((actor_id, run_id), 0)

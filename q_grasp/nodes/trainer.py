@@ -63,7 +63,8 @@ class TrainerNode(Node):
         self._queue: queue.Queue[TransitionBatch] = queue.Queue(self._config.queue_size)
         self._weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS_TOPIC,
                                                   qos.WEIGHTS_QOS)
-        self._history = qos.HistoryClock()  # transient local: the actors' last messages come
+        # Transient local: the actors' last messages come, also those held before a restart.
+        self._held = qos.HeldAtStart(self.core.streams.state())
         self.create_subscription(UInt8MultiArray, TRANSITIONS_TOPIC, self._on_transitions,
                                  qos.transitions_qos(self._config.transitions_qos_depth),
                                  callback_group=MutuallyExclusiveCallbackGroup())
@@ -95,7 +96,7 @@ class TrainerNode(Node):
         self._wake.set()
         self.get_logger().info(f"parameters changed: {', '.join(names)}")
 
-    def _on_transitions(self, msg: UInt8MultiArray, info: dict) -> None:
+    def _on_transitions(self, msg: UInt8MultiArray) -> None:
         try:
             blob = self._auth.verify(msg_to_blob(msg, TRANSITIONS_SCHEMA),
                                      self._config.max_blob_bytes)
@@ -104,7 +105,8 @@ class TrainerNode(Node):
             self.diagnostics.reject("transitions", exc.reason, exc.detail)
             return
         refused, lost = self.core.streams.admit(batch)
-        if refused and self._history.from_history(info):
+        if refused and self._held.covers(batch.actor_id, batch.run_id, batch.sequence,
+                                         len(batch)):
             self.diagnostics.count("redelivered_batches")  # held before a restart: expected
             return
         if refused:
