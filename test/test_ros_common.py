@@ -222,6 +222,13 @@ def test_qos_profiles_match_design() -> None:
         assert profile.depth == 1 and profile.reliability == ReliabilityPolicy.RELIABLE
     deep = qos.transitions_qos(500)
     assert deep.depth == 500 and deep.reliability == ReliabilityPolicy.RELIABLE
+    # Transient local: a trainer that was down gets what the actors published meanwhile.
+    assert deep.durability == DurabilityPolicy.TRANSIENT_LOCAL
+    held = qos.HeldAtStart('[["/arm/policy", "run-a", 180, 200]]')
+    assert held.covers("/arm/policy", "run-a", 180, 20)
+    assert not held.covers("/arm/policy", "run-a", 190, 20)  # partly new: not held
+    assert not held.covers("/arm/policy", "run-b", 0, 1)  # another start of the actor
+    assert not qos.HeldAtStart("").covers("/arm/policy", "run-a", 0, 1)
     with pytest.raises(ValueError, match="depth"):
         qos.transitions_qos(0)
     assert qos.CLOCK_QOS.reliability == ReliabilityPolicy.BEST_EFFORT

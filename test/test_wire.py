@@ -21,6 +21,7 @@ from q_grasp.wire import (
     decode_weights,
     encode_transitions,
     encode_weights,
+    state_dict_dtypes,
     state_dict_shapes,
 )
 from q_grasp.wire.format import Checksum, numpy_dtype_code
@@ -500,9 +501,25 @@ GOOD_W = {"w": np.ones((2, 3), np.float32), "b": np.zeros(2, np.float32)}
     (GOOD_W, weights_meta(), {"expected_shapes": {"w": (2, 3), "b": (2,), "c": (1,)}},
      "missing_key"),
     (GOOD_W, weights_meta(), {"expected_shapes": {"w": (3, 2), "b": (2,)}}, "shape"),
+    # float64 where the network has float32, even with the right keys and shapes.
+    ({"w": np.ones((2, 3), np.float64), "b": np.zeros(2, np.float32)}, weights_meta(),
+     {"expected_shapes": {"w": (2, 3), "b": (2,)}, "expected_dtypes": {"w": "F32", "b": "F32"}},
+     "dtype"),
+    ({"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)}, weights_meta(), {},
+     "range"),  # every weight zero
 ])
 def test_crafted_weights_rejected(tensors, meta, kwargs, reason: str) -> None:
     assert weights_reason(craft(tensors, meta), **kwargs) == reason
+
+
+def test_weights_dtypes_of_the_receivers_network() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    dtypes = state_dict_dtypes(net.state_dict())
+    assert dtypes["0.weight"] == "F32" and dtypes["1.num_batches_tracked"] == "I64"
+    blob = encode_weights(net.state_dict(), 1, {})
+    assert decode_weights(blob, WeightsLimits(), expected_dtypes=dtypes).version == 1
+    doubled = encode_weights(net.double().state_dict(), 2, {})
+    assert weights_reason(doubled, expected_dtypes=dtypes) == "dtype"
 
 
 def test_weights_limits() -> None:

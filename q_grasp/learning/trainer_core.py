@@ -95,8 +95,9 @@ class TrainerConfig:
     queue_size: int = 256
     """Decoded transition batches waiting for the training thread; the oldest are dropped
     (and counted) beyond this."""
-    transitions_qos_depth: int = 100
-    """Depth of the reliable /q_grasp/transitions subscription queue."""
+    transitions_qos_depth: int = 500
+    """Depth of the reliable, transient-local /q_grasp/transitions subscription queue (at
+    least the actors' transitions_queue_depth, so their whole history fits at a restart)."""
     max_blob_bytes: int = 64 * 1024 * 1024
     """Largest transitions blob accepted (bytes)."""
     max_batch_size: int = 4096

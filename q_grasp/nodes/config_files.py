@@ -8,6 +8,7 @@ test/test_launch_static.py checks that the files cover every parameter with vali
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,13 +84,21 @@ def sim_arm_for_task(task: str) -> Any:
     raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
 
 
+TRANSITIONS_DEPTH = {"grasp": 500, "reacher": 4000}
+"""/q_grasp/transitions messages each actor keeps and the trainer queues (transient local): a
+30 s trainer outage plus its start-up at the task's fastest, one transition per message (grasp
+~16/s of 132 KB: 66 MB held by the actor; reacher up to ~60/s of 1 KB: 4 MB);
+benchmarks/bench_trainer_outage.py."""
+
+
 def trainer_for_task(task: str) -> Any:
     """The trainer's configuration for ``task`` (the experiment YAML is the task's default)."""
     from q_grasp.learning.trainer_core import TrainerConfig
 
     if task not in TASKS:
         raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
-    return TrainerConfig(task=task, output_dir=f"runs/ros_{task}")
+    return TrainerConfig(task=task, output_dir=f"runs/ros_{task}",
+                         transitions_qos_depth=TRANSITIONS_DEPTH[task])
 
 
 def policy_for_task(task: str) -> Any:
@@ -100,7 +109,8 @@ def policy_for_task(task: str) -> Any:
 
     if task not in TASKS:
         raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
-    return policy_config_for_task(task)
+    return dataclasses.replace(policy_config_for_task(task),
+                               transitions_queue_depth=TRANSITIONS_DEPTH[task])
 
 
 def node_sections() -> list[NodeSection]:

@@ -96,6 +96,7 @@ from q_grasp.wire import (
     WireError,
     decode_weights,
     encode_transitions,
+    state_dict_dtypes,
     state_dict_shapes,
 )
 
@@ -149,8 +150,9 @@ class PolicyConfig:
     """Episodes (and grasp attempts) over which success rates are reported."""
     transition_batch_size: int = 1
     """Transitions per /q_grasp/transitions message (an episode's end always sends)."""
-    transitions_queue_depth: int = 100
-    """Depth of the reliable /q_grasp/transitions queue kept for a slow trainer."""
+    transitions_queue_depth: int = 500
+    """Messages of /q_grasp/transitions kept for a slow or restarting trainer (reliable,
+    transient local: a trainer that was down receives them when it is back)."""
     max_weights_bytes: int = 268435456
     """Largest weights blob accepted (bytes)."""
     auth_key_file: str = ""
@@ -314,6 +316,7 @@ class PolicyNode(Node):
         self.actor = Actor(q_net, exploration, total, seed=cfg.seed)
         self._net_config = dict(q_net.config)
         self._weights_shapes = state_dict_shapes(q_net.state_dict())
+        self._weights_dtypes = state_dict_dtypes(q_net.state_dict())
         self._weights_limits = WeightsLimits(max_blob_bytes=cfg.max_weights_bytes,
                                              task=cfg.task)
         self._weights_version = -1
@@ -423,7 +426,8 @@ class PolicyNode(Node):
             blob = self._auth.verify(msg_to_blob(msg, WEIGHTS_SCHEMA),
                                      self._weights_limits.max_blob_bytes)
             weights = decode_weights(blob, self._weights_limits, self._net_config,
-                                     expected_shapes=self._weights_shapes)
+                                     expected_shapes=self._weights_shapes,
+                                     expected_dtypes=self._weights_dtypes)
         except WireError as exc:
             self.diagnostics.reject("weights", exc.reason, exc.detail)
             return

@@ -11,6 +11,8 @@ history per topic with ``qos_overrides./topic.publisher.*`` parameters.
 
 from __future__ import annotations
 
+import json
+
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -57,12 +59,44 @@ QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
 """Pass as ``qos_overriding_options`` to make a publisher's QoS overridable by parameters."""
 
 
-def transitions_qos(depth: int = 100) -> QoSProfile:
-    """/q_grasp/transitions: reliable with a deep queue so a busy learner loses nothing.
+TRANSITIONS_DEPTH = 500
+"""Default depth of /q_grasp/transitions on both sides: 30 s of a grasp actor at its fastest
+(~16 transitions/s, one per message), 66 MB of 132 KB grasp blobs kept by each actor."""
 
-    ``depth`` bounds the memory a publisher keeps for a slow learner (grasp transitions carry
-    two images each, so thousands would cost gigabytes).
+
+def transitions_qos(depth: int = TRANSITIONS_DEPTH) -> QoSProfile:
+    """/q_grasp/transitions: reliable, transient local, keep last ``depth``.
+
+    Transient local on the actor's publisher and on the trainer's subscription: a trainer that
+    (re)starts receives the last ``depth`` messages of every actor, so what was published while
+    it was down (or killed before it reached the disk) is not lost; the trainer refuses the
+    ones it already holds by their sequence numbers. Volatile subscribers (a recorder, ``ros2
+    topic echo``) still match the actors; a volatile *publisher* does not match the trainer
+    (its subscription asks for transient local). Memory: each publisher keeps its last
+    ``depth`` messages at all times, and the trainer's queue holds up to ``depth`` while it
+    catches up (grasp blobs are 132 KB each); the trainer's depth should be at least the
+    actors' so that a whole history fits.
     """
     if depth < 1:
         raise ValueError(f"transitions queue depth: must be >= 1, got {depth}")
-    return _profile(depth, ReliabilityPolicy.RELIABLE)
+    return _profile(depth, ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class HeldAtStart:
+    """Which transition batches a trainer already held when it started, so that the copies a
+    transient-local subscription brings again from the actors' history (published before a
+    restart) are told from repeats of batches first received in this run.
+
+    Both are refused; only the count differs: ``redelivered_batches`` is what transient local
+    is expected to cause, ``rejected.transitions.duplicate`` / ``stale`` is someone replaying.
+    ``streams_state`` is the trainer's table of received sequence numbers as restored from
+    disk (JSON rows ``[actor, run, first, end]``: end is the next transition the stream owes).
+    """
+
+    def __init__(self, streams_state: str) -> None:
+        rows = json.loads(streams_state) if streams_state else []
+        self._held = {(str(a), str(r)): int(end) for a, r, _, end in rows}
+
+    def covers(self, actor_id: str, run_id: str, sequence: int, length: int) -> bool:
+        """Whether transitions [sequence, sequence + length) of this stream were held."""
+        return sequence + length <= self._held.get((actor_id, run_id), 0)

@@ -61,6 +61,8 @@ class TrainerNode(Node):
                                  report=self._report, flush_failed=self._flush_failed)
         self._weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS_TOPIC,
                                                   qos.WEIGHTS_QOS)
+        # Transient local: the actors' last messages come, also those held before a restart.
+        self._held = qos.HeldAtStart(self.core.streams.state())
         self.create_subscription(UInt8MultiArray, TRANSITIONS_TOPIC, self._on_transitions,
                                  qos.transitions_qos(self._config.transitions_qos_depth),
                                  callback_group=MutuallyExclusiveCallbackGroup())
@@ -91,6 +93,10 @@ class TrainerNode(Node):
             self.diagnostics.reject("transitions", exc.reason, exc.detail)
             return
         refused, lost = self.core.streams.admit(batch)
+        if refused and self._held.covers(batch.actor_id, batch.run_id, batch.sequence,
+                                         len(batch)):
+            self.diagnostics.count("redelivered_batches")  # held before a restart: expected
+            return
         if refused:
             self.diagnostics.reject("transitions", refused, (
                 f"batch of {len(batch)} from {batch.actor_id!r} (run {batch.run_id}) starts at "

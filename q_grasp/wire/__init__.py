@@ -22,6 +22,7 @@ from q_grasp.wire.weights import (
     decode_weights,
     encode_weights,
     network_config_of,
+    state_dict_dtypes,
     state_dict_shapes,
 )
 
@@ -44,5 +45,6 @@ __all__ = [
     "encode_transitions",
     "encode_weights",
     "network_config_of",
+    "state_dict_dtypes",
     "state_dict_shapes",
 ]

@@ -23,6 +23,7 @@ from q_grasp.wire.errors import (
     REASON_MISSING_KEY,
     REASON_NET_CONFIG,
     REASON_NON_FINITE,
+    REASON_RANGE,
     REASON_SCHEMA,
     REASON_SHAPE,
     REASON_TOO_LARGE,
@@ -161,14 +162,19 @@ def encode_weights(state_dict: Mapping[str, torch.Tensor], version: int,
 
 def decode_weights(blob: object, limits: WeightsLimits,
                    expected_net_config: Mapping[str, Any] | None = None, *,
-                   expected_shapes: Mapping[str, tuple[int, ...]] | None = None
-                   ) -> WeightsMessage:
+                   expected_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                   expected_dtypes: Mapping[str, str] | None = None) -> WeightsMessage:
     """Validate and parse a weights blob. Any problem raises :class:`WireError`.
 
     ``expected_net_config``: refuse weights made for another network configuration.
     ``expected_shapes``: the receiver's own state-dict shapes (``{k: tuple(v.shape)}``); when
     given, the blob must have exactly these keys and shapes, checked before the payload is
     parsed, so a mismatched blob can never reach ``load_state_dict``.
+    ``expected_dtypes``: the receiver's own dtype codes (:func:`state_dict_dtypes`); a tensor
+    of another dtype (float64 for a float32 network: twice the memory, and not what any
+    learner of this network publishes) is refused before the payload is parsed.
+    Weights whose floating-point tensors are all zero are refused (``range``): no network a
+    learner trains or initialises is, and such a network picks the same action everywhere.
     """
     data = as_bytes(blob)
     header = read_header(data, max_blob_bytes=limits.max_blob_bytes,
@@ -214,13 +220,22 @@ def decode_weights(blob: object, limits: WeightsLimits,
                 raise WireError(REASON_SHAPE, f"{name!r} has shape "
                                               f"{list(header.tensors[name].shape)}, expected "
                                               f"{list(shape)}")
+    if expected_dtypes is not None:
+        for name, spec in header.tensors.items():
+            want = expected_dtypes.get(name)
+            if want is not None and spec.dtype != want:
+                raise WireError(REASON_DTYPE, f"{name!r} has dtype {spec.dtype}, the network's "
+                                              f"is {want}")
     verify_checksum(data, header)
     state_dict = _load_torch(data)
     import torch
 
+    floats = [t for t in state_dict.values() if t.is_floating_point()]
     for name, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise WireError(REASON_NON_FINITE, f"{name!r} contains NaN or infinity")
+    if floats and not any(bool(t.any()) for t in floats):
+        raise WireError(REASON_RANGE, "every weight is zero")
     return WeightsMessage(state_dict=state_dict, version=version, run_id=run_id,
                           net_config=net_config,
                           task=task, source=source, num_updates=num_updates,
@@ -246,3 +261,8 @@ def network_config_of(net: Any) -> dict[str, Any]:
 def state_dict_shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     """``{key: shape}`` of a state dict, for ``decode_weights(expected_shapes=...)``."""
     return {k: tuple(v.shape) for k, v in state_dict.items()}
+
+
+def state_dict_dtypes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """``{key: dtype code}`` of a state dict, for ``decode_weights(expected_dtypes=...)``."""
+    return {k: _torch_code(v) for k, v in state_dict.items()}
