@@ -9,6 +9,7 @@ import gymnasium as gym
 
 from q_grasp.learning.config import EnvConfig, ExperimentConfig
 from q_grasp.paths import config_file
+from q_grasp.tasks.shaping import shaped_reward, shaping_terms
 
 TASK_ALIASES = {
     "reacher": "q_grasp/Reacher-v0",
@@ -25,12 +26,9 @@ DEFAULT_CONFIG_FILES = {
 
 
 class DistanceShaping(gym.Wrapper):
-    """Potential-based reward shaping from info['distance_m'] (phi = -k * distance), or from
-    another info entry (``key``, e.g. the Reacher's 'goal_joint_distance_rad').
-
-    r' = r + gamma * phi(s') - phi(s), with phi = 0 after termination, so the optimal policy is
-    unchanged (Ng, Harada & Russell 1999) while every step towards the goal pays at once. The
-    env's own reward is kept in info['raw_reward'] for logging.
+    """Potential-based reward shaping (``q_grasp.tasks.shaping.shaped_reward``) from
+    info['distance_m'] (phi = -k * distance), or from another info entry (``key``, e.g. the
+    Reacher's 'goal_joint_distance_rad'). The env's own reward is kept in info['raw_reward'].
     """
 
     def __init__(self, env: gym.Env, coefficient: float, gamma: float,
@@ -49,8 +47,8 @@ class DistanceShaping(gym.Wrapper):
     def step(self, action: Any):
         obs, reward, terminated, truncated, info = self.env.step(action)
         distance = self._read(info)
-        next_potential = 0.0 if terminated else -self.coefficient * distance
-        shaped = float(reward) + self.gamma * next_potential + self.coefficient * self._distance
+        shaped = shaped_reward(reward, self._distance, distance, terminated, self.coefficient,
+                               self.gamma)
         self._distance = distance
         info = dict(info)
         info.setdefault("raw_reward", float(reward))  # the env's own, under stacked shapings
@@ -63,18 +61,11 @@ class DistanceShaping(gym.Wrapper):
         return float(info[self.key])
 
 
-JOINT_SHAPING_GAMMA = 1.0
-"""env.joint_shaping is k (d - d'): with gamma < 1, k (d - gamma d') would pay (1 - gamma) k d
-for a step that changes nothing, and in a first run the arm learned to stall at a joint limit."""
-
-
 def add_shaping(env: gym.Env, env_cfg: Any, gamma: float) -> gym.Env:
     """The training env with the config's potential-based shapings (distance, joint)."""
-    if env_cfg.distance_shaping > 0:
-        env = DistanceShaping(env, env_cfg.distance_shaping, gamma)
-    if env_cfg.joint_shaping > 0:
-        env = DistanceShaping(env, env_cfg.joint_shaping, JOINT_SHAPING_GAMMA,
-                              key="goal_joint_distance_rad", option="env.joint_shaping")
+    for term in shaping_terms(env_cfg, gamma):
+        env = DistanceShaping(env, term.coefficient, term.gamma, key=term.key,
+                              option=term.option)
     return env
 
 
