@@ -1,12 +1,12 @@
-"""policy: the actor node. It observes the arm through its topics, picks actions with the
-Q-network (epsilon-greedy), executes them through the trajectory topics, computes rewards from
-what the robot senses, publishes every transition for the trainer, and swaps in the trainer's
-weights as they arrive.
+"""policy: the actor node. It drives the episodes of a task (``q_grasp.tasks``: observation,
+action decoding, reward, episode end - the code the gymnasium envs run) on the arm through its
+topics, picks actions with the learning actor (epsilon-greedy), publishes every transition for
+the trainer, and swaps in the trainer's weights as they arrive.
 
 Tasks: ``reacher`` (MLP over reach-joint angles and goal; joint steps) and ``grasp`` (U-Net Q-map
 over the top-down RGB-D image; pixel + rotation -> grasp through q_grasp.skills.grasp).
 Acting runs in a worker thread; subscription callbacks only store data, so nothing that waits
-for motion ever blocks them (MultiThreadedExecutor).
+for motion ever blocks them.
 
 Topics (relative names follow the node's namespace; all remappable):
   joint_states                          sensor_msgs/JointState       (in)
