@@ -51,21 +51,33 @@ def shaping_terms(env_cfg: Any, gamma: float) -> list[ShapingTerm]:
     return terms
 
 
+class MissingShapingInfoError(ValueError):
+    """A shaping term's info entry is missing (the task does not report that distance)."""
+
+
 class RewardShaping:
     """Stacked shaping terms over one episode: ``reset`` with the first info, then ``step``
-    with every step's reward and info. An info without a term's entry reads as distance 0
-    (the term then adds nothing)."""
+    with every step's reward and info. An info without a term's entry raises
+    MissingShapingInfoError with ``strict``, else reads as distance 0 (the term adds nothing)."""
 
-    def __init__(self, terms: Sequence[ShapingTerm]) -> None:
+    def __init__(self, terms: Sequence[ShapingTerm], strict: bool = False) -> None:
         self.terms = list(terms)
+        self.strict = strict
         self._distances = [0.0] * len(self.terms)
 
+    def _read(self, info: Mapping[str, Any], term: ShapingTerm) -> float:
+        if term.key not in info and self.strict:
+            raise MissingShapingInfoError(
+                f"{term.option}: the environment reports no info[{term.key!r}]; set "
+                f"{term.option.rpartition('.')[2]} to 0")
+        return float(info.get(term.key, 0.0))
+
     def reset(self, info: Mapping[str, Any]) -> None:
-        self._distances = [float(info.get(t.key, 0.0)) for t in self.terms]
+        self._distances = [self._read(info, t) for t in self.terms]
 
     def step(self, reward: float, info: Mapping[str, Any], terminated: bool) -> float:
         for i, term in enumerate(self.terms):
-            distance = float(info.get(term.key, 0.0))
+            distance = self._read(info, term)
             reward = shaped_reward(reward, self._distances[i], distance, terminated,
                                    term.coefficient, term.gamma)
             self._distances[i] = distance
