@@ -1,6 +1,8 @@
 """Top-down grasping as a gymnasium env: observe a top-down RGB-D image, choose a pixel and a
 gripper rotation, and the simulated NURO arm grasps there (pixel -> world -> IK -> pre-grasp ->
 descend -> close -> lift, with physics). Reward 1 when an object is held after lifting.
+The env drives ``q_grasp.tasks.grasp.GraspTask`` (the code the policy node runs) on the
+simulated arm and camera, and adds what only a simulator knows (scene resets, ground truth).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Reacher: a goal-conditioned gymnasium task in which the arm moves its tool centre point to a
 goal by discrete joint (or Cartesian) steps.
 
-The task needs no physics: joints are set directly (teleported) and the end effector comes
-from q_grasp's own forward kinematics, which keeps a step in the tens of microseconds. pybullet
-is only started, lazily, by ``render()``. Suggested discount for learning: gamma = 0.98.
+The env drives ``q_grasp.tasks.reach.ReachTask`` (the code the policy node runs on a real arm)
+on a ``KinematicArm``: no physics, joints are set directly and the end effector comes from
+q_grasp's own forward kinematics, which keeps a step in the tens of microseconds. pybullet is
+only started, lazily, by ``render()``. Suggested discount for learning: gamma = 0.98.
 """
 
 from __future__ import annotations
