@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "auth.json"
 
 def batches() -> dict:
     """One transition of each task, shaped and typed as the nodes send them."""
-    from q_grasp.nodes.policy_core import load_task
+    from q_grasp.tasks.load import load_task
     from q_grasp.wire import TransitionBatch
 
     rng = np.random.default_rng(0)

@@ -88,7 +88,8 @@ def single_process(attempts: int, epsilon: float, seed: int, teleport: bool,
     import torch
 
     from q_grasp.envs.grasp import TopDownGraspEnv
-    from q_grasp.nodes.policy_core import choose_action, load_task
+    from q_grasp.learning.agent import Actor, exploration_config
+    from q_grasp.tasks.load import load_task
 
     torch.set_num_threads(1)
     setup = load_task("grasp", seed=seed)  # the env config and network the nodes use
@@ -105,16 +106,16 @@ def single_process(attempts: int, epsilon: float, seed: int, teleport: bool,
         step(n)
 
     sim.step = counting_step  # counts resets' settling too, as sim_arm's clock does
-    rng = np.random.default_rng(seed)
     net = setup.q_net
+    exploration, total = exploration_config("constant", epsilon, epsilon, 0.0, 1)
+    actor = Actor(net, exploration, total, seed=seed)
 
     info: dict[str, Any] = {}
 
     def attempt(obs: np.ndarray) -> tuple[np.ndarray, bool]:
         nonlocal info
         allowed = info["action_mask"].astype(bool) if mask else None
-        action, _ = choose_action(net.predict_q(obs), epsilon, rng,
-                                  None if allowed is None else ~allowed, allowed)
+        action = actor.act_on_q_values(net.predict_q(obs), epsilon, allowed)
         obs, _, terminated, truncated, info = env.step(action)
         success = bool(info["is_success"])
         if terminated or truncated:
@@ -152,7 +153,7 @@ class Probe:
         from std_msgs.msg import String, UInt8MultiArray
 
         from q_grasp.nodes import qos
-        from q_grasp.nodes.policy_core import load_task
+        from q_grasp.tasks.load import load_task
 
         self.node = rclpy.create_node("bench_probe", context=context)
         self.executor = SingleThreadedExecutor(context=context)

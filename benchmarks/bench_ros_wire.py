@@ -60,7 +60,7 @@ def reacher_batch(n: int, seed: int = 0):
 
 def networks() -> dict:
     """The default networks of both tasks, built exactly as the nodes build them."""
-    from q_grasp.nodes.policy_core import load_task
+    from q_grasp.tasks.load import load_task
 
     return {task: load_task(task).q_net for task in ("grasp", "reacher")}
 

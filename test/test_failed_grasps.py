@@ -1,5 +1,6 @@
 """The failed-grasp memory: greedy grasping does not repeat a failed grasp on the same scene,
-in the single-process actor and in the ROS policy's action choice."""
+in the actor's choice from an observation and from Q-values already computed (the policy
+node's)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import torch
 from q_grasp.learning.agent import Actor, FailedGraspMemory, masked_argmax
 from q_grasp.learning.config import ExperimentConfig, ExplorationConfig
 from q_grasp.learning.networks import UNetQMap
-from q_grasp.nodes.policy_core import choose_action
 
 R, H, W = 2, 6, 8
 
@@ -36,14 +36,17 @@ def test_memory_skips_the_failed_rotation_near_the_failed_pixel() -> None:
         FailedGraspMemory(R, H, W, radius_px=-1)
 
 
-def test_masked_argmax_and_choose_action_leave_out_skipped_actions() -> None:
+def test_masked_argmax_and_act_on_q_values_leave_out_skipped_actions() -> None:
     q = np.arange(R * H * W, dtype=np.float32)
     skip = np.zeros(q.size, dtype=bool)
     skip[-1] = True
     assert masked_argmax(q, None) == q.size - 1
     assert masked_argmax(q, skip) == q.size - 2
-    action, random = choose_action(q, 0.0, np.random.default_rng(0), skip)
-    assert (action, random) == (q.size - 2, False)
+    actor = Actor(UNetQMap(1, R, H, W, base_channels=4, depth=1),
+                  ExplorationConfig(retry_exclusion_px=0), total_steps=10)
+    assert actor.act_on_q_values(q, 0.0) == q.size - 1
+    actor.record_outcome(q.size - 1, success=False, done=False)  # the failed grasp is skipped
+    assert actor.act_on_q_values(q, 0.0) == q.size - 2
 
 
 def _fixed_map_net(q_map: torch.Tensor) -> UNetQMap:

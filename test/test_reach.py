@@ -13,8 +13,7 @@ from q_grasp.envs.grasp import GraspConfig, TopDownGraspEnv
 from q_grasp.kinematics import KinematicChain
 from q_grasp.learning.agent import Actor, check_action_mask
 from q_grasp.learning.config import ExplorationConfig
-from q_grasp.learning.networks import UNetQMap
-from q_grasp.nodes.policy_core import choose_action
+from q_grasp.learning.networks import QNetwork, UNetQMap
 from q_grasp.skills.grasp import GraspSkillConfig, plan_grasp
 from q_grasp.skills.reach import TopDownReach
 
@@ -127,7 +126,7 @@ def test_actors_act_only_on_allowed_actions() -> None:
     assert allowed[memory.act(obs, greedy=True, action_mask=allowed)]
 
 
-def test_action_masks_are_validated_and_choose_action_draws_within_them() -> None:
+def test_action_masks_are_validated_and_the_actor_draws_within_them() -> None:
     assert check_action_mask(None, 4) is None
     assert check_action_mask(np.zeros(4), 4) is None  # nothing allowed: ignore the mask
     assert check_action_mask([1, 0, 1, 0], 4).tolist() == [True, False, True, False]
@@ -135,9 +134,10 @@ def test_action_masks_are_validated_and_choose_action_draws_within_them() -> Non
         check_action_mask(np.ones(5), 4)
     q = np.arange(6, dtype=np.float32)
     allowed = np.array([1, 1, 0, 0, 0, 0], dtype=bool)
-    rng = np.random.default_rng(0)
-    assert choose_action(q, 0.0, rng, ~allowed, allowed) == (1, False)
-    draws = {choose_action(q, 1.0, rng, ~allowed, allowed)[0] for _ in range(50)}
+    actor = Actor(QNetwork(4, 6), ExplorationConfig(), total_steps=10, seed=0)
+    assert actor.act_on_q_values(q, 0.0, allowed) == 1
+    assert actor.act_on_q_values(q, 0.0) == 5
+    draws = {actor.act_on_q_values(q, 1.0, allowed) for _ in range(50)}
     assert draws == {0, 1}
 
 

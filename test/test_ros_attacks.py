@@ -44,7 +44,7 @@ from q_grasp.nodes.testing import (  # noqa: E402
     unique_domain_id,
     wait_until,
 )
-from q_grasp.nodes.trainer_core import checkpoints_newest_first  # noqa: E402
+from q_grasp.learning.trainer_core import checkpoints_newest_first  # noqa: E402
 from q_grasp.wire import (  # noqa: E402
     TRANSITIONS_SCHEMA,
     WEIGHTS_SCHEMA,

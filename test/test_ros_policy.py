@@ -35,13 +35,13 @@ from q_grasp.nodes.convert import (  # noqa: E402
     joint_state_msg,
     msg_to_blob,
 )
-from q_grasp.nodes.policy_core import load_task  # noqa: E402
 from q_grasp.nodes.testing import (  # noqa: E402
     start_node_process,
     stop_process,
     unique_domain_id,
     wait_until,
 )
+from q_grasp.tasks.load import load_task  # noqa: E402
 from q_grasp.wire import (  # noqa: E402
     TRANSITIONS_SCHEMA,
     WEIGHTS_SCHEMA,

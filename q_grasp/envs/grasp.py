@@ -1,6 +1,8 @@
 """Top-down grasping as a gymnasium env: observe a top-down RGB-D image, choose a pixel and a
 gripper rotation, and the simulated NURO arm grasps there (pixel -> world -> IK -> pre-grasp ->
 descend -> close -> lift, with physics). Reward 1 when an object is held after lifting.
+The env drives ``q_grasp.tasks.grasp.GraspTask`` (the code the policy node runs) on the
+simulated arm and camera, and adds what only a simulator knows (scene resets, ground truth).
 """
 
 from __future__ import annotations
@@ -12,28 +14,17 @@ from typing import Any
 
 import gymnasium
 import numpy as np
-from gymnasium import spaces
 
 from q_grasp.envs._config import check_render_mode, resolve_env_config
-from q_grasp.kinematics import KinematicChain
 from q_grasp.robot_config import RobotConfig
 from q_grasp.sim.bullet import BulletSim, BulletSimConfig
 from q_grasp.sim.camera import CameraConfig, PinholeCamera
 from q_grasp.sim.robot import SimRobot, SimRobotConfig
 from q_grasp.sim.scene import PRIMITIVE_SHAPES, Scene, SceneConfig
-from q_grasp.skills.grasp import (
-    GraspOutcome,
-    GraspSkillConfig,
-    execute_grasp,
-    table_plane_depth,
-)
+from q_grasp.skills.grasp import GraspOutcome, GraspSkillConfig
 from q_grasp.skills.reach import TopDownReach
+from q_grasp.tasks.grasp import OBSERVATION_CHANNELS, GraspTask
 
-OBSERVATION_CHANNELS = {
-    "rgb": ("r", "g", "b"),
-    "depth": ("height",),
-    "rgbd": ("r", "g", "b", "height"),
-}
 LIFTED_CLEARANCE_M = 0.005
 """Ground truth counts an object as lifted when its lowest point is this far above the table
 (and it touches a finger). An object held by one corner may hang low, so this is small."""
@@ -219,9 +210,10 @@ class TopDownGraspEnv(gymnasium.Env):
         check_render_mode(render_mode, self.metadata)
         self.config = config
         self.render_mode = render_mode
-        self.image_channels: tuple[str, ...] = OBSERVATION_CHANNELS[config.observation]
-        self.num_rotations = int(config.num_rotations)
-        self.height, self.width = config.image_size
+        self.task = GraspTask(config)
+        self.image_channels: tuple[str, ...] = self.task.channels
+        self.num_rotations = self.task.num_rotations
+        self.height, self.width = self.task.height, self.task.width
 
         self.camera = PinholeCamera(config.camera_config())
         # What renders the observation: the nominal camera, or a perturbed one per episode.
@@ -232,56 +224,32 @@ class TopDownGraspEnv(gymnasium.Env):
             width=int(rw), height=int(rh), fov_y_deg=45.0, position=(0.32, -0.24, 0.22),
             target=(0.09, 0.0, 0.05), up_vector=(0.0, 0.0, 1.0), near_m=0.02, far_m=3.0,
         ))
-        self.chain = KinematicChain.from_robot_config(config.robot)
+        self.chain = self.task.chain
         self.sim = BulletSim(gui=config.gui, seed=config.seed, config=config.physics)
         self.robot = SimRobot(self.sim, config.robot, config.motors)
         self.scene = Scene(self.sim, config.scene_config())
-
-        c = len(self.image_channels)
-        low = np.zeros((c, self.height, self.width), dtype=np.float32)
-        high = np.ones((c, self.height, self.width), dtype=np.float32)
-        if "height" in self.image_channels:
-            high[self.image_channels.index("height")] = config.camera_height_m
-        self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
-        self.action_space = spaces.Discrete(self.num_rotations * self.height * self.width)
+        self.observation_space = self.task.observation_space
+        self.action_space = self.task.action_space
 
         self._rgb = np.zeros((self.height, self.width, 3), dtype=np.uint8)
         self._depth = np.zeros((self.height, self.width), dtype=np.float32)
         self._heightmap = np.zeros((self.height, self.width), dtype=np.float32)
-        self._plane_depth: np.ndarray | None = None
         self._attempts = 0
         self._needs_reset = True
         self._first_reset = True
-        self._reach: TopDownReach | None = None
 
     # ----------------------------------------------------------------------------- actions
     def decode_action(self, action: int | np.integer) -> tuple[int, int, int]:
         """Action index -> (rotation index, row, col)."""
-        a = self._check_action(action)
-        hw = self.height * self.width
-        return a // hw, (a % hw) // self.width, a % self.width
+        return self.task.decode_action(action)
 
     def encode_action(self, rot: int, row: int, col: int) -> int:
         """(rotation index, row, col) -> action index."""
-        for name, value, n in (("rot", rot, self.num_rotations), ("row", row, self.height),
-                               ("col", col, self.width)):
-            if int(value) != value or not 0 <= value < n:
-                raise ValueError(f"{name}: must be an integer in [0, {n - 1}], got {value}")
-        return int(rot) * self.height * self.width + int(row) * self.width + int(col)
-
-    def _check_action(self, action: Any) -> int:
-        n = int(self.action_space.n)
-        arr = np.asarray(action)
-        if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"action: must be an integer in [0, {n - 1}], got {action!r}")
-        a = int(arr.reshape(()))
-        if not 0 <= a < n:
-            raise ValueError(f"action: must be an integer in [0, {n - 1}], got {a}")
-        return a
+        return self.task.encode_action(rot, row, col)
 
     def rotation_yaw(self, rot: int) -> float:
         """Gripper yaw (rad, world frame) of rotation index ``rot``."""
-        return rot * math.pi / self.num_rotations
+        return self.task.rotation_yaw(rot)
 
     def pixel_to_world(self, row: int, col: int) -> np.ndarray:
         """World point (m) of the surface seen at pixel (row, col) of the current observation."""
@@ -290,18 +258,15 @@ class TopDownGraspEnv(gymnasium.Env):
     @property
     def reach(self) -> TopDownReach:
         """Where this arm's top-down grasp can run (built on first use, cached per process)."""
-        if self._reach is None:
-            self._reach = TopDownReach(self.chain, self.config.skill)
-        return self._reach
+        return self.task.reach
 
     def surface_points(self) -> np.ndarray:
         """World points (H, W, 3) (m) of the surface seen at every pixel of the observation."""
-        v, u = np.mgrid[0:self.height, 0:self.width]
-        return self.camera.pixel_to_world(u, v, self._depth)
+        return self.camera.surface_points(self._depth)
 
     def action_mask(self) -> np.ndarray:
         """int8 (R*H*W,): 1 for the actions of the current observation the arm can reach."""
-        return self.reach.action_mask(self.surface_points(), self.num_rotations).astype(np.int8)
+        return self.task.action_mask(self.camera, self._depth).astype(np.int8)
 
     def _add_action_mask(self, info: dict[str, Any]) -> None:
         if self.config.action_mask:
@@ -335,9 +300,7 @@ class TopDownGraspEnv(gymnasium.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
             raise RuntimeError("step() called before reset() or after the episode ended")
-        rot, row, col = self.decode_action(action)
-        yaw = self.rotation_yaw(rot)
-        point = self.pixel_to_world(row, col)
+        target = self.task.grasp_target(self.camera, self._depth, action)
         lifted: list[int] = []
 
         def after_lift(outcome: GraspOutcome) -> None:
@@ -347,17 +310,17 @@ class TopDownGraspEnv(gymnasium.Env):
                 for body in lifted:
                     self.scene.remove(body)
 
-        outcome = execute_grasp(self.robot, self.chain, point, yaw, self.config.skill,
-                                home_joints=self.robot.home_positions, after_lift=after_lift)
+        outcome = self.task.execute(self.robot, target, self.robot.home_positions, after_lift)
         if outcome.ik_success:
             self.sim.step(self.config.settle_steps)
         removed = self._remove_lost_objects()
         self._attempts += 1
         obs = self._observe()
-        reward = 1.0 if outcome.success else 0.0
-        terminated = len(self.scene.objects) == 0
-        truncated = (not terminated) and self._attempts >= self.config.max_attempts
+        reward = self.task.reward(outcome)
+        terminated, truncated = self.task.episode_end(
+            outcome.success, scene_empty=len(self.scene.objects) == 0, attempts=self._attempts)
         self._needs_reset = terminated or truncated
+        row, col, rot, point = target.row, target.col, target.rotation, target.point_m
         info = {
             "is_success": bool(outcome.success),
             "grasp_pixel": (int(row), int(col)),
@@ -430,18 +393,10 @@ class TopDownGraspEnv(gymnasium.Env):
 
     def _observe(self) -> np.ndarray:
         self._rgb, self._depth = self._render_camera.render(self.sim, self._lighting)
-        if self.config.depth_source == "table_plane":
-            if self._plane_depth is None:
-                self._plane_depth = table_plane_depth(self.camera, self.height, self.width)
-            self._depth = self._plane_depth
+        self._depth = self.task.depth(self.camera, self._depth)
         heights = self.camera.heightmap(self._depth)
         self._heightmap = np.clip(heights, 0.0, self.config.camera_height_m)
-        channels = []
-        if "r" in self.image_channels:
-            channels.extend(np.moveaxis(self._rgb, -1, 0).astype(np.float32) / 255.0)
-        if "height" in self.image_channels:
-            channels.append(self._heightmap)
-        return np.stack(channels).astype(np.float32)
+        return self.task.observation(self._rgb, heights)
 
     def _lifted_objects(self) -> list[int]:
         """Ground truth (simulator only): objects touching a finger and clear of the table."""

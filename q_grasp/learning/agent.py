@@ -192,6 +192,17 @@ class Actor:
             return random_allowed_action(self.rng, self.q_net.n_actions, allowed)
         return self._greedy(obs, allowed)
 
+    def act_on_q_values(self, q_values: np.ndarray, epsilon: float,
+                        allowed: np.ndarray | None = None) -> int:
+        """Epsilon-greedy over Q-values already computed (e.g. also drawn as a Q-map): with
+        probability ``epsilon`` a random action among ``allowed`` (flat bool, None: all), else
+        the best action outside ``skip_mask(allowed)``."""
+        q = np.asarray(q_values).reshape(-1)
+        skip = self.skip_mask(allowed)
+        if self.rng.random() < epsilon:
+            return random_allowed_action(self.rng, q.size, allowed)
+        return masked_argmax(q, skip)
+
     def act_batch(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions for a batch of observations."""
         with self.lock:
@@ -202,6 +213,20 @@ class Actor:
         """Replace the network weights (e.g. received from the learner)."""
         with self.lock:
             self.q_net.load_state_dict(state_dict)
+
+
+def exploration_config(schedule: str, start: float, end: float, eval_epsilon: float,
+                       decay_steps: int, retry_exclusion_px: int = -1,
+                       use_action_mask: bool = True) -> tuple[ExplorationConfig, int]:
+    """An epsilon-greedy ExplorationConfig from an actor's epsilon settings (and the
+    experiment's failed-grasp exclusion and reachability mask), and the ``total_steps`` that
+    makes a linear schedule reach ``end`` after ``decay_steps``."""
+    cfg = ExplorationConfig(strategy="epsilon_greedy", schedule=schedule, start=start, end=end,
+                            fraction=1.0, decay_steps=float(max(decay_steps, 1)),
+                            eval_epsilon=eval_epsilon, retry_exclusion_px=retry_exclusion_px,
+                            use_action_mask=bool(use_action_mask))
+    cfg.validate()
+    return cfg, max(int(decay_steps), 1)
 
 
 class Learner:

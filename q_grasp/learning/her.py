@@ -13,8 +13,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from q_grasp.envs.reacher import reacher_reward
 from q_grasp.learning.buffer import ReplayBuffer
+from q_grasp.tasks.reach import reacher_reward
 
 
 class GoalAdapter:

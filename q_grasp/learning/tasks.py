@@ -9,6 +9,12 @@ import gymnasium as gym
 
 from q_grasp.learning.config import EnvConfig, ExperimentConfig
 from q_grasp.paths import config_file
+from q_grasp.tasks.shaping import (
+    MissingShapingInfoError,
+    RewardShaping,
+    ShapingTerm,
+    shaping_terms,
+)
 
 TASK_ALIASES = {
     "reacher": "q_grasp/Reacher-v0",
@@ -24,58 +30,37 @@ DEFAULT_CONFIG_FILES = {
 }
 
 
-class DistanceShaping(gym.Wrapper):
-    """Potential-based reward shaping from info['distance_m'] (phi = -k * distance), or from
-    another info entry (``key``, e.g. the Reacher's 'goal_joint_distance_rad').
+class RewardShapingWrapper(gym.Wrapper):
+    """The env with potential-based reward shaping (``q_grasp.tasks.shaping``) from the
+    distances its info reports. The env's own reward is kept in info['raw_reward']."""
 
-    r' = r + gamma * phi(s') - phi(s), with phi = 0 after termination, so the optimal policy is
-    unchanged (Ng, Harada & Russell 1999) while every step towards the goal pays at once. The
-    env's own reward is kept in info['raw_reward'] for logging.
-    """
-
-    def __init__(self, env: gym.Env, coefficient: float, gamma: float,
-                 key: str = "distance_m", option: str = "env.distance_shaping") -> None:
+    def __init__(self, env: gym.Env, terms: list[ShapingTerm]) -> None:
         super().__init__(env)
-        self.coefficient = float(coefficient)
-        self.gamma = float(gamma)
-        self.key, self.option = key, option
-        self._distance = 0.0
+        self.shaping = RewardShaping(terms, strict=True)
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
-        self._distance = self._read(info)
+        try:
+            self.shaping.reset(info)
+        except MissingShapingInfoError as exc:
+            raise TaskError(str(exc)) from None
         return obs, info
 
     def step(self, action: Any):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        distance = self._read(info)
-        next_potential = 0.0 if terminated else -self.coefficient * distance
-        shaped = float(reward) + self.gamma * next_potential + self.coefficient * self._distance
-        self._distance = distance
+        try:
+            shaped = self.shaping.step(reward, info, terminated)
+        except MissingShapingInfoError as exc:
+            raise TaskError(str(exc)) from None
         info = dict(info)
-        info.setdefault("raw_reward", float(reward))  # the env's own, under stacked shapings
+        info["raw_reward"] = float(reward)
         return obs, shaped, terminated, truncated, info
-
-    def _read(self, info: dict) -> float:
-        if self.key not in info:
-            raise TaskError(f"{self.option}: the environment reports no info[{self.key!r}]; "
-                            f"set {self.option.rpartition('.')[2]} to 0")
-        return float(info[self.key])
-
-
-JOINT_SHAPING_GAMMA = 1.0
-"""env.joint_shaping is k (d - d'): with gamma < 1, k (d - gamma d') would pay (1 - gamma) k d
-for a step that changes nothing, and in a first run the arm learned to stall at a joint limit."""
 
 
 def add_shaping(env: gym.Env, env_cfg: Any, gamma: float) -> gym.Env:
     """The training env with the config's potential-based shapings (distance, joint)."""
-    if env_cfg.distance_shaping > 0:
-        env = DistanceShaping(env, env_cfg.distance_shaping, gamma)
-    if env_cfg.joint_shaping > 0:
-        env = DistanceShaping(env, env_cfg.joint_shaping, JOINT_SHAPING_GAMMA,
-                              key="goal_joint_distance_rad", option="env.joint_shaping")
-    return env
+    terms = shaping_terms(env_cfg, gamma)
+    return RewardShapingWrapper(env, terms) if terms else env
 
 
 class TaskError(ValueError):

@@ -1,7 +1,7 @@
 """The trainer node's logic without ROS: validated transition blobs in, replay buffer, DQN
 updates at a fixed replay ratio, versioned weight blobs out, checkpoints and resume.
 
-The network, spaces and experiment config come from ``policy_core.load_task``, the same
+The network, spaces and experiment config come from ``q_grasp.tasks.load.load_task``, the same
 function the policy node uses, so learner and actors agree on the architecture by
 construction (and the weights' ``net_config`` lets each side check the other).
 """
@@ -33,7 +33,7 @@ from q_grasp.learning.checkpoint import (
 from q_grasp.learning.dqn import load_optimizer_state
 from q_grasp.learning.replay_log import ReplayLog, Segment
 from q_grasp.learning.schedules import make_schedule
-from q_grasp.nodes.policy_core import load_task
+from q_grasp.tasks.load import load_task
 from q_grasp.wire import (
     TransitionBatch,
     TransitionLimits,

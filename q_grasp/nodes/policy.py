@@ -1,12 +1,12 @@
-"""policy: the actor node. It observes the arm through its topics, picks actions with the
-Q-network (epsilon-greedy), executes them through the trajectory topics, computes rewards from
-what the robot senses, publishes every transition for the trainer, and swaps in the trainer's
-weights as they arrive.
+"""policy: the actor node. It drives the episodes of a task (``q_grasp.tasks``: observation,
+action decoding, reward, episode end - the code the gymnasium envs run) on the arm through its
+topics, picks actions with the learning actor (epsilon-greedy), publishes every transition for
+the trainer, and swaps in the trainer's weights as they arrive.
 
 Tasks: ``reacher`` (MLP over reach-joint angles and goal; joint steps) and ``grasp`` (U-Net Q-map
 over the top-down RGB-D image; pixel + rotation -> grasp through q_grasp.skills.grasp).
 Acting runs in a worker thread; subscription callbacks only store data, so nothing that waits
-for motion ever blocks them (MultiThreadedExecutor).
+for motion ever blocks them.
 
 Topics (relative names follow the node's namespace; all remappable):
   joint_states                          sensor_msgs/JointState       (in)
@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from geometry_msgs.msg import Point, PointStamped
+from gymnasium.utils import seeding as gym_seeding
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -47,10 +48,9 @@ from std_msgs.msg import UInt8MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from q_grasp.envs.reacher import reacher_reward
-from q_grasp.learning.agent import Actor
+from q_grasp.kinematics.camera import CameraModel
+from q_grasp.learning.agent import Actor, exploration_config
 from q_grasp.learning.config import ExplorationConfig
-from q_grasp.learning.tasks import JOINT_SHAPING_GAMMA
 from q_grasp.learning.visualize import q_map_overlay
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import (
@@ -65,21 +65,6 @@ from q_grasp.nodes.convert import (
 )
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
-from q_grasp.nodes.policy_core import (
-    TASKS,
-    CameraModel,
-    EpisodeStats,
-    ReacherEpisodes,
-    Transition,
-    TransitionBatcher,
-    choose_action,
-    decode_grasp_action,
-    exploration_config,
-    grasp_observation,
-    load_task,
-    shaped_reward,
-    table_looks_empty,
-)
 from q_grasp.nodes.ros_arm import (
     ArmRestartedError,
     ArmStoppedError,
@@ -88,7 +73,11 @@ from q_grasp.nodes.ros_arm import (
     RosArmConfig,
 )
 from q_grasp.nodes.runtime import run_node
-from q_grasp.skills.grasp import table_plane_depth
+from q_grasp.tasks.episodes import EpisodeStats, Transition, TransitionBatcher
+from q_grasp.tasks.grasp import GraspTask, table_looks_empty
+from q_grasp.tasks.load import TASKS, load_task, make_task
+from q_grasp.tasks.reach import ReachTask
+from q_grasp.tasks.shaping import RewardShaping, shaping_terms
 from q_grasp.wire import (
     TRANSITIONS_SCHEMA,
     WEIGHTS_SCHEMA,
@@ -311,6 +300,7 @@ class PolicyNode(Node):
             env_cfg = dataclasses.replace(env_cfg, goal_tolerance_m=cfg.goal_tolerance_m)
             self.setup.env_config = env_cfg
         self.robot = env_cfg.robot
+        self.task: ReachTask | GraspTask = make_task(cfg.task, env_cfg)
         q_net = self.setup.q_net
         exploration, total = self._exploration()
         self.actor = Actor(q_net, exploration, total, seed=cfg.seed)
@@ -355,12 +345,13 @@ class PolicyNode(Node):
         self._camera: CameraModel | None = None
         self._camera_key: tuple | None = None
         self._q_map_pub = None
-        self._plane_depth = None
         self._reset_client = None
         if cfg.task == "grasp":
             self._init_grasp(cfg)
         else:
-            self.episodes = ReacherEpisodes(env_cfg, seed=cfg.seed)
+            self.task.check_workspace()
+            # The goal stream ReacherEnv(seed=seed) draws.
+            self._goal_rng = gym_seeding.np_random(cfg.seed)[0]
 
         self.diagnostics.set(task=cfg.task, mode="train" if cfg.train else "evaluate",
                              weights_version=-1, weights_source=self.setup.source,
@@ -380,26 +371,13 @@ class PolicyNode(Node):
     # ----------------------------------------------------------------------------- set-up
 
     def _init_grasp(self, cfg: PolicyConfig) -> None:
-        self._plane_depth = None
-        if getattr(self.setup.env_config, "depth_source", "camera") == "table_plane":
-            cache: dict[tuple, np.ndarray] = {}
-
-            def plane_depth(camera: CameraModel) -> np.ndarray:
-                key = self._camera_key
-                if key not in cache:
-                    cache.clear()
-                    cache[key] = table_plane_depth(camera, *self.image_hw)
-                return cache[key]
-
-            self._plane_depth = plane_depth
-        from q_grasp.kinematics import KinematicChain
-
         env_cfg = self.setup.env_config
-        self.chain = KinematicChain.from_robot_config(self.robot)
-        self._reach = None  # TopDownReach, built when acting starts (_reach_table)
-        self.channels = tuple(self.setup.spaces.image_channels)
-        self.image_hw = tuple(env_cfg.image_size)
-        self.n_rotations = int(env_cfg.num_rotations)
+        # A colour-only camera: the table plane stands in for depth.
+        self._table_plane = getattr(env_cfg, "depth_source", "camera") == "table_plane"
+        self.chain = self.task.chain
+        self.channels = self.task.channels
+        self.image_hw = (self.task.height, self.task.width)
+        self.n_rotations = self.task.num_rotations
         task_camera = env_cfg.camera_config()
         self._camera_pose = (
             tuple(cfg.camera_position_m or task_camera.position),
@@ -490,7 +468,8 @@ class PolicyNode(Node):
         key = tuple(np.round(info["K"].ravel(), 9))
         if key == self._camera_key:
             return
-        camera = CameraModel(info["K"], info["width"], info["height"], *self._camera_pose)
+        camera = CameraModel.looking_at(info["K"], info["width"], info["height"],
+                                        *self._camera_pose)
         with self._frame_cond:
             self._camera, self._camera_key = camera, key
             self._frame_cond.notify_all()
@@ -501,7 +480,7 @@ class PolicyNode(Node):
         """Worker thread: wait for the arm, then run episodes until shutdown."""
         try:
             if self.config.task == "grasp" and self.actor.exploration.use_action_mask:
-                self._reach_table()  # before the first decision, not inside it
+                self._build_reach_table()  # before the first decision
             self._wait_for_arm()
             errors = 0
             while not self._stop.is_set():
@@ -666,48 +645,40 @@ class PolicyNode(Node):
     # ----------------------------------------------------------------------------- reacher
 
     def _reacher_episode(self) -> None:
-        cfg, episodes = self.config, self.episodes
-        tolerance = self.setup.env_config.goal_tolerance_m
-        reward_type = self.setup.env_config.reward
-        experiment = self.setup.experiment
+        cfg, task = self.config, self.task
         current = self.arm.read_arm_joints()
-        start, goal = episodes.new_episode(None if cfg.start_pose == "random" else current)
-        self._publish_goal(goal, tolerance)
+        here = np.clip(current, task.chain.lower, task.chain.upper)
+        episode = task.new_episode(
+            self._goal_rng, reach_q=None if cfg.start_pose == "random" else here[task.reach_index],
+            max_steps=self.setup.max_episode_steps)
+        tolerance = task.config.goal_tolerance_m
+        self._publish_goal(episode.goal, tolerance)
         if cfg.start_pose == "random":
-            self.arm.move_arm(start)
-            target = start
+            self.arm.move_arm(episode.start_q)
+            episode.target = episode.start_q.copy()
         else:
-            target = np.clip(current, episodes.lower, episodes.upper)
-        q = self.arm.read_arm_joints()
-        obs, distance = episodes.observation(q, goal), episodes.distance(q, goal)
-        joint_distance = episodes.goal_joint_distance(q, goal)
-        for t in range(1, self.setup.max_episode_steps + 1):
+            episode.target = here
+        state = task.measure(self.arm.read_arm_joints(), episode)
+        # Training shapes rewards as the CLI's wrappers do (learning.tasks.add_shaping).
+        experiment = self.setup.experiment
+        shaping = RewardShaping(shaping_terms(experiment.env, experiment.dqn.gamma)
+                                if cfg.train else [])
+        shaping.reset(state.info)
+        while True:
             epsilon = self._epsilon()
             received = time.monotonic()
             self.arm.mark_decision()
-            action, _ = choose_action(self._q_values(obs), epsilon, self.actor.rng)
-            target, _ = episodes.joint_target(target, action)
-            self.arm.move_arm(target)
+            action = self.actor.act(state.observation, epsilon=epsilon)
+            next_state, reward, terminated, truncated = task.step(self.arm, episode, action)
             first = self.arm.first_command_monotonic
             latency = None if first is None else (first - received) * 1e3
-            q = self.arm.read_arm_joints()
-            next_obs, next_distance = episodes.observation(q, goal), episodes.distance(q, goal)
-            next_joint_distance = episodes.goal_joint_distance(q, goal)
-            success = next_distance <= tolerance
-            reward = reacher_reward(next_distance, tolerance, reward_type)
-            if cfg.train:  # as the trainer CLI's shaping wrappers (learning.tasks.add_shaping)
-                reward = shaped_reward(reward, distance, next_distance, success,
-                                       experiment.env.distance_shaping, experiment.dqn.gamma)
-                reward = shaped_reward(reward, joint_distance, next_joint_distance, success,
-                                       experiment.env.joint_shaping, JOINT_SHAPING_GAMMA)
-            truncated = not success and t >= self.setup.max_episode_steps
-            self._record(Transition(obs, action, reward, next_obs, success, truncated, success),
-                         latency, epsilon)
-            self._publish_markers(goal=goal, tolerance=tolerance,
-                                  ee=episodes.ee_position(q))
-            if success or truncated or self._stop.is_set():
+            reward = shaping.step(reward, next_state.info, terminated)
+            self._record(Transition(state.observation, action, reward, next_state.observation,
+                                    terminated, truncated, next_state.success), latency, epsilon)
+            self._publish_markers(goal=episode.goal, tolerance=tolerance, ee=next_state.ee)
+            if terminated or truncated or self._stop.is_set():
                 return
-            obs, distance, joint_distance = next_obs, next_distance, next_joint_distance
+            state = next_state
 
     # ----------------------------------------------------------------------------- grasp
 
@@ -759,9 +730,8 @@ class PolicyNode(Node):
                 # The new arm's frames are stamped in its own clock, before ``after_s``.
                 self.arm.check_restart(restarts)
                 color, depth, camera = self._color, self._depth, self._camera
-                if self._plane_depth is not None and camera is not None and color is not None:
-                    # a colour-only camera: the table plane stands in for depth
-                    depth = (color[0], self._plane_depth(camera), color[4])
+                if self._table_plane and camera is not None and color is not None:
+                    depth = (color[0], self.task.depth(camera, None), color[4])
                 if (color is not None and depth is not None and camera is not None
                         and abs(color[0] - depth[0]) <= skew_ns
                         and min(color[0], depth[0]) >= after_ns - skew_ns):
@@ -788,14 +758,12 @@ class PolicyNode(Node):
         if since is None:
             since = self.arm.arm_time_s()
         frame = self._wait_for_frame(since + self.config.settle_time_s)
-        obs = grasp_observation(frame.rgb, frame.heightmap, self.channels,
-                                self.setup.env_config.camera_height_m)
-        return obs, frame
+        return self.task.observation(frame.rgb, frame.heightmap), frame
 
     def _grasp_episode(self) -> None:
-        from q_grasp.skills.grasp import GraspOutcome, execute_grasp
+        from q_grasp.skills.grasp import GraspOutcome
 
-        cfg, env_cfg = self.config, self.setup.env_config
+        cfg = self.config
         self.actor.new_episode()
         self._reset_scene()
         home = np.asarray(self.robot.home_positions, float)
@@ -818,62 +786,53 @@ class PolicyNode(Node):
             self.arm.mark_decision()
             q = self._q_values(obs)
             allowed = self._reachable_actions(frame)
-            action, _ = choose_action(q, epsilon, self.actor.rng, self.actor.skip_mask(allowed),
-                                      allowed)
-            rot, row, col = decode_grasp_action(action, self.n_rotations, h, w)
-            yaw = rot * math.pi / self.n_rotations
-            depth = float(frame.depth[row, col])
+            action = self.actor.act_on_q_values(q, epsilon, allowed)
+            target = self.task.grasp_target(frame.camera, frame.depth, action)
+            cell = (target.rotation, target.row, target.col)
             if cfg.publish_q_map and self._q_map_pub.get_subscription_count() > 0:
-                self._publish_q_map(obs, q.reshape(self.n_rotations, h, w), (rot, row, col),
-                                    frame, None if allowed is None else allowed[:h * w])
-            if math.isfinite(depth) and depth > 0:
-                point = frame.camera.pixel_to_world(col, row, depth)
-                self._publish_markers(grasp=(point, yaw))
-                self._publish_goal(point, None)
-                outcome = execute_grasp(self.arm, self.chain, point, yaw, env_cfg.skill,
-                                        home_joints=home, after_lift=carry_away)
-            else:  # no depth reading there: nothing to aim at, an unsuccessful attempt
-                outcome = GraspOutcome(False, False, 0.0, "no depth at the chosen pixel")
+                self._publish_q_map(obs, q.reshape(self.n_rotations, h, w), cell, frame,
+                                    None if allowed is None else allowed[:h * w])
+            if target.has_depth:
+                self._publish_markers(grasp=(target.point_m, target.yaw_rad))
+                self._publish_goal(target.point_m, None)
+            else:  # nothing to aim at: an unsuccessful attempt
                 self.diagnostics.count("grasp_no_depth")
+            outcome = self.task.execute(self.arm, target, home, after_lift=carry_away)
             first = self.arm.first_command_monotonic
             latency = None if first is None else (first - frame.received_monotonic) * 1e3
             if not outcome.ik_success:
                 self.diagnostics.count("grasp_ik_failures")
             attempts += 1
             next_obs, next_frame = self._settled_frame(after_motion=True)
-            success = bool(outcome.success)
             # (a colour-only camera cannot tell an empty table: attempts end the episode)
-            empty = (self._plane_depth is None
+            empty = (not self._table_plane
                      and table_looks_empty(next_frame.heightmap, cfg.empty_table_height_m))
-            terminated = (success and cfg.terminate_on_success) or empty
-            truncated = not terminated and attempts >= self.setup.max_episode_steps
-            self._record(Transition(obs, action, 1.0 if success else 0.0, next_obs, terminated,
-                                    truncated, success), latency, epsilon)
-            self.actor.record_outcome(action, success, terminated or truncated)
-            self.get_logger().debug(f"grasp at pixel ({row}, {col}) rotation {rot}: "
-                                    f"{outcome.message}")
+            terminated, truncated = self.task.episode_end(
+                outcome.success, empty, attempts, cfg.terminate_on_success,
+                self.setup.max_episode_steps)
+            self._record(Transition(obs, action, self.task.reward(outcome), next_obs,
+                                    terminated, truncated, bool(outcome.success)),
+                         latency, epsilon)
+            self.actor.record_outcome(action, bool(outcome.success), terminated or truncated)
+            self.get_logger().debug(f"grasp at pixel ({target.row}, {target.col}) rotation "
+                                    f"{target.rotation}: {outcome.message}")
             if terminated or truncated:
                 return
             obs, frame = next_obs, next_frame
 
-    def _reach_table(self):
-        """The arm's top-down reachability (built once, from the IK: seconds)."""
-        if self._reach is None:
-            from q_grasp.skills.reach import TopDownReach
-
-            start = time.monotonic()
-            self._reach = TopDownReach(self.chain, self.setup.env_config.skill)
-            self.get_logger().info(f"reachability table of the grasp skill built in "
-                                   f"{time.monotonic() - start:.1f} s")
-        return self._reach
+    def _build_reach_table(self) -> None:
+        """Build the arm's top-down reachability (from the IK: seconds) before acting."""
+        start = time.monotonic()
+        _ = self.task.reach
+        self.get_logger().info(f"reachability table of the grasp skill built in "
+                               f"{time.monotonic() - start:.1f} s")
 
     def _reachable_actions(self, frame: CameraFrame) -> np.ndarray | None:
         """Flat bool mask of the grasps the arm can reach in this frame (None: the experiment
         switched the mask off, or nothing is reachable)."""
         if not self.actor.exploration.use_action_mask:
             return None
-        points = frame.camera.surface_points(frame.depth)
-        mask = self._reach_table().action_mask(points, self.n_rotations)
+        mask = self.task.action_mask(frame.camera, frame.depth)
         if not mask.any():
             self.diagnostics.count("grasp_nothing_reachable")
         return self.actor.allowed_actions(mask)

@@ -1,7 +1,9 @@
 """The arm interface that skills (grasping, reaching) are written against.
 
-Two adapters implement it: one drives pybullet in-process (the gymnasium envs), one drives
-ROS 2 topics (the policy node, against the sim node or a real arm's drivers).
+Adapters: ``q_grasp.sim.robot.SimRobot`` drives pybullet in-process (the grasp env),
+``q_grasp.nodes.ros_arm.RosArm`` drives ROS 2 topics (the policy node, against the sim node or a
+real arm's drivers), ``q_grasp.tasks.reach.KinematicArm`` sets joints without physics (the
+Reacher env).
 """
 
 from __future__ import annotations
