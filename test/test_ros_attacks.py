@@ -35,6 +35,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from std_msgs.msg import UInt8MultiArray  # noqa: E402
 
 from q_grasp.learning.tasks import default_config, make_env  # noqa: E402
+from q_grasp.learning.trainer_core import checkpoints_newest_first  # noqa: E402
 from q_grasp.nodes import qos  # noqa: E402
 from q_grasp.nodes.convert import blob_to_msg, msg_to_blob  # noqa: E402
 from q_grasp.nodes.testing import (  # noqa: E402
@@ -44,7 +45,6 @@ from q_grasp.nodes.testing import (  # noqa: E402
     unique_domain_id,
     wait_until,
 )
-from q_grasp.learning.trainer_core import checkpoints_newest_first  # noqa: E402
 from q_grasp.wire import (  # noqa: E402
     TRANSITIONS_SCHEMA,
     WEIGHTS_SCHEMA,
