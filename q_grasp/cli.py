@@ -19,11 +19,11 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import yaml
+
+from q_grasp.config import apply_overrides
 
 USAGE_ERROR = 2
 
@@ -40,25 +40,6 @@ def _parse_seeds(text: str) -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds):
         raise CliError(f"--seeds: expected distinct comma-separated integers, got {text!r}")
     return seeds
-
-
-def _apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """`section.field=value` strings (values parsed as YAML) applied onto a config dict."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or "." not in key:
-            raise CliError(f"--set: expected section.field=value, got {item!r}")
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise CliError(f"--set {key}: {p!r} is not a section")
-        try:
-            node[parts[-1]] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise CliError(f"--set {key}: cannot parse value {raw!r}") from None
-    return data
 
 
 def _load_config(args: argparse.Namespace):
@@ -80,8 +61,7 @@ def _load_config(args: argparse.Namespace):
     data = cfg.to_dict()
     if args.steps is not None:
         data["training"]["total_steps"] = args.steps
-    data = _apply_overrides(data, args.set or [])
-    return ExperimentConfig.from_dict(data)
+    return ExperimentConfig.from_dict(apply_overrides(data, args.set or []))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -100,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             data = ckpt.config.to_dict()
             if args.steps is not None:
                 data["training"]["total_steps"] = args.steps
-            cfg = ExperimentConfig.from_dict(_apply_overrides(data, args.set or []))
+            cfg = ExperimentConfig.from_dict(apply_overrides(data, args.set or []))
         seeds = [int(ckpt.extra.get("seed", 0)) if args.seed is None else args.seed]
         out = Path(args.out) if args.out else Path(args.resume).parent
     else:

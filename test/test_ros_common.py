@@ -331,13 +331,13 @@ def test_parameter_overrides_build_config(ros_context) -> None:
 @pytest.mark.ros
 @pytest.mark.parametrize("override, message", [
     (("rate_hz", -1.0), "rate_hz: must be > 0"),
-    (("rate_hz", "fast"), "rate_hz: expected float"),
-    (("rate_hz", float("nan")), "rate_hz: expected float"),
-    (("camera.width", 8), "camera: width: must be >= 16"),
-    (("camera.width", True), "camera.width: expected int"),
+    (("rate_hz", "fast"), "rate_hz: expected a number, got 'fast'"),
+    (("rate_hz", float("nan")), "rate_hz: must be > 0 Hz, got nan"),
+    (("camera.width", 8), "camera.width: must be >= 16 pixels, got 8"),
+    (("camera.width", True), "camera.width: expected an integer, got True"),
     (("camera.position", [1.0, 2.0]), "camera.position: expected 3 values"),
     (("task", "juggle"), "task: must be one of"),
-    (("names", [1, 2]), r"names: expected list\[str\]"),
+    (("names", [1, 2]), r"names\[0\]: expected a string, got 1"),
 ])
 def test_bad_overrides_stop_the_node_with_a_reason(ros_context, override, message) -> None:
     from rclpy.parameter import Parameter
