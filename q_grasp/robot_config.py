@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from q_grasp.config import build
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 NURO_ARM_URDF = ASSETS_DIR / "nuro_arm" / "nuro_arm.urdf"
@@ -83,9 +84,5 @@ class RobotConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RobotConfig:
-        """Build from a mapping, rejecting unknown keys with the list of known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"robot config: unknown keys {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
+        """Build from a mapping through the one config loader (unknown keys, types, ranges)."""
+        return build(cls, data, where="robot config")

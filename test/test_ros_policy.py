@@ -5,7 +5,6 @@ end to end with the Q-map, markers and goal published."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -100,10 +99,9 @@ class Probe:
         return int(self.diag.get(key, 0))
 
 
-def _start(tmp_path_factory, name: str, sim_args: list[str], policy_args: list[str]):
-    domain = unique_domain_id()
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+def _start(tmp_path_factory, ros_domain_env, name: str, sim_args: list[str],
+           policy_args: list[str]):
+    domain = ros_domain_env()
     folder = Path(tmp_path_factory.mktemp(name))
     sim = start_node_process("q_grasp.nodes.sim_arm", sim_args, domain_id=domain,
                              log_path=folder / "sim_arm.log")
@@ -125,7 +123,7 @@ def _stop(sim, policy, context, probe) -> None:
 
 
 @pytest.fixture(scope="class")
-def reacher(tmp_path_factory):
+def reacher(tmp_path_factory, ros_domain_env):
     # A checkpoint as `q-grasp train` would leave it: the node must take network and counters.
     fresh = load_task("reacher", seed=3)
     ckpt = Path(tmp_path_factory.mktemp("ckpt")) / "reacher.safetensors"
@@ -133,7 +131,7 @@ def reacher(tmp_path_factory):
                     env={"id": fresh.env_id, "kwargs": fresh.experiment.env.kwargs},
                     counters={"env_steps": 500})
     domain, folder, sim, policy, context, probe = _start(
-        tmp_path_factory, "reacher",
+        tmp_path_factory, ros_domain_env, "reacher",
         ["-p", "real_time_factor:=0.0", "-p", "camera_rate_hz:=0.0",
          "-p", "spawn_on_start:=false"],
         ["-p", "task:=reacher", "-p", f"checkpoint:={ckpt}", "-p", "transition_batch_size:=2"])
@@ -303,10 +301,10 @@ class TestReacher:
 
 
 @pytest.fixture(scope="class")
-def grasp(tmp_path_factory):
+def grasp(tmp_path_factory, ros_domain_env):
     config = Path(__file__).resolve().parents[1] / "config" / "sim_train_grasp.yaml"
     domain, folder, sim, policy, context, probe = _start(
-        tmp_path_factory, "grasp",
+        tmp_path_factory, ros_domain_env, "grasp",
         ["--params-file", str(config), "-p", "real_time_factor:=0.0"],
         ["-p", "task:=grasp"])
     try:

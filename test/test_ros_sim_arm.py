@@ -4,7 +4,6 @@ and sends malformed commands that must be rejected, counted, and survived."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -125,10 +124,8 @@ class Probe:
 
 
 @pytest.fixture(scope="module")
-def sim_arm(tmp_path_factory):
-    domain = unique_domain_id()
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+def sim_arm(tmp_path_factory, ros_domain_env):
+    domain = ros_domain_env()
     log = Path(tmp_path_factory.mktemp("sim_arm")) / "sim_arm.log"
     proc = start_node_process("q_grasp.nodes.sim_arm",
                               ["-p", "real_time_factor:=3.0", "-p", "camera_rate_hz:=5.0",
