@@ -19,6 +19,7 @@ import numbers
 import textwrap
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,24 @@ def leaves(cls: type, prefix: str = "") -> list[Leaf]:
 
     walk(cls, f"{prefix}." if prefix else "", ())
     return out
+
+
+def removed_fields(cls: type, prefix: str = "") -> dict[str, str]:
+    """Settings that ``cls`` (and its nested configs) no longer has, by dotted name, each with
+    why; a class lists its own in a ``REMOVED_FIELDS`` class attribute."""
+    out = {f"{prefix}.{name}" if prefix else name: why
+           for name, why in getattr(cls, "REMOVED_FIELDS", {}).items()}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        inner, _ = unwrap_optional(hints[f.name])
+        if f.init and dataclasses.is_dataclass(inner):
+            out.update(removed_fields(inner, f"{prefix}.{f.name}" if prefix else f.name))
+    return out
+
+
+def removed_message(name: str, why: str) -> str:
+    """The warning for a setting that is no longer read (the same for every way it comes)."""
+    return f"{name}: no longer a setting ({why}); ignored, remove it from your configuration"
 
 
 def get_path(config: Any, path: Sequence[str]) -> Any:
@@ -196,8 +215,10 @@ def _qualify(message: str, prefix: str, cls: type) -> str:
         return message
     head, sep, rest = message.partition(":")
     names = {f.name for f in dataclasses.fields(cls)}
-    if sep and head in names:
-        return f"{prefix}.{head}:{rest}"
+    words = head.split()
+    # "width: ..." or "robot width: ..." (a class naming itself) become "camera.width: ..."
+    if sep and "," not in head and 1 <= len(words) <= 2 and words[-1] in names:
+        return f"{prefix}.{words[-1]}:{rest}"
     return f"{prefix}: {message}"
 
 
@@ -222,8 +243,12 @@ def build(cls: type[C], data: Mapping[str, Any] | None, *, base: C | None = None
                           f"got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(data) - set(names), key=str)
     dotted = f"{prefix}." if prefix else ""
+    removed = getattr(cls, "REMOVED_FIELDS", {})
+    for key in [k for k in data if k in removed]:
+        warnings.warn(removed_message(dotted + key, removed[key]), FutureWarning, stacklevel=2)
+        data = {k: v for k, v in data.items() if k != key}
+    unknown = sorted(set(data) - set(names), key=str)
     if unknown:
         raise ConfigError(f"{dotted}{unknown[0]}: unknown field in "
                           f"{prefix or where or 'top level'} (unknown config fields: {unknown}; "

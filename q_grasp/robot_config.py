@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from q_grasp.config import build
 
@@ -33,8 +33,6 @@ class RobotConfig:
         default_factory=lambda: ["base_joint", "shoulder_joint", "elbow_joint", "wrist_joint"]
     )
     """Joints the Reacher task moves (wrist rotation does not move the tool centre point)."""
-    wrist_rotation_joint: str = "wrist_rotation_joint"
-    """Joint that turns the gripper about the approach axis (grasp yaw)."""
     gripper_joint_names: list[str] = field(
         default_factory=lambda: ["left_finger_joint", "right_finger_joint"]
     )
@@ -56,6 +54,10 @@ class RobotConfig:
     max_gripper_force: float = 20.0
     """Motor force limit used by the simulator for the gripper joints."""
 
+    REMOVED_FIELDS: ClassVar[dict[str, str]] = {
+        "wrist_rotation_joint": "the grasp yaw comes from the IK of the whole arm"}
+    """Settings no longer read, with why: accepted with a warning (q_grasp.config)."""
+
     def __post_init__(self) -> None:
         if not os.path.isfile(self.urdf_path):
             raise ValueError(f"robot urdf_path: no such file: {self.urdf_path!r}")
@@ -70,10 +72,6 @@ class RobotConfig:
         for name in self.reach_joint_names:
             if name not in self.arm_joint_names:
                 raise ValueError(f"robot reach_joint_names: {name!r} is not an arm joint")
-        if self.wrist_rotation_joint and self.wrist_rotation_joint not in self.arm_joint_names:
-            raise ValueError(
-                f"robot wrist_rotation_joint: {self.wrist_rotation_joint!r} is not an arm joint"
-            )
         n_grip = len(self.gripper_joint_names)
         for key in ("gripper_open_positions", "gripper_closed_positions"):
             if len(getattr(self, key)) != n_grip:

@@ -4,6 +4,7 @@ and the same message for a bad value whichever way it comes in."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -18,6 +19,7 @@ from q_grasp.config import (
     parse_override,
     replace,
 )
+from q_grasp.robot_config import RobotConfig
 
 
 @dataclass
@@ -333,3 +335,95 @@ def test_runtime_changes_validated(ros_context) -> None:
         assert params.config.camera.width == 32
     finally:
         node.destroy_node()
+
+
+# ---------------------------------------------------------------------- removed and dead fields
+
+
+@dataclass
+class WithRobot:
+    """A config with a nested robot."""
+
+    robot: RobotConfig = field(default_factory=RobotConfig)
+    """The arm."""
+
+
+def test_a_removed_setting_is_ignored_with_a_warning_naming_it() -> None:
+    message = ("robot.wrist_rotation_joint: no longer a setting (the grasp yaw comes from the "
+               "IK of the whole arm); ignored, remove it from your configuration")
+
+    with pytest.warns(FutureWarning) as caught:
+        cfg = build(WithRobot, {"robot": {"wrist_rotation_joint": "x", "base_yaw_rad": 0.5}})
+    assert [str(w.message) for w in caught] == [message]
+    assert cfg.robot.base_yaw_rad == 0.5
+
+
+@pytest.mark.ros
+def test_a_removed_parameter_is_declared_with_why(ros_context) -> None:
+    from rclpy.parameter import Parameter
+
+    from q_grasp.nodes.params import declare_config
+
+    node = _node(ros_context, "params_removed",
+                 [Parameter("robot.wrist_rotation_joint", value="wrist_rotation_joint")])
+    try:
+        assert declare_config(node, WithRobot).config == WithRobot()
+        described = node.describe_parameters(["robot.wrist_rotation_joint"])[0]
+        assert described.description.startswith("robot.wrist_rotation_joint: no longer a "
+                                                 "setting (the grasp yaw")
+    finally:
+        node.destroy_node()
+
+
+def _documented_configs() -> list[type]:
+    """Every config whose fields users set: the experiment (YAML, --set), the envs' (the
+    experiment's env.kwargs) and every node's (ROS parameters: the class each node passes to
+    declare_config), found in the source so that a new node is covered too."""
+    import ast
+    import importlib
+
+    from q_grasp.envs.grasp import GraspConfig
+    from q_grasp.envs.reacher import ReacherConfig
+    from q_grasp.learning.config import ExperimentConfig
+
+    configs = [ExperimentConfig, GraspConfig, ReacherConfig]
+    for path in sorted((PACKAGE / "nodes").glob("*.py")):
+        for call in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(call, ast.Call) and getattr(call.func, "id", "") == "declare_config"
+                    and len(call.args) >= 2 and isinstance(call.args[1], ast.Name)):
+                module = importlib.import_module(f"q_grasp.nodes.{path.stem}")
+                configs.append(getattr(module, call.args[1].id))
+    return configs
+
+
+def _attributes_read() -> set[str]:
+    """Names the package reads as attributes (``x.name``, ``getattr(x, "name")``), outside the
+    checks of a config's own values (``__post_init__``, ``validate``)."""
+    import ast
+
+    read: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        checks = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
+                  and f.name in ("__post_init__", "validate") for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            if id(node) in checks:
+                continue
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+                read.add(node.attr)
+            elif (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "getattr"
+                  and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)):
+                read.add(node.args[1].value)
+    return read
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "q_grasp"
+
+
+def test_every_documented_parameter_is_read_somewhere() -> None:
+    configs = _documented_configs()
+    assert {c.__name__ for c in configs} >= {"PolicyConfig", "SimArmConfig", "TrainerConfig"}
+    read = _attributes_read()
+    dead = sorted(f"{cls.__name__}: {leaf.name}" for cls in configs for leaf in leaves(cls)
+                  if leaf.path[-1] not in read)
+    assert not dead, f"documented but never read (use them or remove them): {dead}"

@@ -24,7 +24,16 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from q_grasp.config import Leaf, build, convert, get_path, leaves, unwrap_optional
+from q_grasp.config import (
+    Leaf,
+    build,
+    convert,
+    get_path,
+    leaves,
+    removed_fields,
+    removed_message,
+    unwrap_optional,
+)
 
 C = TypeVar("C")
 
@@ -178,6 +187,13 @@ class ConfigParameters(Generic[C]):
             )
             node.declare_parameter(spec.name, spec.to_ros(get_path(base, spec.path)),
                                    descriptor)
+        # Settings no longer read: declared so that an old params file setting one is told so.
+        for name, why in removed_fields(config_cls, prefix).items():
+            message = removed_message(name, why)
+            node.declare_parameter(name, None, ParameterDescriptor(
+                name=name, description=message, read_only=True, dynamic_typing=True))
+            if node.get_parameter(name).type_ != Parameter.Type.NOT_SET:
+                node.get_logger().warning(message)
         values = {s.name: node.get_parameter(s.name).value for s in self.specs}
         self._config: C = build_config(config_cls, self.specs, values)
         node.add_on_set_parameters_callback(self._validate)
