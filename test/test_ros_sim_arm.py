@@ -271,7 +271,8 @@ def test_clean_shutdown_and_bad_parameters(sim_arm, tmp_path) -> None:
         assert bad.wait(timeout=30) == 2
     finally:
         stop_process(bad)
-    assert "camera: camera width: must be an integer >= 1" in (tmp_path / "bad.log").read_text()
+    assert "camera.width: must be an integer >= 1 pixels, got 0" in (
+        tmp_path / "bad.log").read_text()
     assert stop_process(proc) == 0, log.read_text()
 
 
