@@ -16,7 +16,7 @@ import array
 import dataclasses
 import threading
 import typing
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -256,13 +256,15 @@ def _yaml_value(value: Any) -> str:
 
 
 def params_yaml(node_name: str, specs: Sequence[ParamSpec], config: Any, *,
-                commented: Collection[str] = (), indent: int = 2) -> str:
+                commented: Mapping[str, str] | None = None, indent: int = 2) -> str:
     """A ROS params-file section for one node, every parameter preceded by its docstring.
 
-    ``commented``: parameter names written commented out (e.g. machine-specific paths whose
-    default is right on every install). Keys are nested by the dotted names; the node key is
-    ``/**/<node_name>`` so the section applies in any namespace.
+    ``commented``: parameters written commented out, by name, with the text shown as their
+    value (e.g. for machine-specific paths whose default is right on every install, so that
+    the file is the same wherever it is generated). Keys are nested by the dotted names; the
+    node key is ``/**/<node_name>`` so the section applies in any namespace.
     """
+    commented = commented or {}
     lines = [f"/**/{node_name}:", " " * indent + "ros__parameters:"]
     opened: list[str] = []
     for spec in specs:
@@ -280,7 +282,9 @@ def params_yaml(node_name: str, specs: Sequence[ParamSpec], config: Any, *,
             lines.append(f"{pad}# {doc_line}".rstrip())
         lines.append(f"{pad}# type: {spec.type_text}"
                      + ("" if spec.dynamic else "; read-only at run time"))
-        value = spec.to_ros(get_path(config, spec.path))
-        prefix = "# " if spec.name in commented else ""
-        lines.append(f"{pad}{prefix}{spec.path[-1]}: {_yaml_value(value)}")
+        if spec.name in commented:
+            lines.append(f"{pad}# {spec.path[-1]}: {commented[spec.name]}")
+        else:
+            value = spec.to_ros(get_path(config, spec.path))
+            lines.append(f"{pad}{spec.path[-1]}: {_yaml_value(value)}")
     return "\n".join(lines) + "\n"
