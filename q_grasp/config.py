@@ -228,6 +228,24 @@ def _is_nan(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and any(_is_nan(v) for v in value)
 
 
+def _with_own_rule(type_error: ConfigError, cls: type, base: Any, key: str,
+                   value: Any) -> ConfigError:
+    """A type error with the class's own rule for ``key`` added where it has one (it states
+    the accepted range, which the type alone does not)."""
+    try:
+        if base is None:
+            cls(**{key: value})
+        else:
+            dataclasses.replace(base, **{key: value})
+    except ValueError as exc:
+        head, _, rest = str(exc).partition(":")
+        if head.split()[-1:] == [key]:
+            return ConfigError(f"{type_error}; {rest.strip().rsplit(', got ', 1)[0]}")
+    except Exception:  # noqa: BLE001 - a check not written for this type: the type error says it
+        pass
+    return type_error
+
+
 def build(cls: type[C], data: Mapping[str, Any] | None, *, base: C | None = None,
           prefix: str = "", where: str = "") -> C:
     """``cls`` from a mapping of field values (nested mappings for nested dataclasses), fields
@@ -261,7 +279,10 @@ def build(cls: type[C], data: Mapping[str, Any] | None, *, base: C | None = None
             nested_base = getattr(base, key) if base is not None else None
             kwargs[key] = build(inner, value, base=nested_base, prefix=dotted + key)
         else:
-            kwargs[key] = convert(hint, value, dotted + key)
+            try:
+                kwargs[key] = convert(hint, value, dotted + key)
+            except ConfigError as type_error:
+                raise _with_own_rule(type_error, cls, base, key, value) from None
     try:
         config = (cls(**kwargs) if base is None else dataclasses.replace(base, **kwargs))
         if not prefix and hasattr(config, "validate"):
