@@ -27,7 +27,6 @@ from rclpy.parameter import Parameter
 from q_grasp.config import (
     Leaf,
     build,
-    convert,
     get_path,
     leaves,
     removed_fields,
@@ -93,10 +92,6 @@ class ParamSpec(Leaf):
         if self.optional and isinstance(value, (list, tuple)) and not value:
             return None
         return value
-
-    def from_ros(self, value: Any) -> Any:
-        """Type-check and convert a ROS parameter value; ConfigError names the parameter."""
-        return convert(self.hint, self.unwrap(value), self.name)
 
 
 def _spec_for(leaf: Leaf, dynamic: bool) -> ParamSpec:
