@@ -16,6 +16,7 @@ import functools
 import inspect
 import math
 import numbers
+import re
 import textwrap
 import types
 import typing
@@ -307,6 +308,22 @@ def replace(config: C, changes: Mapping[str, Any] | None, *, where: str = "") ->
 # ------------------------------------------------------------------------ YAML and overrides
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that also reads ``5e-4`` as a number (YAML 1.2, and ROS params files, do;
+    PyYAML's YAML 1.1 rules want ``5.0e-4`` and return the string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def parse_yaml(text: str) -> Any:
+    """A YAML document (safe: plain data only)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
 def read_yaml(path: str | Path) -> Any:
     """The YAML document in ``path``; ConfigError names the file when it cannot be read."""
     path = Path(path)
@@ -315,7 +332,7 @@ def read_yaml(path: str | Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"config file {str(path)!r}: cannot read ({exc.strerror})") from None
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r}: not valid YAML: {exc}") from None
 
@@ -339,7 +356,7 @@ def parse_override(item: str, option: str = "--set") -> tuple[str, Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"{option}: expected section.field=value, got {item!r}")
     try:
-        return key, yaml.safe_load(raw)
+        return key, parse_yaml(raw)
     except yaml.YAMLError:
         raise ConfigError(f"{option} {key}: cannot parse value {raw!r}") from None
 

@@ -111,6 +111,9 @@ def test_bad_values_name_the_field_the_rule_and_the_value(data, message) -> None
 
 def test_overrides_parse_as_yaml_into_nested_sections() -> None:
     assert parse_override("dqn.gamma=0.5") == ("dqn.gamma", 0.5)
+    # Exponents without a dot are numbers, as in YAML 1.2 and ROS params files.
+    assert parse_override("dqn.learning_rate=5e-4") == ("dqn.learning_rate", 0.0005)
+    assert parse_override("env.id=v1e3") == ("env.id", "v1e3")
     assert parse_override("network.hidden_sizes=[16, 16]") == ("network.hidden_sizes", [16, 16])
     data = apply_overrides({"camera": {"width": 64}}, ["camera.width=32", "rate_hz=2"],
                            nested=False)
@@ -128,8 +131,9 @@ def test_overrides_parse_as_yaml_into_nested_sections() -> None:
 
 def test_yaml_files_load_and_their_errors_name_the_file(tmp_path) -> None:
     good = tmp_path / "good.yaml"
-    good.write_text("rate_hz: 2\ncamera:\n  width: 32\n")
-    assert load_yaml(OuterConfig, good) == OuterConfig(rate_hz=2.0, camera=InnerConfig(width=32))
+    good.write_text("rate_hz: 2e1\ncamera:\n  width: 32\n")
+    assert load_yaml(OuterConfig, good) == OuterConfig(rate_hz=20.0,
+                                                       camera=InnerConfig(width=32))
     bad = tmp_path / "bad.yaml"
     for text, message in [("camera:\n  width: 8\n", "camera.width: must be >= 16 pixels, got 8"),
                           ("- 1\n", "top level must be a mapping of sections, got list"),
