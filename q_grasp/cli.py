@@ -58,6 +58,13 @@ def _load_config(args: argparse.Namespace):
         cfg = default_config(env_id)
     else:
         raise CliError("train: give --task (reacher, grasp, or a gymnasium id) or --config")
+    return _overridden(cfg, args)
+
+
+def _overridden(cfg, args: argparse.Namespace):
+    """``cfg`` with --steps and the --set overrides applied (validated as a whole)."""
+    from q_grasp.learning.config import ExperimentConfig
+
     data = cfg.to_dict()
     if args.steps is not None:
         data["training"]["total_steps"] = args.steps
@@ -66,7 +73,6 @@ def _load_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from q_grasp.learning.checkpoint import load_checkpoint
-    from q_grasp.learning.config import ExperimentConfig
     from q_grasp.learning.plotting import plot_runs
     from q_grasp.learning.trainer import run_training
 
@@ -77,10 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             if ckpt.config is None:
                 raise CliError(f"--resume {args.resume}: checkpoint holds no training config")
-            data = ckpt.config.to_dict()
-            if args.steps is not None:
-                data["training"]["total_steps"] = args.steps
-            cfg = ExperimentConfig.from_dict(apply_overrides(data, args.set or []))
+            cfg = _overridden(ckpt.config, args)
         seeds = [int(ckpt.extra.get("seed", 0)) if args.seed is None else args.seed]
         out = Path(args.out) if args.out else Path(args.resume).parent
     else:
