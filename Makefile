@@ -42,7 +42,7 @@ lint: setup
 	$(ENV) $(BIN)/ruff check .
 
 unit: setup
-	$(ENV) $(BIN)/python -m pytest -q -m "not slow and not ros2_tooling" test
+	$(ENV) $(BIN)/python -m pytest -q -m "not ros2_tooling" test
 
 test: lint unit
 

@@ -19,11 +19,11 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import yaml
+
+from q_grasp.config import apply_overrides
 
 USAGE_ERROR = 2
 
@@ -42,25 +42,6 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """`section.field=value` strings (values parsed as YAML) applied onto a config dict."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or "." not in key:
-            raise CliError(f"--set: expected section.field=value, got {item!r}")
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise CliError(f"--set {key}: {p!r} is not a section")
-        try:
-            node[parts[-1]] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise CliError(f"--set {key}: cannot parse value {raw!r}") from None
-    return data
-
-
 def _load_config(args: argparse.Namespace):
     from q_grasp.learning.config import ExperimentConfig
     from q_grasp.learning.tasks import default_config, resolve_task
@@ -77,16 +58,21 @@ def _load_config(args: argparse.Namespace):
         cfg = default_config(env_id)
     else:
         raise CliError("train: give --task (reacher, grasp, or a gymnasium id) or --config")
+    return _overridden(cfg, args)
+
+
+def _overridden(cfg, args: argparse.Namespace):
+    """``cfg`` with --steps and the --set overrides applied (validated as a whole)."""
+    from q_grasp.learning.config import ExperimentConfig
+
     data = cfg.to_dict()
     if args.steps is not None:
         data["training"]["total_steps"] = args.steps
-    data = _apply_overrides(data, args.set or [])
-    return ExperimentConfig.from_dict(data)
+    return ExperimentConfig.from_dict(apply_overrides(data, args.set or []))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from q_grasp.learning.checkpoint import load_checkpoint
-    from q_grasp.learning.config import ExperimentConfig
     from q_grasp.learning.plotting import plot_runs
     from q_grasp.learning.trainer import run_training
 
@@ -97,10 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             if ckpt.config is None:
                 raise CliError(f"--resume {args.resume}: checkpoint holds no training config")
-            data = ckpt.config.to_dict()
-            if args.steps is not None:
-                data["training"]["total_steps"] = args.steps
-            cfg = ExperimentConfig.from_dict(_apply_overrides(data, args.set or []))
+            cfg = _overridden(ckpt.config, args)
         seeds = [int(ckpt.extra.get("seed", 0)) if args.seed is None else args.seed]
         out = Path(args.out) if args.out else Path(args.resume).parent
     else:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from q_grasp.config import build
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 NURO_ARM_URDF = ASSETS_DIR / "nuro_arm" / "nuro_arm.urdf"
@@ -32,8 +33,6 @@ class RobotConfig:
         default_factory=lambda: ["base_joint", "shoulder_joint", "elbow_joint", "wrist_joint"]
     )
     """Joints the Reacher task moves (wrist rotation does not move the tool centre point)."""
-    wrist_rotation_joint: str = "wrist_rotation_joint"
-    """Joint that turns the gripper about the approach axis (grasp yaw)."""
     gripper_joint_names: list[str] = field(
         default_factory=lambda: ["left_finger_joint", "right_finger_joint"]
     )
@@ -55,6 +54,10 @@ class RobotConfig:
     max_gripper_force: float = 20.0
     """Motor force limit used by the simulator for the gripper joints."""
 
+    REMOVED_FIELDS: ClassVar[dict[str, str]] = {
+        "wrist_rotation_joint": "the grasp yaw comes from the IK of the whole arm"}
+    """Settings no longer read, with why: accepted with a warning (q_grasp.config)."""
+
     def __post_init__(self) -> None:
         if not os.path.isfile(self.urdf_path):
             raise ValueError(f"robot urdf_path: no such file: {self.urdf_path!r}")
@@ -69,10 +72,6 @@ class RobotConfig:
         for name in self.reach_joint_names:
             if name not in self.arm_joint_names:
                 raise ValueError(f"robot reach_joint_names: {name!r} is not an arm joint")
-        if self.wrist_rotation_joint and self.wrist_rotation_joint not in self.arm_joint_names:
-            raise ValueError(
-                f"robot wrist_rotation_joint: {self.wrist_rotation_joint!r} is not an arm joint"
-            )
         n_grip = len(self.gripper_joint_names)
         for key in ("gripper_open_positions", "gripper_closed_positions"):
             if len(getattr(self, key)) != n_grip:
@@ -83,9 +82,5 @@ class RobotConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RobotConfig:
-        """Build from a mapping, rejecting unknown keys with the list of known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"robot config: unknown keys {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
+        """Build from a mapping through the one config loader (unknown keys, types, ranges)."""
+        return build(cls, data, where="robot config")

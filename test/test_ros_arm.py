@@ -4,7 +4,6 @@ ArmInterface contract is used, so the test holds for any RosArm implementation."
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -37,10 +36,8 @@ HOME = np.array([0.0, -1.1, 1.4, 1.3, 0.0])
 
 
 @pytest.fixture(scope="module")
-def ros_arm(tmp_path_factory):
-    domain = unique_domain_id()
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+def ros_arm(tmp_path_factory, ros_domain_env):
+    domain = ros_domain_env()
     log = Path(tmp_path_factory.mktemp("ros_arm")) / "sim_arm.log"
     proc = start_node_process(
         "q_grasp.nodes.sim_arm",

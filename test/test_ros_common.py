@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pytest
@@ -32,7 +30,6 @@ from q_grasp.nodes.convert import (
     parse_joint_trajectory,
     to_time_msg,
 )
-from q_grasp.nodes.testing import unique_domain_id
 from q_grasp.wire import WireError
 
 # ----------------------------------------------------------------------------- images
@@ -234,156 +231,13 @@ def test_qos_profiles_match_design() -> None:
     assert qos.CLOCK_QOS.reliability == ReliabilityPolicy.BEST_EFFORT
 
 
-# ----------------------------------------------------------------------------- parameters
-
-
-@dataclass
-class InnerConfig:
-    """A nested config."""
-
-    width: int = 64
-    """Image width in pixels."""
-    position: tuple[float, float, float] = (0.1, 0.0, 0.25)
-    """Camera position (m)."""
-
-    def __post_init__(self) -> None:
-        if self.width < 16:
-            raise ValueError(f"width: must be >= 16 pixels, got {self.width}")
-
-
-@dataclass
-class OuterConfig:
-    """A node config."""
-
-    task: Literal["grasp", "reacher"] = "grasp"
-    """Which task to run."""
-    rate_hz: float = 10.0
-    """Publishing rate."""
-    names: list[str] = field(default_factory=lambda: ["a", "b"])
-    """Joint names."""
-    gains: list[float] = field(default_factory=list)
-    """Optional gains (may be empty)."""
-    checkpoint: str | None = None
-    """Checkpoint file, unset by default."""
-    verbose: bool = False
-    """Log more."""
-    camera: InnerConfig = field(default_factory=InnerConfig)
-    """Camera settings."""
-
-    def __post_init__(self) -> None:
-        if not self.rate_hz > 0:
-            raise ValueError(f"rate_hz: must be > 0 Hz, got {self.rate_hz}")
-
-
-@pytest.fixture(scope="module")
-def ros_context():
-    import rclpy
-
-    os.environ["ROS_DOMAIN_ID"] = str(unique_domain_id())
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.try_shutdown(context=context)
+# ----------------------------------------------------------------------------- nodes
 
 
 def _node(context, name: str, overrides: list | None = None):
     from rclpy.node import Node
 
     return Node(name, context=context, parameter_overrides=overrides or [])
-
-
-@pytest.mark.ros
-def test_parameters_declared_with_docs_and_types(ros_context) -> None:
-    from q_grasp.nodes.params import declare_config
-
-    node = _node(ros_context, "params_docs")
-    try:
-        params = declare_config(node, OuterConfig, dynamic={"rate_hz"})
-        assert params.config == OuterConfig()
-        described = {d.name: d for d in node.describe_parameters(
-            ["rate_hz", "camera.width", "camera.position", "task", "checkpoint"])}
-        assert described["rate_hz"].description == "Publishing rate."
-        assert described["camera.width"].description == "Image width in pixels."
-        assert described["camera.width"].read_only
-        assert not described["rate_hz"].read_only
-        assert "['grasp', 'reacher']" in described["task"].additional_constraints
-        assert node.get_parameter("camera.position").value == [0.1, 0.0, 0.25]
-        assert node.get_parameter("checkpoint").value == ""
-    finally:
-        node.destroy_node()
-
-
-@pytest.mark.ros
-def test_parameter_overrides_build_config(ros_context) -> None:
-    from rclpy.parameter import Parameter
-
-    from q_grasp.nodes.params import declare_config
-
-    overrides = [Parameter("rate_hz", value=5), Parameter("camera.width", value=128),
-                 Parameter("camera.position", value=[1, 2, 3]),
-                 Parameter("task", value="reacher"), Parameter("checkpoint", value="/x.st"),
-                 Parameter("gains", value=[1.0, 2.0])]
-    node = _node(ros_context, "params_overrides", overrides)
-    try:
-        config = declare_config(node, OuterConfig).config
-        assert config.rate_hz == 5.0 and isinstance(config.rate_hz, float)
-        assert config.camera == InnerConfig(width=128, position=(1.0, 2.0, 3.0))
-        assert config.task == "reacher" and config.checkpoint == "/x.st"
-        assert config.gains == [1.0, 2.0]
-    finally:
-        node.destroy_node()
-
-
-@pytest.mark.ros
-@pytest.mark.parametrize("override, message", [
-    (("rate_hz", -1.0), "rate_hz: must be > 0"),
-    (("rate_hz", "fast"), "rate_hz: expected float"),
-    (("rate_hz", float("nan")), "rate_hz: expected float"),
-    (("camera.width", 8), "camera: width: must be >= 16"),
-    (("camera.width", True), "camera.width: expected int"),
-    (("camera.position", [1.0, 2.0]), "camera.position: expected 3 values"),
-    (("task", "juggle"), "task: must be one of"),
-    (("names", [1, 2]), r"names: expected list\[str\]"),
-])
-def test_bad_overrides_stop_the_node_with_a_reason(ros_context, override, message) -> None:
-    from rclpy.parameter import Parameter
-
-    from q_grasp.nodes.params import declare_config
-
-    node = _node(ros_context, "params_bad", [Parameter(override[0], value=override[1])])
-    try:
-        with pytest.raises(ValueError, match=message):
-            declare_config(node, OuterConfig)
-    finally:
-        node.destroy_node()
-
-
-@pytest.mark.ros
-def test_runtime_changes_validated(ros_context) -> None:
-    from rclpy.parameter import Parameter
-
-    from q_grasp.nodes.params import declare_config
-
-    node = _node(ros_context, "params_runtime")
-    changes = []
-    try:
-        params = declare_config(node, OuterConfig, dynamic={"rate_hz", "camera.width"},
-                                on_change=lambda cfg, names: changes.append((cfg, names)))
-        ok = node.set_parameters([Parameter("rate_hz", value=20)])[0]
-        assert ok.successful and params.config.rate_hz == 20.0
-        assert changes and changes[-1][1] == ["rate_hz"]
-        bad = node.set_parameters([Parameter("rate_hz", value=0.0)])[0]
-        assert not bad.successful and "rate_hz: must be > 0" in bad.reason
-        assert params.config.rate_hz == 20.0
-        bad = node.set_parameters([Parameter("camera.width", value=4)])[0]
-        assert not bad.successful and "width: must be >= 16" in bad.reason
-        ro = node.set_parameters([Parameter("task", value="reacher")])[0]
-        assert not ro.successful and params.config.task == "grasp"
-        assert node.set_parameters([Parameter("camera.width", value=32)])[0].successful
-        assert params.config.camera.width == 32
-    finally:
-        node.destroy_node()
 
 
 # ----------------------------------------------------------------------------- diagnostics

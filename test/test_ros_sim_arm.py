@@ -4,7 +4,6 @@ and sends malformed commands that must be rejected, counted, and survived."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -64,6 +63,11 @@ def trajectory(names: list[str], points: list[tuple[list[float], float]]) -> Joi
     return msg
 
 
+SENSOR_TOPICS = ("/joint_states", "/camera/color/image_raw", "/camera/depth/image_raw",
+                 "/camera/color/camera_info", "/camera/depth/camera_info", "/robot_description",
+                 "/clock")
+
+
 class Probe:
     """The test's side of the conversation: a node that records what sim_arm publishes."""
 
@@ -74,6 +78,7 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.last: dict[str, object] = {}
+        self.first: dict[str, object] = {}
         self.counts: dict[str, int] = {}
         self.stamps: dict[str, list[float]] = {"/clock": [], "/joint_states": []}
         subs = [
@@ -97,6 +102,7 @@ class Probe:
     def _recorder(self, topic: str):
         def record(msg) -> None:
             self.last[topic] = msg
+            self.first.setdefault(topic, msg)
             self.counts[topic] = self.counts.get(topic, 0) + 1
             if topic in self.stamps:
                 t = msg.clock if topic == "/clock" else msg.header.stamp
@@ -125,10 +131,8 @@ class Probe:
 
 
 @pytest.fixture(scope="module")
-def sim_arm(tmp_path_factory):
-    domain = unique_domain_id()
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+def sim_arm(tmp_path_factory, ros_domain_env):
+    domain = ros_domain_env()
     log = Path(tmp_path_factory.mktemp("sim_arm")) / "sim_arm.log"
     proc = start_node_process("q_grasp.nodes.sim_arm",
                               ["-p", "real_time_factor:=3.0", "-p", "camera_rate_hz:=5.0",
@@ -138,11 +142,17 @@ def sim_arm(tmp_path_factory):
     rclpy.init(context=context)
     probe = Probe(context)
     try:
+        # Every test starts from a sim_arm that publishes on every sensor topic.
+        probe.wait(lambda: all(t in probe.last for t in SENSOR_TOPICS) or proc.poll() is not None,
+                   30.0, "a message on every sensor topic")
+        assert proc.poll() is None, log.read_text()
         yield probe, proc, log, domain
     finally:
         probe.node.destroy_node()
         rclpy.try_shutdown(context=context)
         stop_process(proc)
+    # A clean shutdown on SIGINT, checked here so that the module's tests run in any order.
+    assert proc.returncode == 0, log.read_text()
 
 
 def test_documented_topics_and_types(sim_arm) -> None:
@@ -160,10 +170,7 @@ def test_documented_topics_and_types(sim_arm) -> None:
     types = dict(node.get_topic_names_and_types())
     missing = {t: ty for t, ty in DOCUMENTED_TOPICS.items() if ty not in types.get(t, [])}
     assert not missing, f"missing topics {missing}\n{log.read_text()}"
-    probe.wait(lambda: all(t in probe.last for t in (
-        "/joint_states", "/camera/color/image_raw", "/camera/depth/image_raw",
-        "/camera/color/camera_info", "/camera/depth/camera_info", "/robot_description",
-        "/clock")), 20.0, "a message on every sensor topic")
+    assert all(t in probe.last for t in SENSOR_TOPICS)
 
 
 def test_messages_are_well_formed(sim_arm) -> None:
@@ -183,7 +190,9 @@ def test_messages_are_well_formed(sim_arm) -> None:
     assert "<robot" in probe.last["/robot_description"].data
     joint_state = probe.last["/joint_states"]
     assert set(ARM + FINGERS) <= set(joint_state.name)
-    np.testing.assert_allclose(probe.joints(ARM), HOME, atol=0.05)
+    # It starts at home (whatever the module's other tests have moved since).
+    np.testing.assert_allclose(joint_positions(probe.first["/joint_states"], ARM), HOME,
+                               atol=0.05)
     # Stamps are simulated time, consistent with /clock.
     clock = probe.last["/clock"].clock
     assert clock.sec + clock.nanosec * 1e-9 > 0
@@ -265,8 +274,8 @@ def test_reset_scene_service(sim_arm) -> None:
     probe.wait(lambda: np.abs(probe.joints(ARM) - HOME).max() < 0.02, 10.0, "home after reset")
 
 
-def test_clean_shutdown_and_bad_parameters(sim_arm, tmp_path) -> None:
-    probe, proc, log, domain = sim_arm
+def test_bad_parameters_stop_a_sim_arm(sim_arm, tmp_path) -> None:
+    domain = sim_arm[-1]
     bad = start_node_process("q_grasp.nodes.sim_arm", ["-p", "camera.width:=0"],
                              domain_id=domain, log_path=tmp_path / "bad.log",
                              extra_env={"ROS_DOMAIN_ID": str((domain % 100) + 1)})
@@ -274,8 +283,8 @@ def test_clean_shutdown_and_bad_parameters(sim_arm, tmp_path) -> None:
         assert bad.wait(timeout=30) == 2
     finally:
         stop_process(bad)
-    assert "camera: camera width: must be an integer >= 1" in (tmp_path / "bad.log").read_text()
-    assert stop_process(proc) == 0, log.read_text()
+    assert "camera.width: must be an integer >= 1 pixels, got 0" in (
+        tmp_path / "bad.log").read_text()
 
 
 def test_events_executor_process_lets_node_threads_run(tmp_path) -> None:

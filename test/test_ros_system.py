@@ -199,17 +199,15 @@ class Probe:
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory):
+def system(tmp_path_factory, ros_domain_env):
     """sim_arm + policy + trainer (reacher) in three processes, as the launch file starts them
     (same params file, use_sim_time), with a small replay start so that training shows."""
     folder = Path(tmp_path_factory.mktemp("system"))
-    domain = unique_domain_id()
     # UDP on localhost without shared memory, in every process and the probe: a trainer killed
     # with SIGKILL and restarted on the same host can otherwise stay cut off from everyone
     # (Fast DDS 2.14's shared-memory zombie-port clean-up; config/fastdds_udp_localhost.xml).
     transport = udp_localhost_env()
-    saved_env = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", *transport)}
-    os.environ.update({"ROS_DOMAIN_ID": str(domain), **transport})
+    domain = ros_domain_env(**transport)
     params = str(CONFIG / "sim_train_reacher.yaml")
     common = ["--params-file", params, "-p", "use_sim_time:=true"]
     trainer_args = [*common, "-p", f"output_dir:={folder / 'run'}", "-p", "learning_starts:=64",
@@ -241,16 +239,21 @@ def system(tmp_path_factory):
         finally:
             for name in ("policy", "trainer", "sim_arm"):
                 stop_process(state["procs"][name])
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+
+
+def learning(system) -> Probe:
+    """The probe once the trainer has learned from the policy's transitions: where every test
+    of the running system starts from, whichever of them runs first."""
+    probe = system["probe"]
+    probe.wait(lambda: probe.value("trainer", "updates") > 0, 120.0,
+               "the trainer's first update", system["logs"])
+    return probe
 
 
 @pytest.mark.ros
 class TestThreeProcesses:
-    """Tests share the running system, in this order."""
+    """Tests share the running system and run in any order: each waits for what it needs, and
+    the one that kills the trainer leaves a restarted one that the others accept."""
 
     def test_documented_topics_with_documented_types(self, system) -> None:
         probe, logs = system["probe"], system["logs"]
@@ -268,20 +271,20 @@ class TestThreeProcesses:
         assert {"base_joint", "left_finger_joint"} <= names
 
     def test_transitions_reach_the_trainer(self, system) -> None:
-        probe, logs = system["probe"], system["logs"]
+        probe, logs = learning(system), system["logs"]
         probe.wait(lambda: probe.value("trainer", "transitions") >= 64, 60.0,
                    "64 transitions counted by the trainer", logs)
         assert probe.value("trainer", "rejected", 0) == 0
         assert probe.value("trainer", "received_batches") > 0
 
     def test_weights_update_changes_the_policy_version(self, system) -> None:
-        probe, logs = system["probe"], system["logs"]
+        probe, logs = learning(system), system["logs"]
         probe.wait(lambda: probe.value("policy", "weights_version", -1) >= 10, 60.0,
                    "the policy on trainer weights version >= 10", logs)
         assert probe.value("policy", "weights_received") >= 2  # the initial ones, then more
 
     def test_diagnostics_report_progress(self, system) -> None:
-        probe, logs = system["probe"], system["logs"]
+        probe, logs = learning(system), system["logs"]
         before = {"updates": probe.value("trainer", "updates"),
                   "steps": probe.value("policy", "steps"),
                   "sim": probe.value("sim_arm", "sim_time_s")}
@@ -294,7 +297,7 @@ class TestThreeProcesses:
         assert 0.0 <= float(probe.diag["q_grasp/policy"]["epsilon"]) <= 1.0
 
     def test_killed_trainer_resumes_while_the_policy_keeps_acting(self, system) -> None:
-        probe, logs, procs = system["probe"], system["logs"], system["procs"]
+        probe, logs, procs = learning(system), system["logs"], system["procs"]
         probe.wait(lambda: newest_checkpoint(system["run"]) is not None, 60.0,
                    "a periodic checkpoint", logs)
         procs["trainer"].send_signal(signal.SIGKILL)  # no clean shutdown, no final save

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, TypeVar
+
+from q_grasp.config import replace
 
 C = TypeVar("C")
 
 
 def resolve_env_config(config_cls: type[C], config: C | None, overrides: dict[str, Any],
                        owner: str) -> C:
-    """Return ``config`` (or the defaults) with ``overrides`` applied; unknown keys are errors."""
+    """Return ``config`` (or the defaults) with ``overrides`` applied, through the one config
+    loader (types checked, unknown keys and out-of-range values are errors naming the field)."""
     if config is None:
         config = config_cls()
     elif not isinstance(config, config_cls):
         raise ValueError(f"config: must be a {config_cls.__name__} or None, got {type(config)}")
-    if overrides:
-        known = {f.name for f in dataclasses.fields(config_cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"{owner}: unknown config fields {unknown}; known fields: "
-                             f"{sorted(known)}")
-        config = dataclasses.replace(config, **overrides)
-    return config
+    return replace(config, overrides, where=owner) if overrides else config
 
 
 def check_render_mode(render_mode: str | None, metadata: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """Configuration of a DQN experiment: one dataclass per component, loaded from YAML and validated.
 
-Every field has a docstring (the string literal under it). `ExperimentConfig.from_dict` rejects
-unknown keys, wrong types and out-of-range values with a `ConfigError` (a `ValueError`) naming
-the field, e.g. ``dqn.gamma: must be in (0, 1], got 1.5``.
+Every field has a docstring (the string literal under it). Loading goes through the one
+configuration core, `q_grasp.config`: unknown keys, wrong types and out-of-range values raise a
+`ConfigError` (a `ValueError`) naming the field, e.g. ``dqn.gamma: must be in [0, 1], got 1.5``.
 """
 
 from __future__ import annotations
@@ -10,17 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type or out of range."""
+from q_grasp.config import ConfigError, build, load_yaml
 
 
 @dataclass
@@ -343,29 +337,12 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ExperimentConfig:
         """Build and validate; raises ConfigError naming the offending field."""
-        cfg = _from_dict(cls, data or {}, "")
-        cfg.validate()
-        return cfg
+        return build(cls, data)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
         """Load a YAML file (missing sections and fields take their defaults)."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"config file {str(path)!r}: cannot read ({exc.strerror})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r}: not valid YAML: {exc}") from None
-        if data is not None and not isinstance(data, dict):
-            raise ConfigError(f"config file {str(path)!r}: top level must be a mapping of "
-                              f"sections, got {type(data).__name__}")
-        try:
-            return cls.from_dict(data)
-        except ConfigError as exc:
-            raise ConfigError(f"config file {str(path)!r}: {exc}") from None
+        return load_yaml(cls, path)
 
     def replace(self, **sections: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **sections)
@@ -374,76 +351,3 @@ class ExperimentConfig:
 def _check(ok: bool, name: str, rule: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{name}: {rule}, got {value!r}")
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(tp: Any, value: Any, name: str) -> Any:
-    """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, name)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else
-                          f"{name}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{name}: must be one of {', '.join(map(str, args))}; "
-                              f"got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: expected a list, got {value!r}")
-        return [_coerce(args[0], v, f"{name}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name}: expected a mapping of fields, got {value!r}")
-        return _from_dict(tp, value, name + ".")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{name}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{name}: unsupported field type {_type_name(tp)}")  # pragma: no cover
-
-
-def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        where = prefix.rstrip(".") or "top level"
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown field (in {where}; known fields: "
-                          f"{', '.join(names)})")
-    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
-    return cls(**kwargs)

@@ -2,7 +2,8 @@
 config dataclasses so that every parameter appears with its docstring and a valid value.
 
 Regenerate after changing a node config: ``python -m q_grasp.nodes.config_files``.
-test/test_launch_static.py checks that the files cover every parameter with valid values.
+test/test_launch_static.py checks that the files are what this module writes and that they
+cover every parameter with valid values.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from q_grasp.nodes.params import config_specs, params_yaml
 TASKS = ("grasp", "reacher")
 """Tasks with a shipped parameter file."""
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
-COMMENTED = frozenset({"robot.urdf_path"})
-"""Parameters whose default is install-specific (written commented out)."""
+COMMENTED = {"robot.urdf_path": "/path/to/your_arm.urdf  (default: the installed package's "
+                                "assets/nuro_arm/nuro_arm.urdf)"}
+"""Parameters whose default is install-specific: written commented out, with this text."""
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,22 @@
-"""ROS parameters from config dataclasses: one parameter per field, validated by the dataclass.
+"""ROS parameters from config dataclasses: the thin ROS binding of the config core.
 
 Each field becomes a parameter named after it (nested dataclasses give dotted names such as
 ``camera.width``, i.e. nested maps in a params YAML), with a ParameterDescriptor carrying the
-field's docstring. Values are type-checked and the dataclass is rebuilt, so its ``__post_init__``
-is the single place where ranges are validated: at start-up a bad value stops the node with
-the dataclass's message, at run time ``ros2 param set`` is refused with that message as reason.
-Only fields listed as dynamic may change at run time; the others are read-only parameters.
+field's docstring. Values (from a params file, ``-p`` on the command line or ``ros2 param
+set``) only have their ROS form undone here (arrays, "" and [] for unset); conversion and
+validation are ``q_grasp.config.build``'s, the same as for YAML files and ``--set`` overrides,
+so a bad value gets the same message whichever way it came: at start-up it stops the node, at
+run time ``ros2 param set`` is refused with it as reason. Only fields listed as dynamic may
+change at run time; the others are read-only parameters.
 """
 
 from __future__ import annotations
 
 import array
-import ast
 import dataclasses
-import functools
-import inspect
-import math
-import textwrap
 import threading
-import types
 import typing
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -28,43 +24,25 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from q_grasp.config import (
+    Leaf,
+    build,
+    get_path,
+    leaves,
+    removed_fields,
+    removed_message,
+    unwrap_optional,
+)
+
 C = TypeVar("C")
 
 _SCALARS = (bool, int, float, str)
 
 
-@functools.cache
-def field_docs(cls: type) -> dict[str, str]:
-    """Docstrings of a dataclass's fields (string literals under each field, MRO included)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            source = textwrap.dedent(inspect.getsource(klass))
-        except (OSError, TypeError):  # no source (frozen app, REPL): descriptions stay empty
-            continue
-        body = ast.parse(source).body[0]
-        if not isinstance(body, ast.ClassDef):
-            continue
-        statements = body.body
-        for stmt, following in zip(statements, statements[1:] + [None]):
-            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-                    and isinstance(following, ast.Expr)
-                    and isinstance(following.value, ast.Constant)
-                    and isinstance(following.value.value, str)):
-                docs[stmt.target.id] = inspect.cleandoc(following.value.value)
-    return docs
-
-
 @dataclass(frozen=True)
-class ParamSpec:
-    """How one dataclass field maps to one ROS parameter."""
+class ParamSpec(Leaf):
+    """How one config field (a :class:`q_grasp.config.Leaf`) maps to one ROS parameter."""
 
-    name: str
-    """Full parameter name, e.g. "camera.width"."""
-    path: tuple[str, ...]
-    """Attribute path from the root config, e.g. ("camera", "width")."""
     scalar: type
     """Element type: bool, int, float or str."""
     sequence: type | None
@@ -75,8 +53,6 @@ class ParamSpec:
     """The field accepts None, written as "" (strings) or [] (sequences) in ROS."""
     choices: tuple[str, ...] | None
     """Allowed values of a Literal[...] string field."""
-    description: str
-    """The field's docstring."""
     dynamic: bool
     """True if the value may change at run time."""
 
@@ -104,75 +80,33 @@ class ParamSpec:
             return [self.scalar(v) for v in value]
         return self.scalar(value)
 
-    def from_ros(self, value: Any) -> Any:
-        """Type-check and convert a ROS parameter value; ValueError names the parameter."""
-        expected = f"{self.name}: expected {self.type_text}, got {value!r}"
+    def unwrap(self, value: Any) -> Any:
+        """A ROS parameter value in the form the config core reads (ROS's forms undone)."""
         if self.sequence is None:
-            if self.optional and value == "":
-                return None
-            converted = _convert_scalar(self.scalar, value)
-            if converted is _INVALID:
-                raise ValueError(expected)
-            if self.choices is not None and converted not in self.choices:
-                raise ValueError(f"{self.name}: must be one of {list(self.choices)}, "
-                                 f"got {converted!r}")
-            return converted
+            return None if self.optional and value == "" else value
         if value is None:
             # rcl's YAML parser turns `[]` into an unset parameter: that is an empty list.
             value = []
-        if not isinstance(value, (list, tuple, array.array)):
-            raise ValueError(expected)
-        items = [_convert_scalar(self.scalar, v) for v in value]
-        if any(item is _INVALID for item in items):
-            raise ValueError(expected)
-        if self.optional and not items:
+        if isinstance(value, array.array):
+            value = value.tolist()
+        if self.optional and isinstance(value, (list, tuple)) and not value:
             return None
-        if self.length is not None and len(items) != self.length:
-            raise ValueError(f"{self.name}: expected {self.length} values, got {len(items)}")
-        return self.sequence(items)
+        return value
 
 
-_INVALID = object()
-
-
-def _convert_scalar(scalar: type, value: Any) -> Any:
-    if scalar is bool:
-        return value if isinstance(value, bool) else _INVALID
-    if isinstance(value, bool):  # bool is an int: never let True pass as 1
-        return _INVALID
-    if scalar is int:
-        return value if isinstance(value, int) else _INVALID
-    if scalar is float:
-        # YAML writes 1 for 1.0; accept integers for float fields. NaN is never a useful
-        # setting and would slip past every range check, so refuse it here.
-        if isinstance(value, (int, float)) and not math.isnan(value):
-            return float(value)
-        return _INVALID
-    if scalar is str:
-        return value if isinstance(value, str) else _INVALID
-    return _INVALID
-
-
-def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(hint)) == 2:
-            return args[0], True
-    return hint, False
-
-
-def _spec_for(name: str, path: tuple[str, ...], hint: Any, doc: str,
-              dynamic: bool) -> ParamSpec:
-    inner, optional = _unwrap_optional(hint)
+def _spec_for(leaf: Leaf, dynamic: bool) -> ParamSpec:
+    """The ROS typing of one field (which fields can be ROS parameters at all)."""
+    name, hint = leaf.name, leaf.hint
+    inner, optional = unwrap_optional(hint)
+    common = dict(name=name, path=leaf.path, hint=hint, description=leaf.description,
+                  optional=optional, dynamic=dynamic)
     origin, args = typing.get_origin(inner), typing.get_args(inner)
-    choices = None
     if origin is Literal:
         if not all(isinstance(a, str) for a in args):
             raise TypeError(f"{name}: only Literal[str, ...] fields are supported")
-        return ParamSpec(name, path, str, None, None, optional, tuple(args), doc, dynamic)
+        return ParamSpec(**common, scalar=str, sequence=None, length=None, choices=tuple(args))
     if inner in _SCALARS:
-        return ParamSpec(name, path, inner, None, None, optional, choices, doc, dynamic)
+        return ParamSpec(**common, scalar=inner, sequence=None, length=None, choices=None)
     if origin in (list, tuple, Sequence, typing.Sequence):
         sequence = tuple if origin is tuple else list
         if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
@@ -184,7 +118,8 @@ def _spec_for(name: str, path: tuple[str, ...], hint: Any, doc: str,
         else:
             raise TypeError(f"{name}: unsupported sequence type {inner!r}")
         if elem in _SCALARS:
-            return ParamSpec(name, path, elem, sequence, length, optional, None, doc, dynamic)
+            return ParamSpec(**common, scalar=elem, sequence=sequence, length=length,
+                             choices=None)
     raise TypeError(f"{name}: a field of type {hint!r} cannot be a ROS parameter")
 
 
@@ -194,24 +129,7 @@ def config_specs(config_cls: type, *, prefix: str = "",
 
     ``dynamic``: full parameter names that may change at run time.
     """
-    specs: list[ParamSpec] = []
-
-    def walk(cls: type, name_prefix: str, path: tuple[str, ...]) -> None:
-        hints = typing.get_type_hints(cls, include_extras=False)
-        docs = field_docs(cls)
-        for field in dataclasses.fields(cls):
-            if not field.init:
-                continue
-            name = f"{name_prefix}{field.name}"
-            hint = hints[field.name]
-            inner, _ = _unwrap_optional(hint)
-            if dataclasses.is_dataclass(inner):
-                walk(inner, f"{name}.", (*path, field.name))
-                continue
-            specs.append(_spec_for(name, (*path, field.name), hint,
-                                   docs.get(field.name, ""), name in dynamic))
-
-    walk(config_cls, f"{prefix}." if prefix else "", ())
+    specs = [_spec_for(leaf, leaf.name in dynamic) for leaf in leaves(config_cls, prefix)]
     unknown = set(dynamic) - {s.name for s in specs}
     if unknown:
         raise ValueError(f"dynamic parameters {sorted(unknown)} are not fields of "
@@ -219,40 +137,17 @@ def config_specs(config_cls: type, *, prefix: str = "",
     return specs
 
 
-def _get_path(config: Any, path: tuple[str, ...]) -> Any:
-    for attr in path:
-        config = getattr(config, attr)
-    return config
-
-
 def build_config(config_cls: type[C], specs: Sequence[ParamSpec],
                  values: dict[str, Any]) -> C:
-    """Build ``config_cls`` from ROS values by parameter name; ValueError names the problem.
-
-    Nested dataclasses are constructed innermost first, so their own validation runs and its
-    message is prefixed with the nested name (e.g. "camera: width: must be >= 16 ...").
-    """
+    """Build ``config_cls`` from ROS values by parameter name, through the config core;
+    ConfigError (a ValueError) names the parameter, e.g. "camera.width: must be >= 16 ..."."""
     tree: dict[str, Any] = {}
     for spec in specs:
         node = tree
         for attr in spec.path[:-1]:
             node = node.setdefault(attr, {})
-        node[spec.path[-1]] = spec.from_ros(values[spec.name])
-
-    def construct(cls: type, kwargs: dict[str, Any], label: str) -> Any:
-        hints = typing.get_type_hints(cls)
-        for key, value in list(kwargs.items()):
-            if isinstance(value, dict):
-                inner, _ = _unwrap_optional(hints[key])
-                kwargs[key] = construct(inner, value, f"{label}{key}.")
-        try:
-            return cls(**kwargs)
-        except ValueError as exc:
-            if label:
-                raise ValueError(f"{label[:-1]}: {exc}") from None
-            raise
-
-    return construct(config_cls, tree, "")
+        node[spec.path[-1]] = spec.unwrap(values[spec.name])
+    return build(config_cls, tree)
 
 
 class ConfigParameters(Generic[C]):
@@ -285,8 +180,15 @@ class ConfigParameters(Generic[C]):
                 # any type); rclpy's static typing would reject both.
                 dynamic_typing=True,
             )
-            node.declare_parameter(spec.name, spec.to_ros(_get_path(base, spec.path)),
+            node.declare_parameter(spec.name, spec.to_ros(get_path(base, spec.path)),
                                    descriptor)
+        # Settings no longer read: declared so that an old params file setting one is told so.
+        for name, why in removed_fields(config_cls, prefix).items():
+            message = removed_message(name, why)
+            node.declare_parameter(name, None, ParameterDescriptor(
+                name=name, description=message, read_only=True, dynamic_typing=True))
+            if node.get_parameter(name).type_ != Parameter.Type.NOT_SET:
+                node.get_logger().warning(message)
         values = {s.name: node.get_parameter(s.name).value for s in self.specs}
         self._config: C = build_config(config_cls, self.specs, values)
         node.add_on_set_parameters_callback(self._validate)
@@ -349,13 +251,15 @@ def _yaml_value(value: Any) -> str:
 
 
 def params_yaml(node_name: str, specs: Sequence[ParamSpec], config: Any, *,
-                commented: Collection[str] = (), indent: int = 2) -> str:
+                commented: Mapping[str, str] | None = None, indent: int = 2) -> str:
     """A ROS params-file section for one node, every parameter preceded by its docstring.
 
-    ``commented``: parameter names written commented out (e.g. machine-specific paths whose
-    default is right on every install). Keys are nested by the dotted names; the node key is
-    ``/**/<node_name>`` so the section applies in any namespace.
+    ``commented``: parameters written commented out, by name, with the text shown as their
+    value (e.g. for machine-specific paths whose default is right on every install, so that
+    the file is the same wherever it is generated). Keys are nested by the dotted names; the
+    node key is ``/**/<node_name>`` so the section applies in any namespace.
     """
+    commented = commented or {}
     lines = [f"/**/{node_name}:", " " * indent + "ros__parameters:"]
     opened: list[str] = []
     for spec in specs:
@@ -373,7 +277,9 @@ def params_yaml(node_name: str, specs: Sequence[ParamSpec], config: Any, *,
             lines.append(f"{pad}# {doc_line}".rstrip())
         lines.append(f"{pad}# type: {spec.type_text}"
                      + ("" if spec.dynamic else "; read-only at run time"))
-        value = spec.to_ros(_get_path(config, spec.path))
-        prefix = "# " if spec.name in commented else ""
-        lines.append(f"{pad}{prefix}{spec.path[-1]}: {_yaml_value(value)}")
+        if spec.name in commented:
+            lines.append(f"{pad}# {spec.path[-1]}: {commented[spec.name]}")
+        else:
+            value = spec.to_ros(get_path(config, spec.path))
+            lines.append(f"{pad}{spec.path[-1]}: {_yaml_value(value)}")
     return "\n".join(lines) + "\n"
