@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -60,9 +61,11 @@ class RunViewer:
             # The gRPC server is itself a sink beside the file (the web viewer reads from it).
             self.rec.set_sinks(rr.GrpcServerSink(port=grpc_port, server_memory_limit="256MiB"),
                                rr.FileSink(str(self.path)))
-            rr.serve_web_viewer(web_port=web_port, open_browser=False,
-                                connect_to=f"rerun+http://127.0.0.1:{grpc_port}/proxy")
-            self.url = f"http://localhost:{web_port}"
+            # Rerun passes connect_to only to a browser it opens itself: the page is told where
+            # the data is by its ?url= query, or it opens on Rerun's welcome screen.
+            source = f"rerun+http://127.0.0.1:{grpc_port}/proxy"
+            rr.serve_web_viewer(web_port=web_port, open_browser=False, connect_to=source)
+            self.url = f"http://localhost:{web_port}/?url={quote(source, safe=':/')}"
         else:
             self.rec.set_sinks(rr.FileSink(str(self.path)))
         self.tree = UrdfTree.from_file_path(str(urdf_path))
