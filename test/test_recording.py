@@ -105,10 +105,17 @@ def test_recorded_grasp_run_rebuilds_the_replay_buffer(tmp_path, capsys) -> None
     assert recording.parent == out and recording.suffix == ".mcap"
     assert f"recording: {recording}" in done.stdout
     # The same run seen through Rerun (test_viewer.py checks the viewer in detail).
-    from q_grasp.viewer import recorded_entities
+    from q_grasp.viewer import recorded_entities, recorded_values
 
-    entities = recorded_entities(summary["viewer_rrd"])
-    assert {"/camera/color", "/camera/depth", "/q_map", "/robot/joints"} <= entities, entities
+    rrd = summary["viewer_rrd"]
+    entities = recorded_entities(rrd)
+    assert {"/camera/color", "/camera/depth", "/q_map", "/robot/joints", "/world/grasp",
+            "/world/grasp_approach", "/world/grasp_outcome",
+            "/grasp_outcomes"} <= entities, entities
+    # The policy's own outcome of every grasp attempt (the run ends after its 6th transition,
+    # the viewer may miss the last one).
+    outcomes = [row[0] for row in recorded_values(rrd, "/grasp_outcomes", "TextLog:text")]
+    assert len(outcomes) >= 5 and all(o.startswith(("success: ", "failure: ")) for o in outcomes)
 
     counts: dict[str, int] = {}
     for topic, type_name, data, _ in read_messages(recording):

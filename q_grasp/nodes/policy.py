@@ -828,6 +828,7 @@ class PolicyNode(Node):
                 self._publish_goal(point, None)
                 outcome = execute_grasp(self.arm, self.chain, point, yaw, env_cfg.skill,
                                         home_joints=home, after_lift=carry_away)
+                self._publish_markers(grasp=(point, yaw), outcome=(point, outcome))
             else:  # no depth reading there: nothing to aim at, an unsuccessful attempt
                 outcome = GraspOutcome(False, False, 0.0, "no depth at the chosen pixel")
                 self.diagnostics.count("grasp_no_depth")
@@ -901,7 +902,8 @@ class PolicyNode(Node):
 
     def _publish_markers(self, *, goal: np.ndarray | None = None, tolerance: float = 0.01,
                          ee: np.ndarray | None = None,
-                         grasp: tuple[np.ndarray, float] | None = None) -> None:
+                         grasp: tuple[np.ndarray, float] | None = None,
+                         outcome: tuple[np.ndarray, Any] | None = None) -> None:
         if self._markers_pub.get_subscription_count() == 0:
             return  # drawn for people (rviz); nobody watching, nothing to build
         markers = MarkerArray()
@@ -926,6 +928,12 @@ class PolicyNode(Node):
             arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.004, 0.008, 0.01
             arrow.color.r, arrow.color.g, arrow.color.b, arrow.color.a = 1.0, 0.5, 0.0, 0.9
             markers.markers.append(arrow)
+        if outcome is not None:  # text over the grasp point: "success: ..." or "failure: ..."
+            point, result = outcome
+            text = self._marker("grasp_outcome", Marker.TEXT_VIEW_FACING, point, (0.02,) * 3,
+                                (0.1, 0.8, 0.2, 0.9) if result.success else (0.9, 0.1, 0.1, 0.9))
+            text.text = f"{'success' if result.success else 'failure'}: {result.message}"
+            markers.markers.append(text)
         self._markers_pub.publish(markers)
 
     def _publish_goal(self, point: np.ndarray, tolerance: float | None) -> None:

@@ -1,8 +1,12 @@
 """viewer: a live Rerun view of the run without rviz: the arm in 3D (URDF + joint_states), the
-colour and depth images, the Q-map heat map, the grasp pose and the Reacher's goal (from the
-policy's markers), and the trainer's learning curves (from /diagnostics), saved to an .rrd file
-(``rerun FILE.rrd`` reopens it) and, with web_port, served to a browser at
-http://localhost:<web_port>.
+colour and depth images, the Q-map heat map, each grasp's pose, approach and outcome and the
+Reacher's goal (from the policy's markers), and the trainer's learning curves (from
+/diagnostics), saved to an .rrd file (``rerun FILE.rrd`` reopens it) and, with web_port, served
+to a browser at the address it logs (http://localhost:<web_port>/?url=...).
+
+Its cost to the run is kept small: joint states and camera images are drawn at a limited wall
+rate (the dropped ones are never deserialized), unmoved joints are not logged again, and all
+Rerun calls run in a drawing thread of their own.
 
 A viewer that fails (port in use, unwritable file) logs the reason and stops viewing; the run
 goes on.
@@ -22,8 +26,9 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
-from visualization_msgs.msg import MarkerArray
+from visualization_msgs.msg import Marker, MarkerArray
 
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import color_image_to_numpy, depth_image_to_numpy
@@ -37,7 +42,6 @@ QUEUE_SIZE = 64
 """Draw calls waiting for the drawing thread; the oldest are dropped beyond this."""
 CLOSE_TIMEOUT_S = 10.0
 """Longest wait for Rerun to finish the .rrd at shutdown before the node goes without it."""
-MARKER_COLORS = {"grasp": (255, 140, 0), "goal": (0, 200, 0), "end_effector": (0, 120, 255)}
 
 
 @dataclass
@@ -50,9 +54,12 @@ class ViewerConfig:
     """Serve the web viewer at http://localhost:<web_port> (0: only the file)."""
     grpc_port: int = 9876
     """Port of the gRPC server the web viewer reads the live data from (with web_port)."""
-    joint_rate_hz: float = 15.0
+    joint_rate_hz: float = 10.0
     """Joint states are drawn at most this often (wall clock): they arrive at hundreds per
     second, far more than a person sees."""
+    image_rate_hz: float = 2.0
+    """Camera images (colour and depth, each) are drawn at most this often (wall clock). The
+    Q-map comes once per grasp decision and is always drawn."""
     urdf_path: str = ""
     """Robot model; empty: the packaged arm's URDF (sim_arm's default)."""
 
@@ -63,8 +70,9 @@ class ViewerConfig:
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{name}: must be a TCP port in [0, 65535], got "
                                  f"{getattr(self, name)}")
-        if not self.joint_rate_hz > 0.0:
-            raise ValueError(f"joint_rate_hz: must be > 0, got {self.joint_rate_hz}")
+        for name in ("joint_rate_hz", "image_rate_hz"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
 
 
 def _stamp_s(msg: Any) -> float:
@@ -77,7 +85,7 @@ class ViewerNode(OptionalOutputNode):
     def __init__(self, node_name: str = "viewer", **kwargs: Any) -> None:
         super().__init__(node_name, "viewer", **kwargs)
         self._config = declare_config(self, ViewerConfig).config
-        self._next_joints = 0.0
+        self._next_s: dict[str, float] = {}
         # Rerun's logging can block (its send queue full while the machine is busy): it runs
         # in this thread, never in the executor's callbacks that the run's nodes share.
         self._queue: queue.Queue[tuple[Any, str] | None] = queue.Queue(QUEUE_SIZE)
@@ -94,11 +102,18 @@ class ViewerNode(OptionalOutputNode):
         except Exception as exc:  # ImportError, ViewerError, Rerun's own: view nothing
             self.fail(str(exc))
             return
+        # The streams are taken raw: a message the rate limit drops is never turned into a
+        # Python message, and the ones drawn are deserialized in the drawing thread.
         sensor = qos.SENSOR_SUBSCRIBER_QOS
-        self.create_subscription(JointState, "joint_states", self._on_joints, sensor)
-        self.create_subscription(Image, "camera/color/image_raw", self._on_color, sensor)
-        self.create_subscription(Image, "camera/depth/image_raw", self._on_depth, sensor)
-        self.create_subscription(Image, "q_grasp/q_map", self._on_q_map, qos.DEFAULT_QOS)
+        cfg = self._config
+        self.create_subscription(JointState, "joint_states", self._on_joints, sensor, raw=True)
+        for topic, entity, depth in (("camera/color/image_raw", "camera/color", False),
+                                     ("camera/depth/image_raw", "camera/depth", True)):
+            self.create_subscription(Image, topic,
+                                     self._image_callback(entity, depth, cfg.image_rate_hz),
+                                     sensor, raw=True)
+        self.create_subscription(Image, "q_grasp/q_map", self._image_callback("q_map"),
+                                 qos.DEFAULT_QOS, raw=True)
         self.create_subscription(MarkerArray, "q_grasp/markers", self._on_markers,
                                  qos.DEFAULT_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
@@ -140,37 +155,69 @@ class ViewerNode(OptionalOutputNode):
     def _draw(self, method: str, *args: Any, **kwargs: Any) -> None:
         self._submit(lambda out: getattr(out, method)(*args, **kwargs), f"drawing {method} in")
 
-    def _draw_image(self, entity: str, msg: Image, depth: bool = False) -> None:
-        # Converted in the drawing thread: an image the viewer cannot read stops the viewer,
-        # never the executor that also serves the run's nodes.
+    def _due(self, stream: str, rate_hz: float) -> bool:
+        """Whether ``stream`` may be drawn now at ``rate_hz`` (wall clock); the executor's
+        thread only, so no lock."""
+        now = time.monotonic()
+        if now < self._next_s.get(stream, 0.0):
+            return False
+        self._next_s[stream] = now + 1.0 / rate_hz
+        return True
+
+    def _image_callback(self, entity: str, depth: bool = False,
+                        rate_hz: float | None = None) -> Any:
         convert = depth_image_to_numpy if depth else color_image_to_numpy
-        self._submit(lambda out: out.image(entity, convert(msg), _stamp_s(msg), depth=depth),
-                     f"drawing {entity} in")
+
+        def draw(out: Any, data: bytes) -> None:
+            # Deserialized and converted here, in the drawing thread: an image the viewer
+            # cannot read stops the viewer, never the executor that serves the run's nodes.
+            msg = deserialize_message(data, Image)
+            out.image(entity, convert(msg), _stamp_s(msg), depth=depth)
+
+        def on_image(data: bytes) -> None:
+            if rate_hz is None or self._due(entity, rate_hz):
+                self._submit(lambda out: draw(out, data), f"drawing {entity} in")
+        return on_image
 
     # ----------------------------------------------------------------------------- topics
 
-    def _on_joints(self, msg: JointState) -> None:
-        now = time.monotonic()
-        if now < self._next_joints:
+    def _on_joints(self, data: bytes) -> None:
+        if not self._due("joints", self._config.joint_rate_hz):
             return
-        self._next_joints = now + 1.0 / self._config.joint_rate_hz
-        self._draw("joints", list(msg.name), list(msg.position), _stamp_s(msg))
 
-    def _on_color(self, msg: Image) -> None:
-        self._draw_image("camera/color", msg)
-
-    def _on_depth(self, msg: Image) -> None:
-        self._draw_image("camera/depth", msg, depth=True)
-
-    def _on_q_map(self, msg: Image) -> None:
-        self._draw_image("q_map", msg)
+        def draw(out: Any) -> None:
+            msg = deserialize_message(data, JointState)
+            out.joints(list(msg.name), list(msg.position), _stamp_s(msg))
+        self._submit(draw, "drawing joint_states in")
 
     def _on_markers(self, msg: MarkerArray) -> None:
         for marker in msg.markers:
-            if marker.ns in MARKER_COLORS:
-                p = marker.pose.position
-                self._draw("points", f"world/{marker.ns}", [p.x, p.y, p.z], _stamp_s(marker),
-                           color=MARKER_COLORS[marker.ns])
+            self._draw_marker(marker)
+
+    def _draw_marker(self, marker: Marker) -> None:
+        """The policy's markers (policy.py draws them for rviz): grasp pose, approach and
+        outcome, the Reacher's goal (its size: the success tolerance), the end effector."""
+        ns, t_s = marker.ns, _stamp_s(marker)
+        p, o = marker.pose.position, marker.pose.orientation
+        center = [p.x, p.y, p.z]
+        color = tuple(int(round(255 * min(max(c, 0.0), 1.0)))
+                      for c in (marker.color.r, marker.color.g, marker.color.b))
+        entity = f"world/{ns}"
+        if ns == "grasp" and marker.type == Marker.CUBE:
+            half = [0.5 * marker.scale.x, 0.5 * marker.scale.y, 0.5 * marker.scale.z]
+            self._draw("box", entity, center, half, [o.x, o.y, o.z, o.w], t_s, color)
+        elif ns == "grasp_approach" and marker.type == Marker.ARROW and len(marker.points) == 2:
+            a, b = marker.points
+            self._draw("arrow", entity, [a.x, a.y, a.z], [b.x, b.y, b.z], t_s, color)
+        elif ns == "grasp_outcome":
+            self._draw("points", entity, center, t_s, color=color, radius=0.012,
+                       label=marker.text)
+            success = marker.text.startswith("success")
+            self._draw("text", "grasp_outcomes", marker.text, t_s,
+                       level="INFO" if success else "WARN")
+        elif ns in ("goal", "end_effector") and marker.type == Marker.SPHERE:
+            self._draw("points", entity, center, t_s, color=color,
+                       radius=max(0.5 * marker.scale.x, 0.003))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
