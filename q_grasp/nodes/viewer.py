@@ -16,6 +16,7 @@ goes on.
 
 from __future__ import annotations
 
+import math
 import queue
 import sys
 import threading
@@ -26,6 +27,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import Marker, MarkerArray
@@ -40,6 +42,8 @@ CURVES = ("success_rate", "loss", "mean_max_q", "epsilon", "updates_per_s", "wei
 """Trainer diagnostics drawn as learning curves (against transitions)."""
 QUEUE_SIZE = 64
 """Draw calls waiting for the drawing thread; the oldest are dropped beyond this."""
+RETRY_S = 0.05
+"""A polled stream without a new message is looked at again after this long."""
 CLOSE_TIMEOUT_S = 10.0
 """Longest wait for Rerun to finish the .rrd at shutdown before the node goes without it."""
 
@@ -79,19 +83,57 @@ def _stamp_s(msg: Any) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
+def _draw_joints(out: Any, data: bytes) -> None:
+    msg = deserialize_message(data, JointState)
+    out.joints(list(msg.name), list(msg.position), _stamp_s(msg))
+
+
+def _image_drawer(entity: str, depth: bool = False) -> Any:
+    convert = depth_image_to_numpy if depth else color_image_to_numpy
+
+    def draw(out: Any, data: bytes) -> None:
+        # Deserialized and converted in the drawing thread: an image the viewer cannot read
+        # stops the viewer, never the executor that serves the run's nodes.
+        msg = deserialize_message(data, Image)
+        out.image(entity, convert(msg), _stamp_s(msg), depth=depth)
+    return draw
+
+
+class _Stream:
+    """A subscription the drawing thread polls at ``rate_hz`` (wall clock)."""
+
+    def __init__(self, subscription: Any, rate_hz: float, draw: Any, doing: str) -> None:
+        self.subscription, self.rate_hz, self.draw, self.doing = (subscription, rate_hz, draw,
+                                                                  doing)
+        self.next_s = 0.0
+
+    def take_newest(self) -> bytes | None:
+        """The newest serialized message not taken yet (None: none arrived)."""
+        sub, newest = self.subscription, None
+        try:
+            # What rclpy's executors do to take a message, without their wait set.
+            with sub.handle:
+                while (taken := sub.handle.take_message(sub.msg_type, True)) is not None:
+                    newest = taken[0]
+        except Exception:  # the context is shutting down: nothing more to draw
+            self.next_s = math.inf
+        return newest
+
+
 class ViewerNode(OptionalOutputNode):
     """Feeds a RunViewer from the run's topics."""
 
     def __init__(self, node_name: str = "viewer", **kwargs: Any) -> None:
         super().__init__(node_name, "viewer", **kwargs)
         self._config = declare_config(self, ViewerConfig).config
-        self._next_s: dict[str, float] = {}
         # Rerun's logging can block (its send queue full while the machine is busy): it runs
         # in this thread, never in the executor's callbacks that the run's nodes share.
         self._queue: queue.Queue[tuple[Any, str] | None] = queue.Queue(QUEUE_SIZE)
         self._drawer = threading.Thread(target=self._draw_loop, name="viewer_draw",
                                         daemon=True)
         self.dropped = 0
+        self._streams: list[_Stream] = []
+        self._streams_node: Node | None = None
         try:
             from q_grasp.viewer import RunViewer
 
@@ -102,18 +144,31 @@ class ViewerNode(OptionalOutputNode):
         except Exception as exc:  # ImportError, ViewerError, Rerun's own: view nothing
             self.fail(str(exc))
             return
-        # The streams are taken raw: a message the rate limit drops is never turned into a
-        # Python message, and the ones drawn are deserialized in the drawing thread.
-        sensor = qos.SENSOR_SUBSCRIBER_QOS
+        # The fast streams (hundreds of joint states a second) are polled by the drawing
+        # thread at their draw rate, on a node of their own that no executor spins: the
+        # executor that also serves sim_arm and the policy in bringup never wakes for them,
+        # and a message nobody draws is replaced in DDS's history of one without any Python.
         cfg = self._config
-        self.create_subscription(JointState, "joint_states", self._on_joints, sensor, raw=True)
-        for topic, entity, depth in (("camera/color/image_raw", "camera/color", False),
-                                     ("camera/depth/image_raw", "camera/depth", True)):
-            self.create_subscription(Image, topic,
-                                     self._image_callback(entity, depth, cfg.image_rate_hz),
-                                     sensor, raw=True)
-        self.create_subscription(Image, "q_grasp/q_map", self._image_callback("q_map"),
-                                 qos.DEFAULT_QOS, raw=True)
+        self._streams_node = Node(f"{node_name}_streams", namespace=self.get_namespace(),
+                                  context=self.context)
+        newest_only = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                                 reliability=ReliabilityPolicy.BEST_EFFORT)
+        self._streams = [
+            _Stream(self._streams_node.create_subscription(
+                msg_type, topic, lambda _: None, newest_only, raw=True), rate_hz, draw, doing)
+            for msg_type, topic, rate_hz, draw, doing in (
+                (JointState, "joint_states", cfg.joint_rate_hz, _draw_joints,
+                 "drawing joint_states in"),
+                (Image, "camera/color/image_raw", cfg.image_rate_hz,
+                 _image_drawer("camera/color"), "drawing camera/color in"),
+                (Image, "camera/depth/image_raw", cfg.image_rate_hz,
+                 _image_drawer("camera/depth", depth=True), "drawing camera/depth in"))]
+        # The Q-map comes once per grasp decision: every one is drawn.
+        q_map = _image_drawer("q_map")
+        self.create_subscription(
+            Image, "q_grasp/q_map",
+            lambda data: self._submit(lambda out: q_map(out, data), "drawing q_map in"),
+            qos.DEFAULT_QOS, raw=True)
         self.create_subscription(MarkerArray, "q_grasp/markers", self._on_markers,
                                  qos.DEFAULT_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
@@ -149,46 +204,36 @@ class ViewerNode(OptionalOutputNode):
                     pass
 
     def _draw_loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            self.use_output(*item)
+        while True:
+            due = min((stream.next_s for stream in self._streams), default=math.inf)
+            try:
+                item = self._queue.get(timeout=None if due == math.inf
+                                       else max(0.0, due - time.monotonic()))
+            except queue.Empty:
+                item = ()
+            if item is None:
+                return
+            if item:
+                self.use_output(*item)
+            self._poll_streams()
+
+    def _poll_streams(self) -> None:
+        now = time.monotonic()
+        for stream in self._streams:
+            if now < stream.next_s:
+                continue
+            data = stream.take_newest()
+            if data is None:  # nothing new yet: look again soon (never, once shut down)
+                if stream.next_s != math.inf:
+                    stream.next_s = now + min(1.0 / stream.rate_hz, RETRY_S)
+                continue
+            stream.next_s = now + 1.0 / stream.rate_hz
+            self.use_output(lambda out, s=stream, d=data: s.draw(out, d), stream.doing)
 
     def _draw(self, method: str, *args: Any, **kwargs: Any) -> None:
         self._submit(lambda out: getattr(out, method)(*args, **kwargs), f"drawing {method} in")
 
-    def _due(self, stream: str, rate_hz: float) -> bool:
-        """Whether ``stream`` may be drawn now at ``rate_hz`` (wall clock); the executor's
-        thread only, so no lock."""
-        now = time.monotonic()
-        if now < self._next_s.get(stream, 0.0):
-            return False
-        self._next_s[stream] = now + 1.0 / rate_hz
-        return True
-
-    def _image_callback(self, entity: str, depth: bool = False,
-                        rate_hz: float | None = None) -> Any:
-        convert = depth_image_to_numpy if depth else color_image_to_numpy
-
-        def draw(out: Any, data: bytes) -> None:
-            # Deserialized and converted here, in the drawing thread: an image the viewer
-            # cannot read stops the viewer, never the executor that serves the run's nodes.
-            msg = deserialize_message(data, Image)
-            out.image(entity, convert(msg), _stamp_s(msg), depth=depth)
-
-        def on_image(data: bytes) -> None:
-            if rate_hz is None or self._due(entity, rate_hz):
-                self._submit(lambda out: draw(out, data), f"drawing {entity} in")
-        return on_image
-
     # ----------------------------------------------------------------------------- topics
-
-    def _on_joints(self, data: bytes) -> None:
-        if not self._due("joints", self._config.joint_rate_hz):
-            return
-
-        def draw(out: Any) -> None:
-            msg = deserialize_message(data, JointState)
-            out.joints(list(msg.name), list(msg.position), _stamp_s(msg))
-        self._submit(draw, "drawing joint_states in")
 
     def _on_markers(self, msg: MarkerArray) -> None:
         for marker in msg.markers:
@@ -243,6 +288,8 @@ class ViewerNode(OptionalOutputNode):
                                         f"{CLOSE_TIMEOUT_S:g} s; its .rrd may lack the end")
                 Node.destroy_node(self)
                 return
+        if self._streams_node is not None:
+            self._streams_node.destroy_node()
         super().destroy_node()
 
 
