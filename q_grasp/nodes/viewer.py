@@ -4,9 +4,10 @@ Reacher's goal (from the policy's markers), and the trainer's learning curves (f
 /diagnostics), saved to an .rrd file (``rerun FILE.rrd`` reopens it) and, with web_port, served
 to a browser at the address it logs (http://localhost:<web_port>/?url=...).
 
-Its cost to the run is kept small: joint states and camera images are drawn at a limited wall
-rate (the dropped ones are never deserialized), unmoved joints are not logged again, and all
-Rerun calls run in a drawing thread of their own.
+Its cost to the run is kept small: joint states and camera images are polled by a drawing
+thread at a limited wall rate (the executor the run's nodes share never wakes for them, and a
+message not drawn never reaches Python), unmoved joints are not logged again, and all Rerun
+calls run in that thread.
 
 A viewer that fails (port in use, unwritable file) logs the reason and stops viewing; the run
 goes on.
@@ -149,8 +150,11 @@ class ViewerNode(OptionalOutputNode):
         # executor that also serves sim_arm and the policy in bringup never wakes for them,
         # and a message nobody draws is replaced in DDS's history of one without any Python.
         cfg = self._config
-        self._streams_node = Node(f"{node_name}_streams", namespace=self.get_namespace(),
-                                  context=self.context)
+        # (Its own name and this node's namespace: a launch file's __node remap would
+        # otherwise give it this node's name.)
+        self._streams_node = Node(f"{self.get_name()}_streams", namespace=self.get_namespace(),
+                                  context=self.context, use_global_arguments=False,
+                                  enable_rosout=False, start_parameter_services=False)
         newest_only = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                                  reliability=ReliabilityPolicy.BEST_EFFORT)
         self._streams = [
