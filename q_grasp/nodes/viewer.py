@@ -59,7 +59,7 @@ class ViewerConfig:
     """Serve the web viewer at http://localhost:<web_port> (0: only the file)."""
     grpc_port: int = 9876
     """Port of the gRPC server the web viewer reads the live data from (with web_port)."""
-    joint_rate_hz: float = 10.0
+    joint_rate_hz: float = 5.0
     """Joint states are drawn at most this often (wall clock): they arrive at hundreds per
     second, far more than a person sees."""
     image_rate_hz: float = 2.0
@@ -134,6 +134,7 @@ class ViewerNode(OptionalOutputNode):
                                         daemon=True)
         self.dropped = 0
         self._streams: list[_Stream] = []
+        self._last_markers: dict[str, tuple] = {}
         self._streams_node: Node | None = None
         try:
             from q_grasp.viewer import RunViewer
@@ -252,6 +253,14 @@ class ViewerNode(OptionalOutputNode):
         color = tuple(int(round(255 * min(max(c, 0.0), 1.0)))
                       for c in (marker.color.r, marker.color.g, marker.color.b))
         entity = f"world/{ns}"
+        if ns != "grasp_outcome":
+            # The policy repeats markers (a grasp before and after the attempt, the Reacher's
+            # goal at every step): Rerun keeps the last one, so only changes are logged.
+            shape = (marker.type, *center, o.x, o.y, o.z, o.w, marker.scale.x, marker.scale.y,
+                     marker.scale.z, *color, *((q.x, q.y, q.z) for q in marker.points))
+            if self._last_markers.get(ns) == shape:
+                return
+            self._last_markers[ns] = shape
         if ns == "grasp" and marker.type == Marker.CUBE:
             half = [0.5 * marker.scale.x, 0.5 * marker.scale.y, 0.5 * marker.scale.z]
             self._draw("box", entity, center, half, [o.x, o.y, o.z, o.w], t_s, color)
