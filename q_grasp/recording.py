@@ -95,14 +95,20 @@ class McapRecorder:
         self._sequence: dict[int, int] = {}
         self.messages = 0
 
-    def add_topic(self, topic: str, type_name: str, definition: str | None = None) -> int:
-        """Register ``topic`` of ``type_name``; returns its channel id for :meth:`write`."""
+    def add_topic(self, topic: str, type_name: str, definition: str | None = None,
+                  offered_qos_profiles: str = "") -> int:
+        """Register ``topic`` of ``type_name``; returns its channel id for :meth:`write`.
+
+        ``offered_qos_profiles``: the channel's QoS as rosbag2 writes it (a YAML list), which
+        the MCAP ``ros2`` profile asks of every channel and ``ros2 bag play`` offers on replay.
+        """
         schema = self._schemas.get(type_name)
         if schema is None:
             text = definition if definition is not None else message_definition(type_name)
             schema = self._writer.register_schema(type_name, "ros2msg", text.encode())
             self._schemas[type_name] = schema
-        channel = self._writer.register_channel(topic, "cdr", schema)
+        channel = self._writer.register_channel(
+            topic, "cdr", schema, metadata={"offered_qos_profiles": offered_qos_profiles})
         self._sequence[channel] = 0
         return channel
 

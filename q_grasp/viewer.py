@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -16,6 +17,10 @@ SIM_TIME = "sim_time"
 """Timeline of the robot's messages (their header stamps)."""
 TRANSITIONS = "transitions"
 """Timeline of the learning curves (transitions the trainer received)."""
+
+
+JOINT_TOLERANCE = 0.01
+"""Joint motion (rad or m) below which a joint's transform is not logged again."""
 
 
 class ViewerError(ValueError):
@@ -60,25 +65,39 @@ class RunViewer:
             # The gRPC server is itself a sink beside the file (the web viewer reads from it).
             self.rec.set_sinks(rr.GrpcServerSink(port=grpc_port, server_memory_limit="256MiB"),
                                rr.FileSink(str(self.path)))
-            rr.serve_web_viewer(web_port=web_port, open_browser=False,
-                                connect_to=f"rerun+http://127.0.0.1:{grpc_port}/proxy")
-            self.url = f"http://localhost:{web_port}"
+            # Rerun passes connect_to only to a browser it opens itself: the page is told where
+            # the data is by its ?url= query, or it opens on Rerun's welcome screen.
+            source = f"rerun+http://127.0.0.1:{grpc_port}/proxy"
+            rr.serve_web_viewer(web_port=web_port, open_browser=False, connect_to=source)
+            self.url = f"http://localhost:{web_port}/?url={quote(source, safe=':/')}"
         else:
             self.rec.set_sinks(rr.FileSink(str(self.path)))
         self.tree = UrdfTree.from_file_path(str(urdf_path))
         self.tree.log_urdf_to_recording(self.rec)
         self._joints = {j.name: j for j in self.tree.joints() if j.joint_type != "fixed"}
+        self._joint_values: dict[str, float] = {}
 
     def _sim_time(self, t_s: float) -> None:
         self.rec.set_time(SIM_TIME, duration=t_s)
 
-    def joints(self, names: Sequence[str], positions: Sequence[float], t_s: float) -> None:
-        """Move the URDF model's joints (unknown names are ignored)."""
+    def joints(self, names: Sequence[str], positions: Sequence[float], t_s: float) -> int:
+        """Move the URDF model's joints (unknown names are ignored); returns how many were
+        logged. A joint within JOINT_TOLERANCE of its last logged value is not logged again:
+        Rerun keeps the latest value, and each transform costs the run's process ~0.2 ms (one
+        Transform3D per joint: Rerun's viewer does not resolve several frames in one row)."""
         self._sim_time(t_s)
+        logged = 0
         for name, value in zip(names, positions):
             joint = self._joints.get(name)
-            if joint is not None and np.isfinite(value):
-                self.rec.log("robot/joints", joint.compute_transform(float(value), clamp=False))
+            if joint is None or not np.isfinite(value):
+                continue
+            last = self._joint_values.get(name)
+            if last is not None and abs(value - last) < JOINT_TOLERANCE:
+                continue
+            self._joint_values[name] = float(value)
+            self.rec.log("robot/joints", joint.compute_transform(float(value), clamp=False))
+            logged += 1
+        return logged
 
     def image(self, entity: str, image: np.ndarray, t_s: float, depth: bool = False) -> None:
         """An RGB image, or a depth image in metres."""
@@ -87,11 +106,35 @@ class RunViewer:
         self.rec.log(entity, rr.DepthImage(image, meter=1.0) if depth else rr.Image(image))
 
     def points(self, entity: str, xyz: np.ndarray, t_s: float,
-               color: Sequence[int] = (255, 200, 0), radius: float = 0.01) -> None:
-        """Markers (grasp pose, goal, end effector) as points in the world frame."""
+               color: Sequence[int] = (255, 200, 0), radius: float = 0.01,
+               label: str | None = None) -> None:
+        """Markers (goal, end effector, a grasp's outcome) as points in the world frame."""
         self._sim_time(t_s)
         self.rec.log(entity, self.rr.Points3D(np.atleast_2d(xyz), colors=[color],
-                                              radii=radius))
+                                              radii=radius,
+                                              labels=None if label is None else [label]))
+
+    def box(self, entity: str, center: Sequence[float], half_size: Sequence[float],
+            xyzw: Sequence[float], t_s: float, color: Sequence[int]) -> None:
+        """An oriented box in the world frame (the grasp: a bar along the closing fingers)."""
+        self._sim_time(t_s)
+        rr = self.rr
+        self.rec.log(entity, rr.Boxes3D(centers=[center], half_sizes=[half_size],
+                                        quaternions=[rr.Quaternion(xyzw=xyzw)],
+                                        colors=[color]))
+
+    def arrow(self, entity: str, start: Sequence[float], end: Sequence[float], t_s: float,
+              color: Sequence[int]) -> None:
+        """An arrow in the world frame (the grasp's top-down approach)."""
+        self._sim_time(t_s)
+        self.rec.log(entity, self.rr.Arrows3D(origins=[start],
+                                              vectors=[np.subtract(end, start)],
+                                              colors=[color]))
+
+    def text(self, entity: str, text: str, t_s: float, level: str = "INFO") -> None:
+        """A line in a text log (grasp outcomes)."""
+        self._sim_time(t_s)
+        self.rec.log(entity, self.rr.TextLog(text, level=level))
 
     def curves(self, transitions: int, values: Mapping[str, float]) -> None:
         """Learning-curve points at ``transitions`` (finite values only)."""
@@ -113,3 +156,22 @@ def recorded_entities(rrd_path: str | Path) -> set[str]:
     reader = RrdReader(str(rrd_path))
     return set(reader.store().schema().entity_paths())
 
+
+def recorded_values(rrd_path: str | Path, entity: str, column: str,
+                    timeline: str = SIM_TIME) -> list:
+    """The values of one column (such as ``Boxes3D:half_sizes``) of an entity in an .rrd
+    file, one entry per logged row, in the order of ``timeline`` (rows without it first)."""
+    from rerun.chunk import RrdReader
+
+    rows: list = []
+    for chunk in RrdReader(str(rrd_path)).store().stream():
+        if chunk.entity_path != entity:
+            continue
+        batch = chunk.to_record_batch()
+        if column not in batch.schema.names:
+            continue
+        times = (batch.column(timeline).cast("int64").to_pylist()
+                 if timeline in batch.schema.names else [None] * batch.num_rows)
+        rows.extend(zip(times, batch.column(column).to_pylist()))
+    rows.sort(key=lambda row: -1 if row[0] is None else row[0])  # stable: same time, as read
+    return [value for _, value in rows]

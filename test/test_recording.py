@@ -89,6 +89,51 @@ def test_bad_recordings_and_config_are_refused(tmp_path) -> None:
 
 
 @pytest.mark.ros
+def test_channels_carry_what_ros2_bag_reads(tmp_path, monkeypatch) -> None:
+    """What rosbag2's MCAP storage reads besides the messages: profile `ros2`, `ros2msg`
+    schemas, CDR channels, and each channel's `offered_qos_profiles` (the MCAP ros2 profile
+    requires it; `ros2 bag play` offers it on replay) in rosbag2's YAML form."""
+    import yaml
+    from mcap.reader import make_reader
+    from rclpy.parameter import Parameter
+
+    from q_grasp.nodes.recorder import RecorderNode
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(unique_domain_id()))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    path = tmp_path / "channels.mcap"
+    try:
+        node = RecorderNode(context=context, parameter_overrides=[
+            Parameter("output_path", value=str(path)), Parameter("topics", value=list(TOPICS))])
+        assert not node.error
+        node.destroy_node()  # writes the summary
+    finally:
+        rclpy.try_shutdown(context=context)
+    with open(path, "rb") as f:
+        reader = make_reader(f)
+        header, summary = reader.get_header(), reader.get_summary()
+    assert header.profile == "ros2"
+    qos = {}
+    for channel in summary.channels.values():
+        schema = summary.schemas[channel.schema_id]
+        assert channel.message_encoding == "cdr" and schema.encoding == "ros2msg"
+        assert schema.name == TOPICS[channel.topic if channel.topic in TOPICS
+                                     else channel.topic.lstrip("/")][0]
+        (profile,) = yaml.safe_load(channel.metadata["offered_qos_profiles"])
+        assert set(profile) == {"history", "depth", "reliability", "durability", "deadline",
+                                "lifespan", "liveliness", "liveliness_lease_duration",
+                                "avoid_ros_namespace_conventions"}
+        qos[channel.topic] = (profile["reliability"], profile["durability"])
+    assert len(qos) == len(TOPICS)
+    assert qos["/robot_description"] == qos["/q_grasp/weights"] == ("reliable",
+                                                                     "transient_local")
+    assert qos["/q_grasp/transitions"] == ("reliable", "volatile")
+    assert qos["/camera/color/image_raw"] == ("best_effort", "volatile")
+
+
+@pytest.mark.ros
 def test_recorded_grasp_run_rebuilds_the_replay_buffer(tmp_path, capsys) -> None:
     """bringup --record over real DDS: every recorded topic's messages decode to their ROS
     types, and replay-buffer refills a trainer with the run's transitions."""
@@ -105,10 +150,17 @@ def test_recorded_grasp_run_rebuilds_the_replay_buffer(tmp_path, capsys) -> None
     assert recording.parent == out and recording.suffix == ".mcap"
     assert f"recording: {recording}" in done.stdout
     # The same run seen through Rerun (test_viewer.py checks the viewer in detail).
-    from q_grasp.viewer import recorded_entities
+    from q_grasp.viewer import recorded_entities, recorded_values
 
-    entities = recorded_entities(summary["viewer_rrd"])
-    assert {"/camera/color", "/camera/depth", "/q_map", "/robot/joints"} <= entities, entities
+    rrd = summary["viewer_rrd"]
+    entities = recorded_entities(rrd)
+    assert {"/camera/color", "/camera/depth", "/q_map", "/robot/joints", "/world/grasp",
+            "/world/grasp_approach", "/world/grasp_outcome",
+            "/grasp_outcomes"} <= entities, entities
+    # The policy's own outcome of every grasp attempt (the run ends after its 6th transition,
+    # the viewer may miss the last one).
+    outcomes = [row[0] for row in recorded_values(rrd, "/grasp_outcomes", "TextLog:text")]
+    assert len(outcomes) >= 5 and all(o.startswith(("success: ", "failure: ")) for o in outcomes)
 
     counts: dict[str, int] = {}
     for topic, type_name, data, _ in read_messages(recording):
@@ -156,13 +208,19 @@ def test_recorded_grasp_run_rebuilds_the_replay_buffer(tmp_path, capsys) -> None
     assert core.resumed_from and len(core.learner.buffer) == recorded == core.transitions
     assert np.isfinite(core.stats()["epsilon"])
 
-    # Another task's trainer refuses the recording, as does a cut-off copy: one line each.
+    # Another task's trainer refuses the recording, as does one with another network (its
+    # weights do not fit) and a cut-off copy: one line each, naming the file.
     truncated = tmp_path / "cut.mcap"
     truncated.write_bytes(recording.read_bytes()[:-4000])
-    for path, task, message in [(recording, "reacher", "does not fit a reacher trainer"),
-                                (truncated, "grasp", "truncated or not an MCAP")]:
-        assert cli_main(["replay-buffer", str(path), "--task", task,
-                         "--out", str(tmp_path / f"x_{task}")]) == 2
+    wider = tmp_path / "wider.yaml"
+    wider.write_text((REPO / "config" / "grasp.yaml").read_text().replace(
+        "unet_base_channels: 8", "unet_base_channels: 16"))
+    for i, (path, task, extra, message) in enumerate([
+            (recording, "reacher", [], "does not fit a reacher trainer"),
+            (recording, "grasp", ["--config", str(wider)], "does not fit a grasp trainer"),
+            (truncated, "grasp", [], "truncated or not an MCAP")]):
+        assert cli_main(["replay-buffer", str(path), "--task", task, *extra,
+                         "--out", str(tmp_path / f"x_{i}")]) == 2
         err = capsys.readouterr().err
         assert message in err and str(path) in err and err.count("\n") == 1, err
 

@@ -798,6 +798,9 @@ class PolicyNode(Node):
             else:  # nothing to aim at: an unsuccessful attempt
                 self.diagnostics.count("grasp_no_depth")
             outcome = self.task.execute(self.arm, target, home, after_lift=carry_away)
+            if target.has_depth:
+                self._publish_markers(grasp=(target.point_m, target.yaw_rad),
+                                      outcome=(target.point_m, outcome))
             first = self.arm.first_command_monotonic
             latency = None if first is None else (first - frame.received_monotonic) * 1e3
             if not outcome.ik_success:
@@ -864,7 +867,8 @@ class PolicyNode(Node):
 
     def _publish_markers(self, *, goal: np.ndarray | None = None, tolerance: float = 0.01,
                          ee: np.ndarray | None = None,
-                         grasp: tuple[np.ndarray, float] | None = None) -> None:
+                         grasp: tuple[np.ndarray, float] | None = None,
+                         outcome: tuple[np.ndarray, Any] | None = None) -> None:
         if self._markers_pub.get_subscription_count() == 0:
             return  # drawn for people (rviz); nobody watching, nothing to build
         markers = MarkerArray()
@@ -889,6 +893,12 @@ class PolicyNode(Node):
             arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.004, 0.008, 0.01
             arrow.color.r, arrow.color.g, arrow.color.b, arrow.color.a = 1.0, 0.5, 0.0, 0.9
             markers.markers.append(arrow)
+        if outcome is not None:  # text over the grasp point: "success: ..." or "failure: ..."
+            point, result = outcome
+            text = self._marker("grasp_outcome", Marker.TEXT_VIEW_FACING, point, (0.02,) * 3,
+                                (0.1, 0.8, 0.2, 0.9) if result.success else (0.9, 0.1, 0.1, 0.9))
+            text.text = f"{'success' if result.success else 'failure'}: {result.message}"
+            markers.markers.append(text)
         self._markers_pub.publish(markers)
 
     def _publish_goal(self, point: np.ndarray, tolerance: float | None) -> None:

@@ -99,7 +99,8 @@ class RecorderNode(OptionalOutputNode):
             type_name, profile = TOPICS[topic]
             try:
                 msg_type = message_class(type_name)
-                channel = self.output.add_topic(self.resolve_topic_name(topic), type_name)
+                channel = self.output.add_topic(self.resolve_topic_name(topic), type_name,
+                                                offered_qos_profiles=offered_qos_yaml(profile))
             except (RecordingError, OSError) as exc:
                 self.get_logger().warning(f"not recording {topic}: {exc}")
                 continue
@@ -122,6 +123,25 @@ class RecorderNode(OptionalOutputNode):
         def write(data: bytes) -> None:
             self.use_output(lambda out: out.write(channel, data, time.time_ns()), "writing")
         return write
+
+
+def offered_qos_yaml(profile: Any) -> str:
+    """rosbag2's ``offered_qos_profiles`` (Jazzy's form: policy names) for an rclpy QoSProfile:
+    the recorder's own subscription QoS per topic, so a replay offers what the run's consumers
+    need (latched /robot_description and weights stay transient local)."""
+    import yaml
+
+    def duration(d: Any) -> dict[str, int]:
+        return {"sec": d.nanoseconds // 10**9, "nsec": d.nanoseconds % 10**9}
+
+    return yaml.safe_dump([{
+        "history": profile.history.name.lower(), "depth": int(profile.depth),
+        "reliability": profile.reliability.name.lower(),
+        "durability": profile.durability.name.lower(), "deadline": duration(profile.deadline),
+        "lifespan": duration(profile.lifespan), "liveliness": profile.liveliness.name.lower(),
+        "liveliness_lease_duration": duration(profile.liveliness_lease_duration),
+        "avoid_ros_namespace_conventions": bool(profile.avoid_ros_namespace_conventions),
+    }], sort_keys=False)
 
 
 def fill_replay_buffer(core: Any, path: str | Path) -> int:

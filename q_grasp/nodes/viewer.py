@@ -1,8 +1,13 @@
 """viewer: a live Rerun view of the run without rviz: the arm in 3D (URDF + joint_states), the
-colour and depth images, the Q-map heat map, the grasp pose and the Reacher's goal (from the
-policy's markers), and the trainer's learning curves (from /diagnostics), saved to an .rrd file
-(``rerun FILE.rrd`` reopens it) and, with web_port, served to a browser at
-http://localhost:<web_port>.
+colour and depth images, the Q-map heat map, each grasp's pose, approach and outcome and the
+Reacher's goal (from the policy's markers), and the trainer's learning curves (from
+/diagnostics), saved to an .rrd file (``rerun FILE.rrd`` reopens it) and, with web_port, served
+to a browser at the address it logs (http://localhost:<web_port>/?url=...).
+
+Its cost to the run is kept small: joint states and camera images are polled by a drawing
+thread at a limited wall rate (the executor the run's nodes share never wakes for them, and a
+message not drawn never reaches Python), unmoved joints are not logged again, and all Rerun
+calls run in that thread.
 
 A viewer that fails (port in use, unwritable file) logs the reason and stops viewing; the run
 goes on.
@@ -12,6 +17,7 @@ goes on.
 
 from __future__ import annotations
 
+import math
 import queue
 import sys
 import threading
@@ -22,8 +28,10 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
-from visualization_msgs.msg import MarkerArray
+from visualization_msgs.msg import Marker, MarkerArray
 
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import color_image_to_numpy, depth_image_to_numpy
@@ -35,9 +43,10 @@ CURVES = ("success_rate", "loss", "mean_max_q", "epsilon", "updates_per_s", "wei
 """Trainer diagnostics drawn as learning curves (against transitions)."""
 QUEUE_SIZE = 64
 """Draw calls waiting for the drawing thread; the oldest are dropped beyond this."""
+RETRY_S = 0.05
+"""A polled stream without a new message is looked at again after this long."""
 CLOSE_TIMEOUT_S = 10.0
 """Longest wait for Rerun to finish the .rrd at shutdown before the node goes without it."""
-MARKER_COLORS = {"grasp": (255, 140, 0), "goal": (0, 200, 0), "end_effector": (0, 120, 255)}
 
 
 @dataclass
@@ -50,9 +59,12 @@ class ViewerConfig:
     """Serve the web viewer at http://localhost:<web_port> (0: only the file)."""
     grpc_port: int = 9876
     """Port of the gRPC server the web viewer reads the live data from (with web_port)."""
-    joint_rate_hz: float = 15.0
+    joint_rate_hz: float = 5.0
     """Joint states are drawn at most this often (wall clock): they arrive at hundreds per
     second, far more than a person sees."""
+    image_rate_hz: float = 2.0
+    """Camera images (colour and depth, each) are drawn at most this often (wall clock). The
+    Q-map comes once per grasp decision and is always drawn."""
     urdf_path: str = ""
     """Robot model; empty: the packaged arm's URDF (sim_arm's default)."""
 
@@ -63,12 +75,50 @@ class ViewerConfig:
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{name}: must be a TCP port in [0, 65535], got "
                                  f"{getattr(self, name)}")
-        if not self.joint_rate_hz > 0.0:
-            raise ValueError(f"joint_rate_hz: must be > 0, got {self.joint_rate_hz}")
+        for name in ("joint_rate_hz", "image_rate_hz"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
 
 
 def _stamp_s(msg: Any) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+def _draw_joints(out: Any, data: bytes) -> None:
+    msg = deserialize_message(data, JointState)
+    out.joints(list(msg.name), list(msg.position), _stamp_s(msg))
+
+
+def _image_drawer(entity: str, depth: bool = False) -> Any:
+    convert = depth_image_to_numpy if depth else color_image_to_numpy
+
+    def draw(out: Any, data: bytes) -> None:
+        # Deserialized and converted in the drawing thread: an image the viewer cannot read
+        # stops the viewer, never the executor that serves the run's nodes.
+        msg = deserialize_message(data, Image)
+        out.image(entity, convert(msg), _stamp_s(msg), depth=depth)
+    return draw
+
+
+class _Stream:
+    """A subscription the drawing thread polls at ``rate_hz`` (wall clock)."""
+
+    def __init__(self, subscription: Any, rate_hz: float, draw: Any, doing: str) -> None:
+        self.subscription, self.rate_hz, self.draw, self.doing = (subscription, rate_hz, draw,
+                                                                  doing)
+        self.next_s = 0.0
+
+    def take_newest(self) -> bytes | None:
+        """The newest serialized message not taken yet (None: none arrived)."""
+        sub, newest = self.subscription, None
+        try:
+            # What rclpy's executors do to take a message, without their wait set.
+            with sub.handle:
+                while (taken := sub.handle.take_message(sub.msg_type, True)) is not None:
+                    newest = taken[0]
+        except Exception:  # the context is shutting down: nothing more to draw
+            self.next_s = math.inf
+        return newest
 
 
 class ViewerNode(OptionalOutputNode):
@@ -77,13 +127,15 @@ class ViewerNode(OptionalOutputNode):
     def __init__(self, node_name: str = "viewer", **kwargs: Any) -> None:
         super().__init__(node_name, "viewer", **kwargs)
         self._config = declare_config(self, ViewerConfig).config
-        self._next_joints = 0.0
         # Rerun's logging can block (its send queue full while the machine is busy): it runs
         # in this thread, never in the executor's callbacks that the run's nodes share.
         self._queue: queue.Queue[tuple[Any, str] | None] = queue.Queue(QUEUE_SIZE)
         self._drawer = threading.Thread(target=self._draw_loop, name="viewer_draw",
                                         daemon=True)
         self.dropped = 0
+        self._streams: list[_Stream] = []
+        self._last_markers: dict[str, tuple] = {}
+        self._streams_node: Node | None = None
         try:
             from q_grasp.viewer import RunViewer
 
@@ -94,11 +146,34 @@ class ViewerNode(OptionalOutputNode):
         except Exception as exc:  # ImportError, ViewerError, Rerun's own: view nothing
             self.fail(str(exc))
             return
-        sensor = qos.SENSOR_SUBSCRIBER_QOS
-        self.create_subscription(JointState, "joint_states", self._on_joints, sensor)
-        self.create_subscription(Image, "camera/color/image_raw", self._on_color, sensor)
-        self.create_subscription(Image, "camera/depth/image_raw", self._on_depth, sensor)
-        self.create_subscription(Image, "q_grasp/q_map", self._on_q_map, qos.DEFAULT_QOS)
+        # The fast streams (hundreds of joint states a second) are polled by the drawing
+        # thread at their draw rate, on a node of their own that no executor spins: the
+        # executor that also serves sim_arm and the policy in bringup never wakes for them,
+        # and a message nobody draws is replaced in DDS's history of one without any Python.
+        cfg = self._config
+        # (Its own name and this node's namespace: a launch file's __node remap would
+        # otherwise give it this node's name.)
+        self._streams_node = Node(f"{self.get_name()}_streams", namespace=self.get_namespace(),
+                                  context=self.context, use_global_arguments=False,
+                                  enable_rosout=False, start_parameter_services=False)
+        newest_only = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                                 reliability=ReliabilityPolicy.BEST_EFFORT)
+        self._streams = [
+            _Stream(self._streams_node.create_subscription(
+                msg_type, topic, lambda _: None, newest_only, raw=True), rate_hz, draw, doing)
+            for msg_type, topic, rate_hz, draw, doing in (
+                (JointState, "joint_states", cfg.joint_rate_hz, _draw_joints,
+                 "drawing joint_states in"),
+                (Image, "camera/color/image_raw", cfg.image_rate_hz,
+                 _image_drawer("camera/color"), "drawing camera/color in"),
+                (Image, "camera/depth/image_raw", cfg.image_rate_hz,
+                 _image_drawer("camera/depth", depth=True), "drawing camera/depth in"))]
+        # The Q-map comes once per grasp decision: every one is drawn.
+        q_map = _image_drawer("q_map")
+        self.create_subscription(
+            Image, "q_grasp/q_map",
+            lambda data: self._submit(lambda out: q_map(out, data), "drawing q_map in"),
+            qos.DEFAULT_QOS, raw=True)
         self.create_subscription(MarkerArray, "q_grasp/markers", self._on_markers,
                                  qos.DEFAULT_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
@@ -134,43 +209,73 @@ class ViewerNode(OptionalOutputNode):
                     pass
 
     def _draw_loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            self.use_output(*item)
+        while True:
+            due = min((stream.next_s for stream in self._streams), default=math.inf)
+            try:
+                item = self._queue.get(timeout=None if due == math.inf
+                                       else max(0.0, due - time.monotonic()))
+            except queue.Empty:
+                item = ()
+            if item is None:
+                return
+            if item:
+                self.use_output(*item)
+            self._poll_streams()
+
+    def _poll_streams(self) -> None:
+        now = time.monotonic()
+        for stream in self._streams:
+            if now < stream.next_s:
+                continue
+            data = stream.take_newest()
+            if data is None:  # nothing new yet: look again soon (never, once shut down)
+                if stream.next_s != math.inf:
+                    stream.next_s = now + min(1.0 / stream.rate_hz, RETRY_S)
+                continue
+            stream.next_s = now + 1.0 / stream.rate_hz
+            self.use_output(lambda out, s=stream, d=data: s.draw(out, d), stream.doing)
 
     def _draw(self, method: str, *args: Any, **kwargs: Any) -> None:
         self._submit(lambda out: getattr(out, method)(*args, **kwargs), f"drawing {method} in")
 
-    def _draw_image(self, entity: str, msg: Image, depth: bool = False) -> None:
-        # Converted in the drawing thread: an image the viewer cannot read stops the viewer,
-        # never the executor that also serves the run's nodes.
-        convert = depth_image_to_numpy if depth else color_image_to_numpy
-        self._submit(lambda out: out.image(entity, convert(msg), _stamp_s(msg), depth=depth),
-                     f"drawing {entity} in")
-
     # ----------------------------------------------------------------------------- topics
-
-    def _on_joints(self, msg: JointState) -> None:
-        now = time.monotonic()
-        if now < self._next_joints:
-            return
-        self._next_joints = now + 1.0 / self._config.joint_rate_hz
-        self._draw("joints", list(msg.name), list(msg.position), _stamp_s(msg))
-
-    def _on_color(self, msg: Image) -> None:
-        self._draw_image("camera/color", msg)
-
-    def _on_depth(self, msg: Image) -> None:
-        self._draw_image("camera/depth", msg, depth=True)
-
-    def _on_q_map(self, msg: Image) -> None:
-        self._draw_image("q_map", msg)
 
     def _on_markers(self, msg: MarkerArray) -> None:
         for marker in msg.markers:
-            if marker.ns in MARKER_COLORS:
-                p = marker.pose.position
-                self._draw("points", f"world/{marker.ns}", [p.x, p.y, p.z], _stamp_s(marker),
-                           color=MARKER_COLORS[marker.ns])
+            self._draw_marker(marker)
+
+    def _draw_marker(self, marker: Marker) -> None:
+        """The policy's markers (policy.py draws them for rviz): grasp pose, approach and
+        outcome, the Reacher's goal (its size: the success tolerance), the end effector."""
+        ns, t_s = marker.ns, _stamp_s(marker)
+        p, o = marker.pose.position, marker.pose.orientation
+        center = [p.x, p.y, p.z]
+        color = tuple(int(round(255 * min(max(c, 0.0), 1.0)))
+                      for c in (marker.color.r, marker.color.g, marker.color.b))
+        entity = f"world/{ns}"
+        if ns != "grasp_outcome":
+            # The policy repeats markers (a grasp before and after the attempt, the Reacher's
+            # goal at every step): Rerun keeps the last one, so only changes are logged.
+            shape = (marker.type, *center, o.x, o.y, o.z, o.w, marker.scale.x, marker.scale.y,
+                     marker.scale.z, *color, *((q.x, q.y, q.z) for q in marker.points))
+            if self._last_markers.get(ns) == shape:
+                return
+            self._last_markers[ns] = shape
+        if ns == "grasp" and marker.type == Marker.CUBE:
+            half = [0.5 * marker.scale.x, 0.5 * marker.scale.y, 0.5 * marker.scale.z]
+            self._draw("box", entity, center, half, [o.x, o.y, o.z, o.w], t_s, color)
+        elif ns == "grasp_approach" and marker.type == Marker.ARROW and len(marker.points) == 2:
+            a, b = marker.points
+            self._draw("arrow", entity, [a.x, a.y, a.z], [b.x, b.y, b.z], t_s, color)
+        elif ns == "grasp_outcome":
+            self._draw("points", entity, center, t_s, color=color, radius=0.012,
+                       label=marker.text)
+            success = marker.text.startswith("success")
+            self._draw("text", "grasp_outcomes", marker.text, t_s,
+                       level="INFO" if success else "WARN")
+        elif ns in ("goal", "end_effector") and marker.type == Marker.SPHERE:
+            self._draw("points", entity, center, t_s, color=color,
+                       radius=max(0.5 * marker.scale.x, 0.003))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -196,6 +301,8 @@ class ViewerNode(OptionalOutputNode):
                                         f"{CLOSE_TIMEOUT_S:g} s; its .rrd may lack the end")
                 Node.destroy_node(self)
                 return
+        if self._streams_node is not None:
+            self._streams_node.destroy_node()
         super().destroy_node()
 
 
