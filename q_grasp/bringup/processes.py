@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 
 from q_grasp.bringup.config import OPTIONAL_NODES, BringupConfig
 from q_grasp.bringup.monitor import Monitor
+from q_grasp.nodes.testing import stop_process
 
 MODULES = {"sim_arm": "q_grasp.nodes.sim_arm", "xarm_driver": "q_grasp.nodes.xarm_driver",
            "policy": "q_grasp.nodes.policy", "trainer": "q_grasp.nodes.trainer",
@@ -157,20 +157,8 @@ class Backend:
             self.executor.remove_node(node)
             node.destroy_node()
         proc = self.procs.pop(name, None)
-        if proc is None:
-            return
-        try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    print(f"[bringup] {name} did not stop in {timeout_s:.0f} s; killing it",
-                          file=sys.stderr)
-                    proc.kill()
-                    proc.wait(timeout=10.0)
-        finally:
-            proc._q_grasp_log.close()  # type: ignore[attr-defined]
+        if proc is not None:
+            stop_process(proc, timeout_s, name=name)
 
     def set_parameters(self, name: str, values: dict[str, Any], timeout_s: float = 10.0
                        ) -> bool:

@@ -138,16 +138,21 @@ def start_node_process(module: str, ros_args: Sequence[str] = (), *, domain_id: 
     return proc
 
 
-def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> int | None:
-    """SIGINT (clean shutdown) the process we started, then SIGKILL it if it hangs."""
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0, name: str = "",
+                 ) -> int | None:
+    """SIGINT (clean shutdown) the process we started, then SIGKILL it if it hangs (saying so
+    on stderr when it has a ``name``)."""
     try:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
+                if name:
+                    print(f"[bringup] {name} did not stop in {timeout_s:.0f} s; killing it",
+                          file=sys.stderr)
                 proc.kill()
-                proc.wait(timeout=timeout_s)
+                proc.wait(timeout=10.0)
         return proc.returncode
     finally:
         log = getattr(proc, "_q_grasp_log", None)
