@@ -95,16 +95,24 @@ def test_params_file_sections_as_the_nodes_read_them() -> None:
 
 @pytest.mark.parametrize("task", ["grasp", "reacher"])
 def test_params_file_policy_explores_like_the_experiment(task: str) -> None:
-    """The shipped policy section carries the epsilon schedule of config/<task>.yaml, so that
-    bringup and `q_grasp train` explore alike (regenerate: `python -m
-    q_grasp.nodes.config_files`)."""
-    from q_grasp.nodes.policy import policy_config_for_task
+    """The shipped policy section refers to the experiment's exploration instead of copying it,
+    and that gives the epsilon of every step the copied numbers gave (linear decay over the
+    experiment's fraction of its training steps)."""
+    from q_grasp.learning.agent import exploration_config
+    from q_grasp.learning.schedules import make_schedule
+    from q_grasp.learning.tasks import default_config, resolve_task
 
-    expected = policy_config_for_task(task)
     policy = node_parameters(CONFIG / f"sim_train_{task}.yaml", "policy")
-    for name in ("epsilon_schedule", "epsilon_start", "epsilon_end", "epsilon_decay_steps",
-                 "eval_epsilon"):
-        assert policy[name] == getattr(expected, name), (name, policy[name])
+    assert policy["epsilon_schedule"] == "experiment"
+    experiment = default_config(resolve_task(task))
+    exploration, total = experiment.exploration, experiment.training.total_steps
+    assert exploration.schedule == "linear"
+    copied = exploration_config("linear", exploration.start, exploration.end,
+                                exploration.eval_epsilon,
+                                max(int(round(exploration.fraction * total)), 1))
+    ours, theirs = make_schedule(exploration, total), make_schedule(*copied)
+    for step in range(0, 2 * total, max(total // 50, 1)):
+        assert ours(step) == pytest.approx(theirs(step)), step
 
 
 # ----------------------------------------------------------------------------- over DDS

@@ -104,9 +104,8 @@ def trainer_for_task(task: str) -> Any:
 
 
 def policy_for_task(task: str) -> Any:
-    """The policy's configuration for ``task``: its epsilon schedule is the one of the task's
-    packaged experiment config (config/<task>.yaml), so that the ROS pipeline explores like
-    ``python -m q_grasp train`` over the same budget (regenerate after changing that file)."""
+    """The policy's configuration for ``task`` (``epsilon_schedule: experiment``: it explores
+    as its experiment config says, like ``python -m q_grasp train``)."""
     from q_grasp.nodes.policy import policy_config_for_task
 
     if task not in TASKS:

@@ -113,16 +113,20 @@ class PolicyConfig:
     """Seed of exploration, goal sampling and the fresh network's initialisation."""
     torch_threads: int = 1
     """torch.set_num_threads for the network's forward passes."""
-    epsilon_schedule: Literal["linear", "exponential", "constant"] = "linear"
-    """How epsilon goes from epsilon_start to epsilon_end over this actor's steps."""
+    epsilon_schedule: Literal["experiment", "linear", "exponential", "constant"] = "experiment"
+    """experiment: explore as the experiment config says (its exploration section: schedule,
+    start, end, decay over its training steps, eval epsilon), like `q_grasp train`; linear,
+    exponential, constant: epsilon_start, epsilon_end, epsilon_decay_steps and eval_epsilon."""
     epsilon_start: float = 1.0
-    """Epsilon at step 0 (probability of a random action while training)."""
+    """Epsilon at step 0 (probability of a random action while training); not with
+    epsilon_schedule experiment."""
     epsilon_end: float = 0.05
-    """Final epsilon."""
+    """Final epsilon; not with epsilon_schedule experiment."""
     epsilon_decay_steps: int = 10000
-    """linear: steps until epsilon_end is reached; exponential: time constant in steps."""
+    """linear: steps until epsilon_end is reached; exponential: time constant in steps; not with
+    epsilon_schedule experiment."""
     eval_epsilon: float = 0.0
-    """Epsilon when train is false (0: greedy)."""
+    """Epsilon when train is false (0: greedy); not with epsilon_schedule experiment."""
     resume_exploration: bool = True
     """With a checkpoint, continue the epsilon schedule from its env_steps counter."""
     goal_tolerance_m: float = 0.0
@@ -247,20 +251,9 @@ DYNAMIC_PARAMETERS = frozenset({"epsilon_schedule", "epsilon_start", "epsilon_en
 
 
 def policy_config_for_task(task: str) -> PolicyConfig:
-    """The policy configuration shipped for ``task``: its epsilon schedule is the one of the
-    task's packaged experiment config, so the ROS pipeline explores like `q-grasp train`."""
-    from q_grasp.learning.tasks import default_config, resolve_task
-
-    exploration = default_config(resolve_task(task)).exploration
-    total = default_config(resolve_task(task)).training.total_steps
-    decay = (exploration.fraction * total if exploration.schedule == "linear"
-             else exploration.decay_steps)
-    return PolicyConfig(task=task, epsilon_schedule=exploration.schedule,
-                        epsilon_start=exploration.start, epsilon_end=exploration.end,
-                        epsilon_decay_steps=max(int(round(decay)), 1),
-                        eval_epsilon=exploration.eval_epsilon,
-                        # sim_arm's frame of a world at rest comes >= its still_time_s (0.1 s)
-                        # after the last motion
+    """The policy configuration shipped for ``task`` (its exploration is the experiment's)."""
+    # sim_arm's frame of a world at rest comes >= its still_time_s (0.1 s) after the last motion
+    return PolicyConfig(task=task,
                         settle_time_s=0.1 if task == "grasp" else PolicyConfig.settle_time_s)
 
 
@@ -568,9 +561,18 @@ class PolicyNode(Node):
             self.context.try_shutdown()
 
     def _exploration(self) -> tuple[ExplorationConfig, int]:
-        """Epsilon from the node's parameters; the failed-grasp exclusion and the reachability
-        mask from the experiment (as the single-process loop acts)."""
+        """The experiment's exploration and training steps, or epsilon from the node's
+        parameters with the experiment's failed-grasp exclusion and reachability mask (as the
+        single-process loop acts)."""
         cfg = self.config
+        experiment = self.setup.experiment
+        if cfg.epsilon_schedule == "experiment":
+            if experiment.exploration.strategy != "epsilon_greedy":
+                raise ValueError(
+                    f"epsilon_schedule: experiment needs an epsilon_greedy experiment; this one "
+                    f"explores with {experiment.exploration.strategy!r}: set epsilon_schedule "
+                    f"to linear, exponential or constant")
+            return experiment.exploration, experiment.training.total_steps
         return exploration_config(cfg.epsilon_schedule, cfg.epsilon_start, cfg.epsilon_end,
                                   cfg.eval_epsilon, cfg.epsilon_decay_steps,
                                   self.setup.experiment.exploration.retry_exclusion_px,
@@ -579,7 +581,7 @@ class PolicyNode(Node):
     def _epsilon(self) -> float:
         cfg = self.config
         if not cfg.train:
-            return cfg.eval_epsilon
+            return self._exploration()[0].eval_epsilon
         exploration, total = self._exploration()
         if exploration != self.actor.exploration:  # changed at run time (ros2 param set)
             from q_grasp.learning.schedules import make_schedule
