@@ -34,6 +34,9 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from std_msgs.msg import UInt8MultiArray  # noqa: E402
 
+# the trainer node settings of the trainer's own DDS tests
+from test_ros_trainer import trainer_args  # noqa: E402
+
 from q_grasp.learning.tasks import default_config, make_env  # noqa: E402
 from q_grasp.learning.trainer_core import checkpoints_newest_first  # noqa: E402
 from q_grasp.nodes import qos  # noqa: E402
@@ -125,15 +128,6 @@ def domain(monkeypatch) -> int:
         monkeypatch.setenv(key, value)
     return domain
 
-
-def trainer_args(out: Path, *extra: str) -> list[str]:
-    args = ["-p", "task:=reacher", "-p", f"output_dir:={out}", "-p", "log_every_s:=0.3",
-            "-p", "replay_flush_every_s:=0.5", "-p", "learning_starts:=32",
-            "-p", "publish_every_updates:=10", "-p", "checkpoint_every_updates:=20",
-            "-p", "replay_ratio:=1.0"]
-    for item in extra:
-        args += ["-p", item]
-    return args
 
 
 def stopped(proc, log: Path) -> None:
