@@ -181,7 +181,7 @@ NODE_CASES = [
 
 
 def _section(node_name: str):
-    from q_grasp.nodes.config_files import node_sections
+    from q_grasp.node_params.files import node_sections
 
     return next(s for s in node_sections() if s.node_name == node_name)
 

@@ -35,8 +35,7 @@ def test_tolerances_must_be_positive(name: str) -> None:
 
 
 def test_the_arms_share_one_set_of_tolerances() -> None:
-    rclpy = pytest.importorskip("rclpy")  # noqa: F841 - ros_arm imports it
-    from q_grasp.nodes.ros_arm import RosArmConfig
+    from q_grasp.joint_feedback import RosArmConfig
 
     fields = MotionTolerances.__dataclass_fields__
     for cls in (SimRobotConfig, RosArmConfig):

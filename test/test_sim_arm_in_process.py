@@ -14,7 +14,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")  # (SimArmConfig lives with its node)
 
 from q_grasp.motion import Trajectory  # noqa: E402
-from q_grasp.nodes.sim_arm import SimArmConfig  # noqa: E402
+from q_grasp.node_params.sim_arm import SimArmConfig  # noqa: E402
 from q_grasp.sim.arm_loop import SimArmLoop  # noqa: E402
 from q_grasp.sim.controller import TrajectoryFollower  # noqa: E402
 from q_grasp.sim.pacing import Stream  # noqa: E402

@@ -14,12 +14,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy")  # (SimArmConfig lives with its node)
-
-from q_grasp.motion import Trajectory  # noqa: E402
-from q_grasp.nodes.sim_arm import SimArmConfig  # noqa: E402
-from q_grasp.sim.arm_loop import Messages, SimArmLoop  # noqa: E402
-from q_grasp.sim.pacing import Pacer, WallClock  # noqa: E402
+from q_grasp.motion import Trajectory
+from q_grasp.node_params.sim_arm import SimArmConfig
+from q_grasp.sim.arm_loop import Messages, SimArmLoop
+from q_grasp.sim.pacing import Pacer, WallClock
 
 
 class FakeClock:

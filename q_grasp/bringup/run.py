@@ -279,7 +279,7 @@ class Bringup:
 
     def _sim_parameters(self, names: Sequence[str]) -> dict[str, Any]:
         """sim_arm's values of these parameters as started (params file, else defaults)."""
-        from q_grasp.nodes.sim_arm import SimArmConfig
+        from q_grasp.node_params.sim_arm import SimArmConfig
 
         given = node_parameters(self.params_file, "sim_arm")
         given.update(node_overrides(self.cfg, "sim_arm", self.plan))
