@@ -120,10 +120,13 @@ def config_specs(config_cls: type, *, prefix: str = "",
 
 def build_config(config_cls: type[C], specs: Sequence[ParamSpec],
                  values: dict[str, Any]) -> C:
-    """Build ``config_cls`` from ROS values by parameter name, through the config core;
-    ConfigError (a ValueError) names the parameter, e.g. "camera.width: must be >= 16 ..."."""
+    """Build ``config_cls`` from ROS values by parameter name (fields without one keep their
+    defaults), through the config core; ConfigError (a ValueError) names the parameter, e.g.
+    "camera.width: must be >= 16 ..."."""
     tree: dict[str, Any] = {}
     for spec in specs:
+        if spec.name not in values:
+            continue
         node = tree
         for attr in spec.path[:-1]:
             node = node.setdefault(attr, {})
