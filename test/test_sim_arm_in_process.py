@@ -231,8 +231,8 @@ def test_stamps_of_a_simulator_without_clock(sim_time_stamps: bool) -> None:
 
     from rclpy.parameter import Parameter
 
+    from q_grasp.node_processes import unique_domain_id
     from q_grasp.nodes.sim_arm import SimArmNode
-    from q_grasp.nodes.testing import unique_domain_id
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=unique_domain_id())

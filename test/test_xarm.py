@@ -118,8 +118,8 @@ def driver(request, monkeypatch):
     from sensor_msgs.msg import JointState
     from trajectory_msgs.msg import JointTrajectory
 
+    from q_grasp.node_processes import unique_domain_id
     from q_grasp.nodes import qos
-    from q_grasp.nodes.testing import unique_domain_id
     from q_grasp.nodes.xarm_driver import XArmDriverNode
 
     domain = unique_domain_id()
@@ -260,7 +260,7 @@ def test_a_missing_board_is_reported_and_the_node_stays_up(driver) -> None:
 def test_policy_runs_reacher_episodes_through_the_driver(driver, tmp_path) -> None:
     """The real policy node (its own process) completes Reacher episodes against
     xarm_driver + fake board over DDS."""
-    from q_grasp.nodes.testing import start_node_process, stop_process
+    from q_grasp.node_processes import start_node_process, stop_process
 
     node, seen, arm_pub, _, domain = driver
     fake = node.board.device
@@ -331,7 +331,7 @@ def test_policy_runs_grasp_episodes_through_the_driver(driver, tmp_path) -> None
     """Grasp episodes through xarm_driver + fake board: the camera comes from a simulator
     whose own arm topics are moved out of the way (the fake board has no camera); every
     attempt's arm and gripper trajectories become MOVE packets."""
-    from q_grasp.nodes.testing import start_node_process, stop_process
+    from q_grasp.node_processes import start_node_process, stop_process
 
     node, seen, _, _, domain = driver
     fake = node.board.device
