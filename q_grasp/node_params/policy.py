@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from q_grasp.joint_feedback import RosArmConfig
 from q_grasp.tasks.load import TASKS
+
+if TYPE_CHECKING:
+    from q_grasp.learning.config import ExperimentConfig, ExplorationConfig
 
 
 @dataclass
@@ -161,6 +164,25 @@ class PolicyConfig:
                 raise ValueError(f"{name}: must be empty or 3 finite numbers, got {value}")
         if not self.world_frame:
             raise ValueError("world_frame: must not be empty")
+
+    def exploration(self, experiment: ExperimentConfig) -> tuple[ExplorationConfig, int]:
+        """How to explore and over how many steps: the experiment's exploration and training
+        steps (epsilon_schedule experiment), or epsilon from these parameters with the
+        experiment's failed-grasp exclusion and reachability mask (as the single-process loop
+        acts)."""
+        from q_grasp.learning.agent import exploration_config
+
+        if self.epsilon_schedule == "experiment":
+            if experiment.exploration.strategy != "epsilon_greedy":
+                raise ValueError(
+                    f"epsilon_schedule: experiment needs an epsilon_greedy experiment; this one "
+                    f"explores with {experiment.exploration.strategy!r}: set epsilon_schedule "
+                    f"to linear, exponential or constant")
+            return experiment.exploration, experiment.training.total_steps
+        return exploration_config(self.epsilon_schedule, self.epsilon_start, self.epsilon_end,
+                                  self.eval_epsilon, self.epsilon_decay_steps,
+                                  experiment.exploration.retry_exclusion_px,
+                                  experiment.exploration.use_action_mask)
 
 
 DYNAMIC_PARAMETERS = frozenset({"epsilon_schedule", "epsilon_start", "epsilon_end",

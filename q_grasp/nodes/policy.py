@@ -33,7 +33,6 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,9 +47,8 @@ from std_msgs.msg import UInt8MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from q_grasp.kinematics.camera import CameraModel
-from q_grasp.learning.agent import Actor, exploration_config
-from q_grasp.learning.config import ExplorationConfig
+from q_grasp.frame_sync import CameraFrame, FrameSync, FrameTimeouts
+from q_grasp.learning.agent import Actor
 from q_grasp.learning.visualize import q_map_overlay
 from q_grasp.node_params.policy import DYNAMIC_PARAMETERS, PolicyConfig
 from q_grasp.nodes import qos
@@ -91,20 +89,6 @@ LATENCY_WINDOW = 100
 """Decisions over which /diagnostics reports decision_latency_ms_p50, _p90 and _max."""
 
 
-@dataclass
-class CameraFrame:
-    """One colour + depth pair with the camera model that maps its pixels to the world."""
-
-    rgb: np.ndarray
-    depth: np.ndarray
-    heightmap: np.ndarray
-    stamp_ns: int
-    stamp: Any
-    frame_id: str
-    received_monotonic: float
-    camera: CameraModel
-
-
 def _yaw_quaternion(yaw: float) -> tuple[float, float, float, float]:
     return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
 
@@ -129,7 +113,7 @@ class PolicyNode(Node):
         self.robot = env_cfg.robot
         self.task: ReachTask | GraspTask = make_task(cfg.task, env_cfg)
         q_net = self.setup.q_net
-        exploration, total = self._exploration()
+        exploration, total = cfg.exploration(self.setup.experiment)
         self.actor = Actor(q_net, exploration, total, seed=cfg.seed)
         self._net_config = dict(q_net.config)
         self._weights_shapes = state_dict_shapes(q_net.state_dict())
@@ -166,11 +150,7 @@ class PolicyNode(Node):
         self.create_subscription(UInt8MultiArray, WEIGHTS_TOPIC, self._on_weights,
                                  qos.WEIGHTS_QOS, callback_group=MutuallyExclusiveCallbackGroup())
 
-        self._frame_cond = threading.Condition()
-        self._color: tuple[int, Any, np.ndarray, str, float] | None = None
-        self._depth: tuple[int, np.ndarray, float] | None = None
-        self._camera: CameraModel | None = None
-        self._camera_key: tuple | None = None
+        self.frames: FrameSync | None = None
         self._q_map_pub = None
         self._reset_client = None
         if cfg.task == "grasp":
@@ -206,11 +186,13 @@ class PolicyNode(Node):
         self.image_hw = (self.task.height, self.task.width)
         self.n_rotations = self.task.num_rotations
         task_camera = env_cfg.camera_config()
-        self._camera_pose = (
-            tuple(cfg.camera_position_m or task_camera.position),
-            tuple(cfg.camera_target_m or task_camera.target),
-            tuple(cfg.camera_up_vector or task_camera.up_vector),
-        )
+        camera_pose = (tuple(cfg.camera_position_m or task_camera.position),
+                       tuple(cfg.camera_target_m or task_camera.target),
+                       tuple(cfg.camera_up_vector or task_camera.up_vector))
+        self.frames = FrameSync(
+            self.image_hw, camera_pose, max_skew_s=cfg.max_stamp_skew_s, stop=self._stop,
+            table_depth=(lambda camera: self.task.depth(camera, None)) if self._table_plane
+            else None)
         sensors = MutuallyExclusiveCallbackGroup()
         sensor_qos = qos.SENSOR_SUBSCRIBER_QOS
         self.create_subscription(Image, "camera/color/image_raw", self._on_color, sensor_qos,
@@ -262,17 +244,12 @@ class PolicyNode(Node):
     def _on_color(self, msg: Image) -> None:
         rgb = self._image(msg, color_image_to_numpy, "color_image")
         if rgb is not None:
-            with self._frame_cond:
-                self._color = (stamp_ns(msg), msg.header.stamp, rgb, msg.header.frame_id,
-                               time.monotonic())
-                self._frame_cond.notify_all()
+            self.frames.set_color(stamp_ns(msg), msg.header.stamp, rgb, msg.header.frame_id)
 
     def _on_depth(self, msg: Image) -> None:
         depth = self._image(msg, depth_image_to_numpy, "depth_image")
         if depth is not None:
-            with self._frame_cond:
-                self._depth = (stamp_ns(msg), depth, time.monotonic())
-                self._frame_cond.notify_all()
+            self.frames.set_depth(stamp_ns(msg), depth)
 
     def _image(self, msg: Image, to_numpy: Any, source: str) -> np.ndarray | None:
         """The image as an array of the task's size; None (rejected, counted) otherwise."""
@@ -292,14 +269,7 @@ class PolicyNode(Node):
         except MessageError as exc:
             self.diagnostics.reject("camera_info", exc.reason, exc.detail)
             return
-        key = tuple(np.round(info["K"].ravel(), 9))
-        if key == self._camera_key:
-            return
-        camera = CameraModel.looking_at(info["K"], info["width"], info["height"],
-                                        *self._camera_pose)
-        with self._frame_cond:
-            self._camera, self._camera_key = camera, key
-            self._frame_cond.notify_all()
+        self.frames.set_intrinsics(info["K"], info["width"], info["height"])
 
     # ----------------------------------------------------------------------------- acting
 
@@ -353,9 +323,9 @@ class PolicyNode(Node):
         ages = {}
         if self.arm.last_state_monotonic is not None:
             ages["joint states"] = now - self.arm.last_state_monotonic
-        color = self._color
-        if cfg.task == "grasp" and color is not None:
-            ages["camera frames"] = now - color[4]
+        color_s = None if self.frames is None else self.frames.last_color_monotonic
+        if color_s is not None:
+            ages["camera frames"] = now - color_s
         if not ages:
             return  # not started: _wait_for_arm says so
         what, age = max(ages.items(), key=lambda item: item[1])
@@ -394,34 +364,12 @@ class PolicyNode(Node):
         if self.config.shutdown_when_done:
             self.context.try_shutdown()
 
-    def _exploration(self) -> tuple[ExplorationConfig, int]:
-        """The experiment's exploration and training steps, or epsilon from the node's
-        parameters with the experiment's failed-grasp exclusion and reachability mask (as the
-        single-process loop acts)."""
-        cfg = self.config
-        experiment = self.setup.experiment
-        if cfg.epsilon_schedule == "experiment":
-            if experiment.exploration.strategy != "epsilon_greedy":
-                raise ValueError(
-                    f"epsilon_schedule: experiment needs an epsilon_greedy experiment; this one "
-                    f"explores with {experiment.exploration.strategy!r}: set epsilon_schedule "
-                    f"to linear, exponential or constant")
-            return experiment.exploration, experiment.training.total_steps
-        return exploration_config(cfg.epsilon_schedule, cfg.epsilon_start, cfg.epsilon_end,
-                                  cfg.eval_epsilon, cfg.epsilon_decay_steps,
-                                  self.setup.experiment.exploration.retry_exclusion_px,
-                                  self.setup.experiment.exploration.use_action_mask)
-
     def _epsilon(self) -> float:
         cfg = self.config
+        exploration, total = cfg.exploration(self.setup.experiment)
         if not cfg.train:
-            return self._exploration()[0].eval_epsilon
-        exploration, total = self._exploration()
-        if exploration != self.actor.exploration:  # changed at run time (ros2 param set)
-            from q_grasp.learning.schedules import make_schedule
-
-            self.actor.exploration = exploration
-            self.actor.schedule = make_schedule(exploration, total)
+            return exploration.eval_epsilon
+        self.actor.set_exploration(exploration, total)  # (ros2 param set may change it)
         return self.actor.exploration_value(self.stats.steps)
 
     def _q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -549,42 +497,15 @@ class PolicyNode(Node):
 
     def _wait_for_frame(self, after_s: float) -> CameraFrame:
         """The first complete colour + depth frame stamped at or after ``after_s`` (arm
-        clock). Raises ArmTimeoutError after frame_timeout_s of arm time past ``after_s`` (and
-        at least frame_timeout_min_wall_s of wall time) without one."""
+        clock); ArmTimeoutError after frame_timeout_s (FrameSync.wait)."""
         cfg = self.config
-        after_ns = int(after_s * 1e9)
-        skew_ns = int(cfg.max_stamp_skew_s * 1e9)
-        deadline_s = max(self.arm.arm_time_s(), after_s) + cfg.frame_timeout_s
-        start = time.monotonic()
-        wall_min = start + cfg.frame_timeout_min_wall_s
-        wall_deadline = start + cfg.arm.stale_timeout_s + cfg.frame_timeout_s
-        restarts = self.arm.restarts
-        with self._frame_cond:
-            while True:
-                if self._stop.is_set():
-                    raise ArmStoppedError("shutting down")
-                # The new arm's frames are stamped in its own clock, before ``after_s``.
-                self.arm.check_restart(restarts)
-                color, depth, camera = self._color, self._depth, self._camera
-                if self._table_plane and camera is not None and color is not None:
-                    depth = (color[0], self.task.depth(camera, None), color[4])
-                if (color is not None and depth is not None and camera is not None
-                        and abs(color[0] - depth[0]) <= skew_ns
-                        and min(color[0], depth[0]) >= after_ns - skew_ns):
-                    break
-                wall = time.monotonic()
-                if (self.arm.arm_time_s() > deadline_s and wall >= wall_min) or \
-                        wall > wall_deadline:
-                    self.diagnostics.count("frame_timeouts")
-                    raise ArmTimeoutError(
-                        f"no camera frame (colour, depth and camera_info of "
-                        f"{self.image_hw[0]}x{self.image_hw[1]}) stamped after {after_s:.2f} s "
-                        f"within {cfg.frame_timeout_s} s")
-                self._frame_cond.wait(0.05)
-        stamp_ns, stamp, rgb, frame_id, received = color
-        return CameraFrame(rgb=rgb, depth=depth[1], heightmap=camera.heightmap(depth[1]),
-                           stamp_ns=stamp_ns, stamp=stamp, frame_id=frame_id,
-                           received_monotonic=max(received, depth[2]), camera=camera)
+        try:
+            return self.frames.wait(after_s, self.arm, FrameTimeouts(
+                cfg.frame_timeout_s, cfg.frame_timeout_min_wall_s,
+                cfg.arm.stale_timeout_s + cfg.frame_timeout_s))
+        except ArmTimeoutError:
+            self.diagnostics.count("frame_timeouts")
+            raise
 
     def _settled_frame(self, after_motion: bool = False) -> tuple[np.ndarray, CameraFrame]:
         """The first frame stamped settle_time_s (arm clock) after now -- or, ``after_motion``,
