@@ -26,46 +26,13 @@ from trajectory_msgs.msg import JointTrajectory
 
 from q_grasp.hardware.xarm import XArmBoard, XArmCalibration, XArmError, open_hid_device
 from q_grasp.kinematics.urdf import parse_urdf
-from q_grasp.motion import PathSampler, Trajectory
+from q_grasp.motion import SegmentStream
 from q_grasp.node_params.xarm_driver import XArmDriverConfig
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import accepted_trajectory, joint_state_msg
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
-
-
-class _Stream:
-    """One controller's trajectory being played as timed MOVE segments."""
-
-    def __init__(self, trajectory: Trajectory, start: np.ndarray, t0: float) -> None:
-        self.path = trajectory.starting_from(start)
-        self._sampler = PathSampler(self.path)
-        self.t0 = t0
-        # A trajectory whose first point is not due at once starts from ``start`` (prepended:
-        # nothing to send for it); otherwise its first point is sent at once.
-        self.next_point = 1 if trajectory.times_s[0] > 0.0 else 0
-
-    def due(self, now: float) -> list[tuple[np.ndarray, float]]:
-        """(target positions, segment duration) of every segment that starts by ``now``."""
-        out = []
-        times = self.path.times_s
-        while self.next_point < len(times):
-            k = self.next_point
-            start = times[k - 1] if k > 0 else 0.0
-            if now - self.t0 < start:
-                break
-            out.append((self.path.positions[k], float(times[k] - start)))
-            self.next_point += 1
-        return out
-
-    @property
-    def done(self) -> bool:
-        return self.next_point >= len(self.path.times_s)
-
-    def setpoint(self, now: float) -> np.ndarray:
-        """The interpolated position setpoint at ``now``."""
-        return self._sampler.at(now - self.t0)
 
 
 class XArmDriverNode(Node):
@@ -106,7 +73,7 @@ class XArmDriverNode(Node):
         self.board: XArmBoard | None = None
         self._positions: dict[str, float] | None = None  # last read, joint name -> rad or m
         self._last_read_s: float | None = None
-        self._streams: dict[str, _Stream | None] = {"arm": None, "gripper": None}
+        self._streams: dict[str, SegmentStream | None] = {"arm": None, "gripper": None}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -217,7 +184,7 @@ class XArmDriverNode(Node):
             return
         start = np.array([current[n] for n in trajectory.joint_names])
         with self._lock:
-            self._streams[controller] = _Stream(trajectory, start, time.monotonic())
+            self._streams[controller] = SegmentStream(trajectory, start, time.monotonic())
         self._wake.set()
         self.diagnostics.count(f"accepted.{source}")
 
@@ -264,10 +231,8 @@ class XArmDriverNode(Node):
 
     def _next_segment_s(self) -> float:
         with self._lock:
-            streams = [s for s in self._streams.values() if s is not None and not s.done]
-        times = [s.t0 + (s.path.times_s[s.next_point - 1] if s.next_point > 0 else 0.0)
-                 for s in streams]
-        return min(times, default=math.inf)
+            streams = [s for s in self._streams.values() if s is not None]
+        return min((s.next_due_s for s in streams), default=math.inf)
 
     def _loop(self) -> None:
         cfg = self._config
