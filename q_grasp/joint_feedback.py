@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from q_grasp.config import check_each
 from q_grasp.motion import MotionTolerances
 
 BACKWARDS_TOLERANCE_S = 1e-3
@@ -70,14 +71,10 @@ class RosArmConfig(MotionTolerances):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("max_joint_velocity_rad_s", "stale_timeout_s", "gripper_timeout_s",
-                     "gripper_position_tolerance_m"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("min_move_duration_s", "move_timeout_margin_s", "gripper_duration_s",
-                     "gripper_min_settle_s"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"{name}: must be >= 0 s, got {getattr(self, name)}")
+        check_each(self, ("max_joint_velocity_rad_s", "stale_timeout_s", "gripper_timeout_s",
+                          "gripper_position_tolerance_m"), lambda v: v > 0.0, "must be > 0")
+        check_each(self, ("min_move_duration_s", "move_timeout_margin_s", "gripper_duration_s",
+                          "gripper_min_settle_s"), lambda v: v >= 0.0, "must be >= 0 s")
 
 
 class ArmTimeoutError(RuntimeError):

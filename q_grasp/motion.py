@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from q_grasp.config import check_each
+
 
 @dataclass
 class MotionTolerances:
@@ -23,10 +25,8 @@ class MotionTolerances:
     """Fingers slower than this count as settled (stopped on an object or at their limit)."""
 
     def __post_init__(self) -> None:
-        for name in ("joint_tolerance_rad", "velocity_tolerance_rad_s",
-                     "gripper_velocity_tolerance_m_s"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        check_each(self, ("joint_tolerance_rad", "velocity_tolerance_rad_s",
+                          "gripper_velocity_tolerance_m_s"), lambda v: v > 0.0, "must be > 0")
 
     def arm_arrived(self, positions: np.ndarray, velocities: np.ndarray,
                     targets: np.ndarray) -> bool:

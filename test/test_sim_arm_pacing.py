@@ -279,3 +279,11 @@ def test_waking_ends_a_real_pacing_wait() -> None:
     wake.set()
     sleeper.join(timeout=10.0)
     assert not sleeper.is_alive()
+
+
+def test_fast_time_without_a_message_cap_is_warned_of() -> None:
+    assert SimArmConfig().uncapped_warning() == ""  # real time
+    assert "set max_publish_rate_hz" in SimArmConfig(real_time_factor=0.0).uncapped_warning()
+    assert "set max_publish_rate_hz" in SimArmConfig(still_real_time_factor=200.0
+                                                     ).uncapped_warning()
+    assert SimArmConfig(real_time_factor=0.0, max_publish_rate_hz=100.0).uncapped_warning() == ""

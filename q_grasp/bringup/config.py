@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from q_grasp.config import ConfigError, read_yaml
+from q_grasp.config import ConfigError, check_each, read_yaml
 from q_grasp.node_params.spec import build_config, config_specs
 from q_grasp.paths import config_file
 
@@ -130,9 +130,8 @@ class BringupConfig:
         if self.eval_episodes < -1:
             raise ValueError(f"eval_episodes: must be >= 0 (or -1 = the experiment's), got "
                              f"{self.eval_episodes}")
-        for name in ("progress_every_s", "catch_up_timeout_s"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0 s, got {getattr(self, name)}")
+        check_each(self, ("progress_every_s", "catch_up_timeout_s"),
+                   lambda v: v > 0.0, "must be > 0 s")
         if self.node_log_level not in LOG_LEVELS:
             raise ValueError(f"node_log_level: must be one of {list(LOG_LEVELS)}, got "
                              f"{self.node_log_level!r}")

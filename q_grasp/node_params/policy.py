@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from q_grasp.config import check_each
 from q_grasp.joint_feedback import RosArmConfig
 from q_grasp.tasks.load import TASKS
 
@@ -135,9 +136,8 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task: must be one of {list(TASKS)}, got {self.task!r}")
-        for name in ("epsilon_start", "epsilon_end", "eval_epsilon"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        check_each(self, ("epsilon_start", "epsilon_end", "eval_epsilon"),
+                   lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
         for name, low in (("epsilon_decay_steps", 1), ("torch_threads", 1),
                           ("success_window", 1), ("transition_batch_size", 1),
                           ("transitions_queue_depth", 1), ("max_weights_bytes", 1024),
@@ -150,14 +150,10 @@ class PolicyConfig:
         if not 0.0 < self.feedback_warn_s < self.feedback_error_s:
             raise ValueError(f"feedback_warn_s, feedback_error_s: need 0 < warn < error, got "
                              f"{self.feedback_warn_s}, {self.feedback_error_s}")
-        for name in ("reset_timeout_s", "frame_timeout_s", "diagnostics_period_s",
-                     "log_every_s"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0 s, got {getattr(self, name)}")
-        for name in ("settle_time_s", "max_stamp_skew_s", "empty_table_height_m",
-                     "frame_timeout_min_wall_s"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        check_each(self, ("reset_timeout_s", "frame_timeout_s", "diagnostics_period_s",
+                          "log_every_s"), lambda v: v > 0.0, "must be > 0 s")
+        check_each(self, ("settle_time_s", "max_stamp_skew_s", "empty_table_height_m",
+                          "frame_timeout_min_wall_s"), lambda v: v >= 0.0, "must be >= 0")
         for name in ("camera_position_m", "camera_target_m", "camera_up_vector"):
             value = getattr(self, name)
             if value and (len(value) != 3 or not all(math.isfinite(v) for v in value)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from q_grasp.config import check_each
 from q_grasp.robot_config import RobotConfig
 from q_grasp.sim.bullet import BulletSimConfig
 from q_grasp.sim.camera import CameraConfig
@@ -136,9 +137,8 @@ class SimArmConfig:
         if not self.real_time_factor >= 0.0:
             raise ValueError(f"real_time_factor: must be >= 0 (0 = unlimited), got "
                              f"{self.real_time_factor}")
-        for name in ("tick_rate_hz", "joint_state_rate_hz"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0 Hz, got {getattr(self, name)}")
+        check_each(self, ("tick_rate_hz", "joint_state_rate_hz"),
+                   lambda v: v > 0.0, "must be > 0 Hz")
         if not self.clock_rate_hz >= 0.0:
             raise ValueError(f"clock_rate_hz: must be >= 0 Hz (0 = every control tick), got "
                              f"{self.clock_rate_hz}")
@@ -154,15 +154,27 @@ class SimArmConfig:
             raise ValueError(f"still_velocity: must be > 0, got {self.still_velocity}")
         if not 0.0 <= self.goal_hold_wall_s <= 1.0:
             raise ValueError(f"goal_hold_wall_s: must be in [0, 1] s, got {self.goal_hold_wall_s}")
-        for name in ("still_real_time_factor", "max_publish_rate_hz",
-                     "camera_moving_max_rate_hz", "clock_max_rate_hz",
-                     "camera_still_max_rate_hz"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"{name}: must be >= 0 (0 = off), got {getattr(self, name)}")
+        check_each(self, ("still_real_time_factor", "max_publish_rate_hz",
+                          "camera_moving_max_rate_hz", "clock_max_rate_hz",
+                          "camera_still_max_rate_hz"),
+                   lambda v: v >= 0.0, "must be >= 0 (0 = off)")
         if not self.still_time_s >= 0.0:
             raise ValueError(f"still_time_s: must be >= 0 s, got {self.still_time_s}")
         if not self.world_frame:
             raise ValueError("world_frame: must not be empty")
+
+    def uncapped_warning(self) -> str:
+        """Why these settings may flood subscribers ("" when they do not): fast (or
+        unlimited) simulated time without a cap multiplies every stream's messages per wall
+        second, and subscribers then spend their CPU on callbacks (bench_ros_system)."""
+        fastest = max(self.real_time_factor, self.still_real_time_factor)
+        if self.max_publish_rate_hz > 0.0 or (self.real_time_factor > 0.0 and fastest <= 50.0):
+            return ""
+        return (f"max_publish_rate_hz is 0 (no cap) with real_time_factor "
+                f"{self.real_time_factor or 'unlimited'} and still_real_time_factor "
+                f"{self.still_real_time_factor or 'the same'}: joint states at "
+                f"{self.joint_state_rate_hz} Hz of simulated time may reach thousands of "
+                f"messages per second; set max_publish_rate_hz (e.g. 100)")
 
 
 DYNAMIC_PARAMETERS = frozenset({"real_time_factor", "camera_rate_hz",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from q_grasp.config import check_each
+
 
 @dataclass
 class UsbCameraConfig:
@@ -34,9 +36,6 @@ class UsbCameraConfig:
     def __post_init__(self) -> None:
         if not self.source:
             raise ValueError("source: must be a device index or a video file")
-        for name in ("width", "height", "capture_width", "capture_height"):
-            if not 1 <= getattr(self, name) <= 8192:
-                raise ValueError(f"{name}: must be in [1, 8192], got {getattr(self, name)}")
-        for name in ("rate_hz", "reopen_every_s"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        check_each(self, ("width", "height", "capture_width", "capture_height"),
+                   lambda v: 1 <= v <= 8192, "must be in [1, 8192]")
+        check_each(self, ("rate_hz", "reopen_every_s"), lambda v: v > 0.0, "must be > 0")

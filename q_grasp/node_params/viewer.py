@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from q_grasp.config import check_each
+
 
 @dataclass
 class ViewerConfig:
@@ -27,10 +29,6 @@ class ViewerConfig:
     def __post_init__(self) -> None:
         if not self.rrd_path.strip():
             raise ValueError("rrd_path: must not be empty")
-        for name in ("web_port", "grpc_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                raise ValueError(f"{name}: must be a TCP port in [0, 65535], got "
-                                 f"{getattr(self, name)}")
-        for name in ("joint_rate_hz", "image_rate_hz"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        check_each(self, ("web_port", "grpc_port"),
+                   lambda v: 0 <= v <= 65535, "must be a TCP port in [0, 65535]")
+        check_each(self, ("joint_rate_hz", "image_rate_hz"), lambda v: v > 0.0, "must be > 0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from q_grasp.config import check_each
 from q_grasp.robot_config import RobotConfig
 
 
@@ -42,10 +43,8 @@ class XArmDriverConfig:
     def __post_init__(self) -> None:
         if self.device not in ("hid", "fake"):
             raise ValueError(f"device: must be 'hid' or 'fake', got {self.device!r}")
-        for name in ("read_rate_hz", "read_timeout_s", "stale_after_s", "reconnect_every_s",
-                     "fake_max_speed_units_s"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        check_each(self, ("read_rate_hz", "read_timeout_s", "stale_after_s", "reconnect_every_s",
+                          "fake_max_speed_units_s"), lambda v: v > 0.0, "must be > 0")
         if self.read_rate_hz > 200.0:
             raise ValueError(f"read_rate_hz: must be <= 200 Hz, got {self.read_rate_hz}")
         if self.max_trajectory_points < 1:

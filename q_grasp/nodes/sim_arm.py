@@ -40,6 +40,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from q_grasp.kinematics.camera import quaternion_xyzw
 from q_grasp.node_params.sim_arm import DYNAMIC_PARAMETERS, SimArmConfig
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import (
@@ -54,26 +55,6 @@ from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
 from q_grasp.sim.arm_loop import Messages, SimArmLoop
 from q_grasp.sim.controller import TrajectoryFollower
-
-
-def _quaternion_xyzw(R: np.ndarray) -> tuple[float, float, float, float]:
-    """Rotation matrix -> unit quaternion (x, y, z, w), numerically stable branch."""
-    m = np.asarray(R, np.float64)
-    trace = np.trace(m)
-    if trace > 0.0:
-        s = 2.0 * np.sqrt(trace + 1.0)
-        q = ((m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4)
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
-        v = np.zeros(3)
-        v[i] = s / 4
-        v[j] = (m[j, i] + m[i, j]) / s
-        v[k] = (m[k, i] + m[i, k]) / s
-        q = (v[0], v[1], v[2], (m[k, j] - m[j, k]) / s)
-    norm = float(np.linalg.norm(q))
-    return tuple(float(c) / norm for c in q)  # type: ignore[return-value]
 
 
 class SimArmNode(Node):
@@ -94,11 +75,8 @@ class SimArmNode(Node):
         self.sim, self.robot, self.camera = self.loop.sim, self.loop.robot, self.loop.camera
         self.scene, self.arm, self.gripper = self.loop.scene, self.loop.arm, self.loop.gripper
         rc = cfg.robot
-        self._arm_limits = (
-            dict(zip(rc.arm_joint_names, self.robot.arm_lower.tolist())),
-            dict(zip(rc.arm_joint_names, self.robot.arm_upper.tolist())),
-        )
-        self._gripper_limits = self._joint_limits(rc.gripper_joint_names)
+        self._arm_limits = self.robot.joint_limits(rc.arm_joint_names)
+        self._gripper_limits = self.robot.joint_limits(rc.gripper_joint_names)
 
         # Publishers. Sensor streams are reliable so that every subscriber QoS matches.
         self._joint_pub = self.create_publisher(JointState, "joint_states",
@@ -166,13 +144,6 @@ class SimArmNode(Node):
             return "publishing /clock"
         return "simulated-time stamps" if cfg.sim_time_stamps else "node-clock stamps"
 
-    def _joint_limits(self, names: list[str]) -> tuple[dict[str, float], dict[str, float]]:
-        lower, upper = {}, {}
-        for name in names:
-            info = self.sim.client.getJointInfo(self.robot.body_id, self.robot.joint_index(name))
-            lower[name], upper[name] = float(info[8]), float(info[9])
-        return lower, upper
-
     def _publish_robot_description(self, urdf_path: str) -> None:
         self._description_pub.publish(String(data=Path(urdf_path).read_text()))
 
@@ -198,7 +169,7 @@ class SimArmNode(Node):
         (cam.transform.translation.x, cam.transform.translation.y,
          cam.transform.translation.z) = (float(v) for v in position)
         (cam.transform.rotation.x, cam.transform.rotation.y, cam.transform.rotation.z,
-         cam.transform.rotation.w) = _quaternion_xyzw(rotation)
+         cam.transform.rotation.w) = quaternion_xyzw(rotation)
         self._tf_static_pub = self.create_publisher(TFMessage, "/tf_static", qos.LATCHED_QOS)
         self._tf_static_pub.publish(TFMessage(transforms=[base, cam]))
 
@@ -211,16 +182,9 @@ class SimArmNode(Node):
         self._warn_if_uncapped(config)
 
     def _warn_if_uncapped(self, cfg: SimArmConfig) -> None:
-        """Fast (or unlimited) simulated time without a cap multiplies every stream's messages
-        per wall second; subscribers then spend their CPU on callbacks (bench_ros_system)."""
-        fastest = max(cfg.real_time_factor, cfg.still_real_time_factor)
-        if cfg.max_publish_rate_hz == 0.0 and (cfg.real_time_factor == 0.0 or fastest > 50.0):
-            self.get_logger().warn(
-                f"max_publish_rate_hz is 0 (no cap) with real_time_factor "
-                f"{cfg.real_time_factor or 'unlimited'} and still_real_time_factor "
-                f"{cfg.still_real_time_factor or 'the same'}: joint states at "
-                f"{cfg.joint_state_rate_hz} Hz of simulated time may reach thousands of "
-                f"messages per second; set max_publish_rate_hz (e.g. 100)")
+        warning = cfg.uncapped_warning()
+        if warning:
+            self.get_logger().warn(warning)
 
     def _on_trajectory(self, msg: JointTrajectory, follower: TrajectoryFollower,
                        limits: tuple[dict[str, float], dict[str, float]], source: str) -> None:
