@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy")  # (SimArmConfig lives with its node)
+rclpy = pytest.importorskip("rclpy")  # (one test runs the node)
 
 from q_grasp.motion import Trajectory  # noqa: E402
 from q_grasp.node_params.sim_arm import SimArmConfig  # noqa: E402
