@@ -85,6 +85,30 @@ def test_calibration_maps_and_never_leaves_its_limits(tmp_path) -> None:
         XArmCalibration.from_yaml(path, ARM)
 
 
+def test_joints_map_to_servos_and_back_within_the_calibrated_range(tmp_path) -> None:
+    """XArmJoints (the driver's joints without ROS): uncalibrated defaults narrowed to the
+    URDF, the home pose in servo units, and positions through units and back."""
+    from q_grasp.hardware.xarm_joints import XArmJoints
+
+    robot = RobotConfig()
+    joints = XArmJoints(robot)
+    assert not joints.calibrated
+    assert joints.servo_ids == joints.calibration.servo_ids and len(joints.servo_ids) == 6
+    lower, upper = joints.arm_limits
+    assert all(lower[n] < upper[n] for n in robot.arm_joint_names)
+    units = joints.home_units()
+    positions = joints.positions(units)
+    assert [positions[n] for n in robot.arm_joint_names] == pytest.approx(
+        robot.home_positions, abs=0.01)  # (servo units are ~4 mrad)
+    opening = float(np.mean(robot.gripper_open_positions))
+    assert [positions[n] for n in robot.gripper_joint_names] == pytest.approx(
+        [opening] * 2, abs=1e-3)
+    names = [*robot.arm_joint_names, *robot.gripper_joint_names]
+    targets = joints.servo_targets(names, np.array([positions[n] for n in names]))
+    assert set(targets) == set(joints.servo_ids)  # one servo for both fingers
+    assert all(abs(targets[i] - units[i]) <= 1 for i in targets)
+
+
 def test_fake_board_turns_servos_at_a_bounded_speed() -> None:
     now = [0.0]
     fake = FakeXArmBoard(initial_units={6: 500}, max_speed_units_s=1000.0,
