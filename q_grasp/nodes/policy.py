@@ -26,7 +26,6 @@ Service client: sim_arm/reset_scene (std_srvs/Trigger) at the start of every gra
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import sys
@@ -67,7 +66,12 @@ from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.ros_arm import ArmRestartedError, ArmStoppedError, ArmTimeoutError, RosArm
 from q_grasp.nodes.runtime import run_node
-from q_grasp.tasks.episodes import EpisodeStats, Transition, TransitionBatcher
+from q_grasp.tasks.episodes import (
+    DecisionLatency,
+    EpisodeStats,
+    Transition,
+    TransitionBatcher,
+)
 from q_grasp.tasks.grasp import GraspTask, table_looks_empty
 from q_grasp.tasks.load import load_task, make_task
 from q_grasp.tasks.reach import ReachTask
@@ -84,9 +88,6 @@ from q_grasp.wire import (
     state_dict_dtypes,
     state_dict_shapes,
 )
-
-LATENCY_WINDOW = 100
-"""Decisions over which /diagnostics reports decision_latency_ms_p50, _p90 and _max."""
 
 
 def _yaw_quaternion(yaw: float) -> tuple[float, float, float, float]:
@@ -129,8 +130,7 @@ class PolicyNode(Node):
         actor_id = cfg.actor_id or self.get_fully_qualified_name()
         self._batcher = TransitionBatcher(cfg.task, actor_id, q_net.n_actions,
                                           cfg.transition_batch_size)
-        self._latency_ms: float | None = None
-        self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._latency = DecisionLatency()
         self._last_summary = time.monotonic()
         self._stop = threading.Event()
         # SIGINT shuts the context down before destroy_node runs: stop acting at once.
@@ -388,26 +388,13 @@ class PolicyNode(Node):
                 msg = blob_to_msg(self._auth.sign(blob), TRANSITIONS_SCHEMA)
                 self._transitions_pub.publish(msg)
                 self.diagnostics.count("transitions_published", len(batch))
-        if latency_ms is not None:
-            self._latency_ms = (latency_ms if self._latency_ms is None
-                                else 0.9 * self._latency_ms + 0.1 * latency_ms)
-            self._latencies.append(latency_ms)
-        s = self.stats
-        values = dict(steps=s.steps, episodes=s.episodes, epsilon=epsilon,
-                      success_rate=s.success_rate, mean_return=s.mean_return,
-                      weights_version=self._weights_version,
+        grasp = cfg.task == "grasp"
+        values = self.stats.values(attempts=grasp)
+        values.update(epsilon=epsilon, weights_version=self._weights_version,
                       move_timeouts=self.arm.move_timeouts,
                       joint_state_stamps_backwards=self.arm.stamps_backwards)
-        if cfg.task == "grasp":
-            values.update(attempt_success_rate=s.attempt_success_rate,
-                          grasp_successes=s.attempt_successes)
         if latency_ms is not None:
-            p50, p90, worst = np.percentile(self._latencies, [50, 90, 100])
-            values.update(decision_latency_ms=latency_ms,
-                          decision_latency_ms_mean=self._latency_ms,
-                          decision_latency_ms_p50=p50, decision_latency_ms_p90=p90,
-                          decision_latency_ms_max=worst,
-                          decision_latency_window=len(self._latencies))
+            values.update(self._latency.add(latency_ms))
         self.diagnostics.set(**values)
         if self._feedback_level is not None:
             pass  # _check_feedback's WARN/ERROR stands until the feedback is back
@@ -416,9 +403,7 @@ class PolicyNode(Node):
         else:
             self.diagnostics.set_level(WARN, "acting; rejected some inputs (see rejected.*)")
         if done:
-            line = (f"episode {s.episodes}: step {s.steps}, success rate {s.success_rate:.2f}"
-                    + (f", attempt success {s.attempt_success_rate:.2f}"
-                       if cfg.task == "grasp" else "")
+            line = (self.stats.summary_line(attempts=grasp)
                     + f", epsilon {epsilon:.3f}, weights v{self._weights_version}")
             self.get_logger().debug(line)
             now = time.monotonic()
