@@ -62,15 +62,15 @@ def measure(name: str, env: dict[str, str], tmp: Path, blob, junk: np.ndarray) -
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import UInt8MultiArray
 
-    from q_grasp.nodes import qos
-    from q_grasp.nodes.convert import blob_to_msg
-    from q_grasp.nodes.testing import (
+    from q_grasp.node_processes import (
         start_node_process,
         stop_process,
         udp_localhost_env,
         unique_domain_id,
         wait_until,
     )
+    from q_grasp.nodes import qos
+    from q_grasp.nodes.convert import blob_to_msg
     from q_grasp.wire import TRANSITIONS_SCHEMA
 
     domain = unique_domain_id()
@@ -147,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from q_grasp.learning.tasks import default_config, make_env
-    from q_grasp.nodes.testing import UDP_LOCALHOST_PROFILE, udp_localhost_env
+    from q_grasp.node_processes import UDP_LOCALHOST_PROFILE, udp_localhost_env
     from q_grasp.wire import TransitionBatch, encode_transitions
 
     obs_dim = make_env(default_config("q_grasp/Reacher-v0").env).observation_space.shape[0]

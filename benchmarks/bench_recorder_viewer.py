@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from q_grasp.nodes.testing import ros_child_env, unique_domain_id
+from q_grasp.node_processes import ros_child_env, unique_domain_id
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recorder_viewer.json"
 MODES = {"off": [], "record": ["--record"], "viewer": ["--viewer", "--viewer-port", "29090"]}

@@ -219,7 +219,7 @@ class Session:
     def __init__(self, folder: Path) -> None:
         import rclpy
 
-        from q_grasp.nodes.testing import unique_domain_id
+        from q_grasp.node_processes import unique_domain_id
 
         self.folder = folder
         self.domain = unique_domain_id()
@@ -231,7 +231,7 @@ class Session:
         self.probe = Probe(self.context)
 
     def start(self, name: str, module: str, args: list[str]) -> None:
-        from q_grasp.nodes.testing import start_node_process
+        from q_grasp.node_processes import start_node_process
 
         self.procs[name] = start_node_process(module, args, domain_id=self.domain,
                                               log_path=self.folder / f"{name}.log")
@@ -239,7 +239,7 @@ class Session:
     def start_script(self, name: str, args: list[str]) -> None:
         import subprocess
 
-        from q_grasp.nodes.testing import ros_child_env
+        from q_grasp.node_processes import ros_child_env
 
         log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop_process
         proc = subprocess.Popen([sys.executable, __file__, *args],
@@ -262,7 +262,7 @@ class Session:
     def close(self) -> None:
         import rclpy
 
-        from q_grasp.nodes.testing import stop_process
+        from q_grasp.node_processes import stop_process
 
         try:
             self.probe.node.destroy_node()

@@ -167,9 +167,9 @@ def dds(repeats: int, throughput_blobs: int, nets: dict) -> dict:
     import rclpy
     from std_msgs.msg import String, UInt8MultiArray
 
+    from q_grasp.node_processes import stop_process, unique_domain_id, wait_until
     from q_grasp.nodes import qos
     from q_grasp.nodes.convert import blob_to_msg
-    from q_grasp.nodes.testing import stop_process, unique_domain_id, wait_until
     from q_grasp.wire import (
         TRANSITIONS_SCHEMA,
         WEIGHTS_SCHEMA,
@@ -183,7 +183,7 @@ def dds(repeats: int, throughput_blobs: int, nets: dict) -> dict:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     import subprocess
 
-    from q_grasp.nodes.testing import ros_child_env
+    from q_grasp.node_processes import ros_child_env
 
     child = subprocess.Popen([sys.executable, __file__, "--role", "sink"],
                              env=ros_child_env(domain), stdout=subprocess.DEVNULL,
@@ -245,8 +245,8 @@ def command_round_trips(node, spin, repeats: int) -> dict:
     from sensor_msgs.msg import JointState
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+    from q_grasp.node_processes import wait_until
     from q_grasp.nodes import qos
-    from q_grasp.nodes.testing import wait_until
 
     answers: list[int] = []
     node.create_subscription(JointState, STATE_TOPIC,

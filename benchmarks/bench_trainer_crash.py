@@ -43,15 +43,15 @@ def main() -> None:
     from std_msgs.msg import UInt8MultiArray
 
     from q_grasp.learning.tasks import default_config, make_env
-    from q_grasp.nodes import qos
-    from q_grasp.nodes.convert import blob_to_msg
-    from q_grasp.nodes.testing import (
+    from q_grasp.node_processes import (
         start_node_process,
         stop_process,
         udp_localhost_env,
         unique_domain_id,
         wait_until,
     )
+    from q_grasp.nodes import qos
+    from q_grasp.nodes.convert import blob_to_msg
     from q_grasp.wire import TRANSITIONS_SCHEMA, TransitionBatch, encode_transitions
 
     domain = unique_domain_id()

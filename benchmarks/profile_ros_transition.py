@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     policy_params = {"epsilon_schedule": "constant", "epsilon_start": 1.0, "epsilon_end": 1.0,
                      **_params(args.policy_param, "--policy-param")}
 
-    from q_grasp.nodes.testing import unique_domain_id
+    from q_grasp.node_processes import unique_domain_id
 
     os.environ["ROS_DOMAIN_ID"] = str(unique_domain_id())
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"

@@ -21,7 +21,7 @@ import textwrap
 import types
 import typing
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -123,6 +123,17 @@ def removed_fields(cls: type, prefix: str = "") -> dict[str, str]:
 def removed_message(name: str, why: str) -> str:
     """The warning for a setting that is no longer read (the same for every way it comes)."""
     return f"{name}: no longer a setting ({why}); ignored, remove it from your configuration"
+
+
+def check_each(config: Any, names: Sequence[str], ok: Callable[[Any], bool],
+               rule: str) -> None:
+    """The range check of a config's own fields, for its ``__post_init__``: ValueError
+    ``"<name>: <rule>, got <value>"`` for the first of ``names`` whose value fails ``ok`` (NaN
+    fails every comparison, so it is refused as out of range)."""
+    for name in names:
+        value = getattr(config, name)
+        if not ok(value):
+            raise ValueError(f"{name}: {rule}, got {value}")
 
 
 def get_path(config: Any, path: Sequence[str]) -> Any:

@@ -1,7 +1,7 @@
-"""Joint motions without ROS: a validated joint trajectory and its interpolation (the
-simulator's controller and the real-arm driver follow the same path), and the tolerances and
-arrival/settle checks that every arm (the in-process SimRobot, the sim_arm node, the ROS arm
-adapter) judges its motions by."""
+"""Joint motions without ROS: a validated joint trajectory, its interpolation (the simulator's
+controller and the real-arm driver follow the same path) and its timed segments (the real arm's
+board), and the tolerances and arrival/settle checks that every arm (the in-process SimRobot,
+the sim_arm node, the ROS arm adapter) judges its motions by."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import bisect
 from dataclasses import dataclass
 
 import numpy as np
+
+from q_grasp.config import check_each
 
 
 @dataclass
@@ -23,10 +25,8 @@ class MotionTolerances:
     """Fingers slower than this count as settled (stopped on an object or at their limit)."""
 
     def __post_init__(self) -> None:
-        for name in ("joint_tolerance_rad", "velocity_tolerance_rad_s",
-                     "gripper_velocity_tolerance_m_s"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        check_each(self, ("joint_tolerance_rad", "velocity_tolerance_rad_s",
+                          "gripper_velocity_tolerance_m_s"), lambda v: v > 0.0, "must be > 0")
 
     def arm_arrived(self, positions: np.ndarray, velocities: np.ndarray,
                     targets: np.ndarray) -> bool:
@@ -96,3 +96,46 @@ class PathSampler:
             return self._points[0]
         k = bisect.bisect_right(times, t_s) - 1
         return self._points[k] + (t_s - times[k]) / (times[k + 1] - times[k]) * self._steps[k]
+
+
+class SegmentStream:
+    """A trajectory played as timed segments (one "move to these positions in this long"
+    command each, as a servo board takes them), started at ``t0`` of the caller's clock."""
+
+    def __init__(self, trajectory: Trajectory, start: np.ndarray, t0: float) -> None:
+        self.path = trajectory.starting_from(start)
+        self._sampler = PathSampler(self.path)
+        self.t0 = t0
+        # A trajectory whose first point is not due at once starts from ``start`` (prepended:
+        # nothing to send for it); otherwise its first point is sent at once.
+        self.next_point = 1 if trajectory.times_s[0] > 0.0 else 0
+
+    def due(self, now: float) -> list[tuple[np.ndarray, float]]:
+        """(target positions, segment duration) of every segment that starts by ``now``."""
+        out = []
+        times = self.path.times_s
+        while self.next_point < len(times):
+            k = self.next_point
+            start = times[k - 1] if k > 0 else 0.0
+            if now - self.t0 < start:
+                break
+            out.append((self.path.positions[k], float(times[k] - start)))
+            self.next_point += 1
+        return out
+
+    @property
+    def done(self) -> bool:
+        """Every segment has been handed out."""
+        return self.next_point >= len(self.path.times_s)
+
+    @property
+    def next_due_s(self) -> float:
+        """When the next segment starts (the caller's clock; inf once done)."""
+        if self.done:
+            return float("inf")
+        k = self.next_point
+        return self.t0 + (float(self.path.times_s[k - 1]) if k > 0 else 0.0)
+
+    def setpoint(self, now: float) -> np.ndarray:
+        """The interpolated position setpoint at ``now``."""
+        return self._sampler.at(now - self.t0)

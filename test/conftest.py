@@ -29,7 +29,7 @@ def _no_leaked_ros_environment(request: pytest.FixtureRequest) -> Iterator[None]
 def ros_domain_env() -> Iterator[Callable[..., int]]:
     """Call it to reserve a fresh ROS domain and point this process at it (loopback discovery;
     keyword arguments set more variables); undone when the module's tests are done."""
-    from q_grasp.nodes.testing import unique_domain_id
+    from q_grasp.node_processes import unique_domain_id
 
     with pytest.MonkeyPatch.context() as mp:
         def use_fresh_domain(**extra: str) -> int:

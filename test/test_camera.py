@@ -137,3 +137,17 @@ def test_heightmap_rejects_wrong_shape():
     cam = PinholeCamera(CameraConfig(width=32, height=32))
     with pytest.raises(ValueError, match="depth"):
         cam.heightmap(np.zeros((16, 16)))
+
+
+@pytest.mark.parametrize("axis, angle", [((0.0, 0.0, 1.0), 0.7), ((1.0, 0.0, 0.0), np.pi),
+                                         ((1.0, 2.0, -0.5), 2.5), ((0.0, 1.0, 0.0), -3.0)])
+def test_rotation_matrix_to_quaternion(axis, angle) -> None:
+    """quaternion_xyzw (the camera's /tf_static rotation) inverts pybullet's quaternion ->
+    matrix, up to the sign a quaternion leaves free, on both branches (trace > 0 and not)."""
+    from q_grasp.kinematics.camera import quaternion_xyzw
+
+    axis = np.asarray(axis) / np.linalg.norm(axis)
+    expected = np.array([*(np.sin(angle / 2) * axis), np.cos(angle / 2)])
+    R = np.array(pybullet.getMatrixFromQuaternion(expected.tolist())).reshape(3, 3)
+    q = np.array(quaternion_xyzw(R))
+    assert np.allclose(q, expected, atol=1e-9) or np.allclose(q, -expected, atol=1e-9)

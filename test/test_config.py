@@ -171,6 +171,33 @@ def test_experiment_value_same_message_from_yaml_and_command_line(tmp_path, caps
     assert from_command_line == f"q_grasp train: error: {EXPERIMENT_MESSAGE}"
 
 
+def test_bringup_reads_node_parameters_through_the_core(tmp_path) -> None:
+    """bringup validates the sections of a params file as the nodes do, and its command line
+    goes through the same builder: one message style for every way a value comes in."""
+    from q_grasp.bringup.config import BringupConfig, node_config
+    from q_grasp.node_params.sim_arm import SimArmConfig
+    from q_grasp.node_params.trainer import TrainerConfig
+
+    params = tmp_path / "params.yaml"
+    params.write_text("/**/sim_arm:\n  ros__parameters:\n    use_sim_time: true\n"
+                      "    real_time_factor: -2.0\n"
+                      "/**/trainer:\n  ros__parameters:\n    replay_ratio: 0.5\n")
+    with pytest.raises(ConfigError) as info:
+        node_config(params, "sim_arm", SimArmConfig)
+    assert str(info.value) == (f"config file {str(params)!r}: sim_arm: real_time_factor: must "
+                               f"be >= 0 (0 = unlimited), got -2.0")
+    # ROS's own parameters (use_sim_time) are not the config's; overrides win over the file
+    sim = node_config(params, "sim_arm", SimArmConfig, {"real_time_factor": 3.0})
+    assert sim.real_time_factor == 3.0 and sim.camera.width == SimArmConfig().camera.width
+    trainer = node_config(params, "trainer", TrainerConfig, {"task": "reacher"})
+    assert (trainer.replay_ratio, trainer.task) == (0.5, "reacher")
+    params.write_text("- not a params file\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        node_config(params, "trainer", TrainerConfig)
+    with pytest.raises(ConfigError, match="viewer_port: expected an integer, got 'x'"):
+        build(BringupConfig, {"viewer_port": "x"}, where="command line")
+
+
 NODE_CASES = [
     # node, parameter, value as YAML, value, expected message
     ("policy", "epsilon_start", "1.5", 1.5, "epsilon_start: must be in [0, 1], got 1.5"),
@@ -181,7 +208,7 @@ NODE_CASES = [
 
 
 def _section(node_name: str):
-    from q_grasp.nodes.config_files import node_sections
+    from q_grasp.node_params.files import node_sections
 
     return next(s for s in node_sections() if s.node_name == node_name)
 

@@ -182,8 +182,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 @pytest.mark.parametrize("task", ["grasp", "reacher"])
 def test_params_files_cover_every_parameter(task: str) -> None:
-    from q_grasp.nodes.config_files import COMMENTED, node_sections
-    from q_grasp.nodes.params import build_config, config_specs
+    from q_grasp.node_params.files import COMMENTED, node_sections
+    from q_grasp.node_params.spec import build_config, config_specs
 
     text = (ROOT / "config" / f"sim_train_{task}.yaml").read_text()
     data = yaml.safe_load(text)
@@ -211,10 +211,10 @@ def test_params_files_cover_every_parameter(task: str) -> None:
 
 @pytest.mark.parametrize("task", ["grasp", "reacher"])
 def test_params_files_are_generated_from_the_node_configs(task: str) -> None:
-    from q_grasp.nodes.config_files import render
+    from q_grasp.node_params.files import render
 
     shipped = (ROOT / "config" / f"sim_train_{task}.yaml").read_text()
-    assert shipped == render(task), "regenerate: python -m q_grasp.nodes.config_files"
+    assert shipped == render(task), "regenerate: python -m q_grasp.node_params.files"
 
 
 def test_rviz_layout_shows_the_documented_topics() -> None:

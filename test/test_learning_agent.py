@@ -123,3 +123,37 @@ def test_boltzmann_exploration_acts_in_range():
     obs, _ = env.reset(seed=0)
     acts = {agent.act(obs) for _ in range(50)}
     assert all(0 <= a < env.action_space.n for a in acts) and len(acts) > 1
+
+
+def test_policy_node_explores_as_the_experiment_or_its_own_epsilon_says():
+    """The policy's epsilon parameters resolved against the experiment (ROS-free), and an actor
+    switched to another schedule at run time (ros2 param set)."""
+    import dataclasses
+
+    import pytest
+
+    from q_grasp.learning.tasks import default_config, resolve_task
+    from q_grasp.node_params.policy import PolicyConfig
+
+    experiment = default_config(resolve_task("reacher"))
+    assert PolicyConfig(task="reacher").exploration(experiment) == (
+        experiment.exploration, experiment.training.total_steps)
+    own = PolicyConfig(task="reacher", epsilon_schedule="linear", epsilon_start=0.5,
+                       epsilon_end=0.1, epsilon_decay_steps=40)
+    exploration, total = own.exploration(experiment)
+    assert (exploration.start, exploration.end, total) == (0.5, 0.1, 40)
+    assert exploration.use_action_mask == experiment.exploration.use_action_mask
+    boltzmann = dataclasses.replace(experiment, exploration=dataclasses.replace(
+        experiment.exploration, strategy="boltzmann"))
+    with pytest.raises(ValueError, match="epsilon_schedule: experiment needs an epsilon_greedy"):
+        PolicyConfig(task="reacher").exploration(boltzmann)
+
+    env = gym.make("CartPole-v1")
+    actor = Actor(Agent(env, _cfg(), seed=0).q_net, *PolicyConfig(
+        task="reacher").exploration(experiment), seed=0)
+    schedule = actor.schedule
+    actor.set_exploration(*PolicyConfig(task="reacher").exploration(experiment))
+    assert actor.schedule is schedule  # unchanged: the schedule (and its state) is kept
+    actor.set_exploration(exploration, total)
+    assert actor.exploration_value(0) == pytest.approx(0.5)
+    assert actor.exploration_value(40) == pytest.approx(0.1)

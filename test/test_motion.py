@@ -35,11 +35,30 @@ def test_tolerances_must_be_positive(name: str) -> None:
 
 
 def test_the_arms_share_one_set_of_tolerances() -> None:
-    rclpy = pytest.importorskip("rclpy")  # noqa: F841 - ros_arm imports it
-    from q_grasp.nodes.ros_arm import RosArmConfig
+    from q_grasp.joint_feedback import RosArmConfig
 
     fields = MotionTolerances.__dataclass_fields__
     for cls in (SimRobotConfig, RosArmConfig):
         assert issubclass(cls, MotionTolerances)
         assert {n: f.default for n, f in fields.items()} == {
             n: cls.__dataclass_fields__[n].default for n in fields}
+
+
+def test_a_trajectory_plays_as_timed_segments_from_where_the_joints_are() -> None:
+    from q_grasp.motion import SegmentStream, Trajectory
+
+    path = Trajectory(("a", "b"), np.array([0.5, 1.5]), np.array([[1.0, 0.0], [1.0, 2.0]]))
+    stream = SegmentStream(path, np.zeros(2), t0=10.0)
+    assert stream.next_due_s == 10.0 and stream.due(9.9) == []
+    (target, duration), = stream.due(10.0)  # from the start to the first point
+    assert target.tolist() == [1.0, 0.0] and duration == 0.5
+    assert stream.next_due_s == 10.5 and not stream.done
+    assert stream.setpoint(10.25).tolist() == [0.5, 0.0]
+    (target, duration), = stream.due(11.0)
+    assert target.tolist() == [1.0, 2.0] and duration == 1.0
+    assert stream.done and stream.next_due_s == math.inf
+    # a first point due at once is sent at once, with no ramp from the start, and the
+    # segment after it starts with it
+    now = SegmentStream(Trajectory(("a",), np.array([0.0, 1.0]), np.array([[2.0], [3.0]])),
+                        np.zeros(1), t0=0.0)
+    assert [(t.tolist(), d) for t, d in now.due(0.0)] == [([2.0], 0.0), ([3.0], 1.0)]

@@ -19,8 +19,8 @@ pytest.importorskip("mcap_ros2")
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 
 from q_grasp.cli import main as cli_main  # noqa: E402
+from q_grasp.node_processes import ros_child_env, unique_domain_id  # noqa: E402
 from q_grasp.nodes.recorder import TOPICS, RecorderConfig  # noqa: E402
-from q_grasp.nodes.testing import ros_child_env, unique_domain_id  # noqa: E402
 from q_grasp.recording import (  # noqa: E402
     McapRecorder,
     RecordingError,
@@ -233,9 +233,9 @@ def test_a_failing_recorder_logs_and_the_node_goes_on(tmp_path, monkeypatch) -> 
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
+    from q_grasp.node_processes import wait_until
     from q_grasp.nodes import qos
     from q_grasp.nodes.recorder import RecorderNode
-    from q_grasp.nodes.testing import wait_until
 
     monkeypatch.setenv("ROS_DOMAIN_ID", str(unique_domain_id()))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from q_grasp.nodes.testing import udp_localhost_env, unique_domain_id
+from q_grasp.node_processes import udp_localhost_env, unique_domain_id
 
 pytestmark = [pytest.mark.ros, pytest.mark.ros2_tooling]
 

@@ -20,14 +20,14 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from q_grasp.kinematics import KinematicChain  # noqa: E402
-from q_grasp.nodes import qos  # noqa: E402
-from q_grasp.nodes.ros_arm import RosArm, RosArmConfig  # noqa: E402
-from q_grasp.nodes.testing import (  # noqa: E402
+from q_grasp.node_processes import (  # noqa: E402
     start_node_process,
     stop_process,
     unique_domain_id,
     wait_until,
 )
+from q_grasp.nodes import qos  # noqa: E402
+from q_grasp.nodes.ros_arm import RosArm, RosArmConfig  # noqa: E402
 from q_grasp.robot_config import RobotConfig  # noqa: E402
 from q_grasp.skills import arm_interface  # noqa: E402
 from q_grasp.skills.grasp import execute_grasp  # noqa: E402

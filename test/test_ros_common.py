@@ -414,7 +414,7 @@ def test_domain_ids_reserved_across_processes(tmp_path, monkeypatch) -> None:
     import subprocess
     import sys
 
-    from q_grasp.nodes import testing
+    from q_grasp import node_processes as testing
 
     monkeypatch.setattr(testing, "DOMAIN_LOCK_DIR", tmp_path)
     monkeypatch.setattr(testing, "MAX_HELD_DOMAINS", 100)
@@ -424,7 +424,7 @@ def test_domain_ids_reserved_across_processes(tmp_path, monkeypatch) -> None:
     child = subprocess.run(
         [sys.executable, "-c",
          "import sys, pathlib\n"
-         "from q_grasp.nodes import testing\n"
+         "from q_grasp import node_processes as testing\n"
          "testing.DOMAIN_LOCK_DIR = pathlib.Path(sys.argv[1])\n"
          "print(' '.join(str(testing.unique_domain_id()) for _ in range(5)))",
          str(tmp_path)], capture_output=True, text=True, timeout=60, check=True,

@@ -27,18 +27,18 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 from q_grasp.learning.checkpoint import save_checkpoint  # noqa: E402
 from q_grasp.learning.config import NetworkConfig  # noqa: E402
 from q_grasp.learning.networks import build_network, network_spec_for_env  # noqa: E402
+from q_grasp.node_processes import (  # noqa: E402
+    start_node_process,
+    stop_process,
+    unique_domain_id,
+    wait_until,
+)
 from q_grasp.nodes import qos  # noqa: E402
 from q_grasp.nodes.convert import (  # noqa: E402
     blob_to_msg,
     image_msg,
     joint_state_msg,
     msg_to_blob,
-)
-from q_grasp.nodes.testing import (  # noqa: E402
-    start_node_process,
-    stop_process,
-    unique_domain_id,
-    wait_until,
 )
 from q_grasp.tasks.load import load_task  # noqa: E402
 from q_grasp.wire import (  # noqa: E402
@@ -412,7 +412,7 @@ def test_policy_recovers_from_a_restarted_simulator(tmp_path, monkeypatch) -> No
     the new clock has caught up with the old one."""
     from sensor_msgs.msg import JointState
 
-    from q_grasp.nodes.testing import udp_localhost_env
+    from q_grasp.node_processes import udp_localhost_env
 
     domain = unique_domain_id()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_policy_grasps_without_a_depth_stream(tmp_path) -> None:
-    from q_grasp.nodes.testing import start_node_process, stop_process, unique_domain_id
+    from q_grasp.node_processes import start_node_process, stop_process, unique_domain_id
 
     domain = unique_domain_id()
     logs = {name: tmp_path / f"{name}.log" for name in ("sim_arm", "policy")}

@@ -128,8 +128,7 @@ from std_msgs.msg import String, UInt8MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from q_grasp.learning.trainer_core import newest_checkpoint  # noqa: E402
-from q_grasp.nodes import qos  # noqa: E402
-from q_grasp.nodes.testing import (  # noqa: E402
+from q_grasp.node_processes import (  # noqa: E402
     ros_child_env,
     start_node_process,
     stop_process,
@@ -137,6 +136,7 @@ from q_grasp.nodes.testing import (  # noqa: E402
     unique_domain_id,
     wait_until,
 )
+from q_grasp.nodes import qos  # noqa: E402
 
 SUBSCRIPTIONS = {
     "/joint_states": (JointState, qos_profile_sensor_data),

@@ -271,7 +271,7 @@ class TrainerProbe:
         self.executor.spin_once(timeout_sec=0.05)
 
     def wait(self, predicate, timeout_s: float) -> bool:
-        from q_grasp.nodes.testing import wait_until
+        from q_grasp.node_processes import wait_until
 
         return wait_until(predicate, timeout_s, self.spin)
 
@@ -309,7 +309,7 @@ class TrainerProbe:
 @pytest.fixture
 def probe(monkeypatch):
     rclpy = pytest.importorskip("rclpy")
-    from q_grasp.nodes.testing import unique_domain_id
+    from q_grasp.node_processes import unique_domain_id
 
     domain = unique_domain_id()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
@@ -331,7 +331,7 @@ def trainer_args(out: Path, *extra: str) -> list[str]:
 
 @pytest.mark.ros
 def test_trainer_node_over_dds(tmp_path, probe) -> None:
-    from q_grasp.nodes.testing import start_node_process, stop_process
+    from q_grasp.node_processes import start_node_process, stop_process
     from q_grasp.wire import WEIGHTS_SCHEMA
 
     domain, diagnostics, weights = probe.domain, probe.diagnostics, probe.weights
@@ -404,7 +404,7 @@ def test_trainer_node_over_dds(tmp_path, probe) -> None:
 def test_a_parameter_cannot_wedge_the_update_loop(tmp_path, probe) -> None:
     """max_updates_per_s 1e-6 (a pause of 11 days after each update) and back to 0: training
     goes on at once, because a parameter change ends the pause."""
-    from q_grasp.nodes.testing import start_node_process, stop_process
+    from q_grasp.node_processes import start_node_process, stop_process
 
     log = tmp_path / "trainer.log"
     proc = start_node_process("q_grasp.nodes.trainer", trainer_args(tmp_path / "run"),
@@ -430,7 +430,7 @@ def test_a_parameter_cannot_wedge_the_update_loop(tmp_path, probe) -> None:
 def test_repeated_and_old_batches_are_refused_and_gaps_counted(tmp_path, probe) -> None:
     """One valid batch published 30 times is stored once; an older one is refused; a gap in
     the sequence numbers is counted as lost transitions."""
-    from q_grasp.nodes.testing import start_node_process, stop_process
+    from q_grasp.node_processes import start_node_process, stop_process
 
     log = tmp_path / "trainer.log"
     proc = start_node_process("q_grasp.nodes.trainer", trainer_args(tmp_path / "run"),
@@ -460,8 +460,8 @@ def test_repeated_and_old_batches_are_refused_and_gaps_counted(tmp_path, probe) 
 def test_only_blobs_signed_with_the_system_key_are_taken(tmp_path, probe) -> None:
     """With a key file the trainer refuses unsigned and foreign-key transitions, takes signed
     ones and signs its weights; a missing key file stops it at start, naming the file."""
+    from q_grasp.node_processes import start_node_process, stop_process
     from q_grasp.nodes.convert import msg_to_blob
-    from q_grasp.nodes.testing import start_node_process, stop_process
     from q_grasp.wire import WEIGHTS_SCHEMA, Authenticator, authenticator
 
     missing = tmp_path / "no_such.key"

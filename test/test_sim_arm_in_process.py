@@ -11,10 +11,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy")  # (SimArmConfig lives with its node)
+rclpy = pytest.importorskip("rclpy")  # (one test runs the node)
 
 from q_grasp.motion import Trajectory  # noqa: E402
-from q_grasp.nodes.sim_arm import SimArmConfig  # noqa: E402
+from q_grasp.node_params.sim_arm import SimArmConfig  # noqa: E402
 from q_grasp.sim.arm_loop import SimArmLoop  # noqa: E402
 from q_grasp.sim.controller import TrajectoryFollower  # noqa: E402
 from q_grasp.sim.pacing import Stream  # noqa: E402
@@ -231,8 +231,8 @@ def test_stamps_of_a_simulator_without_clock(sim_time_stamps: bool) -> None:
 
     from rclpy.parameter import Parameter
 
+    from q_grasp.node_processes import unique_domain_id
     from q_grasp.nodes.sim_arm import SimArmNode
-    from q_grasp.nodes.testing import unique_domain_id
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=unique_domain_id())

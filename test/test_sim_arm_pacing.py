@@ -14,12 +14,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy")  # (SimArmConfig lives with its node)
-
-from q_grasp.motion import Trajectory  # noqa: E402
-from q_grasp.nodes.sim_arm import SimArmConfig  # noqa: E402
-from q_grasp.sim.arm_loop import Messages, SimArmLoop  # noqa: E402
-from q_grasp.sim.pacing import Pacer, WallClock  # noqa: E402
+from q_grasp.motion import Trajectory
+from q_grasp.node_params.sim_arm import SimArmConfig
+from q_grasp.sim.arm_loop import Messages, SimArmLoop
+from q_grasp.sim.pacing import Pacer, WallClock
 
 
 class FakeClock:
@@ -281,3 +279,11 @@ def test_waking_ends_a_real_pacing_wait() -> None:
     wake.set()
     sleeper.join(timeout=10.0)
     assert not sleeper.is_alive()
+
+
+def test_fast_time_without_a_message_cap_is_warned_of() -> None:
+    assert SimArmConfig().uncapped_warning() == ""  # real time
+    assert "set max_publish_rate_hz" in SimArmConfig(real_time_factor=0.0).uncapped_warning()
+    assert "set max_publish_rate_hz" in SimArmConfig(still_real_time_factor=200.0
+                                                     ).uncapped_warning()
+    assert SimArmConfig(real_time_factor=0.0, max_publish_rate_hz=100.0).uncapped_warning() == ""

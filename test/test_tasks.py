@@ -14,7 +14,12 @@ from q_grasp.kinematics.camera import CameraModel
 from q_grasp.learning.checkpoint import env_description, save_checkpoint
 from q_grasp.learning.networks import network_spec_for_env
 from q_grasp.learning.tasks import add_shaping, default_config, make_env
-from q_grasp.tasks.episodes import EpisodeStats, Transition, TransitionBatcher
+from q_grasp.tasks.episodes import (
+    DecisionLatency,
+    EpisodeStats,
+    Transition,
+    TransitionBatcher,
+)
 from q_grasp.tasks.grasp import GraspTask, grasp_observation, table_looks_empty
 from q_grasp.tasks.load import load_task, task_spaces
 from q_grasp.tasks.reach import KinematicArm, ReachTask
@@ -210,6 +215,19 @@ def test_episode_stats() -> None:
     stats.record_step(0.0, False, True)
     assert (stats.steps, stats.episodes) == (13, 2)
     assert stats.success_rate == 0.5 and stats.mean_return == 0.5
+    assert stats.values(attempts=True)["attempt_success_rate"] == 0.5  # (the last 2 steps)
+    assert "attempt_success_rate" not in stats.values(attempts=False)
+    assert stats.summary_line(attempts=False) == "episode 2: step 13, success rate 0.50"
+
+
+def test_decision_latency_reports_mean_and_window_percentiles() -> None:
+    latency = DecisionLatency(window=3)
+    for ms in (10.0, 20.0, 30.0):
+        values = latency.add(ms)
+    assert values["decision_latency_ms"] == 30.0 and values["decision_latency_window"] == 3
+    assert values["decision_latency_ms_mean"] == pytest.approx(0.9 * (0.9 * 10 + 2) + 3)
+    values = latency.add(100.0)  # the window drops the oldest
+    assert (values["decision_latency_ms_p50"], values["decision_latency_ms_max"]) == (30.0, 100.0)
 
 
 def _rollout(env, n_actions: int) -> tuple[float, float, int]:

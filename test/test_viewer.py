@@ -23,9 +23,9 @@ def test_viewer_saves_the_run_as_rerun_entities(tmp_path, monkeypatch) -> None:
     from sensor_msgs.msg import Image, JointState
     from visualization_msgs.msg import Marker, MarkerArray
 
+    from q_grasp.node_processes import unique_domain_id, wait_until
     from q_grasp.nodes import qos
     from q_grasp.nodes.convert import image_msg
-    from q_grasp.nodes.testing import unique_domain_id, wait_until
     from q_grasp.nodes.viewer import ViewerNode
     from q_grasp.robot_config import RobotConfig
     from q_grasp.viewer import recorded_entities, recorded_values

@@ -85,6 +85,30 @@ def test_calibration_maps_and_never_leaves_its_limits(tmp_path) -> None:
         XArmCalibration.from_yaml(path, ARM)
 
 
+def test_joints_map_to_servos_and_back_within_the_calibrated_range(tmp_path) -> None:
+    """XArmJoints (the driver's joints without ROS): uncalibrated defaults narrowed to the
+    URDF, the home pose in servo units, and positions through units and back."""
+    from q_grasp.hardware.xarm_joints import XArmJoints
+
+    robot = RobotConfig()
+    joints = XArmJoints(robot)
+    assert not joints.calibrated
+    assert joints.servo_ids == joints.calibration.servo_ids and len(joints.servo_ids) == 6
+    lower, upper = joints.arm_limits
+    assert all(lower[n] < upper[n] for n in robot.arm_joint_names)
+    units = joints.home_units()
+    positions = joints.positions(units)
+    assert [positions[n] for n in robot.arm_joint_names] == pytest.approx(
+        robot.home_positions, abs=0.01)  # (servo units are ~4 mrad)
+    opening = float(np.mean(robot.gripper_open_positions))
+    assert [positions[n] for n in robot.gripper_joint_names] == pytest.approx(
+        [opening] * 2, abs=1e-3)
+    names = [*robot.arm_joint_names, *robot.gripper_joint_names]
+    targets = joints.servo_targets(names, np.array([positions[n] for n in names]))
+    assert set(targets) == set(joints.servo_ids)  # one servo for both fingers
+    assert all(abs(targets[i] - units[i]) <= 1 for i in targets)
+
+
 def test_fake_board_turns_servos_at_a_bounded_speed() -> None:
     now = [0.0]
     fake = FakeXArmBoard(initial_units={6: 500}, max_speed_units_s=1000.0,
@@ -118,8 +142,8 @@ def driver(request, monkeypatch):
     from sensor_msgs.msg import JointState
     from trajectory_msgs.msg import JointTrajectory
 
+    from q_grasp.node_processes import unique_domain_id
     from q_grasp.nodes import qos
-    from q_grasp.nodes.testing import unique_domain_id
     from q_grasp.nodes.xarm_driver import XArmDriverNode
 
     domain = unique_domain_id()
@@ -260,7 +284,7 @@ def test_a_missing_board_is_reported_and_the_node_stays_up(driver) -> None:
 def test_policy_runs_reacher_episodes_through_the_driver(driver, tmp_path) -> None:
     """The real policy node (its own process) completes Reacher episodes against
     xarm_driver + fake board over DDS."""
-    from q_grasp.nodes.testing import start_node_process, stop_process
+    from q_grasp.node_processes import start_node_process, stop_process
 
     node, seen, arm_pub, _, domain = driver
     fake = node.board.device
@@ -331,7 +355,7 @@ def test_policy_runs_grasp_episodes_through_the_driver(driver, tmp_path) -> None
     """Grasp episodes through xarm_driver + fake board: the camera comes from a simulator
     whose own arm topics are moved out of the way (the fake board has no camera); every
     attempt's arm and gripper trajectories become MOVE packets."""
-    from q_grasp.nodes.testing import start_node_process, stop_process
+    from q_grasp.node_processes import start_node_process, stop_process
 
     node, seen, _, _, domain = driver
     fake = node.board.device

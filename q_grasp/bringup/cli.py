@@ -12,6 +12,7 @@ from typing import Any
 
 from q_grasp.bringup.config import EXECUTORS, LOG_LEVELS, TASKS, BringupConfig
 from q_grasp.bringup.run import Bringup
+from q_grasp.config import build
 
 DESCRIPTION = """\
 Train (and then evaluate) over ROS 2 topics without ``ros2 launch``: the pip-only twin of
@@ -45,33 +46,35 @@ def _bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Options not given stay out of the result: their defaults are BringupConfig's.
     parser = argparse.ArgumentParser(
         prog="python -m q_grasp.nodes.bringup", description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=TASKS, default="grasp",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS)
+    parser.add_argument("--task", choices=TASKS,
                         help="skill to learn (default grasp)")
-    parser.add_argument("--config", default="",
+    parser.add_argument("--config",
                         help="node parameters file (default config/sim_train_<task>.yaml)")
-    parser.add_argument("--namespace", default="", help="namespace of sim_arm and policy")
-    parser.add_argument("--use-sim", type=_bool, default=True, metavar="true|false",
+    parser.add_argument("--namespace", help="namespace of sim_arm and policy")
+    parser.add_argument("--use-sim", type=_bool, metavar="true|false",
                         help="start sim_arm (false: a real arm provides the topics)")
-    parser.add_argument("--driver", choices=["none", "xarm", "xarm-fake"], default="none",
+    parser.add_argument("--driver", choices=["none", "xarm", "xarm-fake"],
                         help="with --use-sim false: start xarm_driver for the NURO arm's board "
                              "(xarm) or its fake board (xarm-fake, no arm needed)")
-    parser.add_argument("--use-sim-time", type=_bool, default=True, metavar="true|false",
+    parser.add_argument("--use-sim-time", type=_bool, metavar="true|false",
                         help="run every node on sim_arm's /clock")
-    parser.add_argument("--checkpoint", default="",
+    parser.add_argument("--checkpoint",
                         help="initial weights (the trainer resumes from it); with --train "
                              "false, the policy to evaluate")
-    parser.add_argument("--train", type=_bool, default=True, metavar="true|false",
+    parser.add_argument("--train", type=_bool, metavar="true|false",
                         help="train (default); false: only evaluate --checkpoint")
-    parser.add_argument("--out", default="",
+    parser.add_argument("--out",
                         help="trainer output folder (default: the params file's output_dir)")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--max-transitions", type=int, default=0, metavar="N",
+    budget.add_argument("--max-transitions", type=int, metavar="N",
                         help="stop after N transitions in total (default: the experiment's "
                              "training.total_steps)")
-    budget.add_argument("--duration-s", type=float, default=0.0, metavar="S",
+    budget.add_argument("--duration-s", type=float, metavar="S",
                         help="stop after S seconds of training instead")
     # Not mutually exclusive: the last one given wins, so that `make run RUN_ARGS=...` can
     # override the Makefile's --trainer-process.
@@ -93,43 +96,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the run in Rerun (arm in 3D, camera, Q-map, grasps, goal, "
                              "learning curves): saved to <out>/run_<date>.rrd and served at "
                              "http://localhost:PORT (--viewer-port)")
-    parser.add_argument("--viewer-port", type=int, default=9090, metavar="PORT",
+    parser.add_argument("--viewer-port", type=int, metavar="PORT",
                         help="web viewer port of --viewer (default 9090; 0: only the .rrd)")
-    parser.add_argument("--eval-episodes", type=int, default=-1, metavar="N",
+    parser.add_argument("--eval-episodes", type=int, metavar="N",
                         help="greedy evaluation episodes (default: the experiment's "
                              "final_eval_episodes; 0: none)")
-    parser.add_argument("--eval-qmaps", type=int, default=50, metavar="N",
+    parser.add_argument("--eval-qmaps", type=int, metavar="N",
                         help="grasping: save the Q-map images of the first N evaluation "
                              "decisions in <out>/eval_qmaps/ (default 50; 0: none)")
-    parser.add_argument("--progress-every-s", type=float, default=10.0, metavar="S",
+    parser.add_argument("--progress-every-s", type=float, metavar="S",
                         help="progress line period (default 10 s)")
-    parser.add_argument("--catch-up", type=_bool, default=True, metavar="true|false",
+    parser.add_argument("--catch-up", type=_bool, metavar="true|false",
                         help="let the trainer finish the updates owed at its replay ratio "
                              "after the actor stops (default true)")
-    parser.add_argument("--executor", choices=EXECUTORS, default="events",
+    parser.add_argument("--executor", choices=EXECUTORS,
                         help="composed mode's rclpy executor (default events)")
-    parser.add_argument("--node-log-level", choices=LOG_LEVELS, default="warn",
+    parser.add_argument("--node-log-level", choices=LOG_LEVELS,
                         help="console log level of the nodes after start-up (default warn)")
-    parser.add_argument("--auth-key-file", default="", metavar="PATH",
+    parser.add_argument("--auth-key-file", metavar="PATH",
                         help="key file that authenticates transitions and weights (share it "
                              "to spread a system over machines); default: a fresh key per run")
     return parser
 
 
 def config_from_args(argv: Sequence[str]) -> BringupConfig:
-    """Parse and validate the command line (ValueError names the bad argument)."""
-    args = build_parser().parse_args(list(argv))
-    return BringupConfig(
-        task=args.task, config=args.config, namespace=args.namespace, use_sim=args.use_sim,
-        driver=args.driver,
-        use_sim_time=args.use_sim_time, checkpoint=args.checkpoint, train=args.train,
-        out=args.out, max_transitions=args.max_transitions, duration_s=args.duration_s,
-        mode=args.mode or "composed", record=args.record, viewer=args.viewer,
-        viewer_port=args.viewer_port, eval_episodes=args.eval_episodes,
-        eval_qmaps=args.eval_qmaps,
-        progress_every_s=args.progress_every_s, catch_up=args.catch_up,
-        node_log_level=args.node_log_level, executor=args.executor,
-        auth_key_file=args.auth_key_file)
+    """Parse the command line and validate it through the config core (ConfigError, a
+    ValueError, names the bad option's field)."""
+    given = vars(build_parser().parse_args(list(argv)))
+    return build(BringupConfig, given, where="command line")
 
 
 def _terminate(signum: int, frame: Any) -> None:

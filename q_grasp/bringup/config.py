@@ -7,9 +7,13 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from q_grasp.config import ConfigError, check_each, read_yaml
+from q_grasp.node_params.spec import build_config, config_specs
 from q_grasp.paths import config_file
+
+C = TypeVar("C")
 
 TASKS = ("grasp", "reacher")
 """Tasks with a shipped parameters file."""
@@ -126,9 +130,8 @@ class BringupConfig:
         if self.eval_episodes < -1:
             raise ValueError(f"eval_episodes: must be >= 0 (or -1 = the experiment's), got "
                              f"{self.eval_episodes}")
-        for name in ("progress_every_s", "catch_up_timeout_s"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0 s, got {getattr(self, name)}")
+        check_each(self, ("progress_every_s", "catch_up_timeout_s"),
+                   lambda v: v > 0.0, "must be > 0 s")
         if self.node_log_level not in LOG_LEVELS:
             raise ValueError(f"node_log_level: must be one of {list(LOG_LEVELS)}, got "
                              f"{self.node_log_level!r}")
@@ -159,18 +162,15 @@ def default_params_file(task: str) -> Path:
 
 
 def node_parameters(params_file: Path, node_name: str) -> dict[str, Any]:
-    """The parameters a params file gives ``node_name`` (dotted names, as the node sees them).
+    """The parameters a params file gives ``node_name`` (dotted names, as the node sees them),
+    read by the config core's YAML loader.
 
     Sections apply as rcl applies them: ``/**``, ``/**/<name>``, ``<name>`` and ``/<name>``.
     """
-    import yaml
-
-    try:
-        data = yaml.safe_load(params_file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"config: cannot read {params_file}: {exc}") from None
+    data = read_yaml(params_file)
     if not isinstance(data, dict):
-        raise ValueError(f"config: {params_file} is not a ROS parameters file")
+        raise ConfigError(f"config file {str(params_file)!r}: top level must be a mapping of "
+                          f"node sections, got {type(data).__name__}")
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -185,6 +185,19 @@ def node_parameters(params_file: Path, node_name: str) -> dict[str, Any]:
         if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
             walk("", section["ros__parameters"])
     return flat
+
+
+def node_config(params_file: Path, node_name: str, config_cls: type[C],
+                overrides: dict[str, Any] | None = None) -> C:
+    """The config ``node_name`` builds from a params file (and the launch file's
+    ``overrides``), validated as the node validates it; parameters that are not fields of
+    ``config_cls`` (use_sim_time, ...) are ROS's, as for the node. ConfigError names the file,
+    the node and the field."""
+    values = {**node_parameters(params_file, node_name), **(overrides or {})}
+    try:
+        return build_config(config_cls, config_specs(config_cls), values)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {str(params_file)!r}: {node_name}: {exc}") from None
 
 
 @dataclass
@@ -210,12 +223,15 @@ def training_plan(cfg: BringupConfig, params_file: Path) -> TrainingPlan:
     from q_grasp.learning.checkpoint import load_checkpoint
     from q_grasp.learning.config import ExperimentConfig
     from q_grasp.learning.tasks import default_config, resolve_task
-    from q_grasp.learning.trainer_core import newest_checkpoint
+    from q_grasp.learning.trainer_core import TrainerConfig, newest_checkpoint
 
-    trainer = node_parameters(params_file, "trainer")
-    output_dir = Path(cfg.out or trainer.get("output_dir") or f"runs/ros_{cfg.task}")
+    trainer = node_config(params_file, "trainer", TrainerConfig,
+                          node_overrides(cfg, "trainer", None))
+    # (a file without one: the run's folder for the task, not the trainer's generic default)
+    output_dir = Path(cfg.out or node_parameters(params_file, "trainer").get("output_dir")
+                      or f"runs/ros_{cfg.task}")
     resume = cfg.checkpoint or str(newest_checkpoint(output_dir) or "")
-    experiment_file = str(trainer.get("experiment_config") or "")
+    experiment_file = trainer.experiment_config
     experiment = None
     if resume and not experiment_file:
         try:
@@ -230,12 +246,12 @@ def training_plan(cfg: BringupConfig, params_file: Path) -> TrainingPlan:
     if experiment is None:
         experiment = default_config(resolve_task(cfg.task))
     tcfg = experiment.training
-    ratio = float(trainer.get("replay_ratio") or 0.0)
-    starts = int(trainer.get("learning_starts", -1))
     return TrainingPlan(
         output_dir=output_dir, resume_from=resume, total_steps=int(tcfg.total_steps),
-        replay_ratio=ratio if ratio > 0 else tcfg.gradient_steps / tcfg.train_freq,
-        learning_starts=starts if starts >= 0 else int(tcfg.learning_starts),
+        replay_ratio=(trainer.replay_ratio if trainer.replay_ratio > 0
+                      else tcfg.gradient_steps / tcfg.train_freq),
+        learning_starts=(trainer.learning_starts if trainer.learning_starts >= 0
+                         else int(tcfg.learning_starts)),
         final_eval_episodes=int(tcfg.final_eval_episodes))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from q_grasp.bringup.config import OPTIONAL_NODES, BringupConfig
 from q_grasp.bringup.monitor import Monitor
-from q_grasp.nodes.testing import stop_process
+from q_grasp.node_processes import stop_process
 
 MODULES = {"sim_arm": "q_grasp.nodes.sim_arm", "xarm_driver": "q_grasp.nodes.xarm_driver",
            "policy": "q_grasp.nodes.policy", "trainer": "q_grasp.nodes.trainer",
@@ -43,7 +43,7 @@ def _spin(executor: Any, context: Any, seconds: float) -> None:
 def child_env() -> dict[str, str]:
     """This environment plus what a node process needs to start without the
     ros-wheels-bootstrapper's re-exec (LD_LIBRARY_PATH and its guard) and to import q_grasp."""
-    from q_grasp.nodes.testing import REPO_ROOT, ros_library_path
+    from q_grasp.node_processes import REPO_ROOT, ros_library_path
 
     env = dict(os.environ)
     env.update({

@@ -18,8 +18,8 @@ from q_grasp.bringup.config import (
     SIM_IDLE_PARAMETERS,
     BringupConfig,
     default_params_file,
+    node_config,
     node_overrides,
-    node_parameters,
     training_plan,
 )
 from q_grasp.bringup.monitor import Monitor, as_number, elapsed_text, progress_line
@@ -279,11 +279,11 @@ class Bringup:
 
     def _sim_parameters(self, names: Sequence[str]) -> dict[str, Any]:
         """sim_arm's values of these parameters as started (params file, else defaults)."""
-        from q_grasp.nodes.sim_arm import SimArmConfig
+        from q_grasp.node_params.sim_arm import SimArmConfig
 
-        given = node_parameters(self.params_file, "sim_arm")
-        given.update(node_overrides(self.cfg, "sim_arm", self.plan))
-        return {k: given.get(k, getattr(SimArmConfig(), k)) for k in names}
+        sim = node_config(self.params_file, "sim_arm", SimArmConfig,
+                          node_overrides(self.cfg, "sim_arm", self.plan))
+        return {k: getattr(sim, k) for k in names}
 
     @staticmethod
     def _record_training(summary: RunSummary, monitor: Monitor) -> None:

@@ -17,6 +17,26 @@ import numpy as np
 DEFAULT_FRAME_ID = "camera_color_optical_frame"
 
 
+def quaternion_xyzw(R: np.ndarray) -> tuple[float, float, float, float]:
+    """Rotation matrix -> unit quaternion (x, y, z, w), numerically stable branch."""
+    m = np.asarray(R, np.float64)
+    trace = np.trace(m)
+    if trace > 0.0:
+        s = 2.0 * np.sqrt(trace + 1.0)
+        q = ((m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4)
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        v = np.zeros(3)
+        v[i] = s / 4
+        v[j] = (m[j, i] + m[i, j]) / s
+        v[k] = (m[k, i] + m[i, k]) / s
+        q = (v[0], v[1], v[2], (m[k, j] - m[j, k]) / s)
+    norm = float(np.linalg.norm(q))
+    return tuple(float(c) / norm for c in q)  # type: ignore[return-value]
+
+
 def look_at_rotation(position: Sequence[float], target: Sequence[float],
                      up_vector: Sequence[float]) -> np.ndarray:
     """Rotation (3, 3) whose columns are the optical x (right), y (down) and z (forward) axes

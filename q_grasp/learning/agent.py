@@ -171,6 +171,13 @@ class Actor:
         """Epsilon (or Boltzmann temperature) at environment step `step`."""
         return float(self.schedule(step))
 
+    def set_exploration(self, exploration: ExplorationConfig, total_steps: int) -> None:
+        """Explore as ``exploration`` says from now on (its schedule over ``total_steps``);
+        nothing changes when it is the one in use."""
+        if exploration != self.exploration:
+            self.exploration = exploration
+            self.schedule = make_schedule(exploration, total_steps)
+
     def act(self, obs: np.ndarray, step: int | None = None, *, greedy: bool = False,
             epsilon: float | None = None, action_mask: Any = None) -> int:
         """Action for one observation: greedy, with the given epsilon, or by the schedule;

@@ -98,6 +98,22 @@ def to_time_msg(t_s: float) -> Time:
     return Time(sec=int(sec), nanosec=min(int(round((t_s - sec) * 1e9)), 999_999_999))
 
 
+def to_duration_msg(t_s: float) -> Duration:
+    """Seconds -> builtin_interfaces/Duration."""
+    time_msg = to_time_msg(t_s)
+    return Duration(sec=time_msg.sec, nanosec=time_msg.nanosec)
+
+
+def stamp_ns(msg: Any) -> int:
+    """A stamped message's header stamp in integer nanoseconds."""
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def stamp_s(msg: Any) -> float:
+    """A stamped message's header stamp in seconds."""
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
 def duration_to_s(duration: Duration) -> float:
     """builtin_interfaces/Duration -> seconds."""
     return duration.sec + duration.nanosec * 1e-9

@@ -26,15 +26,13 @@ Service client: sim_arm/reset_scene (std_srvs/Trigger) at the start of every gra
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,10 +46,10 @@ from std_msgs.msg import UInt8MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from q_grasp.kinematics.camera import CameraModel
-from q_grasp.learning.agent import Actor, exploration_config
-from q_grasp.learning.config import ExplorationConfig
+from q_grasp.frame_sync import CameraFrame, FrameSync, FrameTimeouts
+from q_grasp.learning.agent import Actor
 from q_grasp.learning.visualize import q_map_overlay
+from q_grasp.node_params.policy import DYNAMIC_PARAMETERS, PolicyConfig
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import (
     MessageError,
@@ -62,25 +60,27 @@ from q_grasp.nodes.convert import (
     image_msg,
     msg_to_blob,
     node_authenticator,
+    stamp_ns,
 )
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
-from q_grasp.nodes.ros_arm import (
-    ArmRestartedError,
-    ArmStoppedError,
-    ArmTimeoutError,
-    RosArm,
-    RosArmConfig,
-)
+from q_grasp.nodes.ros_arm import ArmRestartedError, ArmStoppedError, ArmTimeoutError, RosArm
 from q_grasp.nodes.runtime import run_node
-from q_grasp.tasks.episodes import EpisodeStats, Transition, TransitionBatcher
+from q_grasp.tasks.episodes import (
+    DecisionLatency,
+    EpisodeStats,
+    Transition,
+    TransitionBatcher,
+)
 from q_grasp.tasks.grasp import GraspTask, table_looks_empty
-from q_grasp.tasks.load import TASKS, load_task, make_task
+from q_grasp.tasks.load import load_task, make_task
 from q_grasp.tasks.reach import ReachTask
 from q_grasp.tasks.shaping import RewardShaping, shaping_terms
 from q_grasp.wire import (
     TRANSITIONS_SCHEMA,
+    TRANSITIONS_TOPIC,
     WEIGHTS_SCHEMA,
+    WEIGHTS_TOPIC,
     WeightsLimits,
     WireError,
     decode_weights,
@@ -88,187 +88,6 @@ from q_grasp.wire import (
     state_dict_dtypes,
     state_dict_shapes,
 )
-
-
-@dataclass
-class PolicyConfig:
-    """Parameters of the policy (actor) node."""
-
-    task: Literal["grasp", "reacher"] = "grasp"
-    """Skill to run: top-down grasping (U-Net over the camera image) or goal reaching (MLP over
-    reach-joint angles and goal)."""
-    train: bool = True
-    """true: explore with the epsilon schedule and publish every transition for the trainer.
-    false: evaluation - act with eval_epsilon, publish no transitions, apply no reward shaping."""
-    checkpoint: str = ""
-    """Checkpoint file (.safetensors, from `q-grasp train` or the trainer) giving the network
-    and the task settings it was trained with; empty: a fresh network from experiment_config."""
-    experiment_config: str = ""
-    """Experiment YAML (the file `q-grasp train --config` reads) whose env.kwargs set the task
-    (episode length, rewards, image size...) and whose network section sets the architecture;
-    empty: the checkpoint's own, else the packaged config/<task>.yaml."""
-    actor_id: str = ""
-    """Name of this actor in transition blobs (empty: the node's fully qualified name)."""
-    seed: int = 0
-    """Seed of exploration, goal sampling and the fresh network's initialisation."""
-    torch_threads: int = 1
-    """torch.set_num_threads for the network's forward passes."""
-    epsilon_schedule: Literal["experiment", "linear", "exponential", "constant"] = "experiment"
-    """experiment: explore as the experiment config says (its exploration section: schedule,
-    start, end, decay over its training steps, eval epsilon), like `q_grasp train`; linear,
-    exponential, constant: epsilon_start, epsilon_end, epsilon_decay_steps and eval_epsilon."""
-    epsilon_start: float = 1.0
-    """Epsilon at step 0 (probability of a random action while training); not with
-    epsilon_schedule experiment."""
-    epsilon_end: float = 0.05
-    """Final epsilon; not with epsilon_schedule experiment."""
-    epsilon_decay_steps: int = 10000
-    """linear: steps until epsilon_end is reached; exponential: time constant in steps; not with
-    epsilon_schedule experiment."""
-    eval_epsilon: float = 0.0
-    """Epsilon when train is false (0: greedy); not with epsilon_schedule experiment."""
-    resume_exploration: bool = True
-    """With a checkpoint, continue the epsilon schedule from its env_steps counter."""
-    goal_tolerance_m: float = 0.0
-    """reacher: success distance (m) of the end effector to the goal; 0 keeps the task's."""
-    start_pose: Literal["random", "current"] = "random"
-    """reacher: "random" moves the arm to a start pose drawn like ReacherEnv.reset (the
-    distribution the single-process env trains on); "current" starts every episode where the
-    arm is (no repositioning, e.g. on a real arm)."""
-    max_episodes: int = 0
-    """Stop acting after this many episodes (0: never), e.g. for an evaluation run."""
-    shutdown_when_done: bool = False
-    """Shut the node down once max_episodes episodes are done."""
-    success_window: int = 50
-    """Episodes (and grasp attempts) over which success rates are reported."""
-    transition_batch_size: int = 1
-    """Transitions per /q_grasp/transitions message (an episode's end always sends)."""
-    transitions_queue_depth: int = 500
-    """Messages of /q_grasp/transitions kept for a slow or restarting trainer (reliable,
-    transient local: a trainer that was down receives them when it is back)."""
-    max_weights_bytes: int = 268435456
-    """Largest weights blob accepted (bytes)."""
-    auth_key_file: str = ""
-    """File with the key that signs transitions and checks weights (HMAC-SHA256), shared by
-    the nodes of one system; empty: $Q_GRASP_AUTH_KEY_FILE, else $Q_GRASP_AUTH_KEY, else
-    none (not authenticated). bringup and the launch file make a fresh one per run."""
-    reset_service: str = "sim_arm/reset_scene"
-    """grasp: std_srvs/Trigger service that resets the scene at the start of every episode
-    (relative: follows the namespace); empty: no reset (a person or another node resets)."""
-    reset_timeout_s: float = 30.0
-    """grasp: how long (wall clock; the simulator's clock stands still while it resets) to
-    wait for the reset service."""
-    settle_time_s: float = 0.25
-    """grasp: time (arm clock) for objects to come to rest before an image is used: after a
-    reset, from the request for the image; after a grasp attempt, from the end of its last
-    motion (the env steps settle_steps = 60 physics steps of 1/240 s). The shipped
-    sim_train_grasp.yaml has 0.1, sim_arm's still_time_s: its frame of the world at rest comes at
-    least that long after the last motion, when nothing has moved for that long; raise it for a
-    real arm whose objects take longer to come to rest."""
-    frame_timeout_s: float = 5.0
-    """grasp: longest wait (arm clock) for a camera frame taken after a given time..."""
-    frame_timeout_min_wall_s: float = 0.5
-    """grasp: ...but never shorter than this in wall-clock time: a simulator far faster than
-    real time in a still world (sim_arm's still_real_time_factor, max_publish_rate_hz) sends
-    frames seconds of its time apart."""
-    max_stamp_skew_s: float = 0.02
-    """grasp: colour and depth images whose stamps differ by at most this form one frame."""
-    camera_position_m: list[float] = field(default_factory=list)
-    """grasp: camera optical centre in the world frame (x, y, z; m); empty: the grasp task's
-    camera (GraspConfig.camera_config()), which sim_arm uses in config/sim_train_grasp.yaml."""
-    camera_target_m: list[float] = field(default_factory=list)
-    """grasp: world point on the camera's optical axis (m); empty: the grasp task's."""
-    camera_up_vector: list[float] = field(default_factory=list)
-    """grasp: world direction that points up in the image; empty: the grasp task's."""
-    empty_table_height_m: float = 0.005
-    """grasp: the episode ends (terminated) when no pixel stands higher than this above the
-    table (nothing left to grasp, as the camera sees it)."""
-    terminate_on_success: bool = True
-    """grasp: end the episode after a successful grasp. The gym env removes a grasped object,
-    so its one-object scenes end there; over ROS the scene is reset at the next episode."""
-    place_joint_positions: list[float] = field(default_factory=list)
-    """grasp: arm joints (rad) to carry a held object to before the gripper opens (e.g. over
-    a bin beside the table); empty: release it where it was lifted."""
-    world_frame: str = "world"
-    """Frame of markers and goal points (the URDF base is placed in it by robot.base_position)."""
-    publish_q_map: bool = True
-    """grasp: publish the Q-map heat map image (drawn only while someone subscribes to it)."""
-    q_map_scale: int = 4
-    """grasp: heat-map image pixels per camera pixel."""
-    diagnostics_period_s: float = 1.0
-    """Period (wall-clock time, also on simulated time) of /diagnostics."""
-    log_every_s: float = 10.0
-    """Period (wall clock) of the INFO summary line in the log; every episode is logged at
-    DEBUG (--ros-args --log-level policy:=debug)."""
-    feedback_warn_s: float = 2.0
-    """/diagnostics goes to WARN when no joint state (grasp: or camera frame) arrived for this
-    long (wall clock) after the first..."""
-    feedback_error_s: float = 10.0
-    """...and to ERROR after this long, with the reason."""
-    arm: RosArmConfig = field(default_factory=RosArmConfig)
-    """How motions are commanded and judged finished."""
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task: must be one of {list(TASKS)}, got {self.task!r}")
-        for name in ("epsilon_start", "epsilon_end", "eval_epsilon"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
-        for name, low in (("epsilon_decay_steps", 1), ("torch_threads", 1),
-                          ("success_window", 1), ("transition_batch_size", 1),
-                          ("transitions_queue_depth", 1), ("max_weights_bytes", 1024),
-                          ("q_map_scale", 1), ("max_episodes", 0), ("seed", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
-        if not 0.0 <= self.goal_tolerance_m <= 0.1:
-            raise ValueError(f"goal_tolerance_m: must be in [0, 0.1] m (0 = the task's), got "
-                             f"{self.goal_tolerance_m}")
-        if not 0.0 < self.feedback_warn_s < self.feedback_error_s:
-            raise ValueError(f"feedback_warn_s, feedback_error_s: need 0 < warn < error, got "
-                             f"{self.feedback_warn_s}, {self.feedback_error_s}")
-        for name in ("reset_timeout_s", "frame_timeout_s", "diagnostics_period_s",
-                     "log_every_s"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0 s, got {getattr(self, name)}")
-        for name in ("settle_time_s", "max_stamp_skew_s", "empty_table_height_m",
-                     "frame_timeout_min_wall_s"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("camera_position_m", "camera_target_m", "camera_up_vector"):
-            value = getattr(self, name)
-            if value and (len(value) != 3 or not all(math.isfinite(v) for v in value)):
-                raise ValueError(f"{name}: must be empty or 3 finite numbers, got {value}")
-        if not self.world_frame:
-            raise ValueError("world_frame: must not be empty")
-
-
-LATENCY_WINDOW = 100
-"""Decisions over which /diagnostics reports decision_latency_ms_p50, _p90 and _max."""
-
-DYNAMIC_PARAMETERS = frozenset({"epsilon_schedule", "epsilon_start", "epsilon_end",
-                                "epsilon_decay_steps", "eval_epsilon", "publish_q_map"})
-"""Parameters that may change while the node runs (ros2 param set)."""
-
-
-def policy_config_for_task(task: str) -> PolicyConfig:
-    """The policy configuration shipped for ``task`` (its exploration is the experiment's)."""
-    # sim_arm's frame of a world at rest comes >= its still_time_s (0.1 s) after the last motion
-    return PolicyConfig(task=task,
-                        settle_time_s=0.1 if task == "grasp" else PolicyConfig.settle_time_s)
-
-
-@dataclass
-class CameraFrame:
-    """One colour + depth pair with the camera model that maps its pixels to the world."""
-
-    rgb: np.ndarray
-    depth: np.ndarray
-    heightmap: np.ndarray
-    stamp_ns: int
-    stamp: Any
-    frame_id: str
-    received_monotonic: float
-    camera: CameraModel
 
 
 def _yaw_quaternion(yaw: float) -> tuple[float, float, float, float]:
@@ -295,7 +114,7 @@ class PolicyNode(Node):
         self.robot = env_cfg.robot
         self.task: ReachTask | GraspTask = make_task(cfg.task, env_cfg)
         q_net = self.setup.q_net
-        exploration, total = self._exploration()
+        exploration, total = cfg.exploration(self.setup.experiment)
         self.actor = Actor(q_net, exploration, total, seed=cfg.seed)
         self._net_config = dict(q_net.config)
         self._weights_shapes = state_dict_shapes(q_net.state_dict())
@@ -311,8 +130,7 @@ class PolicyNode(Node):
         actor_id = cfg.actor_id or self.get_fully_qualified_name()
         self._batcher = TransitionBatcher(cfg.task, actor_id, q_net.n_actions,
                                           cfg.transition_batch_size)
-        self._latency_ms: float | None = None
-        self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._latency = DecisionLatency()
         self._last_summary = time.monotonic()
         self._stop = threading.Event()
         # SIGINT shuts the context down before destroy_node runs: stop acting at once.
@@ -325,18 +143,14 @@ class PolicyNode(Node):
         self.create_timer(0.5, self._check_feedback,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._transitions_pub = self.create_publisher(
-            UInt8MultiArray, "/q_grasp/transitions",
+            UInt8MultiArray, TRANSITIONS_TOPIC,
             qos.transitions_qos(cfg.transitions_queue_depth))
         self._markers_pub = self.create_publisher(MarkerArray, "q_grasp/markers", qos.DEFAULT_QOS)
         self._goal_pub = self.create_publisher(PointStamped, "q_grasp/goal", qos.DEFAULT_QOS)
-        self.create_subscription(UInt8MultiArray, "/q_grasp/weights", self._on_weights,
+        self.create_subscription(UInt8MultiArray, WEIGHTS_TOPIC, self._on_weights,
                                  qos.WEIGHTS_QOS, callback_group=MutuallyExclusiveCallbackGroup())
 
-        self._frame_cond = threading.Condition()
-        self._color: tuple[int, Any, np.ndarray, str, float] | None = None
-        self._depth: tuple[int, np.ndarray, float] | None = None
-        self._camera: CameraModel | None = None
-        self._camera_key: tuple | None = None
+        self.frames: FrameSync | None = None
         self._q_map_pub = None
         self._reset_client = None
         if cfg.task == "grasp":
@@ -372,11 +186,13 @@ class PolicyNode(Node):
         self.image_hw = (self.task.height, self.task.width)
         self.n_rotations = self.task.num_rotations
         task_camera = env_cfg.camera_config()
-        self._camera_pose = (
-            tuple(cfg.camera_position_m or task_camera.position),
-            tuple(cfg.camera_target_m or task_camera.target),
-            tuple(cfg.camera_up_vector or task_camera.up_vector),
-        )
+        camera_pose = (tuple(cfg.camera_position_m or task_camera.position),
+                       tuple(cfg.camera_target_m or task_camera.target),
+                       tuple(cfg.camera_up_vector or task_camera.up_vector))
+        self.frames = FrameSync(
+            self.image_hw, camera_pose, max_skew_s=cfg.max_stamp_skew_s, stop=self._stop,
+            table_depth=(lambda camera: self.task.depth(camera, None)) if self._table_plane
+            else None)
         sensors = MutuallyExclusiveCallbackGroup()
         sensor_qos = qos.SENSOR_SUBSCRIBER_QOS
         self.create_subscription(Image, "camera/color/image_raw", self._on_color, sensor_qos,
@@ -426,27 +242,22 @@ class PolicyNode(Node):
                              weights_updates=weights.num_updates)
 
     def _on_color(self, msg: Image) -> None:
-        try:
-            rgb = color_image_to_numpy(msg, self.image_hw)
-        except MessageError as exc:
-            self.diagnostics.reject("color_image", exc.reason, exc.detail)
-            return
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        with self._frame_cond:
-            self._color = (stamp_ns, msg.header.stamp, rgb, msg.header.frame_id,
-                           time.monotonic())
-            self._frame_cond.notify_all()
+        rgb = self._image(msg, color_image_to_numpy, "color_image")
+        if rgb is not None:
+            self.frames.set_color(stamp_ns(msg), msg.header.stamp, rgb, msg.header.frame_id)
 
     def _on_depth(self, msg: Image) -> None:
+        depth = self._image(msg, depth_image_to_numpy, "depth_image")
+        if depth is not None:
+            self.frames.set_depth(stamp_ns(msg), depth)
+
+    def _image(self, msg: Image, to_numpy: Any, source: str) -> np.ndarray | None:
+        """The image as an array of the task's size; None (rejected, counted) otherwise."""
         try:
-            depth = depth_image_to_numpy(msg, self.image_hw)
+            return to_numpy(msg, self.image_hw)
         except MessageError as exc:
-            self.diagnostics.reject("depth_image", exc.reason, exc.detail)
-            return
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        with self._frame_cond:
-            self._depth = (stamp_ns, depth, time.monotonic())
-            self._frame_cond.notify_all()
+            self.diagnostics.reject(source, exc.reason, exc.detail)
+            return None
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
@@ -458,14 +269,7 @@ class PolicyNode(Node):
         except MessageError as exc:
             self.diagnostics.reject("camera_info", exc.reason, exc.detail)
             return
-        key = tuple(np.round(info["K"].ravel(), 9))
-        if key == self._camera_key:
-            return
-        camera = CameraModel.looking_at(info["K"], info["width"], info["height"],
-                                        *self._camera_pose)
-        with self._frame_cond:
-            self._camera, self._camera_key = camera, key
-            self._frame_cond.notify_all()
+        self.frames.set_intrinsics(info["K"], info["width"], info["height"])
 
     # ----------------------------------------------------------------------------- acting
 
@@ -519,9 +323,9 @@ class PolicyNode(Node):
         ages = {}
         if self.arm.last_state_monotonic is not None:
             ages["joint states"] = now - self.arm.last_state_monotonic
-        color = self._color
-        if cfg.task == "grasp" and color is not None:
-            ages["camera frames"] = now - color[4]
+        color_s = None if self.frames is None else self.frames.last_color_monotonic
+        if color_s is not None:
+            ages["camera frames"] = now - color_s
         if not ages:
             return  # not started: _wait_for_arm says so
         what, age = max(ages.items(), key=lambda item: item[1])
@@ -560,34 +364,12 @@ class PolicyNode(Node):
         if self.config.shutdown_when_done:
             self.context.try_shutdown()
 
-    def _exploration(self) -> tuple[ExplorationConfig, int]:
-        """The experiment's exploration and training steps, or epsilon from the node's
-        parameters with the experiment's failed-grasp exclusion and reachability mask (as the
-        single-process loop acts)."""
-        cfg = self.config
-        experiment = self.setup.experiment
-        if cfg.epsilon_schedule == "experiment":
-            if experiment.exploration.strategy != "epsilon_greedy":
-                raise ValueError(
-                    f"epsilon_schedule: experiment needs an epsilon_greedy experiment; this one "
-                    f"explores with {experiment.exploration.strategy!r}: set epsilon_schedule "
-                    f"to linear, exponential or constant")
-            return experiment.exploration, experiment.training.total_steps
-        return exploration_config(cfg.epsilon_schedule, cfg.epsilon_start, cfg.epsilon_end,
-                                  cfg.eval_epsilon, cfg.epsilon_decay_steps,
-                                  self.setup.experiment.exploration.retry_exclusion_px,
-                                  self.setup.experiment.exploration.use_action_mask)
-
     def _epsilon(self) -> float:
         cfg = self.config
+        exploration, total = cfg.exploration(self.setup.experiment)
         if not cfg.train:
-            return self._exploration()[0].eval_epsilon
-        exploration, total = self._exploration()
-        if exploration != self.actor.exploration:  # changed at run time (ros2 param set)
-            from q_grasp.learning.schedules import make_schedule
-
-            self.actor.exploration = exploration
-            self.actor.schedule = make_schedule(exploration, total)
+            return exploration.eval_epsilon
+        self.actor.set_exploration(exploration, total)  # (ros2 param set may change it)
         return self.actor.exploration_value(self.stats.steps)
 
     def _q_values(self, obs: np.ndarray) -> np.ndarray:
@@ -606,26 +388,13 @@ class PolicyNode(Node):
                 msg = blob_to_msg(self._auth.sign(blob), TRANSITIONS_SCHEMA)
                 self._transitions_pub.publish(msg)
                 self.diagnostics.count("transitions_published", len(batch))
-        if latency_ms is not None:
-            self._latency_ms = (latency_ms if self._latency_ms is None
-                                else 0.9 * self._latency_ms + 0.1 * latency_ms)
-            self._latencies.append(latency_ms)
-        s = self.stats
-        values = dict(steps=s.steps, episodes=s.episodes, epsilon=epsilon,
-                      success_rate=s.success_rate, mean_return=s.mean_return,
-                      weights_version=self._weights_version,
+        grasp = cfg.task == "grasp"
+        values = self.stats.values(attempts=grasp)
+        values.update(epsilon=epsilon, weights_version=self._weights_version,
                       move_timeouts=self.arm.move_timeouts,
                       joint_state_stamps_backwards=self.arm.stamps_backwards)
-        if cfg.task == "grasp":
-            values.update(attempt_success_rate=s.attempt_success_rate,
-                          grasp_successes=s.attempt_successes)
         if latency_ms is not None:
-            p50, p90, worst = np.percentile(self._latencies, [50, 90, 100])
-            values.update(decision_latency_ms=latency_ms,
-                          decision_latency_ms_mean=self._latency_ms,
-                          decision_latency_ms_p50=p50, decision_latency_ms_p90=p90,
-                          decision_latency_ms_max=worst,
-                          decision_latency_window=len(self._latencies))
+            values.update(self._latency.add(latency_ms))
         self.diagnostics.set(**values)
         if self._feedback_level is not None:
             pass  # _check_feedback's WARN/ERROR stands until the feedback is back
@@ -634,9 +403,7 @@ class PolicyNode(Node):
         else:
             self.diagnostics.set_level(WARN, "acting; rejected some inputs (see rejected.*)")
         if done:
-            line = (f"episode {s.episodes}: step {s.steps}, success rate {s.success_rate:.2f}"
-                    + (f", attempt success {s.attempt_success_rate:.2f}"
-                       if cfg.task == "grasp" else "")
+            line = (self.stats.summary_line(attempts=grasp)
                     + f", epsilon {epsilon:.3f}, weights v{self._weights_version}")
             self.get_logger().debug(line)
             now = time.monotonic()
@@ -715,42 +482,15 @@ class PolicyNode(Node):
 
     def _wait_for_frame(self, after_s: float) -> CameraFrame:
         """The first complete colour + depth frame stamped at or after ``after_s`` (arm
-        clock). Raises ArmTimeoutError after frame_timeout_s of arm time past ``after_s`` (and
-        at least frame_timeout_min_wall_s of wall time) without one."""
+        clock); ArmTimeoutError after frame_timeout_s (FrameSync.wait)."""
         cfg = self.config
-        after_ns = int(after_s * 1e9)
-        skew_ns = int(cfg.max_stamp_skew_s * 1e9)
-        deadline_s = max(self.arm.arm_time_s(), after_s) + cfg.frame_timeout_s
-        start = time.monotonic()
-        wall_min = start + cfg.frame_timeout_min_wall_s
-        wall_deadline = start + cfg.arm.stale_timeout_s + cfg.frame_timeout_s
-        restarts = self.arm.restarts
-        with self._frame_cond:
-            while True:
-                if self._stop.is_set():
-                    raise ArmStoppedError("shutting down")
-                # The new arm's frames are stamped in its own clock, before ``after_s``.
-                self.arm.check_restart(restarts)
-                color, depth, camera = self._color, self._depth, self._camera
-                if self._table_plane and camera is not None and color is not None:
-                    depth = (color[0], self.task.depth(camera, None), color[4])
-                if (color is not None and depth is not None and camera is not None
-                        and abs(color[0] - depth[0]) <= skew_ns
-                        and min(color[0], depth[0]) >= after_ns - skew_ns):
-                    break
-                wall = time.monotonic()
-                if (self.arm.arm_time_s() > deadline_s and wall >= wall_min) or \
-                        wall > wall_deadline:
-                    self.diagnostics.count("frame_timeouts")
-                    raise ArmTimeoutError(
-                        f"no camera frame (colour, depth and camera_info of "
-                        f"{self.image_hw[0]}x{self.image_hw[1]}) stamped after {after_s:.2f} s "
-                        f"within {cfg.frame_timeout_s} s")
-                self._frame_cond.wait(0.05)
-        stamp_ns, stamp, rgb, frame_id, received = color
-        return CameraFrame(rgb=rgb, depth=depth[1], heightmap=camera.heightmap(depth[1]),
-                           stamp_ns=stamp_ns, stamp=stamp, frame_id=frame_id,
-                           received_monotonic=max(received, depth[2]), camera=camera)
+        try:
+            return self.frames.wait(after_s, self.arm, FrameTimeouts(
+                cfg.frame_timeout_s, cfg.frame_timeout_min_wall_s,
+                cfg.arm.stale_timeout_s + cfg.frame_timeout_s))
+        except ArmTimeoutError:
+            self.diagnostics.count("frame_timeouts")
+            raise
 
     def _settled_frame(self, after_motion: bool = False) -> tuple[np.ndarray, CameraFrame]:
         """The first frame stamped settle_time_s (arm clock) after now -- or, ``after_motion``,

@@ -17,93 +17,31 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from q_grasp.motion import MotionTolerances
+from q_grasp.joint_feedback import (
+    ArmRestartedError,
+    ArmStoppedError,
+    ArmTimeoutError,
+    JointFeedback,
+    RejectFn,
+    RosArmConfig,
+)
 from q_grasp.nodes import qos
+from q_grasp.nodes.convert import stamp_s, to_duration_msg
 from q_grasp.robot_config import RobotConfig
 
-BACKWARDS_TOLERANCE_S = 1e-3
-"""Joint states stamped more than this before the previous one count as going back in time."""
-
-RejectFn = Callable[[str, str, str], None]
-"""``reject(source, reason, detail)`` for malformed feedback, e.g. Diagnostics.reject."""
-
-
-@dataclass
-class RosArmConfig(MotionTolerances):
-    """How the ROS arm adapter commands motions and decides that they are finished (the
-    tolerances of MotionTolerances)."""
-
-    max_joint_velocity_rad_s: float = 2.0
-    """Trajectory timing: the joint that moves furthest moves at this speed."""
-    min_move_duration_s: float = 0.05
-    """Shortest trajectory duration (s)."""
-    move_timeout_margin_s: float = 1.5
-    """A move fails when it has not arrived this long (arm time) after its trajectory ends."""
-    blend_waypoints: bool = True
-    """true: a path of waypoints (a grasp's descent, its lift) goes out as one multi-point
-    trajectory that the controller blends; false: one trajectory per waypoint, stopping at
-    each, as the in-process simulator moves."""
-    gripper_duration_s: float = 0.0
-    """Duration of gripper trajectories (0: a step; the gripper's own speed limit applies)."""
-    gripper_min_settle_s: float = 0.1
-    """Gripper motions last at least this long (arm time) before they may count as settled."""
-    gripper_position_tolerance_m: float = 0.001
-    """Fingers this close to their target have arrived; fingers that stop short must first
-    have moved this far (an object between the pads)."""
-    gripper_timeout_s: float = 1.5
-    """Gripper motions stop waiting after this long (arm time)."""
-    stale_timeout_s: float = 5.0
-    """Wall-clock seconds without a new joint state after which a wait gives up (the arm or
-    its driver stopped)."""
-    joint_states_topic: str = "joint_states"
-    """Joint state feedback topic."""
-    arm_trajectory_topic: str = "arm_controller/joint_trajectory"
-    """Arm JointTrajectoryController command topic."""
-    gripper_trajectory_topic: str = "gripper_controller/joint_trajectory"
-    """Gripper JointTrajectoryController command topic."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("max_joint_velocity_rad_s", "stale_timeout_s", "gripper_timeout_s",
-                     "gripper_position_tolerance_m"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("min_move_duration_s", "move_timeout_margin_s", "gripper_duration_s",
-                     "gripper_min_settle_s"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"{name}: must be >= 0 s, got {getattr(self, name)}")
-
-
-class ArmTimeoutError(RuntimeError):
-    """No joint states arrived (at start-up, or the arm stopped publishing)."""
-
-
-class ArmStoppedError(RuntimeError):
-    """The arm's owner is shutting down: raised out of any wait so that a skill unwinds."""
-
-
-class ArmRestartedError(RuntimeError):
-    """The arm's clock went back during a wait (a restarted simulator or driver): deadlines
-    counted in the old clock would hold the wait until the new clock caught up, so the wait
-    ends and the caller starts its episode over."""
-
-
-def _duration(seconds: float) -> Duration:
-    sec = math.floor(seconds)
-    return Duration(sec=int(sec), nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
+__all__ = ["ArmRestartedError", "ArmStoppedError", "ArmTimeoutError", "RosArm", "RosArmConfig"]
 
 
 class RosArm:
-    """An ArmInterface whose joints live behind ROS topics (sim_arm or a real driver)."""
+    """An ArmInterface whose joints live behind ROS topics (sim_arm or a real driver): commands
+    go out as trajectories, and every wait is the ROS-free :class:`JointFeedback`'s."""
 
     def __init__(self, node: Node, robot: RobotConfig | None = None,
                  config: RosArmConfig | None = None, *, stop: threading.Event | None = None,
@@ -116,21 +54,11 @@ class RosArm:
         self._grip_open = np.asarray(self.robot.gripper_open_positions, float)
         self._grip_closed = np.asarray(self.robot.gripper_closed_positions, float)
         self.lower, self.upper = self._limits_from_urdf()
-        self._cond = threading.Condition()
-        self._positions: dict[str, float] = {}
-        self._velocities: dict[str, float] = {}
-        self._stamp_s = 0.0
-        self._seq = 0
-        self._stop = stop if stop is not None else threading.Event()
-        self._reject = reject
+        self.feedback = JointFeedback(self.config, stop=stop, reject=reject,
+                                      warn=lambda text: node.get_logger().warn(text))
         self._first_command_monotonic: float | None = None
         self.move_timeouts = 0
         """Moves that did not arrive in time (for diagnostics)."""
-        self.stamps_backwards = 0
-        """Joint states stamped earlier than the one before (see _went_backwards)."""
-        self.last_state_monotonic: float | None = None
-        """time.monotonic() of the latest joint state (None before the first)."""
-        self._motion_end_s: float | None = None
         self._gripper_sent: bool | None = None  # closed? of the last gripper command sent
         cfg = self.config
         self._arm_pub = node.create_publisher(JointTrajectory, cfg.arm_trajectory_topic,
@@ -153,172 +81,75 @@ class RosArm:
     # ----------------------------------------------------------------------------- feedback
 
     def _on_joint_state(self, msg: JointState) -> None:
-        if len(msg.position) != len(msg.name):  # malformed; nothing here is trustworthy
-            if self._reject is not None:
-                self._reject("joint_states", "size_mismatch",
-                             f"{len(msg.name)} names but {len(msg.position)} positions")
-            return
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = stamp_s(msg)
         if stamp == 0.0:  # unstamped driver: fall back to this node's clock
             stamp = self.node.get_clock().now().nanoseconds * 1e-9
-        has_velocity = len(msg.velocity) == len(msg.name)
-        with self._cond:
-            dt = stamp - self._stamp_s
-            if dt < -BACKWARDS_TOLERANCE_S:
-                self._went_backwards(stamp)
-            for i, name in enumerate(msg.name):
-                position = float(msg.position[i])
-                if not math.isfinite(position):
-                    if self._reject is not None:
-                        self._reject("joint_states", "non_finite", f"{name} = {position}")
-                    continue
-                if has_velocity and math.isfinite(msg.velocity[i]):
-                    self._velocities[name] = float(msg.velocity[i])
-                elif name in self._positions and dt > 0:
-                    self._velocities[name] = (position - self._positions[name]) / dt
-                self._positions[name] = position
-            self._stamp_s = stamp
-            self._seq += 1
-            self.last_state_monotonic = time.monotonic()
-            self._cond.notify_all()
-
-    def _went_backwards(self, stamp: float) -> None:
-        """Joint states older than the last ones: a restarted driver, or -- when it keeps
-        happening -- two arms on one topic (e.g. two simulators in one ROS domain), each obeying
-        the other's commands, which makes moves fail in ways that look like timing."""
-        self.stamps_backwards += 1
-        if self.stamps_backwards in (1, 10, 100, 1000):
-            self.node.get_logger().warn(
-                f"joint states went back in time ({self._stamp_s:.3f} s -> {stamp:.3f} s; "
-                f"{self.stamps_backwards} times so far): a restarted driver, or more than one "
-                f"arm publishing on {self.config.joint_states_topic} (give each its own "
-                "namespace or ROS_DOMAIN_ID)")
+        self.feedback.update(msg.name, msg.position, msg.velocity, stamp)
 
     def wait_for_joint_states(self, timeout_s: float = 10.0) -> bool:
         """Block (wall clock) until every arm and gripper joint has been reported and both
         controllers subscribe to their command topics (a command published before discovery
         completes would be lost)."""
         deadline = time.monotonic() + timeout_s
-        names = self.arm_joint_names + self._gripper_names
-        with self._cond:
-            while not all(n in self._positions for n in names):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0.0 or self._stop.is_set():
-                    return False
-                self._cond.wait(min(remaining, 0.1))  # short: a stop request ends the wait
-        while time.monotonic() < deadline and not self._stop.is_set():
+        if not self.feedback.wait_for_joints(self.arm_joint_names + self._gripper_names,
+                                             timeout_s):
+            return False
+        while time.monotonic() < deadline and not self.feedback.stop.is_set():
             if (self._arm_pub.get_subscription_count() > 0
                     and self._gripper_pub.get_subscription_count() > 0):
                 return True
             time.sleep(0.02)  # discovery is wall-clock work; nothing to wait on but time
         return False
 
-    def _read(self, names: list[str], table: dict[str, float]) -> np.ndarray:
-        with self._cond:
-            missing = [n for n in names if n not in table]
-            if missing:
-                raise ArmTimeoutError(f"no joint state yet for {missing} on "
-                                      f"{self.config.joint_states_topic}")
-            return np.array([table[n] for n in names])
-
     def joint_positions(self, names: Sequence[str]) -> np.ndarray:
         """Latest positions of any reported joints, in the order of ``names``."""
-        return self._read(list(names), self._positions)
+        return self.feedback.read(list(names))
 
     def read_arm_joints(self) -> np.ndarray:
         """Latest arm joint positions (rad), in ``arm_joint_names`` order."""
-        return self._read(self.arm_joint_names, self._positions)
+        return self.feedback.read(self.arm_joint_names)
 
     def gripper_aperture(self) -> float:
         """Distance between the finger pads (m), from the latest gripper joint states."""
-        q = self._read(self._gripper_names, self._positions)
+        q = self.feedback.read(self._gripper_names)
         return float(self.robot.gripper_aperture_scale_m * np.mean(q - self._grip_closed))
 
     def arm_time_s(self) -> float:
         """Stamp of the latest joint state (the arm's clock)."""
-        with self._cond:
-            return self._stamp_s
+        return self.feedback.arm_time_s()
 
     @property
     def restarts(self) -> int:
         """Times the arm's clock went back (see ArmRestartedError)."""
-        with self._cond:
-            return self.stamps_backwards
+        return self.feedback.restarts
 
     def check_restart(self, restarts: int) -> None:
         """Raise ArmRestartedError if the clock went back since :attr:`restarts` was
         ``restarts``."""
-        if self.stamps_backwards != restarts:
-            raise ArmRestartedError(f"the arm's clock went back to {self._stamp_s:.3f} s (a "
-                                    f"restarted simulator or driver)")
+        self.feedback.check_restart(restarts)
 
-    def _wait(self, done, deadline_s: float) -> bool:
-        """Wait for joint states until ``done()`` holds (True) or the arm's clock passes
-        ``deadline_s`` or the feedback goes stale (False); ArmRestartedError if the clock
-        goes back meanwhile."""
-        stale = self.config.stale_timeout_s
-        with self._cond:
-            restarts = self.stamps_backwards
-            while True:
-                if self._stop.is_set():
-                    raise ArmStoppedError("shutting down")
-                self.check_restart(restarts)
-                if done():
-                    return True
-                if self._stamp_s >= deadline_s:
-                    return False
-                if not self._wait_for_new_state(self._seq):
-                    self.node.get_logger().warn(
-                        f"no joint states for {stale:.1f} s of wall time; giving up the wait")
-                    return False
+    @property
+    def stamps_backwards(self) -> int:
+        """Joint states stamped earlier than the one before."""
+        return self.feedback.stamps_backwards
 
-    def _motion_wait(self, done, deadline_s: float) -> bool:
-        """``_wait`` for a commanded motion; records the arm time at which it ended."""
-        try:
-            return self._wait(done, deadline_s)
-        finally:
-            with self._cond:
-                self._motion_end_s = self._stamp_s
+    @property
+    def last_state_monotonic(self) -> float | None:
+        """time.monotonic() of the latest joint state (None before the first)."""
+        return self.feedback.last_state_monotonic
 
     @property
     def motion_end_s(self) -> float | None:
-        """Arm time (joint-state stamp) at which the last move or gripper motion ended, arrived
-        or given up; None before the first. (Later joint states may have come since: a settle
-        time counted from this one does not grow by the time taken to act on it.)"""
-        with self._cond:
-            return self._motion_end_s
+        """Arm time at which the last move or gripper motion ended (JointFeedback's)."""
+        return self.feedback.motion_end_s
 
-    def _wait_for_new_state(self, seq: int) -> bool:
-        """With the condition held: wait for a joint state after sequence number ``seq``; False
-        after stale_timeout_s of wall time without one. Short waits, so that a stop request is
-        seen at once (the caller raises)."""
-        quiet_since = time.monotonic()
-        while self._seq == seq and not self._stop.is_set():
-            if time.monotonic() - quiet_since > self.config.stale_timeout_s:
-                return False
-            self._cond.wait(timeout=0.1)
-        return True
-
-    def _next_stamp_s(self, seq: int) -> float:
-        """Stamp of the first joint state after sequence number ``seq`` (the latest one when
-        none comes in stale_timeout_s of wall time). A command's timeouts start there, not
-        at the stamp read before publishing: that one may be old by up to a joint-state
-        interval of arm time (with sim_arm's fast still world, seconds of simulated time), and a
-        timeout counted from it can end before the motion has started."""
-        with self._cond:
-            self._wait_for_new_state(seq)
-            if self._stop.is_set():
-                raise ArmStoppedError("shutting down")
-            return self._stamp_s
-
-    def _sequence(self) -> int:
-        with self._cond:
-            return self._seq
+    def _motion_wait(self, done: Callable[[], bool], deadline_s: float) -> bool:
+        return self.feedback.motion_wait(done, deadline_s)
 
     def wait_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
         """Wait (arm time) until ``done()``, evaluated with the state lock held after every
         joint state, holds (True) or ``timeout_s`` passes (False). Raises ArmStoppedError."""
-        return self._wait(done, self.arm_time_s() + timeout_s)
+        return self.feedback.wait(done, self.arm_time_s() + timeout_s)
 
     def mark_decision(self) -> None:
         """Start a decision-latency measurement: :attr:`first_command_monotonic` becomes the
@@ -346,7 +177,7 @@ class RosArm:
                          times_s: Sequence[float]) -> JointTrajectory:
         msg = JointTrajectory(joint_names=list(names))
         msg.points = [JointTrajectoryPoint(positions=[float(v) for v in q],
-                                           time_from_start=_duration(t))
+                                           time_from_start=to_duration_msg(t))
                       for q, t in zip(points, times_s)]
         return msg
 
@@ -383,30 +214,18 @@ class RosArm:
             for q in points:
                 reached = self.move_arm_through([q])
             return reached
-        previous = self.read_arm_joints()
-        times: list[float] = []
-        elapsed = 0.0
-        for q in points:
-            elapsed += max(float(np.abs(q - previous).max()) / cfg.max_joint_velocity_rad_s,
-                           cfg.min_move_duration_s)
-            times.append(elapsed)
-            previous = q
-        seq = self._sequence()
+        times = self.config.path_times_s(self.read_arm_joints(), points)
+        seq = self.feedback.sequence()
         self._publish(self._arm_pub, self._path_trajectory(self.arm_joint_names, points, times))
-        t0 = self._next_stamp_s(seq)
-        names = self.arm_joint_names
-        q = points[-1]
+        t0 = self.feedback.next_stamp_s(seq)
         # Arrival counts from the start of the last segment: a path may pass its last point
         # earlier (or start there, like an out-and-back move).
         last_segment_s = t0 + (times[-2] if len(times) > 1 else 0.0)
 
         def arrived() -> bool:  # called with the condition held
-            if self._stamp_s < last_segment_s or any(n not in self._velocities for n in names):
-                return False
-            return cfg.arm_arrived(self._read(names, self._positions),
-                                   self._read(names, self._velocities), q)
+            return self.feedback.arm_arrived(self.arm_joint_names, points[-1], last_segment_s)
 
-        arrived_in_time = self._motion_wait(arrived, t0 + elapsed + cfg.move_timeout_margin_s)
+        arrived_in_time = self._motion_wait(arrived, t0 + times[-1] + cfg.move_timeout_margin_s)
         if not arrived_in_time:
             self.move_timeouts += 1
         return arrived_in_time
@@ -420,19 +239,19 @@ class RosArm:
         target = self._grip_closed if closed else self._grip_open
         other = self._grip_open if closed else self._grip_closed
         names = self._gripper_names
-        start = self._read(names, self._positions)
+        start = self.feedback.read(names)
         tol = cfg.gripper_position_tolerance_m
         if self._gripper_sent == closed and np.abs(start - target).max() < tol:
-            with self._cond:
-                still = cfg.fingers_settled([self._velocities.get(n, math.inf)
+            with self.feedback.cond:
+                still = cfg.fingers_settled([self.feedback.velocities.get(n, math.inf)
                                              for n in names])
             if still:
                 return self.gripper_aperture()
         self._gripper_sent = closed
-        seq = self._sequence()
+        seq = self.feedback.sequence()
         self._publish(self._gripper_pub, self._trajectory(self._gripper_names, target,
                                                           cfg.gripper_duration_s))
-        t0 = self._next_stamp_s(seq)
+        t0 = self.feedback.next_stamp_s(seq)
         # (less a microsecond: stamps are whole nanoseconds, and a driver that counts the
         # same interval in its own clock's steps may land a rounding error short of it)
         settle_from = t0 + max(cfg.gripper_min_settle_s, cfg.gripper_duration_s) - 1e-6
@@ -441,16 +260,8 @@ class RosArm:
         # they may stay where they are.
         must_move = not closed or bool(np.abs(start - other).max() < tol)
 
-        def settled() -> bool:
-            q = np.array([self._positions[n] for n in names])
-            if np.abs(q - target).max() < tol:
-                return True
-            # Stopped short of the target (on an object) counts once they have moved (or
-            # at once for a re-squeeze, above).
-            if (self._stamp_s < settle_from or any(n not in self._velocities for n in names)
-                    or (must_move and np.abs(q - start).max() < tol)):
-                return False
-            return cfg.fingers_settled(self._read(names, self._velocities))
+        def settled() -> bool:  # called with the condition held
+            return self.feedback.fingers_done(names, target, start, settle_from, must_move)
 
         self._motion_wait(settled, t0 + cfg.gripper_duration_s + cfg.gripper_timeout_s)
         return self.gripper_aperture()

@@ -26,19 +26,21 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
-from q_grasp.learning.trainer_core import TrainerConfig, TrainerCore
+from q_grasp.learning.trainer_core import TrainerCore
 from q_grasp.learning.trainer_loop import TrainingLoop
+from q_grasp.node_params.trainer import DYNAMIC_PARAMETERS, TrainerConfig
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import blob_to_msg, msg_to_blob, node_authenticator
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
-from q_grasp.wire import TRANSITIONS_SCHEMA, WEIGHTS_SCHEMA, WireError
-
-TRANSITIONS_TOPIC = "/q_grasp/transitions"
-WEIGHTS_TOPIC = "/q_grasp/weights"
-DYNAMIC_PARAMETERS = frozenset({"max_updates_per_s", "publish_every_updates", "log_every_s"})
-"""Parameters that may change while the node runs."""
+from q_grasp.wire import (
+    TRANSITIONS_SCHEMA,
+    TRANSITIONS_TOPIC,
+    WEIGHTS_SCHEMA,
+    WEIGHTS_TOPIC,
+    WireError,
+)
 
 
 class TrainerNode(Node):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,48 +19,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from q_grasp.hardware.camera import CameraCalibration, crop_and_resize, load_camera_calibration
+from q_grasp.node_params.usb_camera import UsbCameraConfig
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import camera_info_msg, image_msg
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
-
-
-@dataclass
-class UsbCameraConfig:
-    """Parameters of the usb_camera node."""
-
-    source: str = "0"
-    """Camera device index (digits, e.g. "0" for /dev/video0) or a video file path."""
-    calibration_file: str = ""
-    """ROS camera_calibration YAML of the full image; empty: a pinhole guess (60 degrees
-    horizontal field of view), with a warning."""
-    width: int = 64
-    """Published image width (the network's image size)."""
-    height: int = 64
-    """Published image height."""
-    capture_width: int = 640
-    """Requested capture width of a device (the ELP webcam: 640x480 at up to 30 fps)."""
-    capture_height: int = 480
-    """Requested capture height of a device."""
-    rate_hz: float = 10.0
-    """Frames published per second."""
-    loop: bool = True
-    """A video file starts over at its end."""
-    frame_id: str = "camera_color_optical_frame"
-    """Frame of the published images."""
-    reopen_every_s: float = 2.0
-    """How often to try opening a camera that failed or stopped giving frames."""
-
-    def __post_init__(self) -> None:
-        if not self.source:
-            raise ValueError("source: must be a device index or a video file")
-        for name in ("width", "height", "capture_width", "capture_height"):
-            if not 1 <= getattr(self, name) <= 8192:
-                raise ValueError(f"{name}: must be in [1, 8192], got {getattr(self, name)}")
-        for name in ("rate_hz", "reopen_every_s"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
 
 
 class UsbCameraNode(Node):

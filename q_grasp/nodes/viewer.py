@@ -22,7 +22,6 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,9 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import Marker, MarkerArray
 
+from q_grasp.node_params.viewer import ViewerConfig
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import color_image_to_numpy, depth_image_to_numpy
+from q_grasp.nodes.convert import color_image_to_numpy, depth_image_to_numpy, stamp_s
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import OptionalOutputNode, run_node
 from q_grasp.robot_config import RobotConfig
@@ -49,44 +49,9 @@ CLOSE_TIMEOUT_S = 10.0
 """Longest wait for Rerun to finish the .rrd at shutdown before the node goes without it."""
 
 
-@dataclass
-class ViewerConfig:
-    """Parameters of the viewer node."""
-
-    rrd_path: str = "run.rrd"
-    """The .rrd file the view is saved to (its folder is created)."""
-    web_port: int = 0
-    """Serve the web viewer at http://localhost:<web_port> (0: only the file)."""
-    grpc_port: int = 9876
-    """Port of the gRPC server the web viewer reads the live data from (with web_port)."""
-    joint_rate_hz: float = 5.0
-    """Joint states are drawn at most this often (wall clock): they arrive at hundreds per
-    second, far more than a person sees."""
-    image_rate_hz: float = 2.0
-    """Camera images (colour and depth, each) are drawn at most this often (wall clock). The
-    Q-map comes once per grasp decision and is always drawn."""
-    urdf_path: str = ""
-    """Robot model; empty: the packaged arm's URDF (sim_arm's default)."""
-
-    def __post_init__(self) -> None:
-        if not self.rrd_path.strip():
-            raise ValueError("rrd_path: must not be empty")
-        for name in ("web_port", "grpc_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                raise ValueError(f"{name}: must be a TCP port in [0, 65535], got "
-                                 f"{getattr(self, name)}")
-        for name in ("joint_rate_hz", "image_rate_hz"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-
-
-def _stamp_s(msg: Any) -> float:
-    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-
-
 def _draw_joints(out: Any, data: bytes) -> None:
     msg = deserialize_message(data, JointState)
-    out.joints(list(msg.name), list(msg.position), _stamp_s(msg))
+    out.joints(list(msg.name), list(msg.position), stamp_s(msg))
 
 
 def _image_drawer(entity: str, depth: bool = False) -> Any:
@@ -96,7 +61,7 @@ def _image_drawer(entity: str, depth: bool = False) -> Any:
         # Deserialized and converted in the drawing thread: an image the viewer cannot read
         # stops the viewer, never the executor that serves the run's nodes.
         msg = deserialize_message(data, Image)
-        out.image(entity, convert(msg), _stamp_s(msg), depth=depth)
+        out.image(entity, convert(msg), stamp_s(msg), depth=depth)
     return draw
 
 
@@ -247,7 +212,7 @@ class ViewerNode(OptionalOutputNode):
     def _draw_marker(self, marker: Marker) -> None:
         """The policy's markers (policy.py draws them for rviz): grasp pose, approach and
         outcome, the Reacher's goal (its size: the success tolerance), the end effector."""
-        ns, t_s = marker.ns, _stamp_s(marker)
+        ns, t_s = marker.ns, stamp_s(marker)
         p, o = marker.pose.position, marker.pose.orientation
         center = [p.x, p.y, p.z]
         color = tuple(int(round(255 * min(max(c, 0.0), 1.0)))

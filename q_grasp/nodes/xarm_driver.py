@@ -16,8 +16,7 @@ import math
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -25,95 +24,15 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from q_grasp.hardware.xarm import XArmBoard, XArmCalibration, XArmError, open_hid_device
-from q_grasp.kinematics.urdf import parse_urdf
-from q_grasp.motion import PathSampler, Trajectory
+from q_grasp.hardware.xarm import XArmBoard, XArmError, open_hid_device
+from q_grasp.hardware.xarm_joints import XArmJoints
+from q_grasp.motion import SegmentStream
+from q_grasp.node_params.xarm_driver import XArmDriverConfig
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import accepted_trajectory, joint_state_msg
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
-from q_grasp.robot_config import RobotConfig
-
-
-@dataclass
-class XArmDriverConfig:
-    """Parameters of the xarm_driver node."""
-
-    device: Literal["hid", "fake"] = "hid"
-    """"hid": the board on USB (hidapi); "fake": q_grasp's fake board (try the driver and the
-    policy without an arm)."""
-    serial_number: str = ""
-    """Serial number of the board to open (empty: the first xArm board found)."""
-    calibration_file: str = ""
-    """Calibration YAML (python -m q_grasp.hardware.calibrate writes it); empty: uncalibrated
-    defaults (servo centre = joint zero, the URDF's limits), with a warning."""
-    read_rate_hz: float = 10.0
-    """Position reads (and joint_states messages) per second; the board answers ~10 Hz."""
-    read_timeout_s: float = 0.2
-    """Longest wait for the board's answer to one position read."""
-    stale_after_s: float = 1.0
-    """/diagnostics turns ERROR when no position read succeeded for this long."""
-    reconnect_every_s: float = 2.0
-    """How often to try opening a board that is missing or was unplugged."""
-    power_off_on_shutdown: bool = True
-    """Switch the servos off (joints go limp) when the node stops."""
-    max_trajectory_points: int = 1000
-    """Longest trajectory accepted (points)."""
-    limit_tolerance: float = 1e-6
-    """Positions this far outside a joint's limits are clipped instead of rejected."""
-    fake_max_speed_units_s: float = 1500.0
-    """device fake: how fast its servos turn (servo units per second)."""
-    robot: RobotConfig = field(default_factory=RobotConfig)
-    """The arm (URDF, joint names) the driver publishes for."""
-
-    def __post_init__(self) -> None:
-        if self.device not in ("hid", "fake"):
-            raise ValueError(f"device: must be 'hid' or 'fake', got {self.device!r}")
-        for name in ("read_rate_hz", "read_timeout_s", "stale_after_s", "reconnect_every_s",
-                     "fake_max_speed_units_s"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        if self.read_rate_hz > 200.0:
-            raise ValueError(f"read_rate_hz: must be <= 200 Hz, got {self.read_rate_hz}")
-        if self.max_trajectory_points < 1:
-            raise ValueError(f"max_trajectory_points: must be >= 1, got "
-                             f"{self.max_trajectory_points}")
-        if not 0.0 <= self.limit_tolerance <= 0.1:
-            raise ValueError(f"limit_tolerance: must be in [0, 0.1], got {self.limit_tolerance}")
-
-
-class _Stream:
-    """One controller's trajectory being played as timed MOVE segments."""
-
-    def __init__(self, trajectory: Trajectory, start: np.ndarray, t0: float) -> None:
-        self.path = trajectory.starting_from(start)
-        self._sampler = PathSampler(self.path)
-        self.t0 = t0
-        # A trajectory whose first point is not due at once starts from ``start`` (prepended:
-        # nothing to send for it); otherwise its first point is sent at once.
-        self.next_point = 1 if trajectory.times_s[0] > 0.0 else 0
-
-    def due(self, now: float) -> list[tuple[np.ndarray, float]]:
-        """(target positions, segment duration) of every segment that starts by ``now``."""
-        out = []
-        times = self.path.times_s
-        while self.next_point < len(times):
-            k = self.next_point
-            start = times[k - 1] if k > 0 else 0.0
-            if now - self.t0 < start:
-                break
-            out.append((self.path.positions[k], float(times[k] - start)))
-            self.next_point += 1
-        return out
-
-    @property
-    def done(self) -> bool:
-        return self.next_point >= len(self.path.times_s)
-
-    def setpoint(self, now: float) -> np.ndarray:
-        """The interpolated position setpoint at ``now``."""
-        return self._sampler.at(now - self.t0)
 
 
 class XArmDriverNode(Node):
@@ -123,38 +42,18 @@ class XArmDriverNode(Node):
         super().__init__(node_name, **kwargs)
         cfg = declare_config(self, XArmDriverConfig).config
         self._config = cfg
-        rc = cfg.robot
         self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}",
                                        hardware_id=f"xarm:{cfg.device}")
-        urdf = parse_urdf(rc.urdf_path)
-        limits = {n: (urdf.joints[n].lower, urdf.joints[n].upper)
-                  for n in rc.arm_joint_names + rc.gripper_joint_names}
-        if cfg.calibration_file:
-            self.calibration = XArmCalibration.from_yaml(cfg.calibration_file,
-                                                         rc.arm_joint_names)
-        else:
-            self.calibration = XArmCalibration.default(
-                rc.arm_joint_names, limits, gripper_open_m=float(np.mean(
-                    rc.gripper_open_positions)), gripper_closed_m=float(np.mean(
-                        rc.gripper_closed_positions)))
+        self.joints = XArmJoints(cfg.robot, cfg.calibration_file)
+        self.calibration = self.joints.calibration
+        if not self.joints.calibrated:
             self.get_logger().warn("no calibration_file: using uncalibrated defaults (servo "
                                    "centre = joint zero); calibrate before trusting positions")
-        # Commandable range: the URDF's limits narrowed to the calibrated ones.
-        self._arm_limits = (
-            {n: max(limits[n][0], self.calibration.joints[n].lower_rad)
-             for n in rc.arm_joint_names},
-            {n: min(limits[n][1], self.calibration.joints[n].upper_rad)
-             for n in rc.arm_joint_names})
-        self._gripper_limits = ({n: limits[n][0] for n in rc.gripper_joint_names},
-                                {n: limits[n][1] for n in rc.gripper_joint_names})
-        self._arm_names = list(rc.arm_joint_names)
-        self._gripper_names = list(rc.gripper_joint_names)
-        self._servo_ids = self.calibration.servo_ids
 
         self.board: XArmBoard | None = None
         self._positions: dict[str, float] | None = None  # last read, joint name -> rad or m
         self._last_read_s: float | None = None
-        self._streams: dict[str, _Stream | None] = {"arm": None, "gripper": None}
+        self._streams: dict[str, SegmentStream | None] = {"arm": None, "gripper": None}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -174,7 +73,7 @@ class XArmDriverNode(Node):
         self._thread = threading.Thread(target=self._loop, name="xarm_driver", daemon=True)
         self._thread.start()
         self.get_logger().info(
-            f"xarm_driver up: device {cfg.device}, servos {self._servo_ids}, reads at "
+            f"xarm_driver up: device {cfg.device}, servos {self.joints.servo_ids}, reads at "
             f"{cfg.read_rate_hz:g} Hz, "
             f"{'calibration ' + cfg.calibration_file if cfg.calibration_file else 'uncalibrated'}")
 
@@ -187,7 +86,8 @@ class XArmDriverNode(Node):
             if cfg.device == "fake":
                 from q_grasp.hardware.fake_board import FakeXArmBoard
 
-                device = FakeXArmBoard(self._servo_ids, initial_units=self._home_units(),
+                device = FakeXArmBoard(self.joints.servo_ids,
+                                       initial_units=self.joints.home_units(),
                                        max_speed_units_s=cfg.fake_max_speed_units_s)
             else:
                 device = open_hid_device(cfg.serial_number)
@@ -199,34 +99,21 @@ class XArmDriverNode(Node):
         self.board = XArmBoard(device, read_timeout_ms=round(cfg.read_timeout_s * 1000))
         self.diagnostics.set_level(OK, "connected")
 
-    def _home_units(self) -> dict[int, float]:
-        """Where the fake board's servos start: the robot's home pose, gripper open."""
-        rc, cal = self._config.robot, self.calibration
-        units = {cal.joints[n].servo_id: cal.joints[n].to_units(q)
-                 for n, q in zip(rc.arm_joint_names, rc.home_positions)}
-        units[cal.gripper.servo_id] = cal.gripper.to_units(
-            float(np.mean(rc.gripper_open_positions)))
-        return units
-
     def _read(self) -> bool:
         board = self.board
         try:
-            units = board.read_positions(self._servo_ids)
+            units = board.read_positions(self.joints.servo_ids)
         except (XArmError, OSError) as exc:
             self.diagnostics.count("read_failures")
             self.diagnostics.set_level(WARN, f"position read failed: {exc}")
             if isinstance(exc, OSError):  # unplugged: reopen later
                 self.board = None
             return False
-        cal = self.calibration
-        positions = {n: cal.joints[n].to_rad(units[cal.joints[n].servo_id])
-                     for n in self._arm_names}
-        opening = cal.gripper.to_m(units[cal.gripper.servo_id])
-        positions.update({n: opening for n in self._gripper_names})
+        positions = self.joints.positions(units)
         with self._lock:
             self._positions = positions
         self._last_read_s = time.monotonic()
-        names = self._arm_names + self._gripper_names
+        names = self.joints.arm_names + self.joints.gripper_names
         self._joint_pub.publish(joint_state_msg(
             names, np.array([positions[n] for n in names]),
             stamp=self.get_clock().now().to_msg()))
@@ -248,7 +135,7 @@ class XArmDriverNode(Node):
 
     def _on_trajectory(self, msg: JointTrajectory, controller: str) -> None:
         source = f"{controller}_trajectory"
-        limits = self._arm_limits if controller == "arm" else self._gripper_limits
+        limits = self.joints.arm_limits if controller == "arm" else self.joints.gripper_limits
         if not msg.points and msg.joint_names and all(n in limits[0] for n in msg.joint_names):
             self._hold(controller)  # as ros2_control: an empty trajectory stops and holds
             self.diagnostics.count(f"accepted.{source}")
@@ -265,7 +152,7 @@ class XArmDriverNode(Node):
             return
         start = np.array([current[n] for n in trajectory.joint_names])
         with self._lock:
-            self._streams[controller] = _Stream(trajectory, start, time.monotonic())
+            self._streams[controller] = SegmentStream(trajectory, start, time.monotonic())
         self._wake.set()
         self.diagnostics.count(f"accepted.{source}")
 
@@ -275,21 +162,13 @@ class XArmDriverNode(Node):
             current = self._positions
         if current is None or self.board is None:
             return
-        names = self._arm_names if controller == "arm" else self._gripper_names
+        names = self.joints.arm_names if controller == "arm" else self.joints.gripper_names
         self._send(names, np.array([current[n] for n in names]), 0.0)
 
     def _send(self, names: tuple[str, ...] | list[str], positions: np.ndarray,
               duration_s: float) -> None:
-        cal = self.calibration
-        targets: dict[int, int] = {}
-        gripper = [positions[i] for i, n in enumerate(names) if n in self._gripper_names]
-        for i, name in enumerate(names):
-            if name in cal.joints:
-                targets[cal.joints[name].servo_id] = cal.joints[name].to_units(positions[i])
-        if gripper:  # one servo drives both fingers
-            targets[cal.gripper.servo_id] = cal.gripper.to_units(float(np.mean(gripper)))
         try:
-            self.board.move(targets, duration_s)
+            self.board.move(self.joints.servo_targets(names, positions), duration_s)
             self.diagnostics.count("moves_sent")
         except (XArmError, OSError) as exc:
             self.diagnostics.count("write_failures")
@@ -312,10 +191,8 @@ class XArmDriverNode(Node):
 
     def _next_segment_s(self) -> float:
         with self._lock:
-            streams = [s for s in self._streams.values() if s is not None and not s.done]
-        times = [s.t0 + (s.path.times_s[s.next_point - 1] if s.next_point > 0 else 0.0)
-                 for s in streams]
-        return min(times, default=math.inf)
+            streams = [s for s in self._streams.values() if s is not None]
+        return min((s.next_due_s for s in streams), default=math.inf)
 
     def _loop(self) -> None:
         cfg = self._config
@@ -353,7 +230,7 @@ class XArmDriverNode(Node):
         if board is not None:
             try:
                 if self._config.power_off_on_shutdown:
-                    board.power_off(self._servo_ids)
+                    board.power_off(self.joints.servo_ids)
                 board.close()
             except (XArmError, OSError):
                 pass

@@ -49,10 +49,11 @@ class Messages:
 class SimArmLoop:
     """The simulated arm's world and its control loop.
 
-    ``config`` is a ``q_grasp.nodes.sim_arm.SimArmConfig`` (replace it with :meth:`reconfigure`
-    while running). ``publish`` receives the messages of every iteration that has any;
-    ``count`` counts events by name (diagnostics). Everything that touches the simulator holds
-    ``lock`` (pybullet clients are not thread-safe); the loop holds it one tick at a time.
+    ``config`` is a ``q_grasp.node_params.sim_arm.SimArmConfig`` (replace it with
+    :meth:`reconfigure` while running). ``publish`` receives the messages of every iteration
+    that has any; ``count`` counts events by name (diagnostics). Everything that touches the
+    simulator holds ``lock`` (pybullet clients are not thread-safe); the loop holds it one tick
+    at a time.
     """
 
     def __init__(self, config: Any, *, publish: Callable[[Messages], None],

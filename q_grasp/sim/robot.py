@@ -163,6 +163,10 @@ class SimRobot:
         """pybullet joint index of a joint name."""
         return self._joint_index[name]
 
+    def joint_limits(self, names: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+        """Lower and upper limits (rad or m) of movable joints by name, from the URDF."""
+        return ({n: self._limits[n][0] for n in names}, {n: self._limits[n][1] for n in names})
+
     def link_index(self, link_name: str) -> int:
         """pybullet link index of a link name (-1 for the base link)."""
         if link_name not in self._link_index:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from q_grasp.config import check_each
 from q_grasp.skills.arm_interface import ArmInterface
 
 if TYPE_CHECKING:
@@ -52,10 +53,8 @@ class GraspSkillConfig:
     under 1 mm, and accepting it extends the reachable workspace at its edges."""
 
     def __post_init__(self) -> None:
-        for name in ("pre_grasp_height_m", "lift_height_m", "aperture_threshold_m",
-                     "ik_pos_tol_m", "ik_rot_tol_rad"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0 m, got {getattr(self, name)}")
+        check_each(self, ("pre_grasp_height_m", "lift_height_m", "aperture_threshold_m",
+                          "ik_pos_tol_m", "ik_rot_tol_rad"), lambda v: v > 0.0, "must be > 0 m")
         if self.descend_depth_m < 0.0:
             raise ValueError(f"descend_depth_m: must be >= 0 m, got {self.descend_depth_m}")
         for name in ("descend_waypoints", "lift_waypoints"):

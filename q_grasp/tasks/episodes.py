@@ -1,5 +1,5 @@
-"""An actor's bookkeeping outside gymnasium: transitions batched for the wire, and episode
-statistics (steps, returns, success rates over a window)."""
+"""An actor's bookkeeping outside gymnasium: transitions batched for the wire, episode
+statistics (steps, returns, success rates over a window) and decision latencies."""
 
 from __future__ import annotations
 
@@ -113,3 +113,41 @@ class EpisodeStats:
     def mean_return(self) -> float:
         """Mean return of recent episodes (NaN before the first episode)."""
         return float(np.mean(self._returns)) if self._returns else math.nan
+
+    def values(self, attempts: bool) -> dict[str, float]:
+        """The statistics by diagnostic name (``attempts``: also the grasp attempts')."""
+        values = dict(steps=self.steps, episodes=self.episodes, success_rate=self.success_rate,
+                      mean_return=self.mean_return)
+        if attempts:
+            values.update(attempt_success_rate=self.attempt_success_rate,
+                          grasp_successes=self.attempt_successes)
+        return values
+
+    def summary_line(self, attempts: bool) -> str:
+        """One line of progress after an episode (``attempts``: with the attempts' success)."""
+        return (f"episode {self.episodes}: step {self.steps}, success rate "
+                f"{self.success_rate:.2f}"
+                + (f", attempt success {self.attempt_success_rate:.2f}" if attempts else ""))
+
+
+LATENCY_WINDOW = 100
+"""Decisions over which decision_latency_ms_p50, _p90 and _max are reported."""
+
+
+class DecisionLatency:
+    """Wall-clock time from an observation to the first command it caused: the latest, a
+    moving average and percentiles over the last LATENCY_WINDOW decisions."""
+
+    def __init__(self, window: int = LATENCY_WINDOW) -> None:
+        self.mean_ms: float | None = None
+        self._recent: deque[float] = deque(maxlen=window)
+
+    def add(self, latency_ms: float) -> dict[str, float]:
+        """Record one decision's latency; the values to report, by diagnostic name."""
+        self.mean_ms = (latency_ms if self.mean_ms is None
+                        else 0.9 * self.mean_ms + 0.1 * latency_ms)
+        self._recent.append(latency_ms)
+        p50, p90, worst = np.percentile(self._recent, [50, 90, 100])
+        return dict(decision_latency_ms=latency_ms, decision_latency_ms_mean=self.mean_ms,
+                    decision_latency_ms_p50=p50, decision_latency_ms_p90=p90,
+                    decision_latency_ms_max=worst, decision_latency_window=len(self._recent))

@@ -12,6 +12,7 @@ import gymnasium as gym
 import torch
 from gymnasium import spaces
 
+from q_grasp.config import build
 from q_grasp.learning.checkpoint import Checkpoint, load_checkpoint
 from q_grasp.learning.config import ExperimentConfig
 from q_grasp.learning.networks import (
@@ -78,7 +79,12 @@ class TaskSetup:
     """Where the weights came from (checkpoint path or "fresh")."""
 
 
+ENV_ARGUMENTS = frozenset({"render_mode", "max_episode_steps"})
+"""env.kwargs the gym env takes beside its config's fields (not part of the task)."""
+
+
 def _env_config(task: str, kwargs: dict[str, Any]) -> Any:
+    """The task's env config from an experiment's env.kwargs, through the config core."""
     if task == "reacher":
         from q_grasp.envs.reacher import ReacherConfig
 
@@ -87,11 +93,8 @@ def _env_config(task: str, kwargs: dict[str, Any]) -> Any:
         from q_grasp.envs.grasp import GraspConfig
 
         cls = GraspConfig
-    known = {f for f in cls.__dataclass_fields__}
-    unknown = sorted(set(kwargs) - known - {"render_mode", "max_episode_steps"})
-    if unknown:
-        raise ValueError(f"env kwargs: {unknown} are not fields of {cls.__name__}")
-    return cls(**{k: v for k, v in kwargs.items() if k in known})
+    return build(cls, {k: v for k, v in kwargs.items() if k not in ENV_ARGUMENTS},
+                 where=cls.__name__)
 
 
 def make_task(task: str, env_config: Any) -> ReachTask | GraspTask:

@@ -26,6 +26,11 @@ from q_grasp.wire.weights import (
     state_dict_shapes,
 )
 
+TRANSITIONS_TOPIC = "/q_grasp/transitions"
+"""ROS topic of the transition blobs (std_msgs/UInt8MultiArray), actors to the trainer."""
+WEIGHTS_TOPIC = "/q_grasp/weights"
+"""ROS topic of the weights blobs (std_msgs/UInt8MultiArray, latched), trainer to actors."""
+
 __all__ = [
     "AuthKeyError",
     "Authenticator",
@@ -33,8 +38,10 @@ __all__ = [
     "REASONS",
     "TRANSITIONS_SCHEMA",
     "TRANSITIONS_SCHEMA_VERSION",
+    "TRANSITIONS_TOPIC",
     "WEIGHTS_SCHEMA",
     "WEIGHTS_SCHEMA_VERSION",
+    "WEIGHTS_TOPIC",
     "TransitionBatch",
     "TransitionLimits",
     "WeightsLimits",

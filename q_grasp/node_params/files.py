@@ -1,7 +1,7 @@
 """The shipped node parameter files, config/sim_train_<task>.yaml, generated from the nodes'
 config dataclasses so that every parameter appears with its docstring and a valid value.
 
-Regenerate after changing a node config: ``python -m q_grasp.nodes.config_files``.
+Regenerate after changing a node config: ``python -m q_grasp.node_params.files``.
 test/test_launch_static.py checks that the files are what this module writes and that they
 cover every parameter with valid values.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from q_grasp.nodes.params import config_specs, params_yaml
+from q_grasp.node_params.spec import config_specs, params_yaml
 
 TASKS = ("grasp", "reacher")
 """Tasks with a shipped parameter file."""
@@ -42,7 +42,7 @@ class NodeSection:
 
 def sim_arm_for_task(task: str) -> Any:
     """sim_arm's configuration for training ``task``, matching the single-process env."""
-    from q_grasp.nodes.sim_arm import SimArmConfig
+    from q_grasp.node_params.sim_arm import SimArmConfig
 
     if task == "grasp":
         from q_grasp.envs.grasp import GraspConfig
@@ -95,7 +95,7 @@ benchmarks/bench_trainer_outage.py."""
 
 def trainer_for_task(task: str) -> Any:
     """The trainer's configuration for ``task`` (the experiment YAML is the task's default)."""
-    from q_grasp.learning.trainer_core import TrainerConfig
+    from q_grasp.node_params.trainer import TrainerConfig
 
     if task not in TASKS:
         raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
@@ -106,7 +106,7 @@ def trainer_for_task(task: str) -> Any:
 def policy_for_task(task: str) -> Any:
     """The policy's configuration for ``task`` (``epsilon_schedule: experiment``: it explores
     as its experiment config says, like ``python -m q_grasp train``)."""
-    from q_grasp.nodes.policy import policy_config_for_task
+    from q_grasp.node_params.policy import policy_config_for_task
 
     if task not in TASKS:
         raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
@@ -116,14 +116,14 @@ def policy_for_task(task: str) -> Any:
 
 def node_sections() -> list[NodeSection]:
     """Every node with a section in the parameter files."""
-    from q_grasp.learning.trainer_core import TrainerConfig
-    from q_grasp.nodes.policy import DYNAMIC_PARAMETERS as POLICY_DYNAMIC
-    from q_grasp.nodes.policy import PolicyConfig
-    from q_grasp.nodes.sim_arm import DYNAMIC_PARAMETERS as SIM_ARM_DYNAMIC
-    from q_grasp.nodes.sim_arm import SimArmConfig
-    from q_grasp.nodes.trainer import DYNAMIC_PARAMETERS as TRAINER_DYNAMIC
-    from q_grasp.nodes.usb_camera import UsbCameraConfig
-    from q_grasp.nodes.xarm_driver import XArmDriverConfig
+    from q_grasp.node_params.policy import DYNAMIC_PARAMETERS as POLICY_DYNAMIC
+    from q_grasp.node_params.policy import PolicyConfig
+    from q_grasp.node_params.sim_arm import DYNAMIC_PARAMETERS as SIM_ARM_DYNAMIC
+    from q_grasp.node_params.sim_arm import SimArmConfig
+    from q_grasp.node_params.trainer import DYNAMIC_PARAMETERS as TRAINER_DYNAMIC
+    from q_grasp.node_params.trainer import TrainerConfig
+    from q_grasp.node_params.usb_camera import UsbCameraConfig
+    from q_grasp.node_params.xarm_driver import XArmDriverConfig
 
     return [NodeSection("sim_arm", SimArmConfig, SIM_ARM_DYNAMIC, sim_arm_for_task),
             NodeSection("policy", PolicyConfig, POLICY_DYNAMIC, policy_for_task),
@@ -141,7 +141,7 @@ def render(task: str) -> str:
         "# Pass to every node (ros2 launch q_grasp sim_train.launch.py task:=" + task + ", or\n"
         "# --ros-args --params-file); each node reads its own /**/<node> section.\n"
         "# Generated from the nodes' config dataclasses by `python -m\n"
-        "# q_grasp.nodes.config_files`; edit values freely, every parameter is documented.\n"
+        "# q_grasp.node_params.files`; edit values freely, every parameter is documented.\n"
         "# Nested keys (camera: width:) are the dotted parameter names (camera.width).\n"
     ]
     for section in node_sections():
@@ -154,7 +154,7 @@ def render(task: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Write config/sim_train_<task>.yaml for every task (or into the folder given)."""
     parser = argparse.ArgumentParser(
-        prog="python -m q_grasp.nodes.config_files",
+        prog="python -m q_grasp.node_params.files",
         description="Write the documented node parameter files config/sim_train_<task>.yaml "
                     "from the nodes' config dataclasses.")
     parser.add_argument("out_dir", nargs="?", type=Path, default=CONFIG_DIR,

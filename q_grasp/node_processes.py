@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks that talk to q_grasp nodes over real DDS.
+"""Starting and isolating ROS 2 node processes (bringup, tests and benchmarks) over real DDS.
 
 Isolation: each run reserves its own ROS_DOMAIN_ID (a lock file per id, see unique_domain_id) and
 keeps discovery on localhost, so parallel test runs on one machine do not hear each other.
@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 UDP_LOCALHOST_PROFILE = REPO_ROOT / "config" / "fastdds_udp_localhost.xml"
 """Fast DDS profile: localhost over UDP only, without the shared-memory transport (see the file
 for why: processes killed and restarted on one host)."""

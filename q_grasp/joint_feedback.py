@@ -1,0 +1,291 @@
+"""The ROS arm adapter's feedback without ROS: its configuration (how motions are commanded and
+judged finished), the errors its waits raise, and the joint-state bookkeeping that every wait
+for a motion, a gripper or a camera frame is measured against (arm time from the joint states'
+stamps; a stop event that ends every wait)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from q_grasp.config import check_each
+from q_grasp.motion import MotionTolerances
+
+BACKWARDS_TOLERANCE_S = 1e-3
+"""Joint states stamped more than this before the previous one count as going back in time."""
+
+RejectFn = Callable[[str, str, str], None]
+"""``reject(source, reason, detail)`` for malformed feedback, e.g. Diagnostics.reject."""
+
+
+@dataclass
+class RosArmConfig(MotionTolerances):
+    """How the ROS arm adapter commands motions and decides that they are finished (the
+    tolerances of MotionTolerances)."""
+
+    max_joint_velocity_rad_s: float = 2.0
+    """Trajectory timing: the joint that moves furthest moves at this speed."""
+    min_move_duration_s: float = 0.05
+    """Shortest trajectory duration (s)."""
+    move_timeout_margin_s: float = 1.5
+    """A move fails when it has not arrived this long (arm time) after its trajectory ends."""
+    blend_waypoints: bool = True
+    """true: a path of waypoints (a grasp's descent, its lift) goes out as one multi-point
+    trajectory that the controller blends; false: one trajectory per waypoint, stopping at
+    each, as the in-process simulator moves."""
+    gripper_duration_s: float = 0.0
+    """Duration of gripper trajectories (0: a step; the gripper's own speed limit applies)."""
+    gripper_min_settle_s: float = 0.1
+    """Gripper motions last at least this long (arm time) before they may count as settled."""
+    gripper_position_tolerance_m: float = 0.001
+    """Fingers this close to their target have arrived; fingers that stop short must first
+    have moved this far (an object between the pads)."""
+    gripper_timeout_s: float = 1.5
+    """Gripper motions stop waiting after this long (arm time)."""
+    stale_timeout_s: float = 5.0
+    """Wall-clock seconds without a new joint state after which a wait gives up (the arm or
+    its driver stopped)."""
+    joint_states_topic: str = "joint_states"
+    """Joint state feedback topic."""
+    arm_trajectory_topic: str = "arm_controller/joint_trajectory"
+    """Arm JointTrajectoryController command topic."""
+    gripper_trajectory_topic: str = "gripper_controller/joint_trajectory"
+    """Gripper JointTrajectoryController command topic."""
+
+    def path_times_s(self, start: np.ndarray, points: Sequence[np.ndarray]) -> list[float]:
+        """time_from_start of each point of a path from ``start``: every segment lasts its
+        largest joint distance at max_joint_velocity_rad_s, at least min_move_duration_s."""
+        times: list[float] = []
+        elapsed, previous = 0.0, np.asarray(start, float)
+        for q in points:
+            elapsed += max(float(np.abs(q - previous).max()) / self.max_joint_velocity_rad_s,
+                           self.min_move_duration_s)
+            times.append(elapsed)
+            previous = q
+        return times
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_each(self, ("max_joint_velocity_rad_s", "stale_timeout_s", "gripper_timeout_s",
+                          "gripper_position_tolerance_m"), lambda v: v > 0.0, "must be > 0")
+        check_each(self, ("min_move_duration_s", "move_timeout_margin_s", "gripper_duration_s",
+                          "gripper_min_settle_s"), lambda v: v >= 0.0, "must be >= 0 s")
+
+
+class ArmTimeoutError(RuntimeError):
+    """No joint states arrived (at start-up, or the arm stopped publishing)."""
+
+
+class ArmStoppedError(RuntimeError):
+    """The arm's owner is shutting down: raised out of any wait so that a skill unwinds."""
+
+
+class ArmRestartedError(RuntimeError):
+    """The arm's clock went back during a wait (a restarted simulator or driver): deadlines
+    counted in the old clock would hold the wait until the new clock caught up, so the wait
+    ends and the caller starts its episode over."""
+
+
+class JointFeedback:
+    """The latest joint states of an arm (positions, velocities, the arm's clock) and the waits
+    measured against them: in arm time (the states' stamps), with a wall-clock limit on silence
+    (stale_timeout_s) and a ``stop`` event that ends every wait with :class:`ArmStoppedError`.
+
+    Waits run in one thread while :meth:`update` is called from another (a subscription).
+    Predicates given to :meth:`wait` run with :attr:`cond` held and may read :attr:`positions`,
+    :attr:`velocities` and :attr:`stamp_s` directly.
+    """
+
+    def __init__(self, config: RosArmConfig, *, stop: threading.Event | None = None,
+                 reject: RejectFn | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.cond = threading.Condition()
+        self.positions: dict[str, float] = {}
+        self.velocities: dict[str, float] = {}
+        self.stamp_s = 0.0
+        """Stamp of the latest joint state (the arm's clock)."""
+        self.seq = 0
+        """Joint states received so far."""
+        self.stop = stop if stop is not None else threading.Event()
+        self._reject = reject
+        self._warn = warn
+        self.stamps_backwards = 0
+        """Joint states stamped earlier than the one before (see _went_backwards)."""
+        self.last_state_monotonic: float | None = None
+        """time.monotonic() of the latest joint state (None before the first)."""
+        self._motion_end_s: float | None = None
+
+    def update(self, names: Sequence[str], positions: Sequence[float],
+               velocities: Sequence[float], stamp_s: float) -> None:
+        """One joint state (velocities may be empty: then they are estimated from positions);
+        malformed or non-finite values are rejected through ``reject``."""
+        if len(positions) != len(names):  # malformed; nothing here is trustworthy
+            if self._reject is not None:
+                self._reject("joint_states", "size_mismatch",
+                             f"{len(names)} names but {len(positions)} positions")
+            return
+        has_velocity = len(velocities) == len(names)
+        with self.cond:
+            dt = stamp_s - self.stamp_s
+            if dt < -BACKWARDS_TOLERANCE_S:
+                self._went_backwards(stamp_s)
+            for i, name in enumerate(names):
+                position = float(positions[i])
+                if not math.isfinite(position):
+                    if self._reject is not None:
+                        self._reject("joint_states", "non_finite", f"{name} = {position}")
+                    continue
+                if has_velocity and math.isfinite(velocities[i]):
+                    self.velocities[name] = float(velocities[i])
+                elif name in self.positions and dt > 0:
+                    self.velocities[name] = (position - self.positions[name]) / dt
+                self.positions[name] = position
+            self.stamp_s = stamp_s
+            self.seq += 1
+            self.last_state_monotonic = time.monotonic()
+            self.cond.notify_all()
+
+    def _went_backwards(self, stamp_s: float) -> None:
+        """Joint states older than the last ones: a restarted driver, or -- when it keeps
+        happening -- two arms on one topic (e.g. two simulators in one ROS domain), each obeying
+        the other's commands, which makes moves fail in ways that look like timing."""
+        self.stamps_backwards += 1
+        if self.stamps_backwards in (1, 10, 100, 1000) and self._warn is not None:
+            self._warn(
+                f"joint states went back in time ({self.stamp_s:.3f} s -> {stamp_s:.3f} s; "
+                f"{self.stamps_backwards} times so far): a restarted driver, or more than one "
+                f"arm publishing on {self.config.joint_states_topic} (give each its own "
+                "namespace or ROS_DOMAIN_ID)")
+
+    def wait_for_joints(self, names: Sequence[str], timeout_s: float) -> bool:
+        """Block (wall clock) until every joint in ``names`` has been reported."""
+        deadline = time.monotonic() + timeout_s
+        with self.cond:
+            while not all(n in self.positions for n in names):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.0 or self.stop.is_set():
+                    return False
+                self.cond.wait(min(remaining, 0.1))  # short: a stop request ends the wait
+        return True
+
+    def read(self, names: Sequence[str], velocities: bool = False) -> np.ndarray:
+        """Latest positions (or velocities) of ``names``; ArmTimeoutError if one was never
+        reported."""
+        table = self.velocities if velocities else self.positions
+        with self.cond:
+            missing = [n for n in names if n not in table]
+            if missing:
+                raise ArmTimeoutError(f"no joint state yet for {missing} on "
+                                      f"{self.config.joint_states_topic}")
+            return np.array([table[n] for n in names])
+
+    def arm_time_s(self) -> float:
+        """Stamp of the latest joint state (the arm's clock)."""
+        with self.cond:
+            return self.stamp_s
+
+    @property
+    def restarts(self) -> int:
+        """Times the arm's clock went back (see ArmRestartedError)."""
+        with self.cond:
+            return self.stamps_backwards
+
+    def check_restart(self, restarts: int) -> None:
+        """Raise ArmRestartedError if the clock went back since :attr:`restarts` was
+        ``restarts``."""
+        if self.stamps_backwards != restarts:
+            raise ArmRestartedError(f"the arm's clock went back to {self.stamp_s:.3f} s (a "
+                                    f"restarted simulator or driver)")
+
+    def wait(self, done: Callable[[], bool], deadline_s: float) -> bool:
+        """Wait for joint states until ``done()`` holds (True) or the arm's clock passes
+        ``deadline_s`` or the feedback goes stale (False); ArmRestartedError if the clock
+        goes back meanwhile."""
+        stale = self.config.stale_timeout_s
+        with self.cond:
+            restarts = self.stamps_backwards
+            while True:
+                if self.stop.is_set():
+                    raise ArmStoppedError("shutting down")
+                self.check_restart(restarts)
+                if done():
+                    return True
+                if self.stamp_s >= deadline_s:
+                    return False
+                if not self.wait_for_new_state(self.seq):
+                    if self._warn is not None:
+                        self._warn(f"no joint states for {stale:.1f} s of wall time; giving up "
+                                   "the wait")
+                    return False
+
+    def motion_wait(self, done: Callable[[], bool], deadline_s: float) -> bool:
+        """:meth:`wait` for a commanded motion; records the arm time at which it ended."""
+        try:
+            return self.wait(done, deadline_s)
+        finally:
+            with self.cond:
+                self._motion_end_s = self.stamp_s
+
+    @property
+    def motion_end_s(self) -> float | None:
+        """Arm time (joint-state stamp) at which the last move or gripper motion ended, arrived
+        or given up; None before the first. (Later joint states may have come since: a settle
+        time counted from this one does not grow by the time taken to act on it.)"""
+        with self.cond:
+            return self._motion_end_s
+
+    def wait_for_new_state(self, seq: int) -> bool:
+        """With the condition held: wait for a joint state after sequence number ``seq``; False
+        after stale_timeout_s of wall time without one. Short waits, so that a stop request is
+        seen at once (the caller raises)."""
+        quiet_since = time.monotonic()
+        while self.seq == seq and not self.stop.is_set():
+            if time.monotonic() - quiet_since > self.config.stale_timeout_s:
+                return False
+            self.cond.wait(timeout=0.1)
+        return True
+
+    def next_stamp_s(self, seq: int) -> float:
+        """Stamp of the first joint state after sequence number ``seq`` (the latest one when
+        none comes in stale_timeout_s of wall time). A command's timeouts start there, not
+        at the stamp read before publishing: that one may be old by up to a joint-state
+        interval of arm time (with sim_arm's fast still world, seconds of simulated time), and a
+        timeout counted from it can end before the motion has started."""
+        with self.cond:
+            self.wait_for_new_state(seq)
+            if self.stop.is_set():
+                raise ArmStoppedError("shutting down")
+            return self.stamp_s
+
+    def sequence(self) -> int:
+        """The sequence number of the latest joint state (for :meth:`next_stamp_s`)."""
+        with self.cond:
+            return self.seq
+
+    def arm_arrived(self, names: Sequence[str], targets: np.ndarray, since_s: float) -> bool:
+        """With the condition held: the joints at ``targets`` and nearly still
+        (MotionTolerances.arm_arrived), judged only from arm time ``since_s`` on."""
+        if self.stamp_s < since_s or any(n not in self.velocities for n in names):
+            return False
+        return self.config.arm_arrived(self.read(names), self.read(names, velocities=True),
+                                       targets)
+
+    def fingers_done(self, names: Sequence[str], target: np.ndarray, start: np.ndarray,
+                     settle_from_s: float, must_move: bool) -> bool:
+        """With the condition held: fingers at ``target`` (within gripper_position_tolerance_m),
+        or stopped short of it (on an object) from arm time ``settle_from_s`` on, after moving
+        from ``start`` when ``must_move``."""
+        tol = self.config.gripper_position_tolerance_m
+        q = np.array([self.positions[n] for n in names])
+        if np.abs(q - target).max() < tol:
+            return True
+        if (self.stamp_s < settle_from_s or any(n not in self.velocities for n in names)
+                or (must_move and np.abs(q - start).max() < tol)):
+            return False
+        return self.config.fingers_settled(self.read(names, velocities=True))
