@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from q_grasp.learning.trainer import wilson_interval  # noqa: E402
-from q_grasp.nodes.testing import ros_child_env, unique_domain_id  # noqa: E402
+from q_grasp.node_processes import ros_child_env, unique_domain_id  # noqa: E402
 
 SEEDED_NODES = ("sim_arm", "policy", "trainer")
 
