@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from q_grasp.kinematics._scalar import ScalarChain, lm_scalar
 from q_grasp.kinematics.urdf import MOVABLE_JOINT_TYPES, UrdfModel, parse_urdf
 
 if TYPE_CHECKING:
@@ -70,12 +71,13 @@ class IKBatchResult:
     rot_error_rad: np.ndarray
     """(N,) orientation error (rad); 0.0 for position-only IK."""
     iterations: np.ndarray
-    """(N,) iterations over all attempts."""
+    """(N,) iterations over the attempts run; restarts run side by side here, so this can
+    exceed what ``ik`` counts for the same target."""
     attempts: np.ndarray
     """(N,) starts tried (0 when the target was rejected before solving)."""
     yaw_rad: np.ndarray | None
-    """(N,) grasp yaw achieved (the requested yaw or yaw + pi; NaN where not reached the
-    orientation), None for position-only IK."""
+    """(N,) grasp yaw achieved (the requested yaw or yaw + pi; NaN where not converged),
+    None for position-only IK."""
     reason: np.ndarray
     """(N,) int8: 0 converged, 1 did not converge, 2 below min_z_m, 3 farther than the reach."""
     detail: np.ndarray
@@ -240,6 +242,8 @@ class KinematicChain:
             for W in (self._W0, self._W1, self._W2):
                 W[0] = self.world_T_base @ W[0]
         self._chain_pos = np.argsort(self._qidx)
+        self._scalar = ScalarChain(self.world_T_base, self._pre, axes, revolute, qidx,
+                                   self._tail)
 
         by_name = {j.name: j for j in path}
         lower, upper = [], []
@@ -510,10 +514,69 @@ class KinematicChain:
         if yaw_rad is not None and not math.isfinite(yaw_rad):
             raise ValueError(f"yaw_rad: must be finite or None, got {yaw_rad}")
         q_start = self.default_q if q0 is None else self._check_q(q0, "q0")
-        batch = self._ik_checked(target[None], None if yaw_rad is None else np.array([yaw_rad]),
-                                 q_start[None], active_joints, pos_tol_m, rot_tol_rad,
-                                 max_iterations, restarts, seed, min_z_m)
-        return batch.result(0)
+        _check_ik_args(pos_tol_m, rot_tol_rad, max_iterations, restarts, min_z_m)
+        active = self._active_index(active_joints)
+        dist = math.dist(target, self._first_joint_pos)
+        if (min_z_m is not None and target[2] < min_z_m) or dist > self.max_reach_m + pos_tol_m:
+            return self._ik_checked(target[None], None if yaw_rad is None else
+                                    np.array([yaw_rad]), q_start[None], active, pos_tol_m,
+                                    rot_tol_rad, max_iterations, restarts, seed,
+                                    min_z_m).result(0)
+        # On floats (lm_scalar: the iteration of _lm_batch without numpy's per-call cost),
+        # attempt after attempt as ik_batch orders them.
+        q_start = np.clip(q_start, self._lower, self._upper)
+        sc = self._scalar
+        want = [False] * len(self._pre)
+        for i in active:
+            want[self._chain_pos[i]] = True
+        ranks = np.cumsum(want) - 1
+        col_of_active = [int(ranks[self._chain_pos[i]]) for i in active]
+        act = active.tolist()
+        lo, hi = self._lower[active].tolist(), self._upper[active].tolist()
+        t = (float(target[0]), float(target[1]), float(target[2]))
+        best = None
+        iterations = 0
+        draws = None
+        for attempt in range(restarts + 1):
+            start = q_start.tolist()
+            if attempt > 0:
+                if draws is None:
+                    draws = np.random.default_rng(seed).uniform(
+                        self._sample_lo[active], self._sample_hi[active],
+                        size=(restarts, len(act))).tolist()
+                for i, v in zip(act, draws[attempt - 1]):
+                    start[i] = v
+            yaws: list[float | None] = [None]
+            if yaw_rad is not None:
+                # The yaw closer to the start orientation first; from q0 the other one is the
+                # fallback (a wrist limit may block the first); a random restart already
+                # varies the wrist, so it tries only the closer one.
+                R0 = sc.forward(start, want)[1]
+                flip = _top_down_angle(yaw_rad + math.pi, R0) < _top_down_angle(yaw_rad, R0)
+                yaws = [yaw_rad, yaw_rad + math.pi] if not flip else [yaw_rad + math.pi,
+                                                                      yaw_rad]
+                if attempt > 0:
+                    yaws = yaws[:1]
+            for yaw in yaws:
+                R_t = None if yaw is None else _top_down_cols(yaw)
+                ok, q, pos_err, rot_err, its = lm_scalar(
+                    sc, start, t, R_t, act, want, col_of_active, lo, hi, pos_tol_m,
+                    rot_tol_rad, max_iterations, ROT_ERROR_WEIGHT_M_PER_RAD, _LAMBDA_INIT,
+                    _LAMBDA_MIN, _LAMBDA_MAX, _MAX_STEP_RAD, _STALL_WINDOW, _STALL_RATIO)
+                iterations += its
+                if ok:
+                    return IKResult(True, np.array(q), pos_err, rot_err, iterations,
+                                    f"converged after {attempt + 1} start(s)", yaw,
+                                    attempt + 1)
+                score = pos_err + ROT_ERROR_WEIGHT_M_PER_RAD * rot_err
+                if best is None or score < best[0]:
+                    best = (score, q, pos_err, rot_err)
+        assert best is not None
+        out = self._new_result(1, yaw_rad is not None, restarts, pos_tol_m, rot_tol_rad, min_z_m)
+        out.q[0], out.pos_error_m[0], out.rot_error_rad[0] = best[1], best[2], best[3]
+        out.iterations[0], out.attempts[0], out.reason[0] = iterations, restarts + 1, \
+            _IK_NOT_CONVERGED
+        return out.result(0)
 
     def ik_batch(
         self,
@@ -575,26 +638,13 @@ class KinematicChain:
                     restarts: int, seed: int, min_z_m: float | None) -> IKBatchResult:
         """The IK of ``ik`` and ``ik_batch`` for validated targets (N, 3), yaws (N,) or None
         and starts (N, n)."""
-        if not (pos_tol_m > 0.0):
-            raise ValueError(f"pos_tol_m: must be > 0 m, got {pos_tol_m}")
-        if not (rot_tol_rad > 0.0):
-            raise ValueError(f"rot_tol_rad: must be > 0 rad, got {rot_tol_rad}")
-        if max_iterations < 1:
-            raise ValueError(f"max_iterations: must be >= 1, got {max_iterations}")
-        if restarts < 0:
-            raise ValueError(f"restarts: must be >= 0, got {restarts}")
-        if min_z_m is not None and not math.isfinite(min_z_m):
-            raise ValueError(f"min_z_m: must be finite or None, got {min_z_m}")
-        active = self._active_index(active_joints)
+        _check_ik_args(pos_tol_m, rot_tol_rad, max_iterations, restarts, min_z_m)
+        active = (active_joints if isinstance(active_joints, np.ndarray)
+                  else self._active_index(active_joints))
         n = targets.shape[0]
         Q_start = np.clip(Q0, self._lower, self._upper)
-        out = IKBatchResult(
-            success=np.zeros(n, dtype=bool), q=Q_start.copy(), pos_error_m=np.zeros(n),
-            rot_error_rad=np.zeros(n), iterations=np.zeros(n, dtype=int),
-            attempts=np.zeros(n, dtype=int),
-            yaw_rad=None if yaws is None else np.full(n, np.nan),
-            reason=np.zeros(n, dtype=np.int8), detail=np.zeros(n), max_reach_m=self.max_reach_m,
-            restarts=restarts, pos_tol_m=pos_tol_m, rot_tol_rad=rot_tol_rad, min_z_m=min_z_m)
+        out = self._new_result(n, yaws is not None, restarts, pos_tol_m, rot_tol_rad, min_z_m)
+        out.q[:] = Q_start
         dist = np.linalg.norm(targets - self._first_joint_pos, axis=1)
         low = (targets[:, 2] < min_z_m) if min_z_m is not None else np.zeros(n, dtype=bool)
         far = ~low & (dist > self.max_reach_m + pos_tol_m)
@@ -627,21 +677,48 @@ class KinematicChain:
                           attempt_number=np.ones(k0, dtype=int))
         failed = todo[~out.success[todo]]
         if restarts > 0 and len(failed):
-            rng = np.random.default_rng(seed)
-            draws = rng.uniform(self._sample_lo[active], self._sample_hi[active],
-                                size=(restarts, len(active)))
-            rows_q = np.repeat(Q_start[failed], restarts, axis=0)
-            rows_q[:, active] = np.tile(draws, (len(failed), 1))
+            self._ik_restarts(out, failed, Q_start[failed], targets[failed],
+                              None if yaws is None else yaws[failed], active, tol, restarts, seed)
+        if out.yaw_rad is not None:
+            out.yaw_rad[~out.success] = np.nan
+        return out
+
+    def _new_result(self, n: int, top_down: bool, restarts: int, pos_tol_m: float,
+                    rot_tol_rad: float, min_z_m: float | None) -> IKBatchResult:
+        return IKBatchResult(
+            success=np.zeros(n, dtype=bool), q=np.zeros((n, self.n_joints)),
+            pos_error_m=np.zeros(n), rot_error_rad=np.zeros(n),
+            iterations=np.zeros(n, dtype=int), attempts=np.zeros(n, dtype=int),
+            yaw_rad=np.full(n, np.nan) if top_down else None,
+            reason=np.zeros(n, dtype=np.int8), detail=np.zeros(n), max_reach_m=self.max_reach_m,
+            restarts=restarts, pos_tol_m=pos_tol_m, rot_tol_rad=rot_tol_rad, min_z_m=min_z_m)
+
+    def _ik_restarts(self, out: IKBatchResult, failed: np.ndarray, Q_start: np.ndarray,
+                     targets: np.ndarray, yaws: np.ndarray | None, active: np.ndarray,
+                     tol: tuple[float, float, int], restarts: int, seed: int) -> None:
+        """The random restarts of targets ``failed`` (starts Q_start, targets, yaws: theirs),
+        the same draws from ``seed`` for every target, in waves of _RESTART_WAVE restarts:
+        a target leaves once it converged, so few restarts run beyond the one that wins."""
+        rng = np.random.default_rng(seed)
+        draws = rng.uniform(self._sample_lo[active], self._sample_hi[active],
+                            size=(restarts, len(active)))
+        left = np.arange(len(failed))
+        for first in range(0, restarts, _RESTART_WAVE):
+            k = min(_RESTART_WAVE, restarts - first)
+            rows_q = np.repeat(Q_start[left], k, axis=0)
+            rows_q[:, active] = np.tile(draws[first:first + k], (len(left), 1))
             rows_yaw = None
             if yaws is not None:
                 # A random restart already varies the wrist: it tries only the closer yaw,
                 # halving the cost of unreachable targets.
-                y = np.repeat(yaws[failed], restarts)
+                y = np.repeat(yaws[left], k)
                 flip = self._closer_yaw_is_flipped(self._fk_rotations(rows_q), y)
                 rows_yaw = np.where(flip, y + math.pi, y)
-            self._ik_attempts(out, failed, rows_q, targets[failed], rows_yaw, restarts, active,
-                              tol, attempt_number=np.arange(2, restarts + 2))
-        return out
+            self._ik_attempts(out, failed[left], rows_q, targets[left], rows_yaw, k, active,
+                              tol, attempt_number=np.arange(first + 2, first + k + 2))
+            left = left[~out.success[failed[left]]]
+            if len(left) == 0:
+                break
 
     def _closer_yaw_is_flipped(self, R0: np.ndarray, yaws: np.ndarray) -> np.ndarray:
         """Whether top-down yaw + pi is closer than yaw to orientations R0 (N, 3, 3)."""
@@ -825,6 +902,36 @@ class KinematicChain:
 
 
 _RUN, _DONE_OK, _DONE_FAIL, _STOPPED = 0, 1, 2, 3
+_RESTART_WAVE = 2
+"""Restarts per target run side by side in ik_batch (more waste work on a converged target,
+fewer passes of the batch)."""
+
+
+def _check_ik_args(pos_tol_m: float, rot_tol_rad: float, max_iterations: int, restarts: int,
+                   min_z_m: float | None) -> None:
+    if not (pos_tol_m > 0.0):
+        raise ValueError(f"pos_tol_m: must be > 0 m, got {pos_tol_m}")
+    if not (rot_tol_rad > 0.0):
+        raise ValueError(f"rot_tol_rad: must be > 0 rad, got {rot_tol_rad}")
+    if max_iterations < 1:
+        raise ValueError(f"max_iterations: must be >= 1, got {max_iterations}")
+    if restarts < 0:
+        raise ValueError(f"restarts: must be >= 0, got {restarts}")
+    if min_z_m is not None and not math.isfinite(min_z_m):
+        raise ValueError(f"min_z_m: must be finite or None, got {min_z_m}")
+
+
+def _top_down_cols(yaw: float) -> list[float]:
+    """top_down_rotation(yaw) as 9 floats, column-major (for lm_scalar)."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    return [-s, c, 0.0, c, s, 0.0, 0.0, 0.0, -1.0]
+
+
+def _top_down_angle(yaw: float, R: list[float]) -> float:
+    """Angle (rad) between top_down_rotation(yaw) and a rotation stored column-major."""
+    Rt = _top_down_cols(yaw)
+    trace = sum(a * b for a, b in zip(Rt, R))
+    return math.acos(min(1.0, max(-1.0, (trace - 1.0) * 0.5)))
 _C1 = np.array([1, 2, 0])
 _C2 = np.array([2, 0, 1])
 _IK_OK, _IK_NOT_CONVERGED, _IK_BELOW_MIN_Z, _IK_TOO_FAR = 0, 1, 2, 3
