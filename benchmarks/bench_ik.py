@@ -34,6 +34,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "ik.json"
 TOP_DOWN_REGION_M = ((0.09, -0.05, 0.01), (0.17, 0.05, 0.05))
+PYBULLET_CALLS = 50
+"""Most calls of calculateInverseKinematics per target in the iterated pybullet variant."""
 LIMIT_SLACK = 1e-9
 """A joint counts as outside its limits beyond this (rad)."""
 
@@ -93,15 +95,18 @@ def worker_qgrasp(args) -> dict:
     for name, targets, kw_list in (("position", pos, [{}] * len(pos)),
                                    ("top_down", td, [dict(yaw_rad=float(y), **td_kw)
                                                      for y in yaws])):
-        Q, ms, ok = [], [], []
+        Q, ms, cpu_ms, ok = [], [], [], []
         for target, kw in zip(targets, kw_list):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             r = chain.ik(target, **kw)
+            cpu_ms.append((time.thread_time() - c0) * 1e3)
             ms.append((time.perf_counter() - t0) * 1e3)
             Q.append(r.q)
             ok.append(r.success)
         res[name] = summarise(chain, np.array(Q), targets, np.array(ms),
                               yaws if name == "top_down" else None, np.array(ok))
+        res[name]["cpu_ms_median"] = float(np.median(cpu_ms))
+        res[name]["cpu_ms_p90"] = float(np.percentile(cpu_ms, 90))
         if hasattr(chain, "ik_batch"):
             t0 = time.perf_counter()
             c0 = time.process_time()
@@ -130,14 +135,39 @@ def worker_qgrasp(args) -> dict:
             for seed in range(args.mask_seeds):
                 mask = np.asarray(env.reset(seed=seed)[1]["action_mask"], dtype=bool)
                 masks.append(np.packbits(mask).tobytes().hex())
+            res["mask_pixels"] = env.height * env.width
+            res["mask_actions"] = int(env.action_space.n)
         finally:
             env.close()
     res["masks"] = masks
     return res
 
 
+def worker_verify(args) -> dict:
+    """plan_grasp at the given pixels of the grasp env's scenes, at every rotation's yaw:
+    {seed: [number of yaws where it succeeds, per pixel]}."""
+    from q_grasp.envs.grasp import TopDownGraspEnv
+    from q_grasp.skills.grasp import plan_grasp
+
+    pixels = json.loads(Path(args.verify).read_text())
+    out = {}
+    env = TopDownGraspEnv()
+    try:
+        for seed, flat in pixels.items():
+            env.reset(seed=int(seed))
+            points = env.surface_points().reshape(-1, 3)
+            yaws = [env.rotation_yaw(r) for r in range(env.num_rotations)]
+            out[seed] = [sum(plan_grasp(env.chain, points[i], y, env.task.config.skill).success
+                             for y in yaws) for i in flat]
+    finally:
+        env.close()
+    return out
+
+
 def worker_pybullet(args) -> dict:
-    """pybullet's damped least squares from the same start joints, with and without limits."""
+    """pybullet's damped least squares from the same start joints, with and without limits,
+    one call per target and iterated (see PYBULLET_CALLS). Its solution is judged as returned
+    for limit violations, and clipped into the limits for the errors."""
     import pybullet
     from pybullet_utils.bullet_client import BulletClient
 
@@ -170,25 +200,41 @@ def worker_pybullet(args) -> dict:
     rest = start.tolist()
     ranges = (np.array(upper) - np.array(lower)).tolist()
     res: dict = {}
-    for limits in (False, True):
-        kw = ({"lowerLimits": lower, "upperLimits": upper, "jointRanges": ranges,
-               "restPoses": rest} if limits else {})
-        for name, targets in (("position", pos), ("top_down", td)):
-            Q, ms = [], []
-            for i, target in enumerate(targets):
-                for j, q in zip(movable, start):
-                    client.resetJointState(body, j, float(q))
-                extra = dict(kw)
-                if name == "top_down":
-                    R = top_down_rotation(float(yaws[i]))
-                    extra["targetOrientation"] = _quaternion(R)
-                t0 = time.perf_counter()
-                sol = client.calculateInverseKinematics(body, ee, target.tolist(), **extra)
-                ms.append((time.perf_counter() - t0) * 1e3)
-                Q.append(np.array(sol)[arm])
-            res[f"{name}{'_limits' if limits else ''}"] = summarise(
-                chain, np.array(Q), targets, np.array(ms),
-                yaws if name == "top_down" else None)
+    for iterated in (False, True):
+        for limits in (False, True):
+            kw = ({"lowerLimits": lower, "upperLimits": upper, "jointRanges": ranges,
+                   "restPoses": rest} if limits else {})
+            for name, targets in (("position", pos), ("top_down", td)):
+                Q, ms, calls = [], [], []
+                for i, target in enumerate(targets):
+                    for j, q in zip(movable, start):
+                        client.resetJointState(body, j, float(q))
+                    extra = dict(kw)
+                    if name == "top_down":
+                        R = top_down_rotation(float(yaws[i]))
+                        extra["targetOrientation"] = _quaternion(R)
+                    t0 = time.perf_counter()
+                    n_calls = 0
+                    while n_calls < (PYBULLET_CALLS if iterated else 1):
+                        n_calls += 1
+                        sol = client.calculateInverseKinematics(body, ee, target.tolist(),
+                                                                **extra)
+                        if not iterated:
+                            break
+                        # The common "accurate IK" loop: restart from the last solution until
+                        # the link is within 1 mm of the target (position only).
+                        for j, q in zip(movable, sol):
+                            client.resetJointState(body, j, float(q))
+                        link = client.getLinkState(body, ee, computeForwardKinematics=True)[4]
+                        if math.dist(link, target) < 1e-3:
+                            break
+                    ms.append((time.perf_counter() - t0) * 1e3)
+                    calls.append(n_calls)
+                    Q.append(np.array(sol)[arm])
+                key = f"{name}{'_limits' if limits else ''}{'_iterated' if iterated else ''}"
+                res[key] = summarise(chain, np.array(Q), targets, np.array(ms),
+                                     yaws if name == "top_down" else None)
+                res[key]["calls_median"] = float(np.median(calls))
     client.disconnect()
     return res
 
@@ -205,11 +251,11 @@ def _quaternion(R: np.ndarray) -> list[float]:
     return [x, y, z, w]
 
 
-def run_worker(kind: str, tree: Path, args) -> dict:
+def run_worker(kind: str, tree: Path, args, *extra: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     cmd = [sys.executable, str(HERE / "bench_ik.py"), "--worker", kind,
            "--targets", str(args.targets), "--top-down", str(args.top_down),
-           "--seed", str(args.seed), "--mask-seeds", str(args.mask_seeds)]
+           "--seed", str(args.seed), "--mask-seeds", str(args.mask_seeds), *extra]
     t0, c0 = time.perf_counter(), os.times()
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     c1 = os.times()
@@ -231,7 +277,9 @@ def main() -> None:
     parser.add_argument("--mask-seeds", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--worker", choices=("qgrasp", "pybullet"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("qgrasp", "pybullet", "verify"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--verify", help=argparse.SUPPRESS)
     args = parser.parse_args()
     for name in ("targets", "top_down", "rounds"):
         if getattr(args, name) < 1:
@@ -239,7 +287,8 @@ def main() -> None:
     if args.mask_seeds < 0:
         parser.error("--mask-seeds: must be >= 0")
     if args.worker:
-        res = worker_qgrasp(args) if args.worker == "qgrasp" else worker_pybullet(args)
+        res = {"qgrasp": worker_qgrasp, "pybullet": worker_pybullet,
+               "verify": worker_verify}[args.worker](args)
         print(json.dumps(res))
         return
     if args.baseline_tree is not None and not (args.baseline_tree / "q_grasp").is_dir():
@@ -282,15 +331,35 @@ def main() -> None:
         summary[name] = s
     if "baseline" in rounds:
         old, new = rounds["baseline"][0], rounds["new"][0]
-        a = [np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8)) for h in old["masks"]]
-        b = [np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8)) for h in new["masks"]]
+        n_act, n_pix = new.get("mask_actions", 0), new.get("mask_pixels", 1)
+        a = [np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8))[:n_act]
+             for h in old["masks"]]
+        b = [np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8))[:n_act]
+             for h in new["masks"]]
         diff = [int((x != y).sum()) for x, y in zip(a, b)]
+        # The pixels whose mask changed, judged by plan_grasp itself (the new tree's).
+        changed = {}
+        for seed, (x, y) in enumerate(zip(a, b)):
+            flat = np.flatnonzero(x != y) % n_pix
+            if len(flat):
+                changed[str(seed)] = sorted({int(i) for i in flat})
+        verify_path = args.out.with_suffix(".verify.json")
+        verify_path.parent.mkdir(parents=True, exist_ok=True)
+        verify_path.write_text(json.dumps(changed))
+        verified = run_worker("verify", ROOT, args, "--verify", str(verify_path))
+        verify_path.unlink()
+        for key in ("process_wall_s", "process_cpu_s"):
+            verified.pop(key)
         summary["action_masks"] = {
             "seeds": len(diff), "identical": sum(d == 0 for d in diff),
             "actions_differing_per_seed": diff,
             "actions_per_mask": int(len(a[0])) if a else 0,
             "reachable_baseline": [int(x.sum()) for x in a],
             "reachable_new": [int(x.sum()) for x in b],
+            "changed_pixels": changed,
+            "changed_pixels_plan_grasp_successes_of_all_yaws": verified,
+            "newly_allowed_actions": int(sum(((y > x).sum()) for x, y in zip(a, b))),
+            "newly_refused_actions": int(sum(((x > y).sum()) for x, y in zip(a, b))),
             "sha256_equal": (hashlib.sha256("".join(old["masks"]).encode()).hexdigest()
                              == hashlib.sha256("".join(new["masks"]).encode()).hexdigest())}
         lo = np.array(old["reach_table"]["r_min_m"], dtype=float)

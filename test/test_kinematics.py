@@ -428,6 +428,23 @@ def test_ik_batch_reports_unreachable_targets(chain: KinematicChain) -> None:
     assert len(chain.ik_batch(np.zeros((0, 3)))) == 0
 
 
+def test_float_rotation_error_matches_rotation_vector() -> None:
+    from q_grasp.kinematics._scalar import _rotation_vector_cols
+
+    rng = np.random.default_rng(14)
+    for angle in (0.0, 1e-8, 0.3, 2.0, math.pi - 1e-4, math.pi):
+        for _ in range(5):
+            axis = rng.normal(size=3)
+            axis /= np.linalg.norm(axis)
+            K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]],
+                          [-axis[1], axis[0], 0]])
+            E = np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
+            R = top_down_rotation(float(rng.uniform(-3, 3)))
+            R_t = E @ R  # so that R_t @ R^T = E
+            ours = _rotation_vector_cols(list(R_t.T.reshape(-1)), list(R.T.reshape(-1)))
+            np.testing.assert_allclose(ours, rotation_vector(R_t @ R.T), atol=1e-9)
+
+
 def test_ik_batch_rejects_bad_input(chain: KinematicChain) -> None:
     good = np.array([[0.12, 0.0, 0.05], [0.1, 0.05, 0.05]])
     for bad in (np.array([0.1, 0.0, 0.1]), np.zeros((2, 2)), np.zeros((2, 3, 1))):

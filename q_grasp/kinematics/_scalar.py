@@ -32,7 +32,9 @@ class ScalarChain:
             aligned = [i for i in range(3) if abs(abs(axis[i]) - 1.0) <= _EPS_IDENTITY]
             a_idx = aligned[0] if aligned else -1
             sign = float(np.sign(axis[a_idx])) if aligned else 1.0
-            self.joints.append((rot, [float(v) for v in P[:3, 3]], a_idx, sign,
+            # Offsets of the two columns a turn about coordinate axis a_idx mixes.
+            j, k = (3 * ((a_idx + 1) % 3), 3 * ((a_idx + 2) % 3)) if aligned else (0, 0)
+            self.joints.append((rot, [float(v) for v in P[:3, 3]], a_idx, sign, j, k,
                                 [float(v) for v in axis], bool(rev), int(qi)))
         self.tail_rot = None if np.all(np.abs(tail[:3, :3] - np.eye(3)) <= _EPS_IDENTITY) \
             else _cols(tail)
@@ -44,7 +46,7 @@ class ScalarChain:
         R = list(self.base_R)
         tx, ty, tz = self.base_t
         frames = []
-        for (rot, pt, a_idx, sign, axis, rev, qi), w in zip(self.joints, want):
+        for (rot, pt, a_idx, sign, j, k, axis, rev, qi), w in zip(self.joints, want):
             # F <- F @ pre: translation first (uses the old rotation), then rotation.
             px, py, pz = pt
             tx, ty, tz = (tx + R[0] * px + R[3] * py + R[6] * pz,
@@ -57,12 +59,9 @@ class ScalarChain:
                 if a_idx >= 0:
                     # About a coordinate axis i: columns j, k = i+1, i+2 (cyclic) turn.
                     c, s = math.cos(sign * q_k), math.sin(sign * q_k)
-                    j, k = 3 * ((a_idx + 1) % 3), 3 * ((a_idx + 2) % 3)
-                    R = list(R)
-                    for d in range(3):
-                        cj, ck = R[j + d], R[k + d]
-                        R[j + d] = c * cj + s * ck
-                        R[k + d] = c * ck - s * cj
+                    x0, y0, z0, x1, y1, z1 = R[j], R[j + 1], R[j + 2], R[k], R[k + 1], R[k + 2]
+                    R[j], R[j + 1], R[j + 2] = c * x0 + s * x1, c * y0 + s * y1, c * z0 + s * z1
+                    R[k], R[k + 1], R[k + 2] = c * x1 - s * x0, c * y1 - s * y0, c * z1 - s * z0
                     if w:
                         i = 3 * a_idx
                         frames.append(((sign * R[i], sign * R[i + 1], sign * R[i + 2]),
@@ -118,7 +117,7 @@ def lm_scalar(sc: ScalarChain, q: list[float], target: tuple[float, float, float
                 cols)
 
     e, pos_err, rot_err, cols = evaluate(q)
-    cost = sum(v * v for v in e)
+    cost = sum(map(mul, e, e))
     lam = lam_init
     history = [cost]
     rows = len(e)
@@ -133,23 +132,30 @@ def lm_scalar(sc: ScalarChain, q: list[float], target: tuple[float, float, float
         rhs = [sum(map(mul, c, e)) for c in cols] if joint_space else e
         while True:
             dq = _damped(cols, normal, rhs, lam, joint_space)
-            blocked = [(qa[k] <= lo[k] and dq[k] < 0.0) or (qa[k] >= hi[k] and dq[k] > 0.0)
-                       for k in range(na)]
+            blocked = [(a <= lo_k and d < 0.0) or (a >= hi_k and d > 0.0)
+                       for a, d, lo_k, hi_k in zip(qa, dq, lo, hi)]
             nb = sum(blocked)
             if 0 < nb < na:
-                cf = [[0.0] * rows if b else c for c, b in zip(cols, blocked)]
-                rhs_f = [sum(map(mul, c, e)) for c in cf] if joint_space else e
-                dq = _damped(cf, _normal_matrix(cf, joint_space), rhs_f, lam, joint_space)
-            step = max(abs(v) for v in dq)
+                if joint_space:
+                    # Zeroing J's blocked columns zeroes their rows and columns of J^T J.
+                    free = [not b for b in blocked]
+                    normal_f = [[v if fi and fj else 0.0 for v, fj in zip(row, free)]
+                                for row, fi in zip(normal, free)]
+                    rhs_f = [v if fi else 0.0 for v, fi in zip(rhs, free)]
+                    dq = _spd_solve(normal_f, rhs_f, lam)
+                else:
+                    cf = [[0.0] * rows if b else c for c, b in zip(cols, blocked)]
+                    dq = _damped(cf, _normal_matrix(cf, False), e, lam, False)
+            step = max(map(abs, dq))
             if step > max_step:
                 scale = max_step / step
                 dq = [v * scale for v in dq]
             q_new = list(q)
-            for k, i in enumerate(active):
-                v = qa[k] + dq[k]
-                q_new[i] = lo[k] if v < lo[k] else hi[k] if v > hi[k] else v
+            for i, a, d, lo_k, hi_k in zip(active, qa, dq, lo, hi):
+                v = a + d
+                q_new[i] = lo_k if v < lo_k else hi_k if v > hi_k else v
             e_n, pos_n, rot_n, cols_n = evaluate(q_new)
-            cost_n = sum(v * v for v in e_n)
+            cost_n = sum(map(mul, e_n, e_n))
             if cost_n < cost:
                 q, e, pos_err, rot_err, cols, cost = q_new, e_n, pos_n, rot_n, cols_n, cost_n
                 lam = max(lam * 0.3, lam_min)
@@ -255,13 +261,16 @@ def _rodrigues(axis: list[float], angle: float) -> np.ndarray:
 
 
 def _rotation_vector_cols(R_t: list[float], R: list[float]) -> list[float]:
-    """rotation_vector(R_t @ R^T) for rotations stored column-major."""
-    # E[i][j] = sum_k R_t[i][k] R[j][k]; entry (r, c) of a column-major matrix M is M[3c + r].
-    def entry(i: int, j: int) -> float:
-        return R_t[i] * R[j] + R_t[3 + i] * R[3 + j] + R_t[6 + i] * R[6 + j]
-
-    trace = entry(0, 0) + entry(1, 1) + entry(2, 2)
-    vx, vy, vz = entry(2, 1) - entry(1, 2), entry(0, 2) - entry(2, 0), entry(1, 0) - entry(0, 1)
+    """rotation_vector(E = R_t @ R^T) for rotations stored column-major (entry (r, c) of
+    such a matrix M is M[3c + r], so E[i][j] = sum_k R_t[3k + i] R[3k + j])."""
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = R_t
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = R
+    trace = a0 * b0 + a1 * b1 + a2 * b2 + a3 * b3 + a4 * b4 + a5 * b5 + a6 * b6 + a7 * b7 \
+        + a8 * b8
+    e01, e10 = a0 * b1 + a3 * b4 + a6 * b7, a1 * b0 + a4 * b3 + a7 * b6
+    e02, e20 = a0 * b2 + a3 * b5 + a6 * b8, a2 * b0 + a5 * b3 + a8 * b6
+    e12, e21 = a1 * b2 + a4 * b5 + a7 * b8, a2 * b1 + a5 * b4 + a8 * b7
+    vx, vy, vz = e21 - e12, e02 - e20, e10 - e01
     cos_angle = min(1.0, max(-1.0, (trace - 1.0) * 0.5))
     angle = math.acos(cos_angle)
     if angle < 1e-6:
@@ -271,5 +280,5 @@ def _rotation_vector_cols(R_t: list[float], R: list[float]) -> list[float]:
         return [f * vx, f * vy, f * vz]
     from q_grasp.kinematics.chain import rotation_vector
 
-    M = np.array([[entry(i, j) for j in range(3)] for i in range(3)])
+    M = np.array(R_t).reshape(3, 3).T @ np.array(R).reshape(3, 3)
     return [float(v) for v in rotation_vector(M)]
