@@ -10,8 +10,10 @@ construction; position only, from the arm's default joints), and top-down grasp 
 0.02 rad). Every contender runs in fresh processes, alternating round by round (the machine is
 shared); each reports success within 2 mm, orientation error, joint-limit violations, ms per
 solve (median / p90) and CPU seconds. The q_grasp trees also report batched ms per target
-(when they have ``ik_batch``), the grasp reachability table's build time and the grasp env's
-action masks for ``--mask-seeds`` seeds, compared bit for bit between the trees.
+(when they have ``ik_batch``), the grasp reachability table's build time, the grasp env's
+action masks for ``--mask-seeds`` seeds (compared bit for bit between the trees; the pixels that
+differ are judged by plan_grasp) and the Reacher env's resets with the IK observation (time,
+and the observations compared between the trees).
 Writes benchmarks/results/ik.json.
 """
 
@@ -78,6 +80,26 @@ def summarise(chain, Q: np.ndarray, targets: np.ndarray, ms: np.ndarray,
     return out
 
 
+def reacher_resets(n: int) -> dict:
+    """ms per ReacherEnv reset with the "joints_goal_ee_ik" observation (its goal joints come
+    from 9 IK solves), and a digest of the observations (the same seeds in every tree)."""
+    from q_grasp.envs.reacher import ReacherConfig, ReacherEnv
+
+    env = ReacherEnv(ReacherConfig(observation="joints_goal_ee_ik"))
+    try:
+        env.reset(seed=0)
+        obs = []
+        t0, c0 = time.perf_counter(), time.process_time()
+        for seed in range(n):
+            obs.append(env.reset(seed=seed)[0])
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        env.close()
+    return {"resets": n, "ms_per_reset": wall * 1e3 / max(n, 1),
+            "cpu_ms_per_reset": cpu * 1e3 / max(n, 1),
+            "observations": np.array(obs).round(6).tolist()}
+
+
 def worker_qgrasp(args) -> dict:
     """Figures of the q_grasp tree this process imports (PYTHONPATH)."""
     from q_grasp.envs.grasp import GraspConfig, TopDownGraspEnv
@@ -121,6 +143,7 @@ def worker_qgrasp(args) -> dict:
             batch["cpu_s"] = time.process_time() - c0
             res[name + "_batched"] = batch
     res["solve_cpu_s"] = time.process_time() - cpu0
+    res["reacher_reset"] = reacher_resets(args.reacher_resets)
     grasp = GraspConfig()
     t0, c0 = time.perf_counter(), time.process_time()
     reach = TopDownReach(KinematicChain.from_robot_config(grasp.robot), grasp.skill)
@@ -255,7 +278,8 @@ def run_worker(kind: str, tree: Path, args, *extra: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     cmd = [sys.executable, str(HERE / "bench_ik.py"), "--worker", kind,
            "--targets", str(args.targets), "--top-down", str(args.top_down),
-           "--seed", str(args.seed), "--mask-seeds", str(args.mask_seeds), *extra]
+           "--seed", str(args.seed), "--mask-seeds", str(args.mask_seeds),
+           "--reacher-resets", str(args.reacher_resets), *extra]
     t0, c0 = time.perf_counter(), os.times()
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     c1 = os.times()
@@ -275,6 +299,7 @@ def main() -> None:
     parser.add_argument("--top-down", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mask-seeds", type=int, default=20)
+    parser.add_argument("--reacher-resets", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", choices=("qgrasp", "pybullet", "verify"),
@@ -284,8 +309,8 @@ def main() -> None:
     for name in ("targets", "top_down", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: must be >= 1")
-    if args.mask_seeds < 0:
-        parser.error("--mask-seeds: must be >= 0")
+    if args.mask_seeds < 0 or args.reacher_resets < 0:
+        parser.error("--mask-seeds, --reacher-resets: must be >= 0")
     if args.worker:
         res = {"qgrasp": worker_qgrasp, "pybullet": worker_pybullet,
                "verify": worker_verify}[args.worker](args)
@@ -304,6 +329,7 @@ def main() -> None:
         for name, kind, tree in order:
             print(f"round {r + 1}/{args.rounds}: {name}", flush=True)
             rounds[name].append(run_worker(kind, tree, args))
+    summary: dict = {}
     results: dict = {
         "command": "python benchmarks/bench_ik.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -314,7 +340,6 @@ def main() -> None:
                     "top_down_region_m": TOP_DOWN_REGION_M, "seed": args.seed},
         "rounds": rounds,
     }
-    summary: dict = {}
     for name, runs in rounds.items():
         s: dict = {}
         for part, fig in runs[0].items():
@@ -323,6 +348,9 @@ def main() -> None:
                 for key in ("ms_median", "ms_p90", "ms_per_target"):
                     if key in fig:
                         s[part][key] = float(np.median([run[part][key] for run in runs]))
+        if "reacher_reset" in runs[0]:
+            for key in ("ms_per_reset", "cpu_ms_per_reset"):
+                s["reacher_" + key] = float(np.median([x["reacher_reset"][key] for x in runs]))
         if "reach_table" in runs[0]:
             s["reach_table_build_s"] = float(np.median([x["reach_table"]["build_s"]
                                                         for x in runs]))
@@ -369,6 +397,14 @@ def main() -> None:
         summary["reach_table_edges_max_diff_mm"] = float(np.nanmax(np.abs(
             np.concatenate([lo2 - lo, hi2 - hi]))) * 1e3)
         summary["reach_table_same_rows"] = bool(np.array_equal(np.isnan(lo), np.isnan(lo2)))
+        ra = np.array(old["reacher_reset"]["observations"])
+        rb = np.array(new["reacher_reset"]["observations"])
+        summary["reacher_observations_max_abs_diff"] = (float(np.abs(ra - rb).max())
+                                                        if ra.shape == rb.shape and ra.size
+                                                        else None)
+    for runs in rounds.values():
+        for run in runs:
+            run.get("reacher_reset", {}).pop("observations", None)
     results["summary"] = summary
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

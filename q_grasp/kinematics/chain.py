@@ -703,8 +703,12 @@ class KinematicChain:
         draws = rng.uniform(self._sample_lo[active], self._sample_hi[active],
                             size=(restarts, len(active)))
         left = np.arange(len(failed))
-        for first in range(0, restarts, _RESTART_WAVE):
-            k = min(_RESTART_WAVE, restarts - first)
+        first = 0
+        while first < restarts:
+            # Few rows cost a pass the same as one: then all the remaining restarts at once.
+            k = restarts - first
+            if len(left) * k > _SMALL_BATCH:
+                k = min(_RESTART_WAVE, k)
             rows_q = np.repeat(Q_start[left], k, axis=0)
             rows_q[:, active] = np.tile(draws[first:first + k], (len(left), 1))
             rows_yaw = None
@@ -717,6 +721,7 @@ class KinematicChain:
             self._ik_attempts(out, failed[left], rows_q, targets[left], rows_yaw, k, active,
                               tol, attempt_number=np.arange(first + 2, first + k + 2))
             left = left[~out.success[failed[left]]]
+            first += k
             if len(left) == 0:
                 break
 
@@ -905,6 +910,8 @@ _RUN, _DONE_OK, _DONE_FAIL, _STOPPED = 0, 1, 2, 3
 _RESTART_WAVE = 2
 """Restarts per target run side by side in ik_batch (more waste work on a converged target,
 fewer passes of the batch)."""
+_SMALL_BATCH = 64
+"""Rows up to which a numpy pass costs about the same however many there are."""
 
 
 def _check_ik_args(pos_tol_m: float, rot_tol_rad: float, max_iterations: int, restarts: int,
