@@ -1,7 +1,9 @@
 """Serial kinematic chain from a URDF: forward kinematics, geometric Jacobian and damped
 least-squares inverse kinematics (position, or position + top-down grasp orientation).
 
-Numpy only, so the same code runs in the simulator, the ROS policy node and on a real arm.
+Numpy and plain Python only, so the same code runs in the simulator, the ROS policy node and
+on a real arm. ``ik`` solves one target on Python floats (``_scalar``); ``ik_batch`` runs the same
+iteration vectorised over many targets and restarts (the grasp reachability table, benchmarks).
 """
 
 from __future__ import annotations
@@ -498,15 +500,17 @@ class KinematicChain:
         Damped least squares (Levenberg-Marquardt with adaptive damping), joints clamped to
         their limits every iteration. The first attempt starts at ``q0`` (default_q if None);
         if it fails, up to ``restarts`` more start from random joint vectors drawn by a
-        generator seeded with ``seed``, so results are deterministic. The restarts run side by
-        side (vectorised) and the first of them, in draw order, that converges is returned.
+        generator seeded with ``seed``, so results are deterministic. One solve runs on
+        Python floats (``_scalar.lm_scalar``), which for a handful of joints beats numpy's
+        per-call cost several times over.
 
         ``yaw_rad`` None: position only. Otherwise the ee frame's z axis must point straight
         down and its y axis (finger closing direction) along (cos yaw, sin yaw, 0); yaw and
         yaw + pi are the same grasp and both are tried. ``active_joints`` (names) may move,
         the others stay at q0. ``min_z_m`` rejects targets below that height (e.g. the table).
         Returns success False with a reason when the target is unreachable or not reached.
-        ``ik_batch`` solves many targets at once with the same result per target.
+        ``ik_batch`` solves many targets at once with the same result per target (up to
+        rounding).
         """
         target = np.asarray(target_pos, dtype=float)
         if target.shape != (3,) or not np.all(np.isfinite(target)):
@@ -593,9 +597,10 @@ class KinematicChain:
         min_z_m: float | None = None,
     ) -> IKBatchResult:
         """``ik`` for N targets ``target_pos`` (N, 3) at once, vectorised over targets and
-        restarts: row i of the result is what ``ik(target_pos[i], ...)`` returns (same starts,
-        same restarts from ``seed``). ``yaw_rad``: None, one yaw for all or (N,) yaws; ``q0``:
-        None (default_q), one start (n_joints,) or one per target (N, n_joints)."""
+        restarts: row i of the result is what ``ik(target_pos[i], ...)`` returns (the same
+        iteration, starts and restarts from ``seed``; equal up to rounding). ``yaw_rad``:
+        None, one yaw for all or (N,) yaws; ``q0``: None (default_q), one start (n_joints,)
+        or one per target (N, n_joints)."""
         targets = np.asarray(target_pos, dtype=float)
         if targets.ndim != 2 or targets.shape[1] != 3:
             raise ValueError(f"target_pos: expected shape (N, 3) (m), got {targets.shape}")
