@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-QUICK = ["bench_reacher_speed.py", "bench_grasp.py", "bench_ros_wire.py", "bench_ros_system.py",
-         "bench_recorder_viewer.py"]
+QUICK = ["bench_reacher_speed.py", "bench_ik.py", "bench_grasp.py", "bench_ros_wire.py",
+         "bench_ros_system.py", "bench_recorder_viewer.py"]
 LEARNING = [["bench_learning.py", "--only", "reacher,cartpole,grasp", "--seeds", "0,1,2"]]
 
 

@@ -14,7 +14,7 @@ from q_grasp.kinematics import KinematicChain
 from q_grasp.learning.agent import Actor, check_action_mask
 from q_grasp.learning.config import ExplorationConfig
 from q_grasp.learning.networks import QNetwork, UNetQMap
-from q_grasp.skills.grasp import GraspSkillConfig, plan_grasp
+from q_grasp.skills.grasp import GraspSkillConfig, plan_grasp, plans_exist
 from q_grasp.skills.reach import TopDownReach
 
 
@@ -37,6 +37,22 @@ def test_the_table_agrees_with_plan_grasp_and_never_claims_an_unreachable_grasp(
     assert 0.2 < truth.mean() < 0.8  # the sample covers both sides of the edge
     assert not (said & ~truth).any(), points[said & ~truth]
     assert (said == truth).mean() >= 0.9
+
+
+def test_batched_plans_agree_with_plan_grasp(arm) -> None:
+    chain, params, _ = arm
+    rng = np.random.default_rng(321)
+    points = np.column_stack([rng.uniform(0.04, 0.22, 40), rng.uniform(-0.09, 0.09, 40),
+                              rng.uniform(0.0, 0.08, 40)])
+    yaws = rng.uniform(-math.pi, math.pi, 40)
+    batched = plans_exist(chain, points, yaws, params)
+    single = [plan_grasp(chain, p, float(y), params).success for p, y in zip(points, yaws)]
+    assert batched.tolist() == single
+    assert 0.2 < batched.mean() < 0.8
+    with pytest.raises(ValueError, match="positions_m"):
+        plans_exist(chain, np.array([[0.1, np.nan, 0.0]]), 0.0, params)
+    with pytest.raises(ValueError, match="positions_m"):
+        plans_exist(chain, np.zeros(3), 0.0, params)
 
 
 def test_reach_does_not_depend_on_the_gripper_yaw(arm) -> None:

@@ -1,6 +1,7 @@
 """Kinematics from scratch (numpy only): URDF chain, forward kinematics, Jacobian, IK."""
 
 from q_grasp.kinematics.chain import (
+    IKBatchResult,
     IKResult,
     KinematicChain,
     rotation_vector,
@@ -9,6 +10,7 @@ from q_grasp.kinematics.chain import (
 from q_grasp.kinematics.urdf import UrdfJoint, UrdfModel, parse_urdf, parse_urdf_string
 
 __all__ = [
+    "IKBatchResult",
     "IKResult",
     "KinematicChain",
     "UrdfJoint",

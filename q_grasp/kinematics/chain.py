@@ -1,7 +1,9 @@
 """Serial kinematic chain from a URDF: forward kinematics, geometric Jacobian and damped
 least-squares inverse kinematics (position, or position + top-down grasp orientation).
 
-Numpy only, so the same code runs in the simulator, the ROS policy node and on a real arm.
+Numpy and plain Python only, so the same code runs in the simulator, the ROS policy node and
+on a real arm. ``ik`` solves one target on Python floats (``_scalar``); ``ik_batch`` runs the same
+iteration vectorised over many targets and restarts (the grasp reachability table, benchmarks).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from q_grasp.kinematics._scalar import ScalarChain, lm_scalar
 from q_grasp.kinematics.urdf import MOVABLE_JOINT_TYPES, UrdfModel, parse_urdf
 
 if TYPE_CHECKING:
@@ -54,6 +57,64 @@ class IKResult:
     """Grasp yaw actually achieved (the requested yaw or yaw + pi); None for position-only."""
     attempts: int = 0
     """Number of starts tried (first from q0, then random restarts)."""
+
+
+@dataclass
+class IKBatchResult:
+    """Outcome of KinematicChain.ik_batch: arrays over N targets; ``result(i)`` is the
+    IKResult that ``ik`` returns for target i."""
+
+    success: np.ndarray
+    """(N,) bool: reached within pos_tol_m (and rot_tol_rad for top-down)."""
+    q: np.ndarray
+    """(N, n_joints) solutions (or best attempts), always within the joint limits."""
+    pos_error_m: np.ndarray
+    """(N,) distance (m) between reached and target positions."""
+    rot_error_rad: np.ndarray
+    """(N,) orientation error (rad); 0.0 for position-only IK."""
+    iterations: np.ndarray
+    """(N,) iterations over the attempts run; restarts run side by side here, so this can
+    exceed what ``ik`` counts for the same target."""
+    attempts: np.ndarray
+    """(N,) starts tried (0 when the target was rejected before solving)."""
+    yaw_rad: np.ndarray | None
+    """(N,) grasp yaw achieved (the requested yaw or yaw + pi; NaN where not converged),
+    None for position-only IK."""
+    reason: np.ndarray
+    """(N,) int8: 0 converged, 1 did not converge, 2 below min_z_m, 3 farther than the reach."""
+    detail: np.ndarray
+    """(N,) the target z (reason 2) or its distance (m) from the first joint (reason 3)."""
+    max_reach_m: float
+    restarts: int
+    pos_tol_m: float
+    rot_tol_rad: float
+    min_z_m: float | None
+
+    def __len__(self) -> int:
+        return len(self.success)
+
+    def result(self, i: int) -> IKResult:
+        """Target i's outcome as the IKResult of ``KinematicChain.ik``, with its message."""
+        reason, attempts = int(self.reason[i]), int(self.attempts[i])
+        yaw = None if self.yaw_rad is None or not self.success[i] else float(self.yaw_rad[i])
+        if reason == _IK_OK:
+            message = f"converged after {attempts} start(s)"
+        elif reason == _IK_BELOW_MIN_Z:
+            message = (f"unreachable: target z {self.detail[i]:.4f} m is below min_z_m "
+                       f"{self.min_z_m:.4f} m")
+        elif reason == _IK_TOO_FAR:
+            message = (f"unreachable: target is {self.detail[i]:.3f} m from the first joint, "
+                       f"the chain reaches at most {self.max_reach_m:.3f} m")
+        else:
+            what = "position" if self.yaw_rad is None else "top-down pose"
+            message = (f"did not converge: best {what} error {self.pos_error_m[i] * 1000:.2f} "
+                       f"mm, {self.rot_error_rad[i]:.3f} rad after {self.restarts + 1} start(s) "
+                       f"(tolerance {self.pos_tol_m * 1000:.2f} mm, {self.rot_tol_rad:.3f} "
+                       "rad); the target is probably outside the reachable workspace or joint "
+                       "limits")
+        return IKResult(bool(self.success[i]), self.q[i].copy(), float(self.pos_error_m[i]),
+                        float(self.rot_error_rad[i]), int(self.iterations[i]), message, yaw,
+                        attempts)
 
 
 def top_down_rotation(yaw_rad: float) -> np.ndarray:
@@ -176,6 +237,15 @@ class KinematicChain:
         self._prismatic = ~self._revolute
         self._any_prismatic = bool(self._prismatic.any())
         self._qidx = np.array(qidx, dtype=int)
+        # The batched IK folds the base pose into the first joint's constant terms, and maps
+        # joint indices to chain positions once.
+        self._W0, self._W1, self._W2 = self._P0.copy(), self._P1.copy(), self._P2.copy()
+        if n_mov:
+            for W in (self._W0, self._W1, self._W2):
+                W[0] = self.world_T_base @ W[0]
+        self._chain_pos = np.argsort(self._qidx)
+        self._scalar = ScalarChain(self.world_T_base, self._pre, axes, revolute, qidx,
+                                   self._tail)
 
         by_name = {j.name: j for j in path}
         lower, upper = [], []
@@ -430,154 +500,493 @@ class KinematicChain:
         Damped least squares (Levenberg-Marquardt with adaptive damping), joints clamped to
         their limits every iteration. The first attempt starts at ``q0`` (default_q if None);
         if it fails, up to ``restarts`` more start from random joint vectors drawn by a
-        generator seeded with ``seed``, so results are deterministic.
+        generator seeded with ``seed``, so results are deterministic. One solve runs on
+        Python floats (``_scalar.lm_scalar``), which for a handful of joints beats numpy's
+        per-call cost several times over.
 
         ``yaw_rad`` None: position only. Otherwise the ee frame's z axis must point straight
         down and its y axis (finger closing direction) along (cos yaw, sin yaw, 0); yaw and
         yaw + pi are the same grasp and both are tried. ``active_joints`` (names) may move,
         the others stay at q0. ``min_z_m`` rejects targets below that height (e.g. the table).
         Returns success False with a reason when the target is unreachable or not reached.
+        ``ik_batch`` solves many targets at once with the same result per target (up to
+        rounding).
         """
         target = np.asarray(target_pos, dtype=float)
         if target.shape != (3,) or not np.all(np.isfinite(target)):
             raise ValueError(f"target_pos: expected 3 finite numbers (m), got {target_pos!r}")
         if yaw_rad is not None and not math.isfinite(yaw_rad):
             raise ValueError(f"yaw_rad: must be finite or None, got {yaw_rad}")
-        if not (pos_tol_m > 0.0):
-            raise ValueError(f"pos_tol_m: must be > 0 m, got {pos_tol_m}")
-        if not (rot_tol_rad > 0.0):
-            raise ValueError(f"rot_tol_rad: must be > 0 rad, got {rot_tol_rad}")
-        if max_iterations < 1:
-            raise ValueError(f"max_iterations: must be >= 1, got {max_iterations}")
-        if restarts < 0:
-            raise ValueError(f"restarts: must be >= 0, got {restarts}")
-        if min_z_m is not None and not math.isfinite(min_z_m):
-            raise ValueError(f"min_z_m: must be finite or None, got {min_z_m}")
-        q_start = self.clip(self.default_q if q0 is None else self._check_q(q0, "q0"))
-        if active_joints is None:
-            active = np.arange(self.n_joints)
-        else:
-            unknown = [j for j in active_joints if j not in self._joint_names]
-            if unknown or not active_joints:
-                raise ValueError(f"active_joints: must be a non-empty subset of "
-                                 f"{self._joint_names}, got {list(active_joints)}")
-            active = np.array(sorted({self._joint_names.index(j) for j in active_joints}))
-
-        def fail(message: str, q: np.ndarray, pos_err: float, rot_err: float, iters: int,
-                 attempts: int) -> IKResult:
-            return IKResult(False, q, pos_err, rot_err, iters, message, None, attempts)
-
-        if min_z_m is not None and target[2] < min_z_m:
-            p = self.fk(q_start)[:3, 3]
-            return fail(f"unreachable: target z {target[2]:.4f} m is below min_z_m "
-                        f"{min_z_m:.4f} m", q_start, float(np.linalg.norm(p - target)), 0.0, 0, 0)
-        dist = float(np.linalg.norm(target - self._first_joint_pos))
-        if dist > self.max_reach_m + pos_tol_m:
-            p = self.fk(q_start)[:3, 3]
-            return fail(f"unreachable: target is {dist:.3f} m from the first joint, the chain "
-                        f"reaches at most {self.max_reach_m:.3f} m", q_start,
-                        float(np.linalg.norm(p - target)), 0.0, 0, 0)
-
-        yaws: list[float | None] = [None] if yaw_rad is None else [yaw_rad, yaw_rad + math.pi]
-        rng = np.random.default_rng(seed)
-        best: tuple[float, np.ndarray, float, float] | None = None
-        total_iters = 0
+        q_start = self.default_q if q0 is None else self._check_q(q0, "q0")
+        _check_ik_args(pos_tol_m, rot_tol_rad, max_iterations, restarts, min_z_m)
+        active = self._active_index(active_joints)
+        dist = math.dist(target, self._first_joint_pos)
+        if (min_z_m is not None and target[2] < min_z_m) or dist > self.max_reach_m + pos_tol_m:
+            return self._ik_checked(target[None], None if yaw_rad is None else
+                                    np.array([yaw_rad]), q_start[None], active, pos_tol_m,
+                                    rot_tol_rad, max_iterations, restarts, seed,
+                                    min_z_m).result(0)
+        # On floats (lm_scalar: the iteration of _lm_batch without numpy's per-call cost),
+        # attempt after attempt as ik_batch orders them.
+        q_start = np.clip(q_start, self._lower, self._upper)
+        sc = self._scalar
+        want = [False] * len(self._pre)
+        for i in active:
+            want[self._chain_pos[i]] = True
+        ranks = np.cumsum(want) - 1
+        col_of_active = [int(ranks[self._chain_pos[i]]) for i in active]
+        act = active.tolist()
+        lo, hi = self._lower[active].tolist(), self._upper[active].tolist()
+        t = (float(target[0]), float(target[1]), float(target[2]))
+        best = None
+        iterations = 0
+        draws = None
         for attempt in range(restarts + 1):
-            start = q_start.copy()
+            start = q_start.tolist()
             if attempt > 0:
-                start[active] = rng.uniform(self._sample_lo[active], self._sample_hi[active])
-            order = yaws
-            if len(yaws) == 2:
-                # Try the yaw closest to the start orientation first. From q0 the other one is
-                # the fallback (a wrist limit may block the first); a random restart already
-                # varies the wrist, so it tries only the closer one, halving the cost of
-                # unreachable targets.
-                R0 = self._forward(start)[0][:3, :3]
-                errs = [np.linalg.norm(rotation_vector(top_down_rotation(y) @ R0.T))
-                        for y in yaws]
-                order = yaws if errs[0] <= errs[1] else yaws[::-1]
+                if draws is None:
+                    draws = np.random.default_rng(seed).uniform(
+                        self._sample_lo[active], self._sample_hi[active],
+                        size=(restarts, len(act))).tolist()
+                for i, v in zip(act, draws[attempt - 1]):
+                    start[i] = v
+            yaws: list[float | None] = [None]
+            if yaw_rad is not None:
+                # The yaw closer to the start orientation first; from q0 the other one is the
+                # fallback (a wrist limit may block the first); a random restart already
+                # varies the wrist, so it tries only the closer one.
+                R0 = sc.forward(start, want)[1]
+                flip = _top_down_angle(yaw_rad + math.pi, R0) < _top_down_angle(yaw_rad, R0)
+                yaws = [yaw_rad, yaw_rad + math.pi] if not flip else [yaw_rad + math.pi,
+                                                                      yaw_rad]
                 if attempt > 0:
-                    order = order[:1]
-            for yaw in order:
-                R_t = None if yaw is None else top_down_rotation(yaw)
-                ok, q, pos_err, rot_err, iters = self._solve(
-                    start, target, R_t, active, pos_tol_m, rot_tol_rad, max_iterations)
-                total_iters += iters
+                    yaws = yaws[:1]
+            for yaw in yaws:
+                R_t = None if yaw is None else _top_down_cols(yaw)
+                ok, q, pos_err, rot_err, its = lm_scalar(
+                    sc, start, t, R_t, act, want, col_of_active, lo, hi, pos_tol_m,
+                    rot_tol_rad, max_iterations, ROT_ERROR_WEIGHT_M_PER_RAD, _LAMBDA_INIT,
+                    _LAMBDA_MIN, _LAMBDA_MAX, _MAX_STEP_RAD, _STALL_WINDOW, _STALL_RATIO)
+                iterations += its
                 if ok:
-                    return IKResult(True, q, pos_err, rot_err, total_iters,
-                                    f"converged after {attempt + 1} start(s)", yaw, attempt + 1)
+                    return IKResult(True, np.array(q), pos_err, rot_err, iterations,
+                                    f"converged after {attempt + 1} start(s)", yaw,
+                                    attempt + 1)
                 score = pos_err + ROT_ERROR_WEIGHT_M_PER_RAD * rot_err
                 if best is None or score < best[0]:
                     best = (score, q, pos_err, rot_err)
         assert best is not None
-        _, q, pos_err, rot_err = best
-        what = "position" if yaw_rad is None else "top-down pose"
-        return fail(f"did not converge: best {what} error {pos_err * 1000:.2f} mm, "
-                    f"{rot_err:.3f} rad after {restarts + 1} start(s) (tolerance "
-                    f"{pos_tol_m * 1000:.2f} mm, {rot_tol_rad:.3f} rad); the target is probably "
-                    "outside the reachable workspace or joint limits", q, pos_err, rot_err,
-                    total_iters, restarts + 1)
+        out = self._new_result(1, yaw_rad is not None, restarts, pos_tol_m, rot_tol_rad, min_z_m)
+        out.q[0], out.pos_error_m[0], out.rot_error_rad[0] = best[1], best[2], best[3]
+        out.iterations[0], out.attempts[0], out.reason[0] = iterations, restarts + 1, \
+            _IK_NOT_CONVERGED
+        return out.result(0)
 
-    def _solve(self, q: np.ndarray, target: np.ndarray, R_t: np.ndarray | None,
-               active: np.ndarray, pos_tol: float, rot_tol: float, max_iterations: int):
-        """One Levenberg-Marquardt run from ``q``: (ok, q, pos_err, rot_err, iterations)."""
+    def ik_batch(
+        self,
+        target_pos: np.ndarray,
+        *,
+        yaw_rad: float | np.ndarray | None = None,
+        q0: np.ndarray | None = None,
+        active_joints: Sequence[str] | None = None,
+        pos_tol_m: float = 1e-3,
+        rot_tol_rad: float = 1e-2,
+        max_iterations: int = 100,
+        restarts: int = 10,
+        seed: int = 0,
+        min_z_m: float | None = None,
+    ) -> IKBatchResult:
+        """``ik`` for N targets ``target_pos`` (N, 3) at once, vectorised over targets and
+        restarts: row i of the result is what ``ik(target_pos[i], ...)`` returns (the same
+        iteration, starts and restarts from ``seed``; equal up to rounding). ``yaw_rad``:
+        None, one yaw for all or (N,) yaws; ``q0``: None (default_q), one start (n_joints,)
+        or one per target (N, n_joints)."""
+        targets = np.asarray(target_pos, dtype=float)
+        if targets.ndim != 2 or targets.shape[1] != 3:
+            raise ValueError(f"target_pos: expected shape (N, 3) (m), got {targets.shape}")
+        if not np.all(np.isfinite(targets)):
+            raise ValueError("target_pos: targets must be finite numbers (m)")
+        n = targets.shape[0]
+        yaws = None
+        if yaw_rad is not None:
+            yaws = np.asarray(yaw_rad, dtype=float)
+            if yaws.ndim == 0:
+                yaws = np.full(n, float(yaws))
+            if yaws.shape != (n,) or not np.all(np.isfinite(yaws)):
+                raise ValueError(f"yaw_rad: expected None, one finite yaw or {n} finite yaws "
+                                 f"(rad), got shape {yaws.shape}")
+        if q0 is None:
+            Q0 = np.tile(self.default_q, (n, 1))
+        else:
+            Q0 = np.asarray(q0, dtype=float)
+            if Q0.ndim == 1:
+                Q0 = np.tile(self._check_q(Q0, "q0"), (n, 1))
+            if Q0.shape != (n, self.n_joints):
+                raise ValueError(f"q0: expected shape ({self.n_joints},) or ({n}, "
+                                 f"{self.n_joints}), got {Q0.shape}")
+            if not np.all(np.isfinite(Q0)):
+                raise ValueError("q0: joint positions must be finite")
+        return self._ik_checked(targets, yaws, Q0, active_joints, pos_tol_m, rot_tol_rad,
+                                max_iterations, restarts, seed, min_z_m)
+
+    def _active_index(self, active_joints: Sequence[str] | None) -> np.ndarray:
+        if active_joints is None:
+            return np.arange(self.n_joints)
+        unknown = [j for j in active_joints if j not in self._joint_names]
+        if unknown or not active_joints:
+            raise ValueError(f"active_joints: must be a non-empty subset of "
+                             f"{self._joint_names}, got {list(active_joints)}")
+        return np.array(sorted({self._joint_names.index(j) for j in active_joints}))
+
+    def _ik_checked(self, targets: np.ndarray, yaws: np.ndarray | None, Q0: np.ndarray,
+                    active_joints, pos_tol_m: float, rot_tol_rad: float, max_iterations: int,
+                    restarts: int, seed: int, min_z_m: float | None) -> IKBatchResult:
+        """The IK of ``ik`` and ``ik_batch`` for validated targets (N, 3), yaws (N,) or None
+        and starts (N, n)."""
+        _check_ik_args(pos_tol_m, rot_tol_rad, max_iterations, restarts, min_z_m)
+        active = (active_joints if isinstance(active_joints, np.ndarray)
+                  else self._active_index(active_joints))
+        n = targets.shape[0]
+        Q_start = np.clip(Q0, self._lower, self._upper)
+        out = self._new_result(n, yaws is not None, restarts, pos_tol_m, rot_tol_rad, min_z_m)
+        out.q[:] = Q_start
+        dist = np.linalg.norm(targets - self._first_joint_pos, axis=1)
+        low = (targets[:, 2] < min_z_m) if min_z_m is not None else np.zeros(n, dtype=bool)
+        far = ~low & (dist > self.max_reach_m + pos_tol_m)
+        out.reason[low], out.detail[low] = _IK_BELOW_MIN_Z, targets[low, 2]
+        out.reason[far], out.detail[far] = _IK_TOO_FAR, dist[far]
+        skip = low | far
+        if skip.any():
+            p = self._fk_points(Q_start[skip])
+            out.pos_error_m[skip] = np.linalg.norm(p - targets[skip], axis=1)
+        todo = np.flatnonzero(~skip)
+        if len(todo) == 0:
+            return out
+        out.reason[todo] = _IK_NOT_CONVERGED
+        tol = (pos_tol_m, rot_tol_rad, max_iterations)
+        # First attempt from q0; for a top-down pose both yaw and yaw + pi, the one closer to
+        # the start orientation first (a wrist limit may block it).
+        if yaws is None:
+            rows_yaw = None
+            rows_q = Q_start[todo]
+            k0 = 1
+        else:
+            R0 = self._fk_rotations(Q_start[todo])
+            y = yaws[todo]
+            flip = self._closer_yaw_is_flipped(R0, y)
+            first = np.where(flip, y + math.pi, y)
+            rows_yaw = np.stack([first, np.where(flip, y, y + math.pi)], axis=1).reshape(-1)
+            rows_q = np.repeat(Q_start[todo], 2, axis=0)
+            k0 = 2
+        self._ik_attempts(out, todo, rows_q, targets[todo], rows_yaw, k0, active, tol,
+                          attempt_number=np.ones(k0, dtype=int))
+        failed = todo[~out.success[todo]]
+        if restarts > 0 and len(failed):
+            self._ik_restarts(out, failed, Q_start[failed], targets[failed],
+                              None if yaws is None else yaws[failed], active, tol, restarts, seed)
+        if out.yaw_rad is not None:
+            out.yaw_rad[~out.success] = np.nan
+        return out
+
+    def _new_result(self, n: int, top_down: bool, restarts: int, pos_tol_m: float,
+                    rot_tol_rad: float, min_z_m: float | None) -> IKBatchResult:
+        return IKBatchResult(
+            success=np.zeros(n, dtype=bool), q=np.zeros((n, self.n_joints)),
+            pos_error_m=np.zeros(n), rot_error_rad=np.zeros(n),
+            iterations=np.zeros(n, dtype=int), attempts=np.zeros(n, dtype=int),
+            yaw_rad=np.full(n, np.nan) if top_down else None,
+            reason=np.zeros(n, dtype=np.int8), detail=np.zeros(n), max_reach_m=self.max_reach_m,
+            restarts=restarts, pos_tol_m=pos_tol_m, rot_tol_rad=rot_tol_rad, min_z_m=min_z_m)
+
+    def _ik_restarts(self, out: IKBatchResult, failed: np.ndarray, Q_start: np.ndarray,
+                     targets: np.ndarray, yaws: np.ndarray | None, active: np.ndarray,
+                     tol: tuple[float, float, int], restarts: int, seed: int) -> None:
+        """The random restarts of targets ``failed`` (starts Q_start, targets, yaws: theirs),
+        the same draws from ``seed`` for every target, in waves of _RESTART_WAVE restarts:
+        a target leaves once it converged, so few restarts run beyond the one that wins."""
+        rng = np.random.default_rng(seed)
+        draws = rng.uniform(self._sample_lo[active], self._sample_hi[active],
+                            size=(restarts, len(active)))
+        left = np.arange(len(failed))
+        first = 0
+        while first < restarts:
+            # Few rows cost a pass the same as one: then all the remaining restarts at once.
+            k = restarts - first
+            if len(left) * k > _SMALL_BATCH:
+                k = min(_RESTART_WAVE, k)
+            rows_q = np.repeat(Q_start[left], k, axis=0)
+            rows_q[:, active] = np.tile(draws[first:first + k], (len(left), 1))
+            rows_yaw = None
+            if yaws is not None:
+                # A random restart already varies the wrist: it tries only the closer yaw,
+                # halving the cost of unreachable targets.
+                y = np.repeat(yaws[left], k)
+                flip = self._closer_yaw_is_flipped(self._fk_rotations(rows_q), y)
+                rows_yaw = np.where(flip, y + math.pi, y)
+            self._ik_attempts(out, failed[left], rows_q, targets[left], rows_yaw, k, active,
+                              tol, attempt_number=np.arange(first + 2, first + k + 2))
+            left = left[~out.success[failed[left]]]
+            first += k
+            if len(left) == 0:
+                break
+
+    def _closer_yaw_is_flipped(self, R0: np.ndarray, yaws: np.ndarray) -> np.ndarray:
+        """Whether top-down yaw + pi is closer than yaw to orientations R0 (N, 3, 3)."""
+        a = _rotation_angles(_top_down_rotations(yaws) @ R0.transpose(0, 2, 1))
+        b = _rotation_angles(_top_down_rotations(yaws + math.pi) @ R0.transpose(0, 2, 1))
+        return b < a
+
+    def _ik_attempts(self, out: IKBatchResult, idx: np.ndarray, rows_q: np.ndarray,
+                     targets: np.ndarray, rows_yaw: np.ndarray | None, k: int,
+                     active: np.ndarray, tol: tuple[float, float, int],
+                     attempt_number: np.ndarray) -> None:
+        """Run k starts per target ``idx`` (rows_q (len(idx) * k, n), target-major) and merge
+        them into ``out``: the first converged start in order wins; if none, the best."""
+        R_t = None if rows_yaw is None else _top_down_rotations(rows_yaw)
+        ok, Q, pos, rot, iters = self._lm_batch(rows_q, np.repeat(targets, k, axis=0), R_t,
+                                                active, *tol, group=k)
+        G = len(idx)
+        ok, pos, rot, iters = (a.reshape(G, k) for a in (ok, pos, rot, iters))
+        Q = Q.reshape(G, k, -1)
+        score = pos + ROT_ERROR_WEIGHT_M_PER_RAD * rot
+        won = ok.any(axis=1)
+        pick = np.where(won, np.argmax(ok, axis=1), np.argmin(score, axis=1))
+        g = np.arange(G)
+        had = out.attempts[idx] > 0
+        best_before = out.pos_error_m[idx] + ROT_ERROR_WEIGHT_M_PER_RAD * out.rot_error_rad[idx]
+        # A failed target keeps an earlier attempt's best unless this round did strictly better.
+        take = won | ~had | (score[g, pick] < best_before)
+        sel = idx[take]
+        out.q[sel] = Q[g, pick][take]
+        out.pos_error_m[sel] = pos[g, pick][take]
+        out.rot_error_rad[sel] = rot[g, pick][take]
+        if out.yaw_rad is not None and rows_yaw is not None:
+            out.yaw_rad[sel] = rows_yaw.reshape(G, k)[g, pick][take]
+        out.success[idx[won]] = True
+        out.reason[idx[won]] = _IK_OK
+        out.iterations[idx] += iters.sum(axis=1)
+        last = np.where(won, attempt_number[pick], attempt_number[-1])
+        out.attempts[idx] = last
+
+    def _fk_points(self, Q: np.ndarray) -> np.ndarray:
+        """ee_link positions (N, 3) for joint vectors Q (N, n)."""
+        return self._fk_frames(Q)[0][:, :3, 3]
+
+    def _fk_rotations(self, Q: np.ndarray) -> np.ndarray:
+        return self._fk_frames(Q)[0][:, :3, :3]
+
+    def _fk_frames(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ee_link poses (B, 4, 4) and each movable joint's world frame (B, n, 4, 4)."""
+        if not len(self._pre):
+            T = self.world_T_base @ self._tail
+            return np.broadcast_to(T, (len(Q), 4, 4)).copy(), np.empty((len(Q), 0, 4, 4))
+        M = self._motions_world(Q)
+        frames = np.empty_like(M)
+        T = M[:, 0]
+        frames[:, 0] = T
+        for k in range(1, M.shape[1]):
+            T = T @ M[:, k]
+            frames[:, k] = T
+        return T @ self._tail, frames
+
+    def _motions_world(self, Q: np.ndarray) -> np.ndarray:
+        """Like _motions for joint vectors Q (B, n), with the base pose folded into joint 0."""
+        Qs = Q[:, self._qidx]
+        a = np.sin(Qs)
+        b = 1.0 - np.cos(Qs)
+        if self._any_prismatic:
+            a[:, self._prismatic] = Qs[:, self._prismatic]
+            b[:, self._prismatic] = 0.0
+        M = a[:, :, None, None] * self._W1
+        M += self._W0
+        M += b[:, :, None, None] * self._W2
+        return M
+
+    def _evaluate(self, Q: np.ndarray, targets: np.ndarray, R_t: np.ndarray | None,
+                  cols: np.ndarray):
+        """Error vectors (B, 3 or 6), position and rotation errors (B,) and the weighted
+        Jacobian (B, 3 or 6, len(cols)) of the chain columns ``cols`` at joint vectors Q."""
+        T, frames = self._fk_frames(Q)
+        p = T[:, :3, 3]
+        F = frames[:, cols]
+        axes = (F[:, :, :3, :3] @ self._axes_local[cols])[..., 0]
+        d = p[:, None, :] - F[:, :, :3, 3]
+        lin = axes[..., _C1] * d[..., _C2] - axes[..., _C2] * d[..., _C1]
+        e_pos = targets - p
+        pos_err = np.sqrt(np.einsum("ij,ij->i", e_pos, e_pos))
+        if self._any_prismatic:
+            pris = self._prismatic[cols]
+            lin[:, pris] = axes[:, pris]
+            axes[:, pris] = 0.0
+        if R_t is None:
+            return e_pos, pos_err, np.zeros(len(Q)), lin.transpose(0, 2, 1)
+        rv = _rotation_vectors(R_t @ T[:, :3, :3].transpose(0, 2, 1))
+        rot_err = np.sqrt(np.einsum("ij,ij->i", rv, rv))
+        e = np.concatenate([e_pos, ROT_ERROR_WEIGHT_M_PER_RAD * rv], axis=1)
+        J = np.concatenate([lin, ROT_ERROR_WEIGHT_M_PER_RAD * axes], axis=2).transpose(0, 2, 1)
+        return e, pos_err, rot_err, J
+
+    def _lm_batch(self, Q: np.ndarray, targets: np.ndarray, R_t: np.ndarray | None,
+                  active: np.ndarray, pos_tol: float, rot_tol: float, max_iterations: int,
+                  group: int = 1):
+        """Levenberg-Marquardt runs from each row of Q (B, n), vectorised over rows: (ok, Q,
+        pos_err, rot_err, iterations), each (B, ...). Rows form consecutive groups of
+        ``group`` starts of one target; a group stops once its first start (in order) that
+        has not failed converges, as starting them one after the other would."""
+        Q = Q.copy()
+        B, n_act = Q.shape[0], len(active)
+        cols = self._chain_pos[active]
         lo, hi = self._lower[active], self._upper[active]
-        w = ROT_ERROR_WEIGHT_M_PER_RAD
-        rows = 3 if R_t is None else 6
+        e, pos_err, rot_err, J = self._evaluate(Q, targets, R_t, cols)
+        cost = np.einsum("ij,ij->i", e, e)
+        lam = np.full(B, _LAMBDA_INIT)
+        its = np.zeros(B, dtype=int)
+        history = np.empty((B, max_iterations + 1))
+        history[:, 0] = cost
+        state = np.zeros(B, dtype=np.int8)  # _RUN, _DONE_OK, _DONE_FAIL, _STOPPED
+        rows, m = e.shape[1], min(e.shape[1], n_act)
+        joint_space = rows > n_act  # solve the smaller of J J^T and J^T J
+        eye = np.eye(m)
+        run = np.arange(B)
+        while True:
+            conv = (pos_err[run] <= pos_tol) & (rot_err[run] <= rot_tol)
+            state[run[conv]] = _DONE_OK
+            it = its[run]
+            back = history[run, np.maximum(it - _STALL_WINDOW, 0)]
+            # Creeping along a limit or into a local minimum: a fresh start is cheaper.
+            stall = ~conv & (((it >= _STALL_WINDOW) & (cost[run] > _STALL_RATIO * back))
+                             | (it >= max_iterations))
+            state[run[stall]] = _DONE_FAIL
+            if group > 1:
+                self._stop_decided_groups(state, group)
+            run = np.flatnonzero(state == _RUN)
+            if len(run) == 0:
+                break
+            Jr, er, lr = J[run], e[run], lam[run]
+            dq = _damped_step(Jr, er, lr, eye, joint_space)
+            qa = Q[run][:, active]
+            # Joints pinned at a limit and pushed further out are frozen for this step, so
+            # the remaining joints solve for the whole error instead of stalling.
+            blocked = ((qa <= lo) & (dq < 0.0)) | ((qa >= hi) & (dq > 0.0))
+            nb = blocked.sum(axis=1)
+            redo = np.flatnonzero((nb > 0) & (nb < n_act))
+            if len(redo):
+                Jf = Jr[redo] * ~blocked[redo][:, None, :]
+                dq[redo] = _damped_step(Jf, er[redo], lr[redo], eye, joint_space)
+            step = np.abs(dq).max(axis=1)
+            dq *= np.minimum(1.0, _MAX_STEP_RAD / np.maximum(step, 1e-300))[:, None]
+            Qn = Q[run]
+            Qn[:, active] = np.clip(qa + dq, lo, hi)
+            e_n, pos_n, rot_n, J_n = self._evaluate(Qn, targets[run],
+                                                    None if R_t is None else R_t[run], cols)
+            cost_n = np.einsum("ij,ij->i", e_n, e_n)
+            better = cost_n < cost[run]
+            acc = run[better]
+            if len(acc):
+                Q[acc], e[acc], J[acc] = Qn[better], e_n[better], J_n[better]
+                pos_err[acc], rot_err[acc], cost[acc] = pos_n[better], rot_n[better], \
+                    cost_n[better]
+                lam[acc] = np.maximum(lam[acc] * 0.3, _LAMBDA_MIN)
+                its[acc] += 1
+                history[acc, its[acc]] = cost[acc]
+            rej = run[~better]
+            if len(rej):
+                lam[rej] *= 10.0
+                # No descent even with heavy damping: a local minimum or a limit stall.
+                gone = rej[lam[rej] > _LAMBDA_MAX]
+                state[gone] = _DONE_FAIL
+                its[gone] += 1
+            run = run[state[run] == _RUN]
+        ok = state == _DONE_OK
+        return ok, Q, pos_err, rot_err, its
 
-        def evaluate(q: np.ndarray):
-            T, axes, origins, _ = self._forward(q)
-            e_pos = target - T[:3, 3]
-            if R_t is None:
-                return T, axes, origins, e_pos, float(np.linalg.norm(e_pos)), 0.0
-            e_rot = rotation_vector(R_t @ T[:3, :3].T)
-            e = np.concatenate([e_pos, w * e_rot])
-            return T, axes, origins, e, float(np.linalg.norm(e_pos)), float(np.linalg.norm(e_rot))
+    @staticmethod
+    def _stop_decided_groups(state: np.ndarray, group: int) -> None:
+        """Stop the remaining starts of groups whose outcome is known: the first start that
+        has not failed converged."""
+        S = state.reshape(-1, group)
+        alive = S != _DONE_FAIL
+        first = np.argmax(alive, axis=1)
+        decided = S[np.arange(len(S)), first] == _DONE_OK
+        S[decided[:, None] & (S == _RUN)] = _STOPPED
 
-        T, axes, origins, e, pos_err, rot_err = evaluate(q)
-        cost = float(e @ e)
-        lam = _LAMBDA_INIT
-        eye = np.eye(rows)
-        history = [cost]
-        for it in range(max_iterations):
-            if pos_err <= pos_tol and rot_err <= rot_tol:
-                return True, q, pos_err, rot_err, it
-            if it >= _STALL_WINDOW and cost > _STALL_RATIO * history[it - _STALL_WINDOW]:
-                # Creeping along a limit or into a local minimum: a fresh start is cheaper.
-                return False, q, pos_err, rot_err, it
-            J = self._jacobian_from(T, axes, origins)[:rows, active]
-            if rows == 6:
-                J[3:] *= w
-            # One SVD per iteration makes every damping retry below a few small products:
-            # J^T (J J^T + lam I)^-1 e = V diag(s / (s^2 + lam)) U^T e.
-            U, S, Vt = np.linalg.svd(J, full_matrices=False)
-            Ute = U.T @ e
-            while True:
-                dq = Vt.T @ (S / (S * S + lam) * Ute)
-                # Joints pinned at a limit and pushed further out are frozen for this step,
-                # so the remaining joints solve for the whole error instead of stalling.
-                qa = q[active]
-                blocked = ((qa <= lo) & (dq < 0.0)) | ((qa >= hi) & (dq > 0.0))
-                if blocked.any() and not blocked.all():
-                    Jf = J.copy()
-                    Jf[:, blocked] = 0.0
-                    dq = Jf.T @ np.linalg.solve(Jf @ Jf.T + lam * eye, e)
-                step = float(np.max(np.abs(dq)))
-                if step > _MAX_STEP_RAD:
-                    dq *= _MAX_STEP_RAD / step
-                q_new = q.copy()
-                q_new[active] = np.clip(qa + dq, lo, hi)
-                T_n, axes_n, origins_n, e_n, pos_n, rot_n = evaluate(q_new)
-                cost_n = float(e_n @ e_n)
-                if cost_n < cost:
-                    q, T, axes, origins, e, pos_err, rot_err, cost = (
-                        q_new, T_n, axes_n, origins_n, e_n, pos_n, rot_n, cost_n)
-                    lam = max(lam * 0.3, _LAMBDA_MIN)
-                    history.append(cost)
-                    break
-                lam *= 10.0
-                if lam > _LAMBDA_MAX:
-                    # No descent even with heavy damping: a local minimum or a limit stall.
-                    return False, q, pos_err, rot_err, it + 1
-        ok = pos_err <= pos_tol and rot_err <= rot_tol
-        return ok, q, pos_err, rot_err, max_iterations
+
+_RUN, _DONE_OK, _DONE_FAIL, _STOPPED = 0, 1, 2, 3
+_RESTART_WAVE = 2
+"""Restarts per target run side by side in ik_batch (more waste work on a converged target,
+fewer passes of the batch)."""
+_SMALL_BATCH = 64
+"""Rows up to which a numpy pass costs about the same however many there are."""
+
+
+def _check_ik_args(pos_tol_m: float, rot_tol_rad: float, max_iterations: int, restarts: int,
+                   min_z_m: float | None) -> None:
+    if not (pos_tol_m > 0.0):
+        raise ValueError(f"pos_tol_m: must be > 0 m, got {pos_tol_m}")
+    if not (rot_tol_rad > 0.0):
+        raise ValueError(f"rot_tol_rad: must be > 0 rad, got {rot_tol_rad}")
+    if max_iterations < 1:
+        raise ValueError(f"max_iterations: must be >= 1, got {max_iterations}")
+    if restarts < 0:
+        raise ValueError(f"restarts: must be >= 0, got {restarts}")
+    if min_z_m is not None and not math.isfinite(min_z_m):
+        raise ValueError(f"min_z_m: must be finite or None, got {min_z_m}")
+
+
+def _top_down_cols(yaw: float) -> list[float]:
+    """top_down_rotation(yaw) as 9 floats, column-major (for lm_scalar)."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    return [-s, c, 0.0, c, s, 0.0, 0.0, 0.0, -1.0]
+
+
+def _top_down_angle(yaw: float, R: list[float]) -> float:
+    """Angle (rad) between top_down_rotation(yaw) and a rotation stored column-major."""
+    Rt = _top_down_cols(yaw)
+    trace = sum(a * b for a, b in zip(Rt, R))
+    return math.acos(min(1.0, max(-1.0, (trace - 1.0) * 0.5)))
+_C1 = np.array([1, 2, 0])
+_C2 = np.array([2, 0, 1])
+_IK_OK, _IK_NOT_CONVERGED, _IK_BELOW_MIN_Z, _IK_TOO_FAR = 0, 1, 2, 3
+
+
+def _damped_step(J: np.ndarray, e: np.ndarray, lam: np.ndarray, eye: np.ndarray,
+                 joint_space: bool) -> np.ndarray:
+    """Damped least-squares steps J^T (J J^T + lam I)^-1 e (B, n) for Jacobians J (B, r, n),
+    solved as (J^T J + lam I)^-1 J^T e when that system is the smaller one."""
+    Jt = J.transpose(0, 2, 1)
+    if joint_space:
+        A = Jt @ J + lam[:, None, None] * eye
+        return np.linalg.solve(A, (Jt @ e[:, :, None]))[..., 0]
+    A = J @ Jt + lam[:, None, None] * eye
+    return (Jt @ np.linalg.solve(A, e[:, :, None]))[..., 0]
+
+
+def _top_down_rotations(yaws: np.ndarray) -> np.ndarray:
+    """top_down_rotation for each of yaws (N,): (N, 3, 3)."""
+    c, s = np.cos(yaws), np.sin(yaws)
+    R = np.zeros((len(yaws), 3, 3))
+    R[:, 0, 0], R[:, 0, 1] = -s, c
+    R[:, 1, 0], R[:, 1, 1] = c, s
+    R[:, 2, 2] = -1.0
+    return R
+
+
+def _rotation_angles(R: np.ndarray) -> np.ndarray:
+    """Rotation angles (N,) of rotation matrices (N, 3, 3)."""
+    tr = R[:, 0, 0] + R[:, 1, 1] + R[:, 2, 2]
+    return np.arccos(np.clip((tr - 1.0) * 0.5, -1.0, 1.0))
+
+
+def _rotation_vectors(R: np.ndarray) -> np.ndarray:
+    """rotation_vector for each of R (N, 3, 3): (N, 3)."""
+    angle = _rotation_angles(R)
+    vee = np.stack([R[:, 2, 1] - R[:, 1, 2], R[:, 0, 2] - R[:, 2, 0],
+                    R[:, 1, 0] - R[:, 0, 1]], axis=1)
+    small = angle < 1e-6
+    factor = np.where(small, 0.5, angle / (2.0 * np.sin(np.where(small, 1.0, angle))))
+    out = factor[:, None] * vee
+    near_pi = angle >= math.pi - 1e-3
+    if near_pi.any():  # rare: the skew part vanishes, rotation_vector takes the other branch
+        for i in np.flatnonzero(near_pi):
+            out[i] = rotation_vector(R[i])
+    return out

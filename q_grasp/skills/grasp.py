@@ -171,6 +171,50 @@ def plan_grasp(
     return GraspPlan(True, "", target, yaw, up[::-1], first.q, lift)
 
 
+def plans_exist(
+    chain: KinematicChain,
+    positions_m: np.ndarray,
+    yaw_rad: float | np.ndarray,
+    params: GraspSkillConfig | None = None,
+) -> np.ndarray:
+    """Bool (N,): whether ``plan_grasp`` (from the chain's default joints) succeeds at each
+    surface point of ``positions_m`` (N, 3) with yaw ``yaw_rad`` (one or (N,)): the same
+    solves, vectorised over the points with ``KinematicChain.ik_batch``."""
+    params = params if params is not None else GraspSkillConfig()
+    points = np.asarray(positions_m, dtype=float)
+    if points.ndim != 2 or points.shape[1] != 3 or not np.all(np.isfinite(points)):
+        raise ValueError(f"positions_m: expected finite points (N, 3) (m), got shape "
+                         f"{points.shape}")
+    n = len(points)
+    yaws = np.broadcast_to(np.asarray(yaw_rad, dtype=float), (n,))
+    tol = {"pos_tol_m": params.ik_pos_tol_m, "rot_tol_rad": params.ik_rot_tol_rad}
+    z_grasp = np.maximum(points[:, 2] - params.descend_depth_m, params.min_grasp_height_m)
+    targets = np.column_stack([points[:, :2], z_grasp])
+    first = chain.ik_batch(targets, yaw_rad=yaws, **tol)
+    alive = first.success.copy()
+    yaw_reached = first.yaw_rad
+    z_pre = z_grasp + params.pre_grasp_height_m
+    n_down = params.descend_waypoints
+    # plan_grasp's two lines: up from the grasp pose to the pre-grasp height (top-down), then
+    # the lift (position only), each level seeded with the level before (see _solve_line).
+    for yaw_line, steps in ((True, [z_pre - (z_pre - z_grasp) * k / n_down
+                                    for k in range(n_down - 1, -1, -1)]),
+                            (False, [z_grasp + params.lift_height_m * k / params.lift_waypoints
+                                     for k in range(1, params.lift_waypoints + 1)])):
+        q = first.q
+        for z in steps:
+            idx = np.flatnonzero(alive)
+            if len(idx) == 0:
+                return alive
+            level = np.column_stack([targets[idx, :2], z[idx]])
+            res = chain.ik_batch(level, yaw_rad=yaw_reached[idx] if yaw_line else None,
+                                 q0=q[idx], **tol)
+            alive[idx] = res.success
+            q = q.copy()
+            q[idx] = res.q
+    return alive
+
+
 def execute_grasp(
     arm: ArmInterface,
     chain: KinematicChain,
