@@ -1,12 +1,14 @@
 """Agent: seeded runs repeat exactly, actor/learner roles, image (U-Net) pixel actions, and a
 small-budget Reacher run that is clearly better than the random policy."""
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from q_grasp.learning.agent import Actor, Agent
+from q_grasp.learning.agent import MAX_Q_INTERVAL, Actor, Agent
 from q_grasp.learning.config import ExperimentConfig
 from q_grasp.learning.trainer import evaluate, run_training
 
@@ -104,15 +106,21 @@ def test_unet_agent_on_fake_grasp_env_learns_pixel_actions():
     assert agent.q_net.kind == "unet" and agent.q_net.n_actions == env.action_space.n
     assert agent.buffer.obs["color"].dtype == np.uint8
     obs, _ = env.reset(seed=0)
+    max_q = []
     for _ in range(300):
         a = agent.act(obs)
         nxt, r, te, tr, _ = env.step(a)
         agent.observe(obs, a, r, nxt, te, tr)
         obs, _ = env.reset()
         if agent.env_steps >= 32:
-            agent.optimize()
+            max_q.append(agent.optimize().mean_max_q)
     res = evaluate(env, agent.actor, 30, seed=123)
     assert res.success_rate >= 0.5  # random: 1 / (H*W) = 0.8%
+    # The mean max-Q is measured every MAX_Q_INTERVAL updates and repeated in between.
+    assert all(math.isfinite(q) for q in max_q)
+    for start in range(0, len(max_q), MAX_Q_INTERVAL):
+        assert len(set(max_q[start:start + MAX_Q_INTERVAL])) == 1
+    assert len(set(max_q)) > 1
 
 
 def test_boltzmann_exploration_acts_in_range():

@@ -10,6 +10,7 @@ In a single process, `Agent` shares one network between the two.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,11 @@ from q_grasp.learning.networks import (
     network_spec_for_env,
 )
 from q_grasp.learning.schedules import boltzmann, epsilon_greedy, make_schedule
+
+MAX_Q_INTERVAL = 20
+"""The learner measures the logged mean max-Q every this many updates (a U-Net needs full
+Q-maps for it, several times the cost of the update itself) and reports the latest measure in
+between."""
 
 
 class FailedGraspMemory:
@@ -250,6 +256,7 @@ class Learner:
         self.optimizer = make_optimizer(self.q_net.parameters(), cfg.dqn)
         self.buffer = buffer
         self.updates = 0
+        self.last_mean_max_q = math.nan
         self.lock = threading.RLock()
 
     def add_transition(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray,
@@ -266,7 +273,12 @@ class Learner:
             return None
         batch = self.buffer.sample(self.cfg.dqn.batch_size, beta=beta).to_torch(self.device)
         with self.lock:
-            result = dqn_update(self.q_net, self.target_net, self.optimizer, batch, self.cfg.dqn)
+            result = dqn_update(self.q_net, self.target_net, self.optimizer, batch, self.cfg.dqn,
+                                measure_max_q=(self.updates % MAX_Q_INTERVAL == 0
+                                               or math.isnan(self.last_mean_max_q)))
+            if math.isnan(result.mean_max_q):  # not measured this time: the latest measure
+                result = result._replace(mean_max_q=self.last_mean_max_q)
+            self.last_mean_max_q = result.mean_max_q
             self.updates += 1
             dqn = self.cfg.dqn
             if self.updates % dqn.target_update_interval == 0:

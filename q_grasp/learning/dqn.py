@@ -9,6 +9,7 @@ the bootstrap term: a time-limit cut-off (truncated) still bootstraps.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +29,8 @@ class UpdateResult(NamedTuple):
     mean_q: float
     """Mean Q(s, a) of the batch's actions."""
     mean_max_q: float
-    """Mean max_a Q(s, a) over the batch (model confidence)."""
+    """Mean max_a Q(s, a) over the batch (model confidence); NaN when the update was asked not
+    to measure it (it costs full Q-maps for a U-Net)."""
     grad_norm: float
     """Gradient L2 norm before clipping."""
     td_errors: np.ndarray
@@ -75,12 +77,15 @@ def td_target(q_net: nn.Module, target_net: nn.Module, batch: ReplayBatch, gamma
 
 
 def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.Optimizer,
-               batch: ReplayBatch, cfg: DQNConfig) -> UpdateResult:
-    """One gradient step on a torch `ReplayBatch` (see module docstring for the target)."""
+               batch: ReplayBatch, cfg: DQNConfig, measure_max_q: bool = True) -> UpdateResult:
+    """One gradient step on a torch `ReplayBatch` (see module docstring for the target);
+    ``measure_max_q=False`` lets a network skip the passes that only the logged mean max-Q
+    needs (then NaN unless it comes for free)."""
     target = td_target(q_net, target_net, batch, cfg.gamma, cfg.double_q)
     taken_and_max = getattr(q_net, "q_taken_and_max", None)
-    if taken_and_max is not None:  # q_grasp networks (the equivariant U-Net saves passes)
-        q_taken, q_max = taken_and_max(batch.observations, batch.actions)
+    if taken_and_max is not None:  # q_grasp networks (the U-Net evaluates only taken pixels)
+        q_taken, q_max = taken_and_max(batch.observations, batch.actions, measure_max_q)
+        q_max = math.nan if q_max is None else q_max
     else:
         q_all = q_net(batch.observations).flatten(1)
         q_taken = q_all.gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
