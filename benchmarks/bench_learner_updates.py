@@ -12,7 +12,7 @@ then `--updates` TD updates and as many greedy actions are timed, wall and CPU. 
 alternate round by round; the medians over rounds are reported. `--threads` overrides the
 configs' training.torch_threads (1).
 
-`trainer` is the ROS trainer's learning core (TrainerCore, task grasp, config/grasp.yaml) with
+`trainer` is the ROS trainer's learning core (TrainerCore, task grasp, its config/grasp.yaml) with
 its weight broadcast: `--updates` updates without publishing, then as many with a weights blob
 built and wrapped in a ROS message every publish_every_updates (50) as the trainer's learning
 thread does (`updates_per_s` with it, `quiet_updates_per_s` without; `blob_cpu_ms` per
@@ -33,9 +33,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "learner_updates.json"
-CONFIGS = {"plain": "config/grasp.yaml", "equivariant": "config/grasp_equivariant.yaml",
-           "reacher": "config/reacher.yaml", "cartpole": "config/cartpole.yaml",
-           "trainer": "config/grasp.yaml"}
+CONFIGS = {"plain": ("config/grasp_plain.yaml", "config/grasp.yaml"),
+           "equivariant": ("config/grasp.yaml", "config/grasp_equivariant.yaml"),
+           "reacher": ("config/reacher.yaml",), "cartpole": ("config/cartpole.yaml",),
+           "trainer": ("config/grasp.yaml",)}
+"""Per learner, its config file: the first of these a tree has that sets the learner's network
+(older trees named the plain config grasp.yaml and the equivariant one grasp_equivariant.yaml)."""
+
+
+def config_file(tree: Path, config: str) -> Path:
+    for name in CONFIGS[config]:
+        path = tree / name
+        if not path.is_file():
+            continue
+        equivariant = "unet_rotation_equivariant: true" in path.read_text()
+        if config not in ("plain", "equivariant") or equivariant == (config == "equivariant"):
+            return path
+    raise FileNotFoundError(f"{tree}: no config file for the {config} learner among "
+                            f"{list(CONFIGS[config])}")
 
 
 def measure(tree: Path, config: str, updates: int, threads: int = 0) -> dict:
@@ -50,7 +65,7 @@ def measure(tree: Path, config: str, updates: int, threads: int = 0) -> dict:
 
     if config == "trainer":
         return measure_trainer(updates, threads)
-    cfg = ExperimentConfig.from_yaml(tree / CONFIGS[config])
+    cfg = ExperimentConfig.from_yaml(config_file(tree, config))
     threads = threads or cfg.training.torch_threads
     torch.set_num_threads(threads)
     env = make_env(cfg.env)

@@ -7,9 +7,11 @@ Targets (greedy evaluation, median over seeds):
   reacher        q_grasp/Reacher-v0, random goals, 1 cm      >= 95% success, <= 20,000 steps
   cartpole       CartPole-v1                                >= 475 mean return, <= 100,000 steps
   grasp          q_grasp/TopDownGrasp-v0, 1 object          >= 95% grasp success, <= 1,000 attempts
+                 (config/grasp.yaml: the rotation-equivariant U-Net)
+  grasp_plain    the same with the plain U-Net (config/grasp_plain.yaml)
   grasp_clutter  q_grasp/TopDownGraspClutter-v0, 1-5, R=8   >= 90% grasp success, <= 2,000 attempts
-  grasp_equivariant, grasp_clutter_equivariant: the same with the rotation-equivariant U-Net
-  grasp_rgb      grasp from colour only (no depth; grasp points on the table plane)
+                 (plain U-Net); grasp_clutter_equivariant: with the equivariant U-Net
+  grasp_rgb      grasp_plain from colour only (no depth; grasp points on the table plane)
   grasp_rgb_dr   ... with the rendering randomised (light, table colour, camera pose)
   grasp_clutter_equivariant_lr_decay: ... and the learning rate decaying to 1e-4 over training
 Each run folder, a learning-curve PNG per benchmark and results.json land in --out.
@@ -35,30 +37,36 @@ from q_grasp.learning.plotting import plot_runs  # noqa: E402
 from q_grasp.learning.tasks import default_config, make_env  # noqa: E402
 from q_grasp.learning.trainer import EVAL_SEED_BASE, evaluate, run_training  # noqa: E402
 
+PLAIN = {"unet_rotation_equivariant": False}
+"""The network section of config/grasp_plain.yaml over config/grasp.yaml's."""
+
 BENCHMARKS = {
     # name: (env id, config overrides, metric, target, budget)
     "reacher": ("q_grasp/Reacher-v0", {}, "success_rate", 0.95, 20_000),
     "cartpole": ("CartPole-v1", {}, "mean_return", 475.0, 100_000),
+    # config/grasp.yaml: the rotation-equivariant U-Net
     "grasp": ("q_grasp/TopDownGrasp-v0", {}, "attempt_success_rate", 0.95, 1_000),
-    # grasp.yaml from colour only, grasp points on the table plane (config/grasp_rgb.yaml)
+    # the plain U-Net (config/grasp_plain.yaml): one output channel per rotation
+    "grasp_plain": ("q_grasp/TopDownGrasp-v0", {"network": PLAIN},
+                    "attempt_success_rate", 0.95, 1_000),
+    # grasp_plain from colour only, grasp points on the table plane (config/grasp_rgb.yaml)
     "grasp_rgb": ("q_grasp/TopDownGrasp-v0",
-                  {"env": {"kwargs": {"observation": "rgb", "depth_source": "table_plane"}}},
+                  {"env": {"kwargs": {"observation": "rgb", "depth_source": "table_plane"}},
+                   "network": PLAIN},
                   "attempt_success_rate", 0.95, 1_000),
     # ... with domain randomisation of the rendering (light, table colour, camera pose)
     "grasp_rgb_dr": ("q_grasp/TopDownGrasp-v0",
                      {"env": {"kwargs": {"observation": "rgb", "depth_source": "table_plane",
                                          "randomize_lighting": True, "table_color_jitter": 0.15,
                                          "camera_pose_noise_m": 0.005,
-                                         "camera_angle_noise_deg": 1.0}}},
+                                         "camera_angle_noise_deg": 1.0}},
+                      "network": PLAIN},
                      "attempt_success_rate", 0.95, 1_000),
-    # grasp.yaml with the rotation-equivariant U-Net (one head on the image turned per yaw)
-    "grasp_equivariant": ("q_grasp/TopDownGrasp-v0",
-                          {"network": {"unet_rotation_equivariant": True}},
-                          "attempt_success_rate", 0.95, 1_000),
+    # clutter with the plain U-Net
     "grasp_clutter": ("q_grasp/TopDownGraspClutter-v0",
                       {"env": {"kwargs": {"min_objects": 1, "max_objects": 5, "max_attempts": 10,
                                           "num_rotations": 8}},
-                       "training": {"total_steps": 2_000}},
+                       "network": PLAIN, "training": {"total_steps": 2_000}},
                       "attempt_success_rate", 0.90, 2_000),
     # the clutter benchmark with the rotation-equivariant U-Net
     "grasp_clutter_equivariant": ("q_grasp/TopDownGraspClutter-v0",

@@ -10,7 +10,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
 
 @pytest.mark.parametrize("name", ["reacher.yaml", "reacher_joints_goal.yaml", "reacher_fast.yaml",
-                                  "grasp.yaml", "grasp_equivariant.yaml", "grasp_clutter.yaml",
+                                  "grasp.yaml", "grasp_plain.yaml", "grasp_clutter.yaml",
                                   "cartpole.yaml"])
 def test_packaged_configs_load(name):
     cfg = ExperimentConfig.from_yaml(CONFIG_DIR / name)
