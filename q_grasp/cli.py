@@ -233,6 +233,7 @@ def _parse_num_objects(text: str) -> tuple[int, int]:
 def _eval_env_config(env_cfg, args: argparse.Namespace):
     """The evaluation env: the checkpoint's (or --task's) with --objects, --num-objects and
     --set env.kwargs... applied, validated by building its GraspConfig before any episode."""
+    before = dict(env_cfg.kwargs)
     kwargs = dict(env_cfg.kwargs)
     if args.objects or args.num_objects:
         if "Grasp" not in env_cfg.id:
@@ -254,7 +255,13 @@ def _eval_env_config(env_cfg, args: argparse.Namespace):
 
         # Bad objects or fields: one error line now, before the checkpoint's network is built.
         defaults = dict(ENV_SPECS.get(env_cfg.id, ("", {}))[1])
+        trained = resolve_env_config(GraspConfig, None, {**defaults, **before}, "env.kwargs")
         resolve_env_config(GraspConfig, None, {**defaults, **env_cfg.kwargs}, "env.kwargs")
+        if args.objects:
+            held_out = ("held out from this checkpoint's training"
+                        if trained.held_out_set == args.objects else
+                        f"the checkpoint's training objects: {trained.object_set or 'primitives'}")
+            print(f"objects: {args.objects} ({held_out})")
     return env_cfg
 
 

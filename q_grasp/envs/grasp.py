@@ -178,9 +178,8 @@ class GraspConfig:
         if self.min_grasp_height_m > 0.0 and self.depth_source == "table_plane":
             raise ValueError("min_grasp_height_m: needs heights; depth_source 'table_plane' has "
                              "none")
-        if self.object_set and self.object_files:
-            raise ValueError("object_set, object_files: give one of them, not both")
-        scene = self.scene_config()  # validates workspace, shapes, sizes and object_files
+        # Validates workspace, shapes, sizes, object_set and object_files.
+        scene = self.scene_config().resolved()
         if self.held_out_set:
             held_out = object_set(self.held_out_set).files
             if self.held_out_set == self.object_set:
@@ -192,16 +191,12 @@ class GraspConfig:
 
     def scene_config(self) -> SceneConfig:
         """The SceneConfig these parameters describe."""
-        shapes, files, fraction, fit = (self.shapes, self.object_files, 0.0, self.scale_to_fit)
-        if self.object_set:
-            named = object_set(self.object_set)
-            shapes, files, fraction, fit = named.shapes, named.files, named.primitive_fraction, True
         return SceneConfig(
             workspace_x_m=tuple(self.workspace_x_m), workspace_y_m=tuple(self.workspace_y_m),
-            num_objects=(self.min_objects, self.max_objects), shapes=shapes,
+            num_objects=(self.min_objects, self.max_objects), shapes=self.shapes,
             width_m=tuple(self.object_width_m), height_m=tuple(self.object_height_m),
-            cuboid_length_m=tuple(self.cuboid_length_m),
-            object_files=files, scale_to_fit=fit, primitive_fraction=fraction,
+            cuboid_length_m=tuple(self.cuboid_length_m), object_set=self.object_set,
+            object_files=self.object_files, scale_to_fit=self.scale_to_fit,
         )
 
     def camera_config(self) -> CameraConfig:

@@ -76,6 +76,7 @@ from q_grasp.nodes.runtime import run_node
 from q_grasp.tasks.episodes import EpisodeStats, Transition, TransitionBatcher
 from q_grasp.tasks.grasp import GraspTask, table_looks_empty
 from q_grasp.tasks.load import TASKS, load_task, make_task
+from q_grasp.tasks.names import is_grasp_task
 from q_grasp.tasks.reach import ReachTask
 from q_grasp.tasks.shaping import RewardShaping, shaping_terms
 from q_grasp.wire import (
@@ -94,9 +95,9 @@ from q_grasp.wire import (
 class PolicyConfig:
     """Parameters of the policy (actor) node."""
 
-    task: Literal["grasp", "reacher"] = "grasp"
-    """Skill to run: top-down grasping (U-Net over the camera image) or goal reaching (MLP over
-    reach-joint angles and goal)."""
+    task: Literal["grasp", "grasp_clutter", "reacher"] = "grasp"
+    """Skill to run: top-down grasping (U-Net over the camera image; grasp_clutter: several
+    objects per scene) or goal reaching (MLP over reach-joint angles and goal)."""
     train: bool = True
     """true: explore with the epsilon schedule and publish every transition for the trainer.
     false: evaluation - act with eval_epsilon, publish no transitions, apply no reward shaping."""
@@ -254,7 +255,7 @@ def policy_config_for_task(task: str) -> PolicyConfig:
     """The policy configuration shipped for ``task`` (its exploration is the experiment's)."""
     # sim_arm's frame of a world at rest comes >= its still_time_s (0.1 s) after the last motion
     return PolicyConfig(task=task,
-                        settle_time_s=0.1 if task == "grasp" else PolicyConfig.settle_time_s)
+                        settle_time_s=0.1 if is_grasp_task(task) else PolicyConfig.settle_time_s)
 
 
 @dataclass
@@ -339,7 +340,7 @@ class PolicyNode(Node):
         self._camera_key: tuple | None = None
         self._q_map_pub = None
         self._reset_client = None
-        if cfg.task == "grasp":
+        if is_grasp_task(cfg.task):
             self._init_grasp(cfg)
         else:
             self.task.check_workspace()
@@ -472,7 +473,7 @@ class PolicyNode(Node):
     def _run(self) -> None:
         """Worker thread: wait for the arm, then run episodes until shutdown."""
         try:
-            if self.config.task == "grasp" and self.actor.exploration.use_action_mask:
+            if is_grasp_task(self.config.task) and self.actor.exploration.use_action_mask:
                 self._build_reach_table()  # before the first decision
             self._wait_for_arm()
             errors = 0
@@ -482,7 +483,7 @@ class PolicyNode(Node):
                     self._finish()
                     return
                 try:
-                    if cfg.task == "grasp":
+                    if is_grasp_task(cfg.task):
                         self._grasp_episode()
                     else:
                         self._reacher_episode()
@@ -520,7 +521,7 @@ class PolicyNode(Node):
         if self.arm.last_state_monotonic is not None:
             ages["joint states"] = now - self.arm.last_state_monotonic
         color = self._color
-        if cfg.task == "grasp" and color is not None:
+        if is_grasp_task(cfg.task) and color is not None:
             ages["camera frames"] = now - color[4]
         if not ages:
             return  # not started: _wait_for_arm says so
@@ -616,7 +617,7 @@ class PolicyNode(Node):
                       weights_version=self._weights_version,
                       move_timeouts=self.arm.move_timeouts,
                       joint_state_stamps_backwards=self.arm.stamps_backwards)
-        if cfg.task == "grasp":
+        if is_grasp_task(cfg.task):
             values.update(attempt_success_rate=s.attempt_success_rate,
                           grasp_successes=s.attempt_successes)
         if latency_ms is not None:
@@ -636,7 +637,7 @@ class PolicyNode(Node):
         if done:
             line = (f"episode {s.episodes}: step {s.steps}, success rate {s.success_rate:.2f}"
                     + (f", attempt success {s.attempt_success_rate:.2f}"
-                       if cfg.task == "grasp" else "")
+                       if is_grasp_task(cfg.task) else "")
                     + f", epsilon {epsilon:.3f}, weights v{self._weights_version}")
             self.get_logger().debug(line)
             now = time.monotonic()

@@ -4,6 +4,7 @@ URDF files, spawned inside a workspace without overlap and settled with physics.
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -87,6 +88,9 @@ class SceneConfig:
     object_files: tuple[str, ...] = ()
     """URDF files or folders of them (searched recursively). When given, objects are drawn from
     these files instead of the primitive shapes."""
+    object_set: str = ""
+    """A named set of ``q_grasp.sim.object_sets`` (primitives, train, held_out): its shapes
+    and files, their mix and scale_to_fit replace ``shapes``/``object_files`` here."""
     scale_to_fit: bool = False
     """Scale URDF objects so that their minor horizontal width falls in ``width_m`` (so the
     gripper can close across them), and, where the width range allows, their height within
@@ -142,7 +146,25 @@ class SceneConfig:
         if self.max_height_m < self.height_m[0]:
             raise ValueError(f"max_height_m: must be >= height_m's minimum {self.height_m[0]} m,"
                              f" got {self.max_height_m}")
+        if self.object_set:
+            from q_grasp.sim.object_sets import object_set
+
+            object_set(self.object_set)  # an unknown name fails here
+            if self.object_files:
+                raise ValueError("object_set, object_files: give one of them, not both")
         resolve_object_files(self.object_files)  # fail early on a bad path
+
+    def resolved(self) -> SceneConfig:
+        """This config with ``object_set`` expanded into shapes, files and their mix."""
+        if not self.object_set:
+            return self
+        from q_grasp.sim.object_sets import object_set
+
+        named = object_set(self.object_set)
+        return dataclasses.replace(
+            self, object_set="", shapes=named.shapes or PRIMITIVE_SHAPES, object_files=named.files,
+            primitive_fraction=named.primitive_fraction if named.files else 0.0,
+            scale_to_fit=True)
 
 
 @dataclass
@@ -175,7 +197,7 @@ class Scene:
 
     def __init__(self, sim: BulletSim, config: SceneConfig | None = None) -> None:
         self.sim = sim
-        self.config = config if config is not None else SceneConfig()
+        self.config = (config if config is not None else SceneConfig()).resolved()
         self.object_files = resolve_object_files(self.config.object_files)
         self.objects: dict[int, ObjectInfo] = {}
         for path in self.object_files:  # a file that does not load fails here, not mid-run
