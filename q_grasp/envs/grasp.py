@@ -347,10 +347,8 @@ class TopDownGraspEnv(gymnasium.Env):
             outcome.success, scene_empty=len(self.scene.objects) == 0, attempts=self._attempts)
         # Objects left, but none that the camera shows within reach: stop instead of grasping
         # at the table (the policy's own view decides, as on a real arm).
-        mask = self.action_mask() if (self.config.action_mask
-                                      or self.config.min_grasp_height_m > 0.0) else None
-        nothing = (self.config.min_grasp_height_m > 0.0 and not terminated
-                   and not bool(mask.any()))
+        mask = self.action_mask() if self.config.action_mask else None
+        nothing = not terminated and self.task.nothing_graspable(self.camera, self._depth, mask)
         truncated = truncated or nothing
         self._needs_reset = terminated or truncated
         row, col, rot, point = target.row, target.col, target.rotation, target.point_m

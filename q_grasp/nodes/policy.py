@@ -816,6 +816,8 @@ class PolicyNode(Node):
             terminated, truncated = self.task.episode_end(
                 outcome.success, empty, attempts, cfg.terminate_on_success,
                 self.setup.max_episode_steps)
+            truncated = truncated or (not terminated and self.task.nothing_graspable(
+                next_frame.camera, next_frame.depth))
             self._record(Transition(obs, action, self.task.reward(outcome), next_obs,
                                     terminated, truncated, bool(outcome.success)),
                          latency, epsilon)

@@ -131,6 +131,15 @@ class GraspTask:
                                                                    on_object.size)).reshape(-1)
         return mask
 
+    def nothing_graspable(self, camera: CameraModel, depth: np.ndarray,
+                          mask: np.ndarray | None = None) -> bool:
+        """Whether ``min_grasp_height_m`` is on and the action mask (``mask``, or computed)
+        leaves nothing to grasp: the episode then ends (truncated) instead of grasping at the
+        table."""
+        if float(getattr(self.config, "min_grasp_height_m", 0.0)) <= 0.0:
+            return False
+        return not (self.action_mask(camera, depth) if mask is None else mask).any()
+
     # ----------------------------------------------------------------------------- actions
     def check_action(self, action: Any) -> int:
         """``action`` as an int, or ValueError when it is not one of the task's actions."""
