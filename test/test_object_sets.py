@@ -24,7 +24,8 @@ def test_sets_are_disjoint_and_complete():
 
 
 def test_held_out_meshes_fit_the_gripper():
-    cfg = GraspConfig(object_set="held_out", min_objects=3, max_objects=3).scene_config().resolved()
+    cfg = GraspConfig(object_set="held_out", min_objects=3, max_objects=3).scene_config()
+    cfg = cfg.resolved()
     assert cfg.scale_to_fit
     with BulletSim(seed=0) as sim:
         scene = Scene(sim, cfg)  # measures (and checks) every file of the set

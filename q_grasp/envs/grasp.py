@@ -19,8 +19,8 @@ from q_grasp.envs._config import check_render_mode, resolve_env_config
 from q_grasp.robot_config import RobotConfig
 from q_grasp.sim.bullet import BulletSim, BulletSimConfig
 from q_grasp.sim.camera import CameraConfig, PinholeCamera
-from q_grasp.sim.robot import SimRobot, SimRobotConfig
 from q_grasp.sim.object_sets import object_set, overlap
+from q_grasp.sim.robot import SimRobot, SimRobotConfig
 from q_grasp.sim.scene import PRIMITIVE_SHAPES, Scene, SceneConfig, resolve_object_files
 from q_grasp.skills.grasp import GraspOutcome, GraspSkillConfig
 from q_grasp.skills.reach import TopDownReach

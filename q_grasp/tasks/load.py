@@ -27,8 +27,6 @@ from q_grasp.tasks.grasp import GraspTask
 from q_grasp.tasks.names import TASKS
 from q_grasp.tasks.reach import ReachTask
 
-
-
 # --------------------------------------------------------------------------------- set-up
 
 
