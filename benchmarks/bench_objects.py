@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{key}: attempt success {res['attempt_success_rate']:.3f} "
                       f"[{lo:.3f}, {hi:.3f}] ({res['attempt_successes']}/{res['attempts']}), "
                       f"episode success {res['success_rate']:.3f}", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+                # After every row: a long run stopped early keeps what it measured.
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
     return report
 
