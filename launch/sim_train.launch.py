@@ -122,9 +122,10 @@ def _end_system(event, context: LaunchContext) -> list | None:
 def generate_launch_description() -> LaunchDescription:
     declared_arguments = [
         DeclareLaunchArgument(
-            "task", default_value="grasp", choices=["grasp", "reacher"],
+            "task", default_value="grasp", choices=["grasp", "grasp_clutter", "reacher"],
             description="Skill to learn: top-down grasping (U-Net Q-map over the camera "
-                        "image) or goal reaching (MLP over joint angles and goal)."),
+                        "image; grasp_clutter: 1-5 objects per scene) or goal reaching (MLP "
+                        "over joint angles and goal)."),
         DeclareLaunchArgument(
             "config",
             default_value=[FindPackageShare(PACKAGE), "/config/sim_train_",

@@ -150,6 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env_cfg = ckpt.config.env if ckpt.config else EnvConfig(id=env_info.get("id", ""))
     if args.task:
         env_cfg = EnvConfig(id=resolve_task(args.task))
+    env_cfg = _eval_env_config(env_cfg, args)
     render_mode = None
     if args.video:
         probe = make_env(env_cfg)
@@ -197,9 +198,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       on_step=on_step if (args.video or qmap_dir) else None)
     env.close()
     print(f"{env_cfg.id}: {result.summary()}")
-    if result.successes is not None and np.any(result.lengths > 1) and \
+    if result.successes is not None and (np.any(result.lengths > 1) or args.objects) and \
             net.kind == "unet":
-        print(f"attempt success rate {result.attempt_success_rate:.3f}")
+        lo, hi = result.attempt_success_ci95()
+        print(f"attempt success rate {result.attempt_success_rate:.3f} (95% CI {lo:.3f}-"
+              f"{hi:.3f}, {result.attempt_successes}/{int(np.sum(result.lengths))} attempts)")
     if args.video:
         if frames:
             print(f"video: {save_gif(frames, args.video, fps=args.fps)} ({len(frames)} frames)")
@@ -215,6 +218,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2))
     return 0
+
+
+def _parse_num_objects(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.split("-")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or not 1 <= parts[0] <= parts[-1] <= 20:
+        raise CliError(f"--num-objects: expected N or MIN-MAX within 1-20, got {text!r}")
+    return parts[0], parts[-1]
+
+
+def _eval_env_config(env_cfg, args: argparse.Namespace):
+    """The evaluation env: the checkpoint's (or --task's) with --objects, --num-objects and
+    --set env.kwargs... applied, validated by building its GraspConfig before any episode."""
+    before = dict(env_cfg.kwargs)
+    kwargs = dict(env_cfg.kwargs)
+    if args.objects or args.num_objects:
+        if "Grasp" not in env_cfg.id:
+            raise CliError(f"--objects/--num-objects: only for the grasp tasks, not {env_cfg.id}")
+        if args.objects:
+            # The named set replaces the training objects; holding another set out is moot.
+            kwargs.update(object_set=args.objects, object_files=[], held_out_set="")
+        if args.num_objects:
+            lo, hi = _parse_num_objects(args.num_objects)
+            kwargs.update(min_objects=lo, max_objects=hi)
+    data = {"kwargs": kwargs, "max_episode_steps": env_cfg.max_episode_steps}
+    data = apply_overrides({"env": data}, args.set or [])["env"]
+    env_cfg = dataclasses.replace(env_cfg, **data)
+    env_cfg.validate()
+    if "Grasp" in env_cfg.id:
+        from q_grasp.envs import ENV_SPECS
+        from q_grasp.envs._config import resolve_env_config
+        from q_grasp.envs.grasp import GraspConfig
+
+        # Bad objects or fields: one error line now, before the checkpoint's network is built.
+        defaults = dict(ENV_SPECS.get(env_cfg.id, ("", {}))[1])
+        trained = resolve_env_config(GraspConfig, None, {**defaults, **before}, "env.kwargs")
+        resolve_env_config(GraspConfig, None, {**defaults, **env_cfg.kwargs}, "env.kwargs")
+        if args.objects:
+            held_out = ("held out from this checkpoint's training"
+                        if trained.held_out_set == args.objects else
+                        f"the checkpoint's training objects: {trained.object_set or 'primitives'}")
+            print(f"objects: {args.objects} ({held_out})")
+    return env_cfg
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -273,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     e.add_argument("--epsilon", type=float, default=0.0, help="epsilon for evaluation")
     e.add_argument("--task", help="evaluate on this env instead of the checkpoint's")
+    e.add_argument("--objects", help="grasping: evaluate on this object set (primitives, "
+                   "train, held_out) instead of the checkpoint's objects")
+    e.add_argument("--num-objects", metavar="N|MIN-MAX",
+                   help="grasping: objects per scene (e.g. 1-5 for clutter)")
+    e.add_argument("--set", action="append", metavar="env.kwargs.FIELD=VALUE",
+                   help="override a field of the evaluation env, e.g. "
+                   "--set env.kwargs.max_attempts=10")
     e.add_argument("--video", help="write a GIF of the episodes here")
     e.add_argument("--fps", type=float, default=10.0)
     e.add_argument("--max-frames", type=int, default=600)

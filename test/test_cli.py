@@ -97,6 +97,56 @@ def test_bad_config_file_and_corrupt_checkpoint(tmp_path, capsys):
     assert "not a readable safetensors file" in capsys.readouterr().err
 
 
+def test_eval_on_another_object_set(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "g"
+    assert main(["train", "--task", "grasp", "--steps", "4", "--out", str(out), "--quiet",
+                 "--no-plot", "--set", "env.kwargs.image_size=[16,16]",
+                 "--set", "env.kwargs.num_rotations=2", "--set", "training.learning_starts=2",
+                 "--set", "training.final_eval_episodes=1", "--set", "dqn.batch_size=2"]) == 0
+    ckpt = str(out / "model.safetensors")
+    capsys.readouterr()
+    import q_grasp.learning.trainer as trainer
+
+    seen = []
+    real = trainer.evaluate
+
+    def spy(env, actor, episodes, **kwargs):
+        inner = env.unwrapped
+        original_spawn = inner.scene.spawn
+
+        def spawn(*a, **k):
+            objects = original_spawn(*a, **k)
+            seen.append([o.source for o in objects])
+            return objects
+
+        inner.scene.spawn = spawn
+        return real(env, actor, episodes, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", spy)
+    js = tmp_path / "e.json"
+    assert main(["eval", "--checkpoint", ckpt, "--objects", "held_out", "--num-objects", "2",
+                 "--episodes", "2", "--set", "env.kwargs.max_attempts=2", "--json",
+                 str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "attempt success rate" in text and "95% CI" in text
+    from q_grasp.sim.object_sets import object_set
+
+    held_out = set(object_set("held_out").files)
+    assert len(seen) == 2 and all(len(s) == 2 and set(s) <= held_out for s in seen)
+    import json
+
+    result = json.loads(js.read_text())
+    assert result["episodes"] == 2 and 2 <= result["attempts"] <= 4
+    lo, hi = result["attempt_success_ci95"]
+    assert 0.0 <= lo <= result["attempt_success_rate"] <= hi <= 1.0
+    # Bad input: one line naming the set or the argument, before any episode.
+    for argv, match in ((["--objects", "toys"], "unknown object set 'toys'"),
+                        (["--num-objects", "0-3"], "--num-objects: expected"),
+                        (["--set", "env.kwargs.nope=1"], "nope: unknown field")):
+        assert main(["eval", "--checkpoint", ckpt, *argv]) == 2
+        assert match in capsys.readouterr().err
+
+
 def test_python_dash_m_entry_point(tmp_path):
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "q_grasp", "train", "--task", "nope-v0"],

@@ -242,3 +242,24 @@ def test_domain_randomisation_changes_the_look_not_the_aim():
     varied.close()
     with pytest.raises(ValueError, match="camera_angle_noise_deg"):
         GraspConfig(camera_angle_noise_deg=45.0)
+
+
+def test_min_grasp_height_keeps_grasps_on_objects_and_ends_blind_episodes():
+    e = TopDownGraspEnv(image_size=(32, 32), num_rotations=2, min_grasp_height_m=0.002)
+    try:
+        _, info = e.reset(seed=3)
+        allowed = info["action_mask"].reshape(2, 32, 32)
+        assert allowed.any()
+        # Every allowed pixel shows an object, never the bare table.
+        assert (e.heightmap[allowed[0] > 0] >= 0.002).all()
+        assert (allowed[0] <= (e.heightmap >= 0.002)).all()
+        _, _, terminated, truncated, info = e.step(e.encode_action(0, 31, 31))  # bare table
+        assert not (terminated or truncated or info["nothing_graspable"])
+        # A floor above every object leaves nothing graspable: the episode ends after the
+        # attempt instead of grasping at the table again.
+        e.config.min_grasp_height_m = 0.05
+        _, _, terminated, truncated, info = e.step(e.encode_action(0, 31, 31))
+        assert truncated and not terminated and info["nothing_graspable"]
+        assert not info["action_mask"].any()
+    finally:
+        e.close()

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from q_grasp.tasks.names import TASKS
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "sim_train.launch.py"
 PACKAGE = "q_grasp"
@@ -117,7 +119,7 @@ def test_launch_arguments_documented(launch_tree) -> None:
         assert any(k.arg == "default_value" for k in call.keywords), name
         declared[name] = kwargs
     assert REQUIRED_ARGUMENTS <= set(declared), REQUIRED_ARGUMENTS - set(declared)
-    assert declared["task"]["choices"] == ["grasp", "reacher"]
+    assert declared["task"]["choices"] == list(TASKS)
     used = {_literal(c.args[0], constants) for c in _calls(tree, "LaunchConfiguration")}
     assert set(declared) <= used, f"declared but unused: {set(declared) - used}"
     assert used <= set(declared), f"used but undeclared: {used - set(declared)}"
@@ -180,7 +182,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-@pytest.mark.parametrize("task", ["grasp", "reacher"])
+@pytest.mark.parametrize("task", TASKS)
 def test_params_files_cover_every_parameter(task: str) -> None:
     from q_grasp.node_params.files import COMMENTED, node_sections
     from q_grasp.node_params.spec import build_config, config_specs
@@ -209,7 +211,7 @@ def test_params_files_cover_every_parameter(task: str) -> None:
         build_config(section.config_cls, specs, values)
 
 
-@pytest.mark.parametrize("task", ["grasp", "reacher"])
+@pytest.mark.parametrize("task", TASKS)
 def test_params_files_are_generated_from_the_node_configs(task: str) -> None:
     from q_grasp.node_params.files import render
 

@@ -93,7 +93,7 @@ def test_params_file_sections_as_the_nodes_read_them() -> None:
     assert sim["camera.width"] == 64 and "robot.urdf_path" not in sim  # commented out
 
 
-@pytest.mark.parametrize("task", ["grasp", "reacher"])
+@pytest.mark.parametrize("task", ["grasp", "grasp_clutter", "reacher"])
 def test_params_file_policy_explores_like_the_experiment(task: str) -> None:
     """The shipped policy section refers to the experiment's exploration instead of copying it,
     and that gives the epsilon of every step the copied numbers gave (linear decay over the
@@ -403,6 +403,46 @@ def test_bringup_grasp_composed_end_to_end(tmp_path, monkeypatch) -> None:
     import matplotlib.image
 
     assert matplotlib.image.imread(str(qmaps[0]))[..., :3].std() > 0.01
+
+
+@pytest.mark.ros
+def test_bringup_grasp_clutter_spawns_several_objects(tmp_path, monkeypatch) -> None:
+    """`bringup --task grasp_clutter`: sim_arm spawns the clutter scene (several objects, as
+    its /diagnostics report over DDS) and the policy's episodes go on after a grasp while
+    objects are left (up to 10 attempts)."""
+    domain = unique_domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "q_grasp.nodes.bringup", "--task", "grasp_clutter",
+           "--max-transitions", "3", "--eval-episodes", "0", "--progress-every-s", "2",
+           "--out", str(out)]
+    log = tmp_path / "bringup.log"
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = Probe(context)
+    objects: list[float] = []
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(cmd, env=ros_child_env(domain), stdout=sink,
+                                stderr=subprocess.STDOUT, cwd=str(REPO),
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 150.0
+            while proc.poll() is None and time.monotonic() < deadline:
+                probe.spin_once()
+                objects.append(probe.value("sim_arm", "objects", 0.0))
+            assert proc.poll() == 0, log.read_text()[-4000:]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            probe.node.destroy_node()
+            rclpy.try_shutdown(context=context)
+    # sim_arm's seed 0 draws a first scene of several objects from the file's 1-5.
+    assert max(objects) >= 2, log.read_text()[-3000:]
+    summary = json.loads((out / "bringup_summary.json").read_text())
+    assert summary["task"] == "grasp_clutter" and summary["transitions"] >= 3
+    assert summary["params_file"].endswith("sim_train_grasp_clutter.yaml")
 
 
 @pytest.mark.parametrize("mode", ["composed", "processes"])

@@ -107,12 +107,34 @@ def test_urdf_files_and_folders(sim, tmp_path):
         assert o.scale < 1.0
         assert cfg.width_m[0] - 1e-3 <= min(o.size_m[:2]) <= cfg.width_m[1] + 1e-3
         assert o.size_m[2] <= cfg.height_m[1] + 1e-3
-    # A tall, thin mesh cannot fit both: scaled to the height cap it would be thinner than the
-    # width range, so the scene refuses it instead of spawning a stick.
+    # The minimum width wins over the 45 mm height cap: a 20 x 20 x 70 mm post becomes
+    # 15 x 15 x 52.5 mm (within max_height_m), never a stick thinner than the fingers hold.
+    post = write_box(tmp_path / "post.urdf", 0.02, 0.02, 0.07)
+    cfg = SceneConfig(object_files=(str(post),), scale_to_fit=True, num_objects=(2, 2))
+    for o in Scene(sim, cfg).spawn(np.random.default_rng(1)):
+        assert o.size_m[0] == pytest.approx(cfg.width_m[0], abs=1e-4)
+        assert o.size_m[2] == pytest.approx(0.0525, abs=1e-3)
+    # A mesh taller than max_height_m even at the minimum width is refused, naming the file.
     tall = write_box(tmp_path / "tall.urdf", 0.02, 0.02, 0.2)
     with pytest.raises(ValueError, match=r"object_files: cannot be scaled.*tall.urdf \(20 x 20 x "
                                          r"200 mm\)"):
         Scene(sim, SceneConfig(object_files=(str(tall),), scale_to_fit=True))
+    # A file that pybullet cannot load is an error naming it when the scene is made.
+    broken = tmp_path / "broken.urdf"
+    broken.write_text("<robot name='broken'><link name='a'><visual><geometry>"
+                      "<mesh filename='missing.obj'/></geometry></visual></link>")
+    with pytest.raises(ValueError, match=r"object_files: '.*broken.urdf' does not load"):
+        Scene(sim, SceneConfig(object_files=(str(broken),)))
+
+
+def test_primitives_mixed_with_files(sim, tmp_path):
+    box = write_box(tmp_path / "box.urdf", 0.02, 0.03, 0.02)
+    cfg = SceneConfig(object_files=(str(box),), primitive_fraction=0.5, num_objects=(5, 5))
+    scene = Scene(sim, cfg)
+    kinds = [o.kind for seed in range(4) for o in scene.spawn(np.random.default_rng(seed))]
+    assert "urdf" in kinds and set(kinds) - {"urdf"}
+    with pytest.raises(ValueError, match="primitive_fraction"):
+        SceneConfig(object_files=(str(box),), primitive_fraction=1.5)
 
 
 def test_bad_object_files(tmp_path):

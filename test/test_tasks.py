@@ -267,3 +267,15 @@ def test_seeded_reacher_episodes_keep_their_numbers(kwargs, expected) -> None:
     assert total_obs == pytest.approx(expected[0], rel=1e-9)
     assert total_reward == pytest.approx(expected[1], rel=1e-9, abs=1e-12)
     assert ends == expected[2]
+
+
+def test_grasp_clutter_task_and_a_shipped_experiment_by_name() -> None:
+    # The registered clutter defaults (1-5 objects, 10 attempts) apply as in gymnasium.make.
+    clutter = load_task("grasp_clutter")
+    assert clutter.env_config.max_objects == 5 and clutter.max_episode_steps == 10
+    # A bare file name is the shipped config/<name> (parameter files refer to them so).
+    objects = load_task("grasp_clutter", experiment_config="grasp_objects.yaml")
+    assert objects.env_config.object_set == "train"
+    assert objects.env_config.min_grasp_height_m > 0.0
+    with pytest.raises(ValueError, match="experiment_config: is for env"):
+        load_task("grasp", experiment_config="grasp_objects.yaml")

@@ -12,11 +12,10 @@ from typing import Any, Literal, TypeVar
 from q_grasp.config import ConfigError, check_each, read_yaml
 from q_grasp.node_params.spec import build_config, config_specs
 from q_grasp.paths import config_file
+from q_grasp.tasks.names import TASKS
 
 C = TypeVar("C")
 
-TASKS = ("grasp", "reacher")
-"""Tasks with a shipped parameters file."""
 NAMESPACE_PATTERN = re.compile(r"^(/?[A-Za-z_][A-Za-z0-9_]*)(/[A-Za-z_][A-Za-z0-9_]*)*$")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 EXECUTORS = ("multi", "single", "events")
@@ -38,7 +37,7 @@ before the evaluation)."""
 class BringupConfig:
     """What to start and when to stop (the command line, validated)."""
 
-    task: Literal["grasp", "reacher"] = "grasp"
+    task: Literal["grasp", "grasp_clutter", "reacher"] = "grasp"
     """Skill to learn (the launch file's task argument)."""
     config: str = ""
     """Node parameters file; empty: config/sim_train_<task>.yaml (source tree, else the

@@ -6,6 +6,8 @@ import math
 import threading
 from typing import Any
 
+from q_grasp.tasks.names import is_grasp_task
+
 
 def as_number(values: dict[str, str], key: str, default: float = math.nan) -> float:
     try:
@@ -75,7 +77,7 @@ def progress_line(task: str, elapsed_s: float, budget: str, trainer: dict[str, s
     """One human-readable progress line from the nodes' diagnostics."""
     steps = int(as_number(policy, "steps", 0))
     parts = [f"[{elapsed_text(elapsed_s)}] transitions {steps}{budget} ({rate:.1f}/s)"]
-    if task == "grasp":
+    if is_grasp_task(task):
         successes = int(as_number(policy, "grasp_successes", 0))
         recent = as_number(policy, "attempt_success_rate")
         parts.append(f"grasp attempts {steps}, successes {successes}"

@@ -24,6 +24,7 @@ from q_grasp.bringup.config import (
 )
 from q_grasp.bringup.monitor import Monitor, as_number, elapsed_text, progress_line
 from q_grasp.bringup.processes import Backend
+from q_grasp.tasks.names import is_grasp_task
 from q_grasp.wire.auth import new_key_file, read_key_file
 
 
@@ -350,7 +351,7 @@ class Bringup:
         self.print(f"[bringup] greedy evaluation: {episodes} episodes with {checkpoint}")
         monitor = backend.monitor
         monitor.forget_policy()
-        qmaps = (self._save_eval_qmaps(backend) if cfg.task == "grasp" and cfg.eval_qmaps
+        qmaps = (self._save_eval_qmaps(backend) if is_grasp_task(cfg.task) and cfg.eval_qmaps
                  else None)
         t0 = time.monotonic()
         backend.start("policy", overrides)
@@ -378,7 +379,7 @@ class Bringup:
             "steps": steps, "episode_success_rate": as_number(policy, "success_rate"),
             "mean_return": as_number(policy, "mean_return"),
             "wall_s": time.monotonic() - t0, "complete": ok}
-        if cfg.task == "grasp":
+        if is_grasp_task(cfg.task):
             successes = int(as_number(policy, "grasp_successes", 0))
             result.update(attempts=steps, grasp_successes=successes,
                           attempt_success_rate=successes / steps if steps else math.nan)
@@ -424,7 +425,7 @@ class Bringup:
                 f"updates, weights v{summary.weights_version}")
         result = summary.eval
         if result:
-            if self.cfg.task == "grasp":
+            if is_grasp_task(self.cfg.task):
                 lines.append(
                     f"  greedy evaluation: grasp success {result['grasp_successes']}/"
                     f"{result['attempts']} attempts = {100 * result['attempt_success_rate']:.1f}%"

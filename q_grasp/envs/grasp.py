@@ -19,8 +19,9 @@ from q_grasp.envs._config import check_render_mode, resolve_env_config
 from q_grasp.robot_config import RobotConfig
 from q_grasp.sim.bullet import BulletSim, BulletSimConfig
 from q_grasp.sim.camera import CameraConfig, PinholeCamera
+from q_grasp.sim.object_sets import object_set, overlap
 from q_grasp.sim.robot import SimRobot, SimRobotConfig
-from q_grasp.sim.scene import PRIMITIVE_SHAPES, Scene, SceneConfig
+from q_grasp.sim.scene import PRIMITIVE_SHAPES, Scene, SceneConfig, resolve_object_files
 from q_grasp.skills.grasp import GraspOutcome, GraspSkillConfig
 from q_grasp.skills.reach import TopDownReach
 from q_grasp.tasks.grasp import OBSERVATION_CHANNELS, GraspTask
@@ -66,6 +67,16 @@ class GraspConfig:
     """URDF files or folders of them; when given, objects come from these instead of shapes."""
     scale_to_fit: bool = False
     """Scale URDF objects so that the gripper (6 cm aperture) can close across them."""
+    object_set: str = ""
+    """A named object set (``q_grasp.sim.object_sets``: primitives, train, held_out) instead of
+    shapes/object_files; its meshes are scaled to fit the gripper."""
+    held_out_set: str = ""
+    """A named set kept for evaluation: objects of this config that are in it are an error
+    (so a training run never sees them)."""
+    min_grasp_height_m: float = 0.0
+    """When > 0: the action mask also leaves out pixels less than this high above the table
+    (bare table: nothing to grasp there), and an episode ends (truncated, info
+    ``nothing_graspable``) when no reachable pixel is left. Needs heights (not table_plane)."""
     max_attempts: int = 5
     """Grasp attempts per episode before it is truncated."""
     workspace_x_m: tuple[float, float] = (0.10, 0.16)
@@ -161,7 +172,22 @@ class GraspConfig:
                              f"{self.render_size!r}")
         self.shapes = tuple(self.shapes)
         self.object_files = tuple(self.object_files)
-        self.scene_config()  # validates workspace, shapes, sizes and object_files
+        if not 0.0 <= self.min_grasp_height_m <= 0.05:
+            raise ValueError(f"min_grasp_height_m: must be in [0, 0.05] m, got "
+                             f"{self.min_grasp_height_m}")
+        if self.min_grasp_height_m > 0.0 and self.depth_source == "table_plane":
+            raise ValueError("min_grasp_height_m: needs heights; depth_source 'table_plane' has "
+                             "none")
+        # Validates workspace, shapes, sizes, object_set and object_files.
+        scene = self.scene_config().resolved()
+        if self.held_out_set:
+            held_out = object_set(self.held_out_set).files
+            if self.held_out_set == self.object_set:
+                raise ValueError(f"held_out_set: {self.held_out_set!r} is also the object_set")
+            both = overlap(resolve_object_files(scene.object_files), held_out)
+            if both:
+                raise ValueError(f"object_files: {len(both)} file(s) of the training objects are "
+                                 f"in held_out_set {self.held_out_set!r}, e.g. {both[0]}")
 
     def scene_config(self) -> SceneConfig:
         """The SceneConfig these parameters describe."""
@@ -169,7 +195,7 @@ class GraspConfig:
             workspace_x_m=tuple(self.workspace_x_m), workspace_y_m=tuple(self.workspace_y_m),
             num_objects=(self.min_objects, self.max_objects), shapes=self.shapes,
             width_m=tuple(self.object_width_m), height_m=tuple(self.object_height_m),
-            cuboid_length_m=tuple(self.cuboid_length_m),
+            cuboid_length_m=tuple(self.cuboid_length_m), object_set=self.object_set,
             object_files=self.object_files, scale_to_fit=self.scale_to_fit,
         )
 
@@ -319,6 +345,11 @@ class TopDownGraspEnv(gymnasium.Env):
         reward = self.task.reward(outcome)
         terminated, truncated = self.task.episode_end(
             outcome.success, scene_empty=len(self.scene.objects) == 0, attempts=self._attempts)
+        # Objects left, but none that the camera shows within reach: stop instead of grasping
+        # at the table (the policy's own view decides, as on a real arm).
+        mask = self.action_mask() if self.config.action_mask else None
+        nothing = not terminated and self.task.nothing_graspable(self.camera, self._depth, mask)
+        truncated = truncated or nothing
         self._needs_reset = terminated or truncated
         row, col, rot, point = target.row, target.col, target.rotation, target.point_m
         info = {
@@ -336,8 +367,10 @@ class TopDownGraspEnv(gymnasium.Env):
             "num_objects": len(self.scene.objects),
             "attempts": self._attempts,
             "message": outcome.message,
+            "nothing_graspable": nothing,
         }
-        self._add_action_mask(info)
+        if self.config.action_mask:
+            info["action_mask"] = mask
         return obs, reward, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:

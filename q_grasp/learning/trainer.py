@@ -85,6 +85,10 @@ class EvalResult:
             return float("nan"), float("nan")
         return wilson_interval(int(np.sum(self.successes)), len(self.successes))
 
+    def attempt_success_ci95(self) -> tuple[float, float]:
+        """Wilson score 95% interval of the attempt (step) success rate."""
+        return wilson_interval(self.attempt_successes, int(np.sum(self.lengths)))
+
     def summary(self) -> str:
         text = (f"{self.episodes} episodes: mean return {self.mean_return:.3f} "
                 f"+- {self.return_ci95:.3f} (95% CI), mean length {np.mean(self.lengths):.1f}")
@@ -99,9 +103,12 @@ class EvalResult:
         out = {"episodes": self.episodes, "mean_return": self.mean_return,
                "return_ci95": self.return_ci95, "mean_length": float(np.mean(self.lengths)),
                "success_rate": self.success_rate, "success_ci95": [lo, hi],
-               "attempt_success_rate": self.attempt_success_rate}
+               "attempt_success_rate": self.attempt_success_rate,
+               "attempts": int(np.sum(self.lengths)), "attempt_successes": self.attempt_successes,
+               "attempt_success_ci95": list(self.attempt_success_ci95())}
         if self.successes is None:
-            out.update(success_rate=None, success_ci95=None, attempt_success_rate=None)
+            out.update(success_rate=None, success_ci95=None, attempt_success_rate=None,
+                       attempt_success_ci95=None)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                 for k, v in out.items()}
 

@@ -52,7 +52,7 @@ continues above every version a crashed trainer may have published."""
 class TrainerConfig:
     """Parameters of the trainer node (the learner)."""
 
-    task: Literal["grasp", "reacher"] = "grasp"
+    task: Literal["grasp", "grasp_clutter", "reacher"] = "grasp"
     """Task whose transitions arrive (sets the network and the expected observation shape)."""
     experiment_config: str = ""
     """Learning YAML (network, buffer, DQN, exploration); empty: the packaged default for the

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from q_grasp.node_params.spec import config_specs, params_yaml
+from q_grasp.tasks.names import GRASP_TASKS, TASKS
 
-TASKS = ("grasp", "reacher")
-"""Tasks with a shipped parameter file."""
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 COMMENTED = {"robot.urdf_path": "/path/to/your_arm.urdf  (default: the installed package's "
                                 "assets/nuro_arm/nuro_arm.urdf)"}
@@ -44,10 +43,11 @@ def sim_arm_for_task(task: str) -> Any:
     """sim_arm's configuration for training ``task``, matching the single-process env."""
     from q_grasp.node_params.sim_arm import SimArmConfig
 
-    if task == "grasp":
-        from q_grasp.envs.grasp import GraspConfig
+    if task in GRASP_TASKS:
+        from q_grasp.tasks.load import load_task
 
-        env = GraspConfig()
+        # The scene of the task's experiment config (grasp_clutter: 1-5 objects).
+        env = load_task(task).env_config
         # Same camera, scene, robot and physics as the gym env, so that the ROS pipeline and
         # the single-process loop learn the same problem. Faster than real time every message
         # rate is multiplied in wall-clock terms; 60 Hz setpoints (4 physics steps each),
@@ -86,7 +86,7 @@ def sim_arm_for_task(task: str) -> Any:
     raise ValueError(f"task: must be one of {TASKS}, got {task!r}")
 
 
-TRANSITIONS_DEPTH = {"grasp": 500, "reacher": 4000}
+TRANSITIONS_DEPTH = {"grasp": 500, "grasp_clutter": 500, "reacher": 4000}
 """/q_grasp/transitions messages each actor keeps and the trainer queues (transient local): a
 30 s trainer outage plus its start-up at the task's fastest, one transition per message (grasp
 ~16/s of 132 KB: 66 MB held by the actor; reacher up to ~60/s of 1 KB: 4 MB);

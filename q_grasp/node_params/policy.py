@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from q_grasp.config import check_each
 from q_grasp.joint_feedback import RosArmConfig
 from q_grasp.tasks.load import TASKS
+from q_grasp.tasks.names import is_grasp_task
 
 if TYPE_CHECKING:
     from q_grasp.learning.config import ExperimentConfig, ExplorationConfig
@@ -19,9 +20,9 @@ if TYPE_CHECKING:
 class PolicyConfig:
     """Parameters of the policy (actor) node."""
 
-    task: Literal["grasp", "reacher"] = "grasp"
-    """Skill to run: top-down grasping (U-Net over the camera image) or goal reaching (MLP over
-    reach-joint angles and goal)."""
+    task: Literal["grasp", "grasp_clutter", "reacher"] = "grasp"
+    """Skill to run: top-down grasping (U-Net over the camera image; grasp_clutter: several
+    objects per scene) or goal reaching (MLP over reach-joint angles and goal)."""
     train: bool = True
     """true: explore with the epsilon schedule and publish every transition for the trainer.
     false: evaluation - act with eval_epsilon, publish no transitions, apply no reward shaping."""
@@ -190,4 +191,4 @@ def policy_config_for_task(task: str) -> PolicyConfig:
     """The policy configuration shipped for ``task`` (its exploration is the experiment's)."""
     # sim_arm's frame of a world at rest comes >= its still_time_s (0.1 s) after the last motion
     return PolicyConfig(task=task,
-                        settle_time_s=0.1 if task == "grasp" else PolicyConfig.settle_time_s)
+                        settle_time_s=0.1 if is_grasp_task(task) else PolicyConfig.settle_time_s)

@@ -74,6 +74,7 @@ from q_grasp.tasks.episodes import (
 )
 from q_grasp.tasks.grasp import GraspTask, table_looks_empty
 from q_grasp.tasks.load import load_task, make_task
+from q_grasp.tasks.names import is_grasp_task
 from q_grasp.tasks.reach import ReachTask
 from q_grasp.tasks.shaping import RewardShaping, shaping_terms
 from q_grasp.wire import (
@@ -153,7 +154,7 @@ class PolicyNode(Node):
         self.frames: FrameSync | None = None
         self._q_map_pub = None
         self._reset_client = None
-        if cfg.task == "grasp":
+        if is_grasp_task(cfg.task):
             self._init_grasp(cfg)
         else:
             self.task.check_workspace()
@@ -276,7 +277,7 @@ class PolicyNode(Node):
     def _run(self) -> None:
         """Worker thread: wait for the arm, then run episodes until shutdown."""
         try:
-            if self.config.task == "grasp" and self.actor.exploration.use_action_mask:
+            if is_grasp_task(self.config.task) and self.actor.exploration.use_action_mask:
                 self._build_reach_table()  # before the first decision
             self._wait_for_arm()
             errors = 0
@@ -286,7 +287,7 @@ class PolicyNode(Node):
                     self._finish()
                     return
                 try:
-                    if cfg.task == "grasp":
+                    if is_grasp_task(cfg.task):
                         self._grasp_episode()
                     else:
                         self._reacher_episode()
@@ -388,7 +389,7 @@ class PolicyNode(Node):
                 msg = blob_to_msg(self._auth.sign(blob), TRANSITIONS_SCHEMA)
                 self._transitions_pub.publish(msg)
                 self.diagnostics.count("transitions_published", len(batch))
-        grasp = cfg.task == "grasp"
+        grasp = is_grasp_task(cfg.task)
         values = self.stats.values(attempts=grasp)
         values.update(epsilon=epsilon, weights_version=self._weights_version,
                       move_timeouts=self.arm.move_timeouts,
@@ -555,6 +556,8 @@ class PolicyNode(Node):
             terminated, truncated = self.task.episode_end(
                 outcome.success, empty, attempts, cfg.terminate_on_success,
                 self.setup.max_episode_steps)
+            truncated = truncated or (not terminated and self.task.nothing_graspable(
+                next_frame.camera, next_frame.depth))
             self._record(Transition(obs, action, self.task.reward(outcome), next_obs,
                                     terminated, truncated, bool(outcome.success)),
                          latency, epsilon)

@@ -4,6 +4,7 @@ URDF files, spawned inside a workspace without overlap and settled with physics.
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -15,6 +16,9 @@ from q_grasp.sim.bullet import BulletSim
 from q_grasp.sim.quiet import pybullet
 
 PRIMITIVE_SHAPES = ("cube", "cuboid", "cylinder")
+_FILE_EXTENTS: dict[tuple[str, float], np.ndarray] = {}
+"""(URDF path, mtime) -> bounding-box extents (m) at scale 1: measuring a set of hundreds of
+meshes takes seconds, and every env of a process needs the same numbers."""
 
 
 def _pair(value: tuple[float, float] | list[float], name: str, low: float = 0.0) -> None:
@@ -84,10 +88,21 @@ class SceneConfig:
     object_files: tuple[str, ...] = ()
     """URDF files or folders of them (searched recursively). When given, objects are drawn from
     these files instead of the primitive shapes."""
+    object_set: str = ""
+    """A named set of ``q_grasp.sim.object_sets`` (primitives, train, held_out): its shapes
+    and files, their mix and scale_to_fit replace ``shapes``/``object_files`` here."""
     scale_to_fit: bool = False
-    """Scale URDF objects so that their minor horizontal width falls in ``width_m`` and their
-    height stays within ``height_m``'s maximum (so the gripper can close across them); a file
-    that no scale fits is an error when the scene is made."""
+    """Scale URDF objects so that their minor horizontal width falls in ``width_m`` (so the
+    gripper can close across them), and, where the width range allows, their height within
+    ``height_m``'s maximum and their length within ``cuboid_length_m``'s. The minimum width
+    wins over those caps (a tall mesh becomes a 15 mm post, not a stick thinner than the
+    fingers can hold); a file that would then stand taller than ``max_height_m`` is an error
+    when the scene is made."""
+    max_height_m: float = 0.06
+    """scale_to_fit: tallest object allowed (m); the NURO arm's top-down reach shrinks fast
+    above this."""
+    primitive_fraction: float = 0.0
+    """With object_files: the chance that an object is a primitive of ``shapes`` instead."""
     min_gap_m: float = 0.005
     """Smallest distance (m) between two objects at spawn time."""
     max_placement_tries: int = 200
@@ -123,7 +138,33 @@ class SceneConfig:
             )
         if self.settle_steps < 0:
             raise ValueError(f"settle_steps: must be >= 0, got {self.settle_steps}")
+        if not 0.0 <= self.primitive_fraction <= 1.0:
+            raise ValueError(f"primitive_fraction: must be in [0, 1], got "
+                             f"{self.primitive_fraction}")
+        if self.primitive_fraction > 0.0 and not self.shapes:
+            raise ValueError("primitive_fraction: > 0 needs at least one shape")
+        if self.max_height_m < self.height_m[0]:
+            raise ValueError(f"max_height_m: must be >= height_m's minimum {self.height_m[0]} m,"
+                             f" got {self.max_height_m}")
+        if self.object_set:
+            from q_grasp.sim.object_sets import object_set
+
+            object_set(self.object_set)  # an unknown name fails here
+            if self.object_files:
+                raise ValueError("object_set, object_files: give one of them, not both")
         resolve_object_files(self.object_files)  # fail early on a bad path
+
+    def resolved(self) -> SceneConfig:
+        """This config with ``object_set`` expanded into shapes, files and their mix."""
+        if not self.object_set:
+            return self
+        from q_grasp.sim.object_sets import object_set
+
+        named = object_set(self.object_set)
+        return dataclasses.replace(
+            self, object_set="", shapes=named.shapes or PRIMITIVE_SHAPES, object_files=named.files,
+            primitive_fraction=named.primitive_fraction if named.files else 0.0,
+            scale_to_fit=True)
 
 
 @dataclass
@@ -156,17 +197,19 @@ class Scene:
 
     def __init__(self, sim: BulletSim, config: SceneConfig | None = None) -> None:
         self.sim = sim
-        self.config = config if config is not None else SceneConfig()
+        self.config = (config if config is not None else SceneConfig()).resolved()
         self.object_files = resolve_object_files(self.config.object_files)
         self.objects: dict[int, ObjectInfo] = {}
-        self._file_extents: dict[str, np.ndarray] = {}
+        for path in self.object_files:  # a file that does not load fails here, not mid-run
+            self._extents_of_file(path)
         if self.config.scale_to_fit:
             unfit = [f"{p} ({' x '.join(f'{1000 * e:.0f}' for e in self._extents_of_file(p))}"
                      f" mm)" for p in self.object_files if self._scale_range(p) is None]
             if unfit:
                 raise ValueError(
-                    f"object_files: cannot be scaled to a width in {self.config.width_m} m with "
-                    f"a height <= {self.config.height_m[1]} m (too tall for their width): "
+                    f"object_files: cannot be scaled to the gripper (a width >= "
+                    f"{self.config.width_m[0]} m with a height <= {self.config.max_height_m} m; "
+                    f"too tall for their width): "
                     f"{', '.join(unfit[:5])}{' ...' if len(unfit) > 5 else ''}; leave them out")
 
     @property
@@ -231,7 +274,8 @@ class Scene:
     def _spawn_one(self, rng: np.random.Generator) -> ObjectInfo | None:
         cfg = self.config
         c = self.sim.client
-        if self.object_files:
+        if self.object_files and not (cfg.primitive_fraction > 0.0
+                                      and rng.uniform() < cfg.primitive_fraction):
             info = self._create_file_object(rng)
         else:
             info = self._create_primitive(rng)
@@ -300,25 +344,35 @@ class Scene:
         )
 
     def _extents_of_file(self, path: str) -> np.ndarray:
-        """Bounding-box extents of a URDF at scale 1 (measured once, cached)."""
-        if path not in self._file_extents:
+        """Bounding-box extents of a URDF at scale 1 (measured once per process and file)."""
+        key = (path, os.path.getmtime(path))
+        if key not in _FILE_EXTENTS:
             c = self.sim.client
-            body = c.loadURDF(path, basePosition=[0.0, 0.0, 0.5], useMaximalCoordinates=True)
+            try:
+                body = c.loadURDF(path, basePosition=[0.0, 0.0, 0.5],
+                                  useMaximalCoordinates=True)
+            except pybullet.error as exc:
+                raise ValueError(f"object_files: {path!r} does not load in pybullet ({exc})"
+                                 ) from None
             lo, hi = _body_aabb(c, body)
             c.removeBody(body)
-            self._file_extents[path] = hi - lo
-        return self._file_extents[path]
+            _FILE_EXTENTS[key] = hi - lo
+        return _FILE_EXTENTS[key]
 
     def _scale_range(self, path: str) -> tuple[float, float] | None:
-        """Scales that put a file's minor horizontal width in ``width_m`` and keep its height
-        within ``height_m``'s maximum; None when no scale does both (a tall, thin mesh would
-        otherwise become a stick thinner than the gripper can hold)."""
+        """Scales that put a file's minor horizontal width in ``width_m`` and, where that range
+        allows, its height and length under their caps; the minimum width wins over the caps.
+        None when even the minimum width makes it taller than ``max_height_m``."""
         cfg = self.config
         extents = self._extents_of_file(path)
         minor = float(max(min(extents[0], extents[1]), 1e-4))
+        major = float(max(extents[0], extents[1], 1e-4))
+        height = float(max(extents[2], 1e-4))
         low, high = cfg.width_m[0] / minor, cfg.width_m[1] / minor
-        high = min(high, cfg.height_m[1] / max(float(extents[2]), 1e-4))
-        return (low, high) if low <= high else None
+        if low * height > cfg.max_height_m:
+            return None
+        high = max(low, min(high, cfg.height_m[1] / height, cfg.cuboid_length_m[1] / major))
+        return low, high
 
     def _create_file_object(self, rng: np.random.Generator) -> ObjectInfo:
         cfg = self.config

@@ -118,8 +118,27 @@ class GraspTask:
         return self._reach
 
     def action_mask(self, camera: CameraModel, depth: np.ndarray) -> np.ndarray:
-        """Flat bool (R*H*W,): the grasps whose surface point the arm can reach top-down."""
-        return self.reach.action_mask(camera.surface_points(depth), self.num_rotations)
+        """Flat bool (R*H*W,): the grasps whose surface point the arm can reach top-down, and
+        with ``min_grasp_height_m`` > 0 only on pixels that high above the table (an object:
+        a policy that does not recognise an object must not fall back to grasping bare table;
+        all False when nothing graspable is in view)."""
+        points = camera.surface_points(depth)
+        mask = self.reach.action_mask(points, self.num_rotations)
+        floor = float(getattr(self.config, "min_grasp_height_m", 0.0))
+        if floor > 0.0:
+            on_object = np.nan_to_num(points[..., 2], nan=0.0) >= floor
+            mask = mask & np.broadcast_to(on_object.reshape(-1), (self.num_rotations,
+                                                                   on_object.size)).reshape(-1)
+        return mask
+
+    def nothing_graspable(self, camera: CameraModel, depth: np.ndarray,
+                          mask: np.ndarray | None = None) -> bool:
+        """Whether ``min_grasp_height_m`` is on and the action mask (``mask``, or computed)
+        leaves nothing to grasp: the episode then ends (truncated) instead of grasping at the
+        table."""
+        if float(getattr(self.config, "min_grasp_height_m", 0.0)) <= 0.0:
+            return False
+        return not (self.action_mask(camera, depth) if mask is None else mask).any()
 
     # ----------------------------------------------------------------------------- actions
     def check_action(self, action: Any) -> int:

@@ -23,12 +23,10 @@ from q_grasp.learning.networks import (
     network_spec_for_env,
 )
 from q_grasp.learning.tasks import default_config, resolve_task
+from q_grasp.paths import config_file
 from q_grasp.tasks.grasp import GraspTask
+from q_grasp.tasks.names import TASKS
 from q_grasp.tasks.reach import ReachTask
-
-TASKS = ("grasp", "reacher")
-"""Tasks the policy node runs."""
-
 
 # --------------------------------------------------------------------------------- set-up
 
@@ -60,7 +58,7 @@ class TaskSetup:
     """Everything the policy needs to act on one task, built from files, not from a simulator."""
 
     task: str
-    """"grasp" or "reacher"."""
+    """"grasp", "grasp_clutter" or "reacher"."""
     env_id: str
     """Gymnasium id of the matching single-process env."""
     env_config: Any
@@ -85,6 +83,11 @@ ENV_ARGUMENTS = frozenset({"render_mode", "max_episode_steps"})
 
 def _env_config(task: str, kwargs: dict[str, Any]) -> Any:
     """The task's env config from an experiment's env.kwargs, through the config core."""
+    from q_grasp.envs import ENV_SPECS
+
+    # The registered id's defaults first (grasp_clutter: 1-5 objects, 10 attempts), as
+    # gymnasium.make applies them in the single-process env.
+    kwargs = {**ENV_SPECS[resolve_task(task)][1], **kwargs}
     if task == "reacher":
         from q_grasp.envs.reacher import ReacherConfig
 
@@ -98,7 +101,7 @@ def _env_config(task: str, kwargs: dict[str, Any]) -> Any:
 
 
 def make_task(task: str, env_config: Any) -> ReachTask | GraspTask:
-    """The task object for ``task`` ("grasp" or "reacher") with ``env_config``."""
+    """The task object for ``task`` (a grasp task or "reacher") with ``env_config``."""
     return ReachTask(env_config) if task == "reacher" else GraspTask(env_config)
 
 
@@ -135,6 +138,11 @@ def load_task(task: str, *, experiment_config: str = "", checkpoint: str = "",
         experiment = ckpt.config
     elif experiment_config:
         path = Path(experiment_config).expanduser()
+        if not path.exists() and path.name == experiment_config:
+            try:  # a bare name: the shipped config/<name> (parameter files name them so)
+                path = config_file(experiment_config)
+            except FileNotFoundError:
+                pass
         try:
             experiment = ExperimentConfig.from_yaml(path)
         except ValueError as exc:
