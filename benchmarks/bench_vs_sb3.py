@@ -8,7 +8,9 @@
 Each run is a fresh process (imports, torch threads and RNGs do not leak between runs); the
 order of the contenders rotates from seed to seed so that drifts of a shared machine hit all of
 them. Both are judged by the same greedy evaluation: q_grasp's final-evaluation episodes (count
-and env seeds from its config), deterministic actions. Wall time is the training loop only:
+and env seeds from its config), deterministic actions; for q_grasp, of the policy that
+`q_grasp train` reports as its result (the config's ``training.result``: config/cartpole.yaml
+reports its best periodically evaluated model; the last weights' return is recorded beside). Wall time is the training loop only:
 q_grasp's ``train_wall_s`` (periodic evaluations included), SB3's ``model.learn``. Both run
 with the same number of torch threads (--threads).
 
@@ -116,11 +118,15 @@ def run_q_grasp(tree: Path, task: str, seed: int, threads: int) -> dict:
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd)} (in {tree}) failed:\n{done.stderr[-2000:]}")
         result = json.loads((Path(out) / "eval.json").read_text())
+    # final_eval: the policy `q_grasp train` reports as its result (the config's
+    # training.result: the last weights, or the best periodically evaluated model).
     final = result["final_eval"]
+    last = result.get("last_model_eval") or final
     return {"train_wall_s": result["train_wall_s"], "env_steps": result["env_steps"],
             "updates": result["updates"], "mean_return": final["mean_return"],
             "success_rate": final["success_rate"] if task == "reacher" else None,
-            "eval_episodes": final["episodes"]}
+            "eval_episodes": final["episodes"], "result": result.get("result", "last"),
+            "last_model_mean_return": last["mean_return"]}
 
 
 def run_child(contender: str, task: str, seed: int, threads: int, tree: Path | None) -> dict:
@@ -129,6 +135,7 @@ def run_child(contender: str, task: str, seed: int, threads: int, tree: Path | N
            "--threads", str(threads)]
     if tree is not None:
         cmd += ["--baseline-tree", str(tree)]
+    load_before = os.getloadavg()[0]
     start, cpu = time.perf_counter(), _children_cpu_s()
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
@@ -138,6 +145,8 @@ def run_child(contender: str, task: str, seed: int, threads: int, tree: Path | N
     # CPU seconds of the whole run (imports, training, final evaluation): unlike wall time,
     # barely moved by other jobs on a shared machine.
     result["process_cpu_s"] = _children_cpu_s() - cpu
+    # 1-minute load average before and after: how many other jobs shared the cores.
+    result["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return result
 
 
@@ -210,6 +219,7 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     contenders = ["q_grasp", "sb3"] + (["baseline"] if args.baseline_tree else [])
     runs = []
+    load_start = os.getloadavg()
     for k, seed in enumerate(seeds):
         order = contenders[k % len(contenders):] + contenders[:k % len(contenders)]
         for task in tasks:
@@ -220,8 +230,8 @@ def main() -> int:
                 success = "" if r["success_rate"] is None else f"success {r['success_rate']:.3f} "
                 print(f"{task:8s} seed {seed} {contender:8s} {success}return "
                       f"{r['mean_return']:.3f} train {r['train_wall_s']:.1f} s "
-                      f"({r['updates']} updates), process CPU {r['process_cpu_s']:.1f} s",
-                      flush=True)
+                      f"({r['updates']} updates), process CPU {r['process_cpu_s']:.1f} s, "
+                      f"load {r['loadavg_1min'][0]:.1f}->{r['loadavg_1min'][1]:.1f}", flush=True)
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -230,6 +240,8 @@ def main() -> int:
                     "stable_baselines3": stable_baselines3.__version__,
                     "baseline_tree": str(args.baseline_tree) if args.baseline_tree else None},
         "threads": args.threads,
+        "loadavg_start": [round(x, 2) for x in load_start],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "sb3_settings": {t: TASKS[t][3] for t in tasks},
         "summary": summarise(runs, contenders),
         "runs": runs,
