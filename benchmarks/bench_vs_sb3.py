@@ -10,9 +10,9 @@ order of the contenders rotates from seed to seed so that drifts of a shared mac
 them. Both are judged by the same greedy evaluation: q_grasp's final-evaluation episodes (count
 and env seeds from its config), deterministic actions; for q_grasp, of the policy that
 `q_grasp train` reports as its result (the config's ``training.result``: config/cartpole.yaml
-reports its best periodically evaluated model; the last weights' return is recorded beside). Wall time is the training loop only:
-q_grasp's ``train_wall_s`` (periodic evaluations included), SB3's ``model.learn``. Both run
-with the same number of torch threads (--threads).
+reports its best periodically evaluated model; the last weights' return is recorded beside).
+Wall time is the training loop only: q_grasp's ``train_wall_s`` (periodic evaluations
+included), SB3's ``model.learn``. Both run with the same number of torch threads (--threads).
 
 SB3 is a benchmark-only dependency. Run the script from a separate venv that holds it and
 q_grasp's requirements (torch pinned to the CPU build first, as in requirements.txt):
