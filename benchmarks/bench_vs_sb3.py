@@ -23,6 +23,7 @@ q_grasp's requirements (torch pinned to the CPU build first, as in requirements.
     /tmp/sb3venv/bin/python benchmarks/bench_vs_sb3.py [--tasks reacher,cartpole]
         [--seeds 0,1,2] [--baseline-tree /tmp/old] [--out benchmarks/results/vs_sb3.json]
 
+--merge FILE... combines result files (e.g. one per seed, run side by side) into --out.
 --baseline-tree adds a third contender: another q_grasp checkout (its own code and configs),
 e.g. an older commit unpacked with `git archive <commit> | tar -x -C /tmp/old`.
 Writes one JSON file: per run greedy success / mean return / wall time, per task the medians
@@ -184,6 +185,39 @@ def summarise(runs: list[dict], contenders: list[str]) -> dict:
     return summary
 
 
+def merge(files: list[Path], out: Path) -> int:
+    """One report from several result files of this script (their runs and a new summary)."""
+    parts = []
+    for f in files:
+        try:
+            parts.append(json.loads(f.read_text()))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--merge {f}: not a readable result file ({exc})") from None
+    runs = [r for part in parts for r in part.get("runs", [])]
+    if not runs:
+        raise SystemExit(f"--merge: no runs in {[str(f) for f in files]}")
+    contenders = [c for c in ("q_grasp", "sb3", "baseline")
+                  if any(r["contender"] == c for r in runs)]
+    report = {
+        "date": max(part["date"] for part in parts),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "complete": all(part.get("complete", True) for part in parts),
+        "merged_from": [{"file": str(f), "command": part.get("command"), "date": part.get("date"),
+                         "loadavg_start": part.get("loadavg_start"),
+                         "loadavg_end": part.get("loadavg_end")}
+                        for f, part in zip(files, parts)],
+        "machine": parts[0].get("machine"), "threads": parts[0].get("threads"),
+        "sb3_settings": {k: v for part in parts for k, v in part.get("sb3_settings", {}).items()},
+        "summary": summarise(runs, contenders),
+        "runs": runs,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["summary"], indent=2))
+    print(f"-> {out}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default="reacher,cartpole")
@@ -193,6 +227,9 @@ def main() -> int:
     parser.add_argument("--baseline-tree", type=Path, default=None,
                         help="another q_grasp checkout to run as the contender 'baseline'")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="FILE",
+                        help="combine the runs of result files (e.g. one per seed, run side by "
+                             "side) into --out, with the summary over all of them")
     parser.add_argument("--child", nargs=3, metavar=("CONTENDER", "TASK", "SEED"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -207,6 +244,8 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
+    if args.merge:
+        return merge(args.merge, args.out)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -218,10 +257,34 @@ def main() -> int:
                      "module docstring for its benchmark venv")
     seeds = [int(s) for s in args.seeds.split(",")]
     contenders = ["q_grasp", "sb3"] + (["baseline"] if args.baseline_tree else [])
-    runs = []
+    runs: list[dict] = []
     load_start = os.getloadavg()
-    for k, seed in enumerate(seeds):
-        order = contenders[k % len(contenders):] + contenders[:k % len(contenders)]
+
+    def write(complete: bool) -> dict:
+        # Written after every run, so that an interrupted benchmark keeps what it measured.
+        report = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "complete": complete,
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version(),
+                        "stable_baselines3": stable_baselines3.__version__,
+                        "baseline_tree": str(args.baseline_tree) if args.baseline_tree else None},
+            "threads": args.threads,
+            "loadavg_start": [round(x, 2) for x in load_start],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "sb3_settings": {t: TASKS[t][3] for t in tasks},
+            "summary": summarise(runs, contenders),
+            "runs": runs,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        return report
+
+    for seed in seeds:
+        # Who goes first rotates with the seed (also across instances run side by side).
+        k = seed % len(contenders)
+        order = contenders[k:] + contenders[:k]
         for task in tasks:
             for contender in order:
                 r = run_child(contender, task, seed, args.threads, args.baseline_tree)
@@ -232,22 +295,8 @@ def main() -> int:
                       f"{r['mean_return']:.3f} train {r['train_wall_s']:.1f} s "
                       f"({r['updates']} updates), process CPU {r['process_cpu_s']:.1f} s, "
                       f"load {r['loadavg_1min'][0]:.1f}->{r['loadavg_1min'][1]:.1f}", flush=True)
-    report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "stable_baselines3": stable_baselines3.__version__,
-                    "baseline_tree": str(args.baseline_tree) if args.baseline_tree else None},
-        "threads": args.threads,
-        "loadavg_start": [round(x, 2) for x in load_start],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        "sb3_settings": {t: TASKS[t][3] for t in tasks},
-        "summary": summarise(runs, contenders),
-        "runs": runs,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+                write(complete=False)
+    report = write(complete=True)
     print(json.dumps(report["summary"], indent=2))
     print(f"-> {args.out}")
     return 0
