@@ -23,7 +23,8 @@ q_grasp's requirements (torch pinned to the CPU build first, as in requirements.
     /tmp/sb3venv/bin/python benchmarks/bench_vs_sb3.py [--tasks reacher,cartpole]
         [--seeds 0,1,2] [--baseline-tree /tmp/old] [--out benchmarks/results/vs_sb3.json]
 
---merge FILE... combines result files (e.g. one per seed, run side by side) into --out.
+--merge FILE... combines result files (e.g. one per seed, run side by side) into --out; a run
+repeated in a later file replaces the earlier one.
 --baseline-tree adds a third contender: another q_grasp checkout (its own code and configs),
 e.g. an older commit unpacked with `git archive <commit> | tar -x -C /tmp/old`.
 Writes one JSON file: per run greedy success / mean return / wall time, per task the medians
@@ -193,7 +194,10 @@ def merge(files: list[Path], out: Path) -> int:
             parts.append(json.loads(f.read_text()))
         except (OSError, ValueError) as exc:
             raise SystemExit(f"--merge {f}: not a readable result file ({exc})") from None
-    runs = [r for part in parts for r in part.get("runs", [])]
+    # A run repeated in a later file (same task, seed and contender) replaces the earlier one.
+    latest = {(r["task"], r["seed"], r["contender"]): r
+              for part in parts for r in part.get("runs", [])}
+    runs = list(latest.values())
     if not runs:
         raise SystemExit(f"--merge: no runs in {[str(f) for f in files]}")
     contenders = [c for c in ("q_grasp", "sb3", "baseline")
