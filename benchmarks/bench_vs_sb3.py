@@ -8,9 +8,11 @@
 Each run is a fresh process (imports, torch threads and RNGs do not leak between runs); the
 order of the contenders rotates from seed to seed so that drifts of a shared machine hit all of
 them. Both are judged by the same greedy evaluation: q_grasp's final-evaluation episodes (count
-and env seeds from its config), deterministic actions. Wall time is the training loop only:
-q_grasp's ``train_wall_s`` (periodic evaluations included), SB3's ``model.learn``. Both run
-with the same number of torch threads (--threads).
+and env seeds from its config), deterministic actions; for q_grasp, of the policy that
+`q_grasp train` reports as its result (the config's ``training.result``: config/cartpole.yaml
+reports its best periodically evaluated model; the last weights' return is recorded beside).
+Wall time is the training loop only: q_grasp's ``train_wall_s`` (periodic evaluations
+included), SB3's ``model.learn``. Both run with the same number of torch threads (--threads).
 
 SB3 is a benchmark-only dependency. Run the script from a separate venv that holds it and
 q_grasp's requirements (torch pinned to the CPU build first, as in requirements.txt):
@@ -21,6 +23,8 @@ q_grasp's requirements (torch pinned to the CPU build first, as in requirements.
     /tmp/sb3venv/bin/python benchmarks/bench_vs_sb3.py [--tasks reacher,cartpole]
         [--seeds 0,1,2] [--baseline-tree /tmp/old] [--out benchmarks/results/vs_sb3.json]
 
+--merge FILE... combines result files (e.g. one per seed, run side by side) into --out; a run
+repeated in a later file replaces the earlier one.
 --baseline-tree adds a third contender: another q_grasp checkout (its own code and configs),
 e.g. an older commit unpacked with `git archive <commit> | tar -x -C /tmp/old`.
 Writes one JSON file: per run greedy success / mean return / wall time, per task the medians
@@ -116,11 +120,15 @@ def run_q_grasp(tree: Path, task: str, seed: int, threads: int) -> dict:
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd)} (in {tree}) failed:\n{done.stderr[-2000:]}")
         result = json.loads((Path(out) / "eval.json").read_text())
+    # final_eval: the policy `q_grasp train` reports as its result (the config's
+    # training.result: the last weights, or the best periodically evaluated model).
     final = result["final_eval"]
+    last = result.get("last_model_eval") or final
     return {"train_wall_s": result["train_wall_s"], "env_steps": result["env_steps"],
             "updates": result["updates"], "mean_return": final["mean_return"],
             "success_rate": final["success_rate"] if task == "reacher" else None,
-            "eval_episodes": final["episodes"]}
+            "eval_episodes": final["episodes"], "result": result.get("result", "last"),
+            "last_model_mean_return": last["mean_return"]}
 
 
 def run_child(contender: str, task: str, seed: int, threads: int, tree: Path | None) -> dict:
@@ -129,6 +137,7 @@ def run_child(contender: str, task: str, seed: int, threads: int, tree: Path | N
            "--threads", str(threads)]
     if tree is not None:
         cmd += ["--baseline-tree", str(tree)]
+    load_before = os.getloadavg()[0]
     start, cpu = time.perf_counter(), _children_cpu_s()
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
@@ -138,6 +147,8 @@ def run_child(contender: str, task: str, seed: int, threads: int, tree: Path | N
     # CPU seconds of the whole run (imports, training, final evaluation): unlike wall time,
     # barely moved by other jobs on a shared machine.
     result["process_cpu_s"] = _children_cpu_s() - cpu
+    # 1-minute load average before and after: how many other jobs shared the cores.
+    result["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return result
 
 
@@ -175,6 +186,42 @@ def summarise(runs: list[dict], contenders: list[str]) -> dict:
     return summary
 
 
+def merge(files: list[Path], out: Path) -> int:
+    """One report from several result files of this script (their runs and a new summary)."""
+    parts = []
+    for f in files:
+        try:
+            parts.append(json.loads(f.read_text()))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--merge {f}: not a readable result file ({exc})") from None
+    # A run repeated in a later file (same task, seed and contender) replaces the earlier one.
+    latest = {(r["task"], r["seed"], r["contender"]): r
+              for part in parts for r in part.get("runs", [])}
+    runs = list(latest.values())
+    if not runs:
+        raise SystemExit(f"--merge: no runs in {[str(f) for f in files]}")
+    contenders = [c for c in ("q_grasp", "sb3", "baseline")
+                  if any(r["contender"] == c for r in runs)]
+    report = {
+        "date": max(part["date"] for part in parts),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "complete": all(part.get("complete", True) for part in parts),
+        "merged_from": [{"file": str(f), "command": part.get("command"), "date": part.get("date"),
+                         "loadavg_start": part.get("loadavg_start"),
+                         "loadavg_end": part.get("loadavg_end")}
+                        for f, part in zip(files, parts)],
+        "machine": parts[0].get("machine"), "threads": parts[0].get("threads"),
+        "sb3_settings": {k: v for part in parts for k, v in part.get("sb3_settings", {}).items()},
+        "summary": summarise(runs, contenders),
+        "runs": runs,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["summary"], indent=2))
+    print(f"-> {out}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default="reacher,cartpole")
@@ -184,6 +231,9 @@ def main() -> int:
     parser.add_argument("--baseline-tree", type=Path, default=None,
                         help="another q_grasp checkout to run as the contender 'baseline'")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="FILE",
+                        help="combine the runs of result files (e.g. one per seed, run side by "
+                             "side) into --out, with the summary over all of them")
     parser.add_argument("--child", nargs=3, metavar=("CONTENDER", "TASK", "SEED"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -198,6 +248,8 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
+    if args.merge:
+        return merge(args.merge, args.out)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -209,9 +261,34 @@ def main() -> int:
                      "module docstring for its benchmark venv")
     seeds = [int(s) for s in args.seeds.split(",")]
     contenders = ["q_grasp", "sb3"] + (["baseline"] if args.baseline_tree else [])
-    runs = []
-    for k, seed in enumerate(seeds):
-        order = contenders[k % len(contenders):] + contenders[:k % len(contenders)]
+    runs: list[dict] = []
+    load_start = os.getloadavg()
+
+    def write(complete: bool) -> dict:
+        # Written after every run, so that an interrupted benchmark keeps what it measured.
+        report = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "complete": complete,
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version(),
+                        "stable_baselines3": stable_baselines3.__version__,
+                        "baseline_tree": str(args.baseline_tree) if args.baseline_tree else None},
+            "threads": args.threads,
+            "loadavg_start": [round(x, 2) for x in load_start],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "sb3_settings": {t: TASKS[t][3] for t in tasks},
+            "summary": summarise(runs, contenders),
+            "runs": runs,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        return report
+
+    for seed in seeds:
+        # Who goes first rotates with the seed (also across instances run side by side).
+        k = seed % len(contenders)
+        order = contenders[k:] + contenders[:k]
         for task in tasks:
             for contender in order:
                 r = run_child(contender, task, seed, args.threads, args.baseline_tree)
@@ -220,22 +297,10 @@ def main() -> int:
                 success = "" if r["success_rate"] is None else f"success {r['success_rate']:.3f} "
                 print(f"{task:8s} seed {seed} {contender:8s} {success}return "
                       f"{r['mean_return']:.3f} train {r['train_wall_s']:.1f} s "
-                      f"({r['updates']} updates), process CPU {r['process_cpu_s']:.1f} s",
-                      flush=True)
-    report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "stable_baselines3": stable_baselines3.__version__,
-                    "baseline_tree": str(args.baseline_tree) if args.baseline_tree else None},
-        "threads": args.threads,
-        "sb3_settings": {t: TASKS[t][3] for t in tasks},
-        "summary": summarise(runs, contenders),
-        "runs": runs,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+                      f"({r['updates']} updates), process CPU {r['process_cpu_s']:.1f} s, "
+                      f"load {r['loadavg_1min'][0]:.1f}->{r['loadavg_1min'][1]:.1f}", flush=True)
+                write(complete=False)
+    report = write(complete=True)
     print(json.dumps(report["summary"], indent=2))
     print(f"-> {args.out}")
     return 0

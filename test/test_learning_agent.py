@@ -1,6 +1,8 @@
 """Agent: seeded runs repeat exactly, actor/learner roles, image (U-Net) pixel actions, and a
 small-budget Reacher run that is clearly better than the random policy."""
 
+import csv
+import json
 import math
 
 import gymnasium as gym
@@ -72,6 +74,29 @@ def test_seeded_runs_repeat_exactly(tmp_path):
         assert torch.equal(a.q_net_state[k], b.q_net_state[k])
     run_training(cfg, tmp_path / "c", seed=4, log=lambda _m: None, plot=False)
     assert (tmp_path / "c" / "episodes.csv").read_text() != results[0][0]
+
+
+def test_result_best_reports_the_best_evaluated_model(tmp_path):
+    cfg = _cfg(training={"eval_interval": 200, "eval_episodes": 2, "keep_best": True,
+                         "result": "best"})
+    res = run_training(cfg, tmp_path / "r", seed=0, log=lambda _m: None, plot=False)
+    saved = json.loads((tmp_path / "r" / "eval.json").read_text())
+    assert saved["result"] == "best" and saved["result_checkpoint"] == "best.safetensors"
+    assert res.checkpoint == tmp_path / "r" / "best.safetensors"
+    assert saved["final_eval"] == saved["best_eval"]
+    assert saved["last_model_eval"]["episodes"] == 3
+    assert res.final_eval.mean_return == saved["best_eval"]["mean_return"]
+    # The weights at the end compete (an evaluation at step 600), and the later of equal scores
+    # is kept.
+    with open(tmp_path / "r" / "progress.csv") as f:
+        evals = [(float(r["eval_mean_return"]), int(r["step"])) for r in csv.DictReader(f)
+                 if r["eval_mean_return"]]
+    assert [step for _, step in evals] == [200, 400, 600]
+    top = max(score for score, _ in evals)
+    from q_grasp.learning.checkpoint import load_checkpoint
+
+    kept = load_checkpoint(tmp_path / "r" / "best.safetensors").counters["env_steps"]
+    assert kept == max(step for score, step in evals if score == top)
 
 
 def test_actor_and_learner_are_separable():

@@ -35,6 +35,8 @@ def test_defaults_validate_and_round_trip():
     ({"network": {"hidden_sizes": [64, "x"]}}, r"network\.hidden_sizes\[1\]: expected an int"),
     ({"exploration": {"end": 2.0}}, r"exploration\.end: must be in \[0, 1\]"),
     ({"training": {"train_freq": 0}}, r"training\.train_freq: must be >= 1"),
+    ({"training": {"result": "final"}}, r"training\.result: must be last or best, got .final."),
+    ({"training": {"result": "best"}}, r"training\.result: best needs training\.keep_best"),
     ({"buffer": {"her_k": 2, "n_steps": 3}}, r"buffer\.n_steps: must be 1 with hindsight"),
     ({"env": "CartPole-v1"}, r"env: expected a mapping of fields"),
 ])

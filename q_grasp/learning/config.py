@@ -280,7 +280,11 @@ class TrainingConfig:
     final_eval_episodes: int = 100
     """Episodes of the greedy evaluation at the end of training."""
     keep_best: bool = False
-    """Save `best.safetensors` at the best periodic evaluation (the final model is kept too)."""
+    """Save `best.safetensors` at the best periodic evaluation (the final model is kept too;
+    of equal scores the later model is kept)."""
+    result: str = "last"
+    """The policy a run reports as its result: "last" (the weights at the end) or "best" (the
+    `keep_best` model, the weights at the end competing in one more periodic evaluation)."""
     log_interval: int = 1000
     """Print a progress line and write a metrics row every this many steps."""
     checkpoint_interval: int = 0
@@ -303,6 +307,10 @@ class TrainingConfig:
                      "log_interval", "torch_threads"):
             _check(getattr(self, name) >= 1, f"training.{name}", "must be >= 1",
                    getattr(self, name))
+        _check(self.result in ("last", "best"), "training.result", "must be last or best",
+               self.result)
+        _check(self.result == "last" or self.keep_best, "training.result",
+               "best needs training.keep_best", self.result)
         _check(self.device == "cpu" or self.device.startswith(("cuda", "mps")),
                "training.device", "must be cpu, cuda[:N] or mps", self.device)
 

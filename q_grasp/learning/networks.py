@@ -27,6 +27,7 @@ MAX_Q_SAMPLES = 4
 Q-maps, which the update itself does not (and the equivariant net runs once per rotation)."""
 _MODE_DEPENDENT = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
+_ACTIVATION_FNS = {"relu": torch.relu, "tanh": torch.tanh, "elu": F.elu, "gelu": F.gelu}
 
 
 class _Predictor(nn.Module):
@@ -136,6 +137,10 @@ class QNetwork(_Predictor):
             layers += [nn.Linear(width, h), _ACTIVATIONS[activation]()]
             width = h
         self.trunk = nn.Sequential(*layers)
+        # forward runs the trunk as plain functional calls over these layers: for a network this
+        # small, nn.Module's per-call dispatch costs about as much as the matrix products.
+        self._hidden = [m for m in layers if isinstance(m, nn.Linear)]
+        self._act = _ACTIVATION_FNS[activation]
         if dueling:
             self.value_head = nn.Linear(width, 1)
             self.advantage_head = nn.Linear(width, n_actions)
@@ -151,12 +156,18 @@ class QNetwork(_Predictor):
         return (self.config["obs_dim"],)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = (obs.flatten(1) - self.obs_offset) * self.obs_scale
-        h = self.trunk(x)
+        h = (obs.flatten(1) - self.obs_offset) * self.obs_scale
+        act = self._act
+        for layer in self._hidden:
+            h = act(F.linear(h, layer.weight, layer.bias))
         if self.config["dueling"]:
-            adv = self.advantage_head(h)
-            return self.value_head(h) + adv - adv.mean(dim=1, keepdim=True)
-        return self.q_head(h)
+            adv = F.linear(h, self.advantage_head.weight, self.advantage_head.bias)
+            return (F.linear(h, self.value_head.weight, self.value_head.bias) + adv
+                    - adv.mean(dim=1, keepdim=True))
+        return F.linear(h, self.q_head.weight, self.q_head.bias)
+
+    def _device(self) -> torch.device:
+        return self.obs_offset.device
 
 
 def _normalisation(obs_dim: int, low: Sequence[float] | None,

@@ -187,7 +187,10 @@ class MetricsLogger:
 class TrainResult:
     run_dir: Path
     checkpoint: Path
+    """The result policy's checkpoint: model.safetensors, or best.safetensors with
+    training.result "best"."""
     final_eval: EvalResult
+    """The greedy evaluation of that policy at the end of training."""
     wall_time_s: float
     plot: Path | None = None
 
@@ -316,7 +319,9 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
                                     result.grad_norm))
 
         eval_row: dict[str, float] = {}
-        if tcfg.eval_interval and step % tcfg.eval_interval == 0 and step < tcfg.total_steps:
+        # With result "best" the weights at the end compete with the periodic ones.
+        if ((tcfg.eval_interval and step % tcfg.eval_interval == 0 and step < tcfg.total_steps)
+                or (step == tcfg.total_steps and tcfg.result == "best")):
             last_eval = evaluate(eval_env, agent.actor, tcfg.eval_episodes,
                                  seed=EVAL_SEED_BASE + 10_000 * seed)
             eval_row = {"eval_mean_return": last_eval.mean_return,
@@ -324,7 +329,7 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
             score = (last_eval.success_rate if last_eval.successes is not None
                      else last_eval.mean_return)
             log(f"  eval at step {step}: {last_eval.summary()}")
-            if tcfg.keep_best and score > best_eval:
+            if tcfg.keep_best and score >= best_eval:
                 best_eval = score
                 save_agent(run_dir / "best.safetensors", agent, cfg, env, extra)
 
@@ -347,17 +352,23 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
     final_seed = EVAL_SEED_BASE + 10_000 * seed + 5_000
     final = evaluate(eval_env, agent.actor, tcfg.final_eval_episodes, seed=final_seed)
     best = None
-    if tcfg.keep_best and (run_dir / "best.safetensors").is_file():
+    best_path = run_dir / "best.safetensors"
+    if tcfg.keep_best and best_path.is_file():
         # The model chosen by the periodic evaluations, judged on the final-evaluation episodes.
-        best_net = load_checkpoint(run_dir / "best.safetensors")
+        best_net = load_checkpoint(best_path)
         best_actor = Actor(best_net.build_network(), cfg.exploration, tcfg.total_steps)
         best = evaluate(eval_env, best_actor, tcfg.final_eval_episodes, seed=final_seed)
         log(f"best periodic-eval model (step {best_net.counters.get('env_steps')}): "
             f"{best.summary()}")
+    result_eval, result_path = final, ckpt_path
+    if tcfg.result == "best" and best is not None:
+        result_eval, result_path = best, best_path
     (run_dir / "eval.json").write_text(json.dumps(
         {"env_id": cfg.env.id, "seed": seed, "env_steps": agent.env_steps,
          "episodes": agent.episodes, "updates": agent.learner.updates, "train_wall_s": wall,
-         "final_eval": final.to_dict(),
+         "result": tcfg.result, "result_checkpoint": result_path.name,
+         "final_eval": result_eval.to_dict(),
+         "last_model_eval": final.to_dict(),
          "best_eval": None if best is None else best.to_dict(),
          "last_periodic_eval": last_eval.to_dict() if last_eval else None}, indent=2))
     logger.close()
@@ -368,7 +379,7 @@ def run_training(cfg: ExperimentConfig, run_dir: str | Path, seed: int = 0,
         from q_grasp.learning.plotting import plot_runs
 
         plot_path = plot_runs([run_dir], run_dir / "plots.png")
-    return TrainResult(run_dir, ckpt_path, final, wall, plot_path)
+    return TrainResult(run_dir, result_path, result_eval, wall, plot_path)
 
 
 def _progress_row(agent: Agent, step: int, elapsed: float, sps: float, returns: deque,
