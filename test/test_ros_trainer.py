@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from q_grasp.learning.tasks import default_config, make_env
 from q_grasp.learning.trainer_core import TrainerConfig, TrainerCore, newest_checkpoint
@@ -497,3 +498,29 @@ def test_only_blobs_signed_with_the_system_key_are_taken(tmp_path, probe) -> Non
             f"{probe.diagnostics}\n{log.read_text()}")
     finally:
         assert stop_process(proc) == 0, log.read_text()
+
+
+def test_the_learning_rate_follows_the_experiment_schedule(tmp_path) -> None:
+    """learning_rate_final anneals over the transitions received, as the single-process Agent
+    anneals it over its env steps (same Learner.learning_rate)."""
+    experiment = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "config" / "reacher.yaml").read_text())
+    experiment["dqn"].update(learning_rate=1e-3, learning_rate_final=1e-4)
+    experiment["training"]["total_steps"] = 400
+    path = tmp_path / "decay.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    core = TrainerCore(TrainerConfig(task="reacher", output_dir=str(tmp_path / "out"),
+                                     experiment_config=str(path), learning_starts=64))
+
+    def lr() -> float:
+        return core.learner.optimizer.param_groups[0]["lr"]
+
+    ingest_and_train(core, range(10))  # 200 of 400 transitions: half way
+    assert lr() == pytest.approx(1e-3 + 0.5 * (1e-4 - 1e-3))
+    ingest_and_train(core, range(10, 30))  # past the budget: the final rate
+    assert lr() == pytest.approx(1e-4)
+    constant = TrainerCore(TrainerConfig(task="reacher", output_dir=str(tmp_path / "const"),
+                                         learning_starts=64))
+    ingest_and_train(constant, range(10))
+    assert constant.learner.optimizer.param_groups[0]["lr"] == pytest.approx(
+        constant.setup.experiment.dqn.learning_rate)

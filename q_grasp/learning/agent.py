@@ -267,6 +267,22 @@ class Learner:
     def can_optimize(self) -> bool:
         return len(self.buffer) >= self.cfg.dqn.batch_size
 
+    def learning_rate(self, progress: float) -> float:
+        """The learning rate at ``progress`` (fraction of the step budget used, in [0, 1]):
+        dqn.learning_rate, going linearly to dqn.learning_rate_final when that is set."""
+        dqn = self.cfg.dqn
+        if dqn.learning_rate_final is None:
+            return dqn.learning_rate
+        frac = min(max(float(progress), 0.0), 1.0)
+        return dqn.learning_rate + frac * (dqn.learning_rate_final - dqn.learning_rate)
+
+    def set_progress(self, progress: float) -> None:
+        """Anneal the optimizer's learning rate to ``progress`` (no-op at a constant rate)."""
+        if self.cfg.dqn.learning_rate_final is not None:
+            lr = self.learning_rate(progress)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
     def optimize(self, beta: float = 1.0) -> UpdateResult | None:
         """Sample a batch and run one TD update (None while the buffer has too few samples)."""
         if not self.can_optimize():
@@ -351,16 +367,10 @@ class Agent:
         return min(self.env_steps / max(self.cfg.training.total_steps, 1), 1.0)
 
     def learning_rate(self) -> float:
-        dqn = self.cfg.dqn
-        if dqn.learning_rate_final is None:
-            return dqn.learning_rate
-        frac = self.training_progress()
-        return dqn.learning_rate + frac * (dqn.learning_rate_final - dqn.learning_rate)
+        return self.learner.learning_rate(self.training_progress())
 
     def optimize(self) -> UpdateResult | None:
-        if self.cfg.dqn.learning_rate_final is not None:
-            for group in self.learner.optimizer.param_groups:
-                group["lr"] = self.learning_rate()
+        self.learner.set_progress(self.training_progress())
         return self.learner.optimize(beta=self.per_beta())
 
     def counters(self) -> dict[str, int]:

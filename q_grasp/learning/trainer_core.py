@@ -391,15 +391,21 @@ class TrainerCore:
         owed = int((self.transitions - self.learning_starts) * self.replay_ratio) + 1
         return max(owed - learner.updates, 0)
 
+    def training_progress(self) -> float:
+        """Transitions received as a fraction of the experiment's step budget, in [0, 1]."""
+        total = max(self.setup.experiment.training.total_steps, 1)
+        return min(self.transitions / total, 1.0)
+
     def per_beta(self) -> float:
         """Prioritised-replay importance exponent, annealed like the single-process Agent."""
-        buffer_cfg = self.setup.experiment.buffer
-        total = max(self.setup.experiment.training.total_steps, 1)
-        return buffer_cfg.beta_start + min(self.transitions / total, 1.0) * (
-            1.0 - buffer_cfg.beta_start)
+        beta_start = self.setup.experiment.buffer.beta_start
+        return beta_start + self.training_progress() * (1.0 - beta_start)
 
     def update(self) -> float | None:
-        """One gradient update; its loss (None while the buffer is too small)."""
+        """One gradient update; its loss (None while the buffer is too small). The learning
+        rate follows the experiment's schedule over the transitions received, as the
+        single-process Agent's follows its env steps."""
+        self.learner.set_progress(self.training_progress())
         result = self.learner.optimize(beta=self.per_beta())
         if result is None:
             return None
