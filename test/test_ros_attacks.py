@@ -204,6 +204,7 @@ def test_a_truncated_newest_checkpoint_is_skipped_by_the_node(tmp_path, domain) 
                    and weights_version(probe.weights[-1]) >= 30, 60.0, log1)
     finally:
         stopped(proc, log1)
+    probe.spin_for(1.0)  # the stopped trainer's last weights, still on their way
     last_version = max(weights_version(m) for m in probe.weights)
     newest, previous = checkpoints_newest_first(out)[:2]
     data = newest.read_bytes()
@@ -211,11 +212,11 @@ def test_a_truncated_newest_checkpoint_is_skipped_by_the_node(tmp_path, domain) 
     probe.weights.clear()
     proc = start_trainer(out, domain, log2)
     try:
+        probe.wait(lambda: f"resumed from {previous}" in log2.read_text(), 60.0, log2)
         probe.wait(lambda: bool(probe.weights), 60.0, log2)
         assert weights_version(probe.weights[0]) > last_version
         text = log2.read_text()
         assert f"skipped checkpoint {newest}" in text, text[-3000:]
-        assert f"resumed from {previous}" in text, text[-3000:]
         assert proc.poll() is None
     finally:
         probe.close()
