@@ -7,6 +7,7 @@ argument validation."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -347,19 +348,15 @@ class TestThreeProcesses:
 # ----------------------------------------------------------------------------- bringup
 
 
-@pytest.mark.ros
-def test_bringup_grasp_composed_end_to_end(tmp_path, monkeypatch) -> None:
-    """`python -m q_grasp.nodes.bringup` with a tiny budget: nodes up in one process, grasp
-    attempts, the trainer's checkpoint, a greedy evaluation, a summary; the Q-map is an rgb8
-    image on /q_grasp/q_map."""
+@contextlib.contextmanager
+def _bringup(monkeypatch, out: Path, log: Path, *args: str):
+    """`python -m q_grasp.nodes.bringup ARGS --out OUT` on a fresh domain, its output in
+    ``log``, with a Probe on that domain: yields (process, probe); killed if still running."""
     domain = unique_domain_id()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "q_grasp.nodes.bringup", "--task", "grasp",
-           "--max-transitions", "4", "--eval-episodes", "1", "--progress-every-s", "2",
+    cmd = [sys.executable, "-m", "q_grasp.nodes.bringup", *args, "--progress-every-s", "2",
            "--out", str(out)]
-    log = tmp_path / "bringup.log"
     context = rclpy.Context()
     rclpy.init(context=context)
     probe = Probe(context)
@@ -368,20 +365,31 @@ def test_bringup_grasp_composed_end_to_end(tmp_path, monkeypatch) -> None:
                                 stderr=subprocess.STDOUT, cwd=str(REPO),
                                 start_new_session=True)
         try:
-            probe.wait(lambda: "/q_grasp/q_map" in probe.received, 90.0, "a Q-map image",
-                       {"bringup": log})
-            assert probe.types()["/q_grasp/q_map"] == [GRASP_ONLY["/q_grasp/q_map"]]
-            assert probe.received["/q_grasp/q_map"].encoding == "rgb8"
-            deadline = time.monotonic() + 120.0
-            while proc.poll() is None and time.monotonic() < deadline:
-                probe.spin_once()
-            assert proc.poll() == 0, log.read_text()[-4000:]
+            yield proc, probe
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
             probe.node.destroy_node()
             rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_bringup_grasp_composed_end_to_end(tmp_path, monkeypatch) -> None:
+    """`python -m q_grasp.nodes.bringup` with a tiny budget: nodes up in one process, grasp
+    attempts, the trainer's checkpoint, a greedy evaluation, a summary; the Q-map is an rgb8
+    image on /q_grasp/q_map."""
+    out, log = tmp_path / "run", tmp_path / "bringup.log"
+    with _bringup(monkeypatch, out, log, "--task", "grasp", "--max-transitions", "4",
+                  "--eval-episodes", "1") as (proc, probe):
+        probe.wait(lambda: "/q_grasp/q_map" in probe.received, 90.0, "a Q-map image",
+                   {"bringup": log})
+        assert probe.types()["/q_grasp/q_map"] == [GRASP_ONLY["/q_grasp/q_map"]]
+        assert probe.received["/q_grasp/q_map"].encoding == "rgb8"
+        deadline = time.monotonic() + 120.0
+        while proc.poll() is None and time.monotonic() < deadline:
+            probe.spin_once()
+        assert proc.poll() == 0, log.read_text()[-4000:]
     text = log.read_text()
     assert re.search(r"transitions \d+/4 ", text), text[-3000:]
     assert "greedy evaluation: grasp success" in text
@@ -410,34 +418,15 @@ def test_bringup_grasp_clutter_spawns_several_objects(tmp_path, monkeypatch) -> 
     """`bringup --task grasp_clutter`: sim_arm spawns the clutter scene (several objects, as
     its /diagnostics report over DDS) and the policy's episodes go on after a grasp while
     objects are left (up to 10 attempts)."""
-    domain = unique_domain_id()
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "q_grasp.nodes.bringup", "--task", "grasp_clutter",
-           "--max-transitions", "3", "--eval-episodes", "0", "--progress-every-s", "2",
-           "--out", str(out)]
-    log = tmp_path / "bringup.log"
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = Probe(context)
+    out, log = tmp_path / "run", tmp_path / "bringup.log"
     objects: list[float] = []
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(cmd, env=ros_child_env(domain), stdout=sink,
-                                stderr=subprocess.STDOUT, cwd=str(REPO),
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 150.0
-            while proc.poll() is None and time.monotonic() < deadline:
-                probe.spin_once()
-                objects.append(probe.value("sim_arm", "objects", 0.0))
-            assert proc.poll() == 0, log.read_text()[-4000:]
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            probe.node.destroy_node()
-            rclpy.try_shutdown(context=context)
+    with _bringup(monkeypatch, out, log, "--task", "grasp_clutter", "--max-transitions", "3",
+                  "--eval-episodes", "0") as (proc, probe):
+        deadline = time.monotonic() + 150.0
+        while proc.poll() is None and time.monotonic() < deadline:
+            probe.spin_once()
+            objects.append(probe.value("sim_arm", "objects", 0.0))
+        assert proc.poll() == 0, log.read_text()[-4000:]
     # sim_arm's seed 0 draws a first scene of several objects from the file's 1-5.
     assert max(objects) >= 2, log.read_text()[-3000:]
     summary = json.loads((out / "bringup_summary.json").read_text())
