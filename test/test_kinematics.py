@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pybullet
@@ -337,6 +338,54 @@ def test_ik_is_deterministic(chain: KinematicChain) -> None:
     a = chain.ik([0.12, 0.03, 0.02], yaw_rad=0.4, q0=np.zeros(5))
     b = chain.ik([0.12, 0.03, 0.02], yaw_rad=0.4, q0=np.zeros(5))
     np.testing.assert_array_equal(a.q, b.q)
+
+
+def test_top_down_ik_starts_from_the_closed_form_pose(cfg: RobotConfig) -> None:
+    """The NURO arm (swing, three pitches, roll) is recognised, wherever its base stands: a
+    top-down solve starts at the exact pose, so it needs no iteration, and from a nearby
+    solution (the grasp skill's waypoints) it stays on that solution's branch."""
+    rng = np.random.default_rng(21)
+    for base, base_yaw in (((0.0, 0.0, 0.03), 0.0), ((0.1, -0.05, 0.02), 0.8)):
+        chain = KinematicChain.from_urdf(cfg.urdf_path, cfg.base_link, cfg.ee_link,
+                                         joint_names=cfg.arm_joint_names, base_position=base,
+                                         base_yaw_rad=base_yaw, default_q=cfg.home_positions)
+        assert chain._seeder.planar is not None and chain._seeder.roll is not None
+        R = np.array([[math.cos(base_yaw), -math.sin(base_yaw)],
+                      [math.sin(base_yaw), math.cos(base_yaw)]])
+        for _ in range(40):
+            local = rng.uniform([0.11, -0.05, 0.01], [0.17, 0.05, 0.05])
+            target = np.array([*(np.asarray(base[:2]) + R @ local[:2]), local[2]])
+            yaw = float(rng.uniform(-math.pi, math.pi))
+            result = chain.ik(target, yaw_rad=yaw, pos_tol_m=0.002, rot_tol_rad=0.02)
+            assert result.success and result.iterations == 0, result.message
+            _check_top_down(chain, result, target, yaw, tol=1e-6)
+            up = chain.ik(target + [0.0, 0.0, 0.02], yaw_rad=result.yaw_rad, q0=result.q,
+                          pos_tol_m=0.002, rot_tol_rad=0.02)
+            assert up.success and up.yaw_rad == result.yaw_rad
+            assert np.abs(up.q - result.q).max() < 0.5
+
+
+def test_top_down_ik_on_an_arm_without_the_closed_form(cfg: RobotConfig) -> None:
+    """An elbow offset sideways takes the arm out of one plane: no closed-form start, the
+    solver iterates from q0 (the roll is still set from the yaw) and still reaches the
+    grasp poses."""
+    text = Path(cfg.urdf_path).read_text()
+    elbow = '<origin xyz="0 0 0.0988" rpy="0 0 0"/>'
+    assert text.count(elbow) == 1
+    model = parse_urdf_string(text.replace(elbow, '<origin xyz="0 0.01 0.0988" rpy="0 0 0"/>'))
+    chain = KinematicChain(model, cfg.base_link, cfg.ee_link, joint_names=cfg.arm_joint_names,
+                           base_position=cfg.base_position, default_q=cfg.home_positions)
+    assert chain._seeder.planar is None and chain._seeder.roll is not None
+    rng = np.random.default_rng(22)
+    iterations = []
+    for _ in range(30):
+        target = rng.uniform([0.11, -0.05, 0.01], [0.17, 0.05, 0.05])
+        yaw = float(rng.uniform(-math.pi, math.pi))
+        result = chain.ik(target, yaw_rad=yaw, pos_tol_m=0.002, rot_tol_rad=0.02)
+        assert result.success, result.message
+        _check_top_down(chain, result, target, yaw, tol=2e-3)
+        iterations.append(result.iterations)
+    assert min(iterations) > 0
 
 
 @pytest.mark.parametrize(

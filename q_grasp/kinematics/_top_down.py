@@ -64,8 +64,8 @@ class TopDownSeeder:
             return
         # Every point that the pitches move, and the swing axis, in one plane normal to h.
         o0, o1 = origins[0], origins[1]
-        if any(abs(float((P - o1) @ h)) > _PARALLEL for P in (o0, origins[2], origins[3], p_tool)) \
-                or abs(float(z_tool @ h)) > _PARALLEL:
+        off_plane = [float((P - o1) @ h) for P in (o0, origins[2], origins[3], p_tool)]
+        if max(map(abs, off_plane)) > _PARALLEL or abs(float(z_tool @ h)) > _PARALLEL:
             return
         # In-plane axes (u, up) with u x up = h: a pitch turns its links by sign * q there.
         u = np.cross([0.0, 0.0, 1.0], h)

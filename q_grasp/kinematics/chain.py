@@ -277,9 +277,11 @@ class KinematicChain:
             self.max_reach_m = float(np.linalg.norm(self._tail[:3, 3]))
 
         self._no_frames = [False] * n
+        self._lower_f, self._upper_f = self._lower.tolist(), self._upper.tolist()
+        self._setups: dict[tuple[str, ...] | None, tuple] = {}
         T0, axes0, origins0, _ = self._forward(np.zeros(len(joint_names)))
-        self._seeder = TopDownSeeder((T0, axes0, origins0), revolute, qidx, self._lower.tolist(),
-                                     self._upper.tolist())
+        self._seeder = TopDownSeeder((T0, axes0, origins0), revolute, qidx, self._lower_f,
+                                     self._upper_f)
 
     # ----------------------------------------------------------------------------- building
     @classmethod
@@ -519,13 +521,14 @@ class KinematicChain:
         rounding).
         """
         target = np.asarray(target_pos, dtype=float)
-        if target.shape != (3,) or not np.all(np.isfinite(target)):
+        # One sum instead of an elementwise test: NaN and inf propagate.
+        if target.shape != (3,) or not math.isfinite(target.sum()):
             raise ValueError(f"target_pos: expected 3 finite numbers (m), got {target_pos!r}")
         if yaw_rad is not None and not math.isfinite(yaw_rad):
             raise ValueError(f"yaw_rad: must be finite or None, got {yaw_rad}")
         q_start = self.default_q if q0 is None else self._check_q(q0, "q0")
         _check_ik_args(pos_tol_m, rot_tol_rad, max_iterations, restarts, min_z_m)
-        active = self._active_index(active_joints)
+        active, act, want, col_of_active, lo, hi = self._active_setup(active_joints)
         dist = math.dist(target, self._first_joint_pos)
         if (min_z_m is not None and target[2] < min_z_m) or dist > self.max_reach_m + pos_tol_m:
             return self._ik_checked(target[None], None if yaw_rad is None else
@@ -534,21 +537,15 @@ class KinematicChain:
                                     min_z_m).result(0)
         # On floats (lm_scalar: the iteration of _lm_batch without numpy's per-call cost),
         # attempt after attempt as ik_batch orders them.
-        q_start = np.clip(q_start, self._lower, self._upper)
+        q_list = [min(max(v, a), b) for v, a, b in zip(q_start.tolist(), self._lower_f,
+                                                         self._upper_f)]
         sc = self._scalar
-        want = [False] * len(self._pre)
-        for i in active:
-            want[self._chain_pos[i]] = True
-        ranks = np.cumsum(want) - 1
-        col_of_active = [int(ranks[self._chain_pos[i]]) for i in active]
-        act = active.tolist()
-        lo, hi = self._lower[active].tolist(), self._upper[active].tolist()
         t = (float(target[0]), float(target[1]), float(target[2]))
         best = None
         iterations = 0
         draws = None
         for attempt in range(restarts + 1):
-            start = q_start.tolist()
+            start = list(q_list)
             if attempt > 0:
                 if draws is None:
                     draws = np.random.default_rng(seed).uniform(
@@ -647,6 +644,25 @@ class KinematicChain:
                 raise ValueError("q0: joint positions must be finite")
         return self._ik_checked(targets, yaws, Q0, active_joints, pos_tol_m, rot_tol_rad,
                                 max_iterations, restarts, seed, min_z_m)
+
+    def _active_setup(self, active_joints: Sequence[str] | None) -> tuple:
+        """What the float path of ``ik`` needs of ``active_joints`` (validated): (indices
+        array, indices, which chain frames give Jacobian columns, each active joint's column
+        among them, lower and upper limits), computed once per set of joints."""
+        key = None if active_joints is None else tuple(active_joints)
+        setup = self._setups.get(key)
+        if setup is None:
+            active = self._active_index(active_joints)
+            want = [False] * len(self._pre)
+            for i in active:
+                want[self._chain_pos[i]] = True
+            ranks = np.cumsum(want) - 1
+            setup = (active, active.tolist(), want,
+                     [int(ranks[self._chain_pos[i]]) for i in active],
+                     self._lower[active].tolist(), self._upper[active].tolist())
+            if len(self._setups) < _MAX_SETUPS:
+                self._setups[key] = setup
+        return setup
 
     def _active_index(self, active_joints: Sequence[str] | None) -> np.ndarray:
         if active_joints is None:
@@ -932,6 +948,8 @@ class KinematicChain:
 
 
 _RUN, _DONE_OK, _DONE_FAIL, _STOPPED = 0, 1, 2, 3
+_MAX_SETUPS = 64
+"""Sets of active joints whose ik set-up a chain keeps (callers use one or two)."""
 _RESTART_WAVE = 2
 """Restarts per target run side by side in ik_batch (more waste work on a converged target,
 fewer passes of the batch)."""
