@@ -514,7 +514,9 @@ class KinematicChain:
 
         ``yaw_rad`` None: position only. Otherwise the ee frame's z axis must point straight
         down and its y axis (finger closing direction) along (cos yaw, sin yaw, 0); yaw and
-        yaw + pi are the same grasp and both are tried. ``active_joints`` (names) may move,
+        yaw + pi are the same grasp and both are tried; on an arm of a swing, three pitches
+        and a roll (``_top_down``) the first attempt starts at the closed-form pose closest
+        to q0, which usually needs no iteration. ``active_joints`` (names) may move,
         the others stay at q0. ``min_z_m`` rejects targets below that height (e.g. the table).
         Returns success False with a reason when the target is unreachable or not reached.
         ``ik_batch`` solves many targets at once with the same result per target (up to
