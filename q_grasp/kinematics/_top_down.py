@@ -18,6 +18,7 @@ The solver then only polishes (or verifies) the start. Other arms keep their sta
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,6 +27,36 @@ _PARALLEL = 1e-9
 """Tolerance of the geometric tests (unit vectors; m for offsets)."""
 _MIN_DOWN = 0.5
 """The roll seed applies when the tool's z axis is this close to vertical (|z_z|)."""
+
+
+class _Planar(NamedTuple):
+    """A swing + three pitches + roll arm, at zero joints (angles in the pitch plane, whose
+    axes are u (horizontal) and world up)."""
+
+    swing: int
+    """Joint index of the swing."""
+    swing_sign: float
+    """+1 when the swing axis points up."""
+    axis_x: float
+    axis_y: float
+    """Where the swing axis meets the ground plane (m, world)."""
+    u_azimuth: float
+    """World azimuth (rad) of the plane's u axis."""
+    shoulder_u: float
+    shoulder_z: float
+    """The first pitch's origin: its distance from the swing axis along u, its height (m)."""
+    pitches: tuple[int, int, int]
+    pitch_signs: tuple[float, float, float]
+    """Joint indices; +1 when the joint turns counter-clockwise in (u, up)."""
+    upper_len: float
+    upper_angle: float
+    fore_len: float
+    fore_angle: float
+    """The links between the pitches: length (m) and angle in the plane."""
+    hand: tuple[float, float]
+    """From the last pitch to the tool point (m, in the plane)."""
+    tool_z_angle: float
+    """Angle of the tool's z axis in the plane."""
 
 
 def wrap_angle(a: float) -> float:
@@ -45,7 +76,7 @@ class TopDownSeeder:
         self.lower, self.upper = lower, upper
         self.roll: tuple[int, float] | None = None
         """(joint index, +1 when the roll axis is the tool's +z, else -1)."""
-        self.planar: tuple | None = None
+        self.planar: _Planar | None = None
         z_tool, p_tool = T[:3, 2], T[:3, 3]
         if n >= 2 and revolute[-1]:
             along = float(axes[-1] @ z_tool)
@@ -75,10 +106,12 @@ class TopDownSeeder:
 
         l1, l2, l3 = (planar(origins[2] - o1), planar(origins[3] - origins[2]),
                       planar(p_tool - origins[3]))
-        self.planar = (
+        if min(math.hypot(*l1), math.hypot(*l2)) <= _PARALLEL:
+            return  # two pitches on one axis: no two-link triangle
+        self.planar = _Planar(
             qidx[0], math.copysign(1.0, axes[0][2]), float(o0[0]), float(o0[1]),
             math.atan2(u[1], u[0]), float((o1 - o0) @ u), float(o1[2]),
-            [qidx[1], qidx[2], qidx[3]], [math.copysign(1.0, s) for s in signs],
+            (qidx[1], qidx[2], qidx[3]), tuple(math.copysign(1.0, s) for s in signs),
             math.hypot(*l1), math.atan2(l1[1], l1[0]), math.hypot(*l2), math.atan2(l2[1], l2[0]),
             l3, math.atan2(*planar(z_tool)[::-1]))
 
@@ -88,8 +121,8 @@ class TopDownSeeder:
         ``target``: of the up to four, the one needing the least clamping into the limits,
         then the closest to ``start``. Unchanged when the arm was not recognised or one of
         those joints is not ``active``."""
-        if self.planar is None or not all(i in active for i in (self.planar[0],
-                                                                  *self.planar[7])):
+        if self.planar is None or not all(i in active for i in (self.planar.swing,
+                                                                  *self.planar.pitches)):
             return start
         (swing, s0, ox, oy, u_az, c_u, o1_z, pitches, signs, L1, a1, L2, a2, l3,
          z_angle) = self.planar
