@@ -3,8 +3,13 @@
 the success of a greedy lookahead controller (how solvable the episodes are).
 
     python benchmarks/bench_reacher_speed.py [--steps 20000] [--ik-trials 1000]
+    python benchmarks/bench_reacher_speed.py --baseline-tree /tmp/old [--rounds 2]
 
-Prints one result line and writes benchmarks/results/reacher_speed.json.
+Prints one result line and writes benchmarks/results/reacher_speed.json. With
+``--baseline-tree`` (another q_grasp source tree) it measures only the environment speeds,
+this tree's and the other's in fresh processes, alternating round by round (the machine is
+shared), with CPU seconds beside wall seconds, and writes
+benchmarks/results/reacher_speed_vs_baseline.json.
 """
 
 from __future__ import annotations
@@ -14,19 +19,23 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The tree whose q_grasp is measured: this one, or another for a side-by-side worker.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, os.environ.get("Q_GRASP_BENCH_TREE", str(ROOT)))
 
 from q_grasp.envs.reacher import ReacherEnv  # noqa: E402
 from q_grasp.kinematics import KinematicChain  # noqa: E402
 from q_grasp.robot_config import RobotConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reacher_speed.json"
+RESULTS_VS = RESULTS.with_name("reacher_speed_vs_baseline.json")
 
 
 def env_steps_per_s(env, steps: int, seed: int) -> dict:  # noqa: ANN001 (any gymnasium env)
@@ -35,16 +44,60 @@ def env_steps_per_s(env, steps: int, seed: int) -> dict:  # noqa: ANN001 (any gy
     actions = rng.integers(env.action_space.n, size=steps).tolist()
     env.reset(seed=seed)
     episodes = successes = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for action in actions:
         _, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             episodes += 1
             successes += bool(terminated)
             env.reset()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"steps": steps, "seconds": elapsed, "steps_per_s": steps / elapsed,
+            "cpu_seconds": cpu, "steps_per_cpu_s": steps / cpu,
             "episodes": episodes, "random_policy_success_rate": successes / max(episodes, 1)}
+
+
+def env_speeds(args) -> dict:
+    """Joint-mode and Cartesian-mode random-action speeds of the q_grasp this process
+    imports."""
+    out = {}
+    for name, kwargs, steps in (("reacher_joint", {}, args.steps),
+                                ("reacher_cartesian", {"action_mode": "cartesian"},
+                                 args.cartesian_steps)):
+        with ReacherEnv(**kwargs) as env:
+            out[name] = env_steps_per_s(env, steps, args.seed)
+    return out
+
+
+def side_by_side(args) -> None:
+    """env_speeds of this tree and --baseline-tree, fresh processes, alternating rounds."""
+    trees = [("baseline", args.baseline_tree.resolve()),
+             ("new", ROOT)]
+    rounds: dict[str, list[dict]] = {name: [] for name, _ in trees}
+    for r in range(args.rounds):
+        for name, tree in (trees if r % 2 == 0 else trees[::-1]):
+            print(f"round {r + 1}/{args.rounds}: {name}", flush=True)
+            cmd = [sys.executable, __file__, "--speed-worker", "--steps", str(args.steps),
+                   "--cartesian-steps", str(args.cartesian_steps), "--seed", str(args.seed)]
+            out = subprocess.run(cmd, env=dict(os.environ, Q_GRASP_BENCH_TREE=str(tree)),
+                                 check=True, capture_output=True, text=True).stdout
+            rounds[name].append(json.loads(out.strip().splitlines()[-1]))
+    summary = {name: {part: {key: float(np.median([run[part][key] for run in runs]))
+                             for key in ("steps_per_s", "steps_per_cpu_s")}
+                      for part in runs[0]}
+               for name, runs in rounds.items()}
+    results = {
+        "command": "python benchmarks/bench_reacher_speed.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "load_average": list(os.getloadavg())},
+        "trees": {name: str(tree) for name, tree in trees},
+        "rounds": rounds, "summary_median_of_rounds": summary}
+    out_path = args.out if args.out != RESULTS else RESULTS_VS
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(summary, indent=1))
+    print(f"-> {out_path}")
 
 
 def greedy_action(env: ReacherEnv) -> int:
@@ -102,7 +155,22 @@ def main() -> None:
     parser.add_argument("--greedy-episodes", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="another q_grasp source tree: measure the env speeds of both, "
+                             "side by side")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--speed-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if min(args.steps, args.cartesian_steps, args.rounds) < 1:
+        parser.error("--steps, --cartesian-steps, --rounds: must be >= 1")
+    if args.speed_worker:
+        print(json.dumps(env_speeds(args)))
+        return
+    if args.baseline_tree is not None:
+        if not (args.baseline_tree / "q_grasp").is_dir():
+            parser.error(f"--baseline-tree: {args.baseline_tree} has no q_grasp package")
+        side_by_side(args)
+        return
 
     results: dict = {
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
