@@ -4,6 +4,7 @@ least-squares inverse kinematics (position, or position + top-down grasp orienta
 Numpy and plain Python only, so the same code runs in the simulator, the ROS policy node and
 on a real arm. ``ik`` solves one target on Python floats (``_scalar``); ``ik_batch`` runs the same
 iteration vectorised over many targets and restarts (the grasp reachability table, benchmarks).
+Top-down solves of arms whose geometry has a closed form start from it (``_top_down``).
 """
 
 from __future__ import annotations
