@@ -180,7 +180,7 @@ class Probe:
                                                       qos.WEIGHTS_QOS)
 
     def _on_transitions(self, msg: Any) -> None:
-        from q_grasp.nodes.convert import msg_to_blob
+        from q_grasp.messages import msg_to_blob
         from q_grasp.wire import TRANSITIONS_SCHEMA, decode_transitions
 
         batch = decode_transitions(msg_to_blob(msg, TRANSITIONS_SCHEMA), self.limits)

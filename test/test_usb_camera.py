@@ -65,9 +65,9 @@ def test_node_publishes_a_video_files_frames_with_its_camera_info(tmp_path, monk
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import CameraInfo, Image
 
+    from q_grasp.messages import color_image_to_numpy
     from q_grasp.node_processes import unique_domain_id
     from q_grasp.nodes import qos
-    from q_grasp.nodes.convert import color_image_to_numpy
     from q_grasp.nodes.usb_camera import UsbCameraNode
 
     video = tmp_path / "table.avi"

@@ -49,19 +49,17 @@ from visualization_msgs.msg import Marker, MarkerArray
 from q_grasp.frame_sync import CameraFrame, FrameSync, FrameTimeouts
 from q_grasp.learning.agent import Actor
 from q_grasp.learning.visualize import q_map_overlay
-from q_grasp.node_params.policy import DYNAMIC_PARAMETERS, PolicyConfig
-from q_grasp.nodes import qos
-from q_grasp.nodes.convert import (
+from q_grasp.messages import (
     MessageError,
-    blob_to_msg,
     camera_info_to_dict,
     color_image_to_numpy,
     depth_image_to_numpy,
-    image_msg,
     msg_to_blob,
-    node_authenticator,
     stamp_ns,
 )
+from q_grasp.node_params.policy import DYNAMIC_PARAMETERS, PolicyConfig
+from q_grasp.nodes import qos
+from q_grasp.nodes.convert import blob_to_msg, image_msg, node_authenticator
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.ros_arm import ArmRestartedError, ArmStoppedError, ArmTimeoutError, RosArm

@@ -154,7 +154,7 @@ def fill_replay_buffer(core: Any, path: str | Path) -> int:
     from rclpy.serialization import deserialize_message
     from std_msgs.msg import UInt8MultiArray
 
-    from q_grasp.nodes.convert import msg_to_blob
+    from q_grasp.messages import msg_to_blob
     from q_grasp.wire import (
         TRANSITIONS_SCHEMA,
         WEIGHTS_SCHEMA,

@@ -32,8 +32,9 @@ from q_grasp.joint_feedback import (
     RejectFn,
     RosArmConfig,
 )
+from q_grasp.messages import stamp_s
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import stamp_s, to_duration_msg
+from q_grasp.nodes.convert import to_duration_msg
 from q_grasp.robot_config import RobotConfig
 
 __all__ = ["ArmRestartedError", "ArmStoppedError", "ArmTimeoutError", "RosArm", "RosArmConfig"]

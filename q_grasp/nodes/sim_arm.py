@@ -41,15 +41,10 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from q_grasp.kinematics.camera import quaternion_xyzw
+from q_grasp.messages import accepted_trajectory
 from q_grasp.node_params.sim_arm import DYNAMIC_PARAMETERS, SimArmConfig
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import (
-    accepted_trajectory,
-    camera_info_msg,
-    image_msg,
-    joint_state_msg,
-    to_time_msg,
-)
+from q_grasp.nodes.convert import camera_info_msg, image_msg, joint_state_msg, to_time_msg
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node

@@ -32,9 +32,9 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import Marker, MarkerArray
 
+from q_grasp.messages import color_image_to_numpy, depth_image_to_numpy, stamp_s
 from q_grasp.node_params.viewer import ViewerConfig
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import color_image_to_numpy, depth_image_to_numpy, stamp_s
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import OptionalOutputNode, run_node
 from q_grasp.robot_config import RobotConfig

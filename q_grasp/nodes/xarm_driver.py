@@ -26,10 +26,11 @@ from trajectory_msgs.msg import JointTrajectory
 
 from q_grasp.hardware.xarm import XArmBoard, XArmError, open_hid_device
 from q_grasp.hardware.xarm_joints import XArmJoints
+from q_grasp.messages import accepted_trajectory
 from q_grasp.motion import SegmentStream
 from q_grasp.node_params.xarm_driver import XArmDriverConfig
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import accepted_trajectory, joint_state_msg
+from q_grasp.nodes.convert import joint_state_msg
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
