@@ -3,18 +3,22 @@ or Rerun (markers as plain objects with visualization_msgs/Marker's fields)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace as NS
+from types import SimpleNamespace
 
 from q_grasp.viewer import ARROW, CUBE, SPHERE, TEXT_VIEW_FACING, MarkerDraws, trainer_curves
 
 
+def fields(**values) -> SimpleNamespace:
+    return SimpleNamespace(**values)
+
+
 def marker(ns: str, kind: int, xyz=(0.1, 0.2, 0.3), scale=(0.02, 0.02, 0.02), rgb=(1, 0.5, 0),
-           points=(), text: str = "") -> NS:
-    return NS(ns=ns, type=kind, pose=NS(position=NS(x=xyz[0], y=xyz[1], z=xyz[2]),
-                                        orientation=NS(x=0.0, y=0.0, z=0.0, w=1.0)),
-              scale=NS(x=scale[0], y=scale[1], z=scale[2]),
-              color=NS(r=rgb[0], g=rgb[1], b=rgb[2]),
-              points=[NS(x=p[0], y=p[1], z=p[2]) for p in points], text=text)
+           points=(), text: str = "") -> SimpleNamespace:
+    return fields(ns=ns, type=kind, pose=fields(position=fields(x=xyz[0], y=xyz[1], z=xyz[2]),
+                                        orientation=fields(x=0.0, y=0.0, z=0.0, w=1.0)),
+              scale=fields(x=scale[0], y=scale[1], z=scale[2]),
+              color=fields(r=rgb[0], g=rgb[1], b=rgb[2]),
+              points=[fields(x=p[0], y=p[1], z=p[2]) for p in points], text=text)
 
 
 def test_each_policy_marker_becomes_its_drawing_and_repeats_are_skipped() -> None:
