@@ -59,11 +59,11 @@ def instrument(c: Counters) -> None:
     import q_grasp.skills.grasp as grasp
     from q_grasp.nodes.policy import PolicyNode
     from q_grasp.nodes.ros_arm import RosArm
-    from q_grasp.tasks.acting import Acting
     from q_grasp.nodes.sim_arm import SimArmNode
     from q_grasp.sim.arm_loop import SimArmLoop
     from q_grasp.sim.bullet import BulletSim
     from q_grasp.sim.controller import TrajectoryFollower
+    from q_grasp.tasks.acting import Acting
 
     step = BulletSim.step
 

@@ -276,6 +276,12 @@ class JointFeedback:
         return self.config.arm_arrived(self.read(names), self.read(names, velocities=True),
                                        targets)
 
+    def departed(self, names: Sequence[str], start: np.ndarray) -> bool:
+        """With the condition held: a joint of ``names`` joint_tolerance_rad or more from
+        ``start`` (a commanded motion has been taken up)."""
+        q = np.array([self.positions[n] for n in names])
+        return bool(np.abs(q - start).max() >= self.config.joint_tolerance_rad)
+
     def fingers_done(self, names: Sequence[str], target: np.ndarray, start: np.ndarray,
                      settle_from_s: float, must_move: bool) -> bool:
         """With the condition held: fingers at ``target`` (within gripper_position_tolerance_m),

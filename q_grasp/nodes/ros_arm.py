@@ -203,9 +203,11 @@ class RosArm:
         ``blend_waypoints`` is false) and wait at the last; True once the
         joint states show the arm there and nearly still, False on timeout. Every segment
         lasts its largest joint distance at ``max_joint_velocity_rad_s`` (at least
-        ``min_move_duration_s``); the timeout is the whole path's duration plus
-        ``move_timeout_margin_s``, counted from the first joint state after the command, and
-        arrival counts only once the last segment has begun."""
+        ``min_move_duration_s``). The path counts from the joint state in which the joints have
+        left where they were (the command was taken up; a path that never leaves them from the
+        first joint state after the command): arrival counts only once its last segment has
+        begun, and the timeout is its duration plus ``move_timeout_margin_s`` (taking it up
+        too must happen within that)."""
         cfg = self.config
         if len(waypoints) == 0:
             return True
@@ -215,16 +217,27 @@ class RosArm:
             for q in points:
                 reached = self.move_arm_through([q])
             return reached
-        times = self.config.path_times_s(self.read_arm_joints(), points)
+        start = self.read_arm_joints()
+        times = cfg.path_times_s(start, points)
         seq = self.feedback.sequence()
         self._publish(self._arm_pub, self._path_trajectory(self.arm_joint_names, points, times))
         t0 = self.feedback.next_stamp_s(seq)
+        names = self.arm_joint_names
+        if any(np.abs(q - start).max() >= cfg.joint_tolerance_rad for q in points):
+            # Timed from when the command is taken up: the joints leave where they were. A
+            # command that reaches the arm late leaves it standing, and a path that returns to
+            # its start (out and back) would "arrive" before it began.
+            if not self._motion_wait(lambda: self.feedback.departed(names, start),
+                                     t0 + times[-1] + cfg.move_timeout_margin_s):
+                self.move_timeouts += 1
+                return False
+            t0 = self.feedback.arm_time_s()
         # Arrival counts from the start of the last segment: a path may pass its last point
         # earlier (or start there, like an out-and-back move).
         last_segment_s = t0 + (times[-2] if len(times) > 1 else 0.0)
 
         def arrived() -> bool:  # called with the condition held
-            return self.feedback.arm_arrived(self.arm_joint_names, points[-1], last_segment_s)
+            return self.feedback.arm_arrived(names, points[-1], last_segment_s)
 
         arrived_in_time = self._motion_wait(arrived, t0 + times[-1] + cfg.move_timeout_margin_s)
         if not arrived_in_time:
