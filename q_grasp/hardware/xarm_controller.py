@@ -10,26 +10,16 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 import numpy as np
 
+from q_grasp.hardware.health import Health
 from q_grasp.hardware.xarm import XArmBoard, XArmError, open_hid_device
 from q_grasp.hardware.xarm_joints import XArmJoints
 from q_grasp.motion import SegmentStream, Trajectory
 from q_grasp.node_params.xarm_driver import XArmDriverConfig
 
 CONTROLLERS = ("arm", "gripper")
-
-
-class Health(Protocol):
-    """Where the controller reports (the node's /diagnostics)."""
-
-    def count(self, key: str, n: int = 1) -> None: ...
-    def set(self, **values: float) -> None: ...
-    def ok(self, message: str) -> None: ...
-    def warn(self, message: str) -> None: ...
-    def error(self, message: str, log: bool = False) -> None: ...
 
 
 class XArmController:

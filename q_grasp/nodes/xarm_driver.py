@@ -27,7 +27,7 @@ from q_grasp.messages import accepted_trajectory
 from q_grasp.node_params.xarm_driver import XArmDriverConfig
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import joint_state_msg
-from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
+from q_grasp.nodes.diagnostics import Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
 
@@ -41,7 +41,7 @@ class XArmDriverNode(Node):
         self._config = cfg
         self.diagnostics = Diagnostics(self, f"q_grasp/{self.get_name()}",
                                        hardware_id=f"xarm:{cfg.device}")
-        self.xarm = XArmController(cfg, self, self._publish_joints)
+        self.xarm = XArmController(cfg, self.diagnostics, self._publish_joints)
         if not self.xarm.joints.calibrated:
             self.get_logger().warn("no calibration_file: using uncalibrated defaults (servo "
                                    "centre = joint zero); calibrate before trusting positions")
@@ -61,26 +61,6 @@ class XArmDriverNode(Node):
             f"xarm_driver up: device {cfg.device}, servos {self.xarm.joints.servo_ids}, reads "
             f"at {cfg.read_rate_hz:g} Hz, "
             f"{'calibration ' + cfg.calibration_file if cfg.calibration_file else 'uncalibrated'}")
-
-    # ----------------------------------------------------------------------------- Health
-    # (what the controller reports, to /diagnostics)
-
-    def count(self, key: str, n: int = 1) -> None:
-        self.diagnostics.count(key, n)
-
-    def set(self, **values: float) -> None:
-        self.diagnostics.set(**values)
-
-    def ok(self, message: str) -> None:
-        self.diagnostics.set_level(OK, message)
-
-    def warn(self, message: str) -> None:
-        self.diagnostics.set_level(WARN, message)
-
-    def error(self, message: str, log: bool = False) -> None:
-        self.diagnostics.set_level(ERROR, message)
-        if log:
-            self.get_logger().error(message, throttle_duration_sec=30.0)
 
     # ----------------------------------------------------------------------------- topics
 
