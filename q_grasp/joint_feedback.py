@@ -26,10 +26,8 @@ RejectFn = Callable[[str, str, str], None]
 @dataclass
 class RosArmConfig(MotionTolerances):
     """How the ROS arm adapter commands motions and decides that they are finished (the
-    tolerances of MotionTolerances)."""
+    speed limit and tolerances of MotionTolerances)."""
 
-    max_joint_velocity_rad_s: float = 2.0
-    """Trajectory timing: the joint that moves furthest moves at this speed."""
     min_move_duration_s: float = 0.05
     """Shortest trajectory duration (s)."""
     move_timeout_margin_s: float = 1.5
@@ -71,8 +69,8 @@ class RosArmConfig(MotionTolerances):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_each(self, ("max_joint_velocity_rad_s", "stale_timeout_s", "gripper_timeout_s",
-                          "gripper_position_tolerance_m"), lambda v: v > 0.0, "must be > 0")
+        check_each(self, ("stale_timeout_s", "gripper_timeout_s", "gripper_position_tolerance_m"),
+                   lambda v: v > 0.0, "must be > 0")
         check_each(self, ("min_move_duration_s", "move_timeout_margin_s", "gripper_duration_s",
                           "gripper_min_settle_s"), lambda v: v >= 0.0, "must be >= 0 s")
 
