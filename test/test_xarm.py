@@ -83,6 +83,17 @@ def test_calibration_maps_and_never_leaves_its_limits(tmp_path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ValueError, match="servo ids repeat"):
         XArmCalibration.from_yaml(path, ARM)
+    # A bad value gets the config core's one line: the file, the field, the range, the value.
+    for change, message in (({"servo_id": 0}, "joints.elbow_joint.servo_id: must be in "
+                                              "[1, 253], got 0"),
+                            ({"servo_id": 4, "direction": "up"},
+                             "joints.elbow_joint.direction: expected an integer, got 'up'"),
+                            ({"servo_id": 4, "spin": 1}, "joints.elbow_joint.spin: unknown field")):
+        data["joints"]["elbow_joint"] = change
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(ValueError) as info:
+            XArmCalibration.from_yaml(path, ARM)
+        assert str(info.value).startswith(f"config file {str(path)!r}: {message}")
 
 
 def test_joints_map_to_servos_and_back_within_the_calibrated_range(tmp_path) -> None:
