@@ -88,7 +88,8 @@ def test_calibration_maps_and_never_leaves_its_limits(tmp_path) -> None:
                                               "[1, 253], got 0"),
                             ({"servo_id": 4, "direction": "up"},
                              "joints.elbow_joint.direction: expected an integer, got 'up'"),
-                            ({"servo_id": 4, "spin": 1}, "joints.elbow_joint.spin: unknown field")):
+                            ({"servo_id": 4, "spin": 1},
+                             "joints.elbow_joint.spin: unknown field")):
         data["joints"]["elbow_joint"] = change
         path.write_text(yaml.safe_dump(data))
         with pytest.raises(ValueError) as info:
