@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import numpy as np
 
+from q_grasp.markers import ARROW, CUBE, SPHERE
+
 SIM_TIME = "sim_time"
 """Timeline of the robot's messages (their header stamps)."""
 TRANSITIONS = "transitions"
@@ -152,8 +154,6 @@ class RunViewer:
 
 CURVES = ("success_rate", "loss", "mean_max_q", "epsilon", "updates_per_s", "weights_version")
 """Trainer diagnostics drawn as learning curves (against transitions)."""
-ARROW, CUBE, SPHERE, TEXT_VIEW_FACING = 0, 1, 2, 9
-"""visualization_msgs/Marker types the policy draws."""
 
 Draw = tuple[str, tuple, dict]
 """A RunViewer call: method name, positional and keyword arguments."""
@@ -171,7 +171,7 @@ def trainer_curves(name: str, values: Mapping[str, str]) -> tuple[int, dict[str,
 
 
 class MarkerDraws:
-    """The RunViewer calls that draw the policy's markers (policy.py draws them for rviz):
+    """The RunViewer calls that draw the policy's markers (q_grasp.markers, for rviz):
     grasp pose, approach and outcome, the Reacher's goal (its size: the success tolerance) and
     the end effector. Markers read as visualization_msgs/Marker fields (ns, type, pose, scale,
     color, points, text)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from q_grasp.viewer import ARROW, CUBE, SPHERE, TEXT_VIEW_FACING, MarkerDraws, trainer_curves
+from q_grasp.markers import ARROW, CUBE, SPHERE, TEXT_VIEW_FACING
+from q_grasp.viewer import MarkerDraws, trainer_curves
 
 
 def fields(**values) -> SimpleNamespace:
@@ -47,3 +48,29 @@ def test_only_complete_trainer_statuses_give_learning_curves() -> None:
     assert trainer_curves("q_grasp/policy", values) is None
     assert trainer_curves("q_grasp/trainer", {"loss": "0.5"}) is None
     assert trainer_curves("q_grasp/trainer", {"transitions": "many"}) is None
+
+
+def test_the_policys_markers_are_what_the_viewer_draws() -> None:
+    from q_grasp.markers import policy_markers
+
+    outcome = type("Outcome", (), {"success": True, "message": "lifted"})()
+    specs = policy_markers(goal=[0.1, 0.0, 0.05], tolerance=0.02, ee=[0.2, 0.0, 0.1],
+                           grasp=([0.15, 0.05, 0.02], 0.5), outcome=([0.15, 0.05, 0.02], outcome))
+    assert [s.ns for s in specs] == ["goal", "end_effector", "grasp", "grasp_approach",
+                                     "grasp_outcome"]
+    draws = MarkerDraws()
+    drawn = []
+    for spec in specs:  # as the policy node fills visualization_msgs/Marker
+        x, y, z, w = spec.quaternion
+        msg = fields(ns=spec.ns, type=spec.kind, text=spec.text,
+                     pose=fields(position=fields(x=spec.position[0], y=spec.position[1],
+                                                 z=spec.position[2]),
+                                 orientation=fields(x=x, y=y, z=z, w=w)),
+                     scale=fields(x=spec.scale[0], y=spec.scale[1], z=spec.scale[2]),
+                     color=fields(r=spec.rgba[0], g=spec.rgba[1], b=spec.rgba[2]),
+                     points=[fields(x=p[0], y=p[1], z=p[2]) for p in spec.points])
+        drawn += [method for method, _, _ in draws.draws(msg, 1.0)]
+    assert drawn == ["points", "points", "box", "arrow", "points", "text"]
+    arrow = specs[3]
+    assert arrow.points[1] == (0.15, 0.05, 0.02) and arrow.points[0][2] > 0.02  # from above
+    assert specs[0].scale[0] == 0.04 and specs[4].text == "success: lifted"

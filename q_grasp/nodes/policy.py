@@ -26,7 +26,6 @@ Service client: sim_arm/reset_scene (std_srvs/Trigger) at the start of every gra
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
@@ -40,12 +39,13 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import UInt8MultiArray
+from std_msgs.msg import Header, UInt8MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from q_grasp.frame_sync import CameraFrame
 from q_grasp.learning.visualize import q_map_overlay
+from q_grasp.markers import policy_markers
 from q_grasp.messages import (
     MessageError,
     camera_info_to_dict,
@@ -76,10 +76,6 @@ from q_grasp.wire import (
     state_dict_dtypes,
     state_dict_shapes,
 )
-
-
-def _yaw_quaternion(yaw: float) -> tuple[float, float, float, float]:
-    return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
 
 
 class PolicyNode(Node):
@@ -381,56 +377,25 @@ class PolicyNode(Node):
         self._q_map_pub.publish(image_msg(np.ascontiguousarray(picture, np.uint8), "rgb8",
                                           frame.stamp, frame.frame_id))
 
-    def _marker(self, ns: str, kind: int, position: np.ndarray, scale: tuple[float, ...],
-                rgba: tuple[float, ...], yaw: float = 0.0) -> Marker:
-        marker = Marker(ns=ns, id=0, type=kind, action=Marker.ADD)
-        marker.header.frame_id = self.config.world_frame
-        marker.header.stamp = self.get_clock().now().to_msg()
-        p = marker.pose.position
-        p.x, p.y, p.z = (float(v) for v in position)
-        o = marker.pose.orientation
-        o.x, o.y, o.z, o.w = _yaw_quaternion(yaw)
-        marker.scale.x, marker.scale.y, marker.scale.z = (float(s) for s in scale)
-        c = marker.color
-        c.r, c.g, c.b, c.a = (float(v) for v in rgba)
-        return marker
-
-    def show_markers(self, *, goal: np.ndarray | None = None, tolerance: float = 0.01,
-                         ee: np.ndarray | None = None,
-                         grasp: tuple[np.ndarray, float] | None = None,
-                         outcome: tuple[np.ndarray, Any] | None = None) -> None:
-        """Markers for rviz and the viewer, while someone subscribes."""
+    def show_markers(self, **markers: Any) -> None:
+        """q_grasp.markers.policy_markers(**markers) for rviz and the viewer, while someone
+        subscribes."""
         if self._markers_pub.get_subscription_count() == 0:
             return  # drawn for people (rviz); nobody watching, nothing to build
-        markers = MarkerArray()
-        if goal is not None:
-            size = 2.0 * max(tolerance, 0.005)
-            markers.markers.append(self._marker("goal", Marker.SPHERE, goal, (size,) * 3,
-                                                (0.1, 0.8, 0.2, 0.6)))
-        if ee is not None:
-            markers.markers.append(self._marker("end_effector", Marker.SPHERE, ee, (0.01,) * 3,
-                                                (0.2, 0.4, 1.0, 0.9)))
-        if grasp is not None:
-            point, yaw = grasp
-            # The bar lies along the finger closing direction (cos yaw, sin yaw, 0), the arrow
-            # shows the top-down approach ending at the grasp point.
-            markers.markers.append(self._marker("grasp", Marker.CUBE, point, (0.06, 0.006, 0.006),
-                                                (1.0, 0.5, 0.0, 0.9), yaw))
-            arrow = Marker(ns="grasp_approach", id=0, type=Marker.ARROW, action=Marker.ADD)
-            arrow.header = markers.markers[-1].header
-            arrow.points = [Point(x=float(point[0]), y=float(point[1]), z=float(point[2]) + 0.06),
-                            Point(x=float(point[0]), y=float(point[1]), z=float(point[2]))]
-            arrow.pose.orientation.w = 1.0
-            arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.004, 0.008, 0.01
-            arrow.color.r, arrow.color.g, arrow.color.b, arrow.color.a = 1.0, 0.5, 0.0, 0.9
-            markers.markers.append(arrow)
-        if outcome is not None:  # text over the grasp point: "success: ..." or "failure: ..."
-            point, result = outcome
-            text = self._marker("grasp_outcome", Marker.TEXT_VIEW_FACING, point, (0.02,) * 3,
-                                (0.1, 0.8, 0.2, 0.9) if result.success else (0.9, 0.1, 0.1, 0.9))
-            text.text = f"{'success' if result.success else 'failure'}: {result.message}"
-            markers.markers.append(text)
-        self._markers_pub.publish(markers)
+        header = Header(frame_id=self.config.world_frame,
+                        stamp=self.get_clock().now().to_msg())
+        msg = MarkerArray()
+        for spec in policy_markers(**markers):
+            marker = Marker(header=header, ns=spec.ns, id=0, type=spec.kind, action=Marker.ADD,
+                            text=spec.text, points=[Point(x=x, y=y, z=z)
+                                                    for x, y, z in spec.points])
+            p, o, s, c = marker.pose.position, marker.pose.orientation, marker.scale, marker.color
+            p.x, p.y, p.z = spec.position
+            o.x, o.y, o.z, o.w = spec.quaternion
+            s.x, s.y, s.z = spec.scale
+            c.r, c.g, c.b, c.a = spec.rgba
+            msg.markers.append(marker)
+        self._markers_pub.publish(msg)
 
     def show_goal(self, point: np.ndarray, tolerance: float | None) -> None:
         """The goal on q_grasp/goal (and as a marker with its ``tolerance``)."""
