@@ -333,9 +333,9 @@ class _FakeDriver:
                                                  to_time_msg(self.stamp)))
 
     def run_after_command(self, script) -> None:
-        def publish(_publisher, _msg) -> None:
+        def send(*_command) -> None:
             self.threading.Thread(target=script, daemon=True).start()
-        self.arm._publish = publish
+        self.arm._send = send
 
 
 @pytest.mark.ros
