@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rclpy.qos import QoSProfile
+
 from q_grasp.node_params.recorder import TOPIC_TYPES, RecorderConfig
 from q_grasp.nodes import qos
 from q_grasp.nodes.params import declare_config
@@ -28,7 +30,7 @@ QOS = {"robot_description": qos.LATCHED_QOS, TRANSITIONS_TOPIC: qos.transitions_
 """Subscription QoS other than by kind (below): latched topics are transient local."""
 
 
-def _subscription_qos(topic: str) -> Any:
+def _subscription_qos(topic: str) -> QoSProfile:
     if topic in QOS:
         return QOS[topic]
     if topic == "joint_states" or topic.startswith("camera/"):
@@ -82,7 +84,7 @@ class RecorderNode(OptionalOutputNode):
         return write
 
 
-def offered_qos_yaml(profile: Any) -> str:
+def offered_qos_yaml(profile: QoSProfile) -> str:
     """rosbag2's ``offered_qos_profiles`` (Jazzy's form: policy names) for an rclpy QoSProfile:
     the recorder's own subscription QoS per topic, so a replay offers what the run's consumers
     need (latched /robot_description and weights stay transient local)."""
