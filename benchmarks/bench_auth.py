@@ -48,7 +48,8 @@ def batches() -> dict:
 
 
 def blobs_per_s(batch, auth, limits, n: int) -> float:
-    from q_grasp.nodes.convert import blob_to_msg, msg_to_blob
+    from q_grasp.messages import msg_to_blob
+    from q_grasp.nodes.convert import blob_to_msg
     from q_grasp.wire import TRANSITIONS_SCHEMA, decode_transitions, encode_transitions
 
     start = time.perf_counter()

@@ -180,7 +180,7 @@ class Probe:
                                                       qos.WEIGHTS_QOS)
 
     def _on_transitions(self, msg: Any) -> None:
-        from q_grasp.nodes.convert import msg_to_blob
+        from q_grasp.messages import msg_to_blob
         from q_grasp.wire import TRANSITIONS_SCHEMA, decode_transitions
 
         batch = decode_transitions(msg_to_blob(msg, TRANSITIONS_SCHEMA), self.limits)
@@ -359,11 +359,11 @@ def ack_policy_main(ros_args: list[str]) -> int:
 
         def _on_weights(self, msg: Any) -> None:
             received_ns = time.time_ns()
-            before = self._weights_version
+            before = self.acting.weights_version
             super()._on_weights(msg)
-            if self._weights_version != before:
+            if self.acting.weights_version != before:
                 self._ack.publish(String(data=json.dumps({
-                    "version": self._weights_version, "received_ns": received_ns,
+                    "version": self.acting.weights_version, "received_ns": received_ns,
                     "swapped_ns": time.time_ns()})))
 
     return run_node(AckPolicy, ["policy", "--ros-args", *ros_args])

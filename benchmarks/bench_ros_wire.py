@@ -117,8 +117,8 @@ def sink() -> int:
     from std_msgs.msg import String, UInt8MultiArray
     from trajectory_msgs.msg import JointTrajectory
 
+    from q_grasp.messages import msg_to_blob
     from q_grasp.nodes import qos
-    from q_grasp.nodes.convert import msg_to_blob
     from q_grasp.wire import (
         TRANSITIONS_SCHEMA,
         WEIGHTS_SCHEMA,

@@ -44,6 +44,7 @@ def main() -> None:
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import UInt8MultiArray
 
+    from q_grasp.messages import msg_to_blob
     from q_grasp.node_processes import (
         start_node_process,
         stop_process,
@@ -52,7 +53,6 @@ def main() -> None:
         wait_until,
     )
     from q_grasp.nodes import qos
-    from q_grasp.nodes.convert import msg_to_blob
     from q_grasp.wire import TRANSITIONS_SCHEMA, TransitionLimits, WireError, authenticator
     from q_grasp.wire.auth import new_key_file
     from q_grasp.wire.transitions import decode_transitions

@@ -63,6 +63,7 @@ def instrument(c: Counters) -> None:
     from q_grasp.sim.arm_loop import SimArmLoop
     from q_grasp.sim.bullet import BulletSim
     from q_grasp.sim.controller import TrajectoryFollower
+    from q_grasp.tasks.acting import Acting
 
     step = BulletSim.step
 
@@ -97,9 +98,9 @@ def instrument(c: Counters) -> None:
 
     for name in ("move_arm_through", "set_gripper"):
         timed(RosArm, name)
-    for name in ("_settled_frame", "_q_values", "_reachable_actions", "_record",
-                 "_reset_scene"):
-        timed(PolicyNode, name)
+    for name in ("settled_frame", "q_values", "reachable_actions", "record"):
+        timed(Acting, name)
+    timed(PolicyNode, "reset_scene")
     timed(grasp, "plan_grasp")
 
     def latency(label: str, since: str, clear: bool) -> None:

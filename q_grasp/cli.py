@@ -277,7 +277,7 @@ def cmd_replay_buffer(args: argparse.Namespace) -> int:
     import tempfile
 
     from q_grasp.learning.trainer_core import TrainerConfig, TrainerCore, newest_checkpoint
-    from q_grasp.nodes.recorder import fill_replay_buffer
+    from q_grasp.recording import fill_replay_buffer
 
     out = Path(args.out)
     if newest_checkpoint(out) is not None:

@@ -190,6 +190,8 @@ def convert(hint: Any, value: Any, name: str) -> Any:
     if origin is dict or hint is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        if len(args) == 2:  # each value as its type says (a dataclass per key: its fields)
+            return {k: convert(args[1], v, f"{name}.{k}") for k, v in value.items()}
         return dict(value)
     if dataclasses.is_dataclass(hint):
         if isinstance(value, hint):

@@ -1,7 +1,8 @@
-"""The ROS arm adapter's feedback without ROS: its configuration (how motions are commanded and
-judged finished), the errors its waits raise, and the joint-state bookkeeping that every wait
-for a motion, a gripper or a camera frame is measured against (arm time from the joint states'
-stamps; a stop event that ends every wait)."""
+"""The ROS arm adapter without ROS: its configuration (how motions are commanded and judged
+finished), the errors its waits raise, the joint-state bookkeeping that every wait for a
+motion, a gripper or a camera frame is measured against (arm time from the joint states'
+stamps; a stop event that ends every wait), and the arm's motions on top of it
+(:class:`FeedbackArm`; q_grasp.nodes.ros_arm connects it to the topics)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from q_grasp.config import check_each
 from q_grasp.motion import MotionTolerances
+from q_grasp.robot_config import RobotConfig
 
 BACKWARDS_TOLERANCE_S = 1e-3
 """Joint states stamped more than this before the previous one count as going back in time."""
@@ -26,10 +28,8 @@ RejectFn = Callable[[str, str, str], None]
 @dataclass
 class RosArmConfig(MotionTolerances):
     """How the ROS arm adapter commands motions and decides that they are finished (the
-    tolerances of MotionTolerances)."""
+    speed limit and tolerances of MotionTolerances)."""
 
-    max_joint_velocity_rad_s: float = 2.0
-    """Trajectory timing: the joint that moves furthest moves at this speed."""
     min_move_duration_s: float = 0.05
     """Shortest trajectory duration (s)."""
     move_timeout_margin_s: float = 1.5
@@ -71,8 +71,8 @@ class RosArmConfig(MotionTolerances):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_each(self, ("max_joint_velocity_rad_s", "stale_timeout_s", "gripper_timeout_s",
-                          "gripper_position_tolerance_m"), lambda v: v > 0.0, "must be > 0")
+        check_each(self, ("stale_timeout_s", "gripper_timeout_s", "gripper_position_tolerance_m"),
+                   lambda v: v > 0.0, "must be > 0")
         check_each(self, ("min_move_duration_s", "move_timeout_margin_s", "gripper_duration_s",
                           "gripper_min_settle_s"), lambda v: v >= 0.0, "must be >= 0 s")
 
@@ -276,6 +276,12 @@ class JointFeedback:
         return self.config.arm_arrived(self.read(names), self.read(names, velocities=True),
                                        targets)
 
+    def departed(self, names: Sequence[str], start: np.ndarray) -> bool:
+        """With the condition held: a joint of ``names`` joint_tolerance_rad or more from
+        ``start`` (a commanded motion has been taken up)."""
+        q = np.array([self.positions[n] for n in names])
+        return bool(np.abs(q - start).max() >= self.config.joint_tolerance_rad)
+
     def fingers_done(self, names: Sequence[str], target: np.ndarray, start: np.ndarray,
                      settle_from_s: float, must_move: bool) -> bool:
         """With the condition held: fingers at ``target`` (within gripper_position_tolerance_m),
@@ -289,3 +295,201 @@ class JointFeedback:
                 or (must_move and np.abs(q - start).max() < tol)):
             return False
         return self.config.fingers_settled(self.read(names, velocities=True))
+
+
+Send = Callable[[str, list[str], list[np.ndarray], list[float]], None]
+"""``send(controller, joint_names, points, times_s)``: one trajectory to the "arm" or "gripper"
+controller (its points reached at times_s after it starts)."""
+
+
+class FeedbackArm:
+    """An ArmInterface behind trajectory controllers, without ROS: commands go out through
+    ``send``, and every motion is judged from a :class:`JointFeedback` (arm time from the joint
+    states' stamps). RosArm gives it ROS topics; a test can give it anything.
+
+    The blocking calls (move_arm, move_arm_through, set_gripper) wait for joint states that
+    another thread feeds into ``feedback``; its ``stop`` event makes every wait raise
+    :class:`ArmStoppedError`, so a skill in the middle of a motion unwinds at once.
+    """
+
+    def __init__(self, robot: RobotConfig, config: RosArmConfig, feedback: JointFeedback,
+                 send: Send) -> None:
+        from q_grasp.kinematics.urdf import parse_urdf
+
+        self.robot, self.config, self.feedback, self._send = robot, config, feedback, send
+        self.arm_joint_names: list[str] = list(robot.arm_joint_names)
+        self._gripper_names = list(robot.gripper_joint_names)
+        self._grip_open = np.asarray(robot.gripper_open_positions, float)
+        self._grip_closed = np.asarray(robot.gripper_closed_positions, float)
+        joints = parse_urdf(robot.urdf_path).joints
+        self.lower = np.array([joints[n].lower for n in self.arm_joint_names], float)
+        self.upper = np.array([joints[n].upper for n in self.arm_joint_names], float)
+        self._first_command_monotonic: float | None = None
+        self.move_timeouts = 0
+        """Moves that did not arrive in time (for diagnostics)."""
+        self._gripper_sent: bool | None = None  # closed? of the last gripper command sent
+
+    def joint_positions(self, names: Sequence[str]) -> np.ndarray:
+        """Latest positions of any reported joints, in the order of ``names``."""
+        return self.feedback.read(list(names))
+
+    def read_arm_joints(self) -> np.ndarray:
+        """Latest arm joint positions (rad), in ``arm_joint_names`` order."""
+        return self.feedback.read(self.arm_joint_names)
+
+    def gripper_aperture(self) -> float:
+        """Distance between the finger pads (m), from the latest gripper joint states."""
+        q = self.feedback.read(self._gripper_names)
+        return float(self.robot.gripper_aperture_scale_m * np.mean(q - self._grip_closed))
+
+    def arm_time_s(self) -> float:
+        """Stamp of the latest joint state (the arm's clock)."""
+        return self.feedback.arm_time_s()
+
+    @property
+    def restarts(self) -> int:
+        """Times the arm's clock went back (see ArmRestartedError)."""
+        return self.feedback.restarts
+
+    def check_restart(self, restarts: int) -> None:
+        """Raise ArmRestartedError if the clock went back since :attr:`restarts` was
+        ``restarts``."""
+        self.feedback.check_restart(restarts)
+
+    @property
+    def stamps_backwards(self) -> int:
+        """Joint states stamped earlier than the one before."""
+        return self.feedback.stamps_backwards
+
+    @property
+    def last_state_monotonic(self) -> float | None:
+        """time.monotonic() of the latest joint state (None before the first)."""
+        return self.feedback.last_state_monotonic
+
+    @property
+    def motion_end_s(self) -> float | None:
+        """Arm time at which the last move or gripper motion ended (JointFeedback's)."""
+        return self.feedback.motion_end_s
+
+    def _motion_wait(self, done: Callable[[], bool], deadline_s: float) -> bool:
+        return self.feedback.motion_wait(done, deadline_s)
+
+    def wait_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait (arm time) until ``done()``, evaluated with the state lock held after every
+        joint state, holds (True) or ``timeout_s`` passes (False). Raises ArmStoppedError."""
+        return self.feedback.wait(done, self.arm_time_s() + timeout_s)
+
+    def mark_decision(self) -> None:
+        """Start a decision-latency measurement: :attr:`first_command_monotonic` becomes the
+        wall time of the first command published after this call."""
+        self._first_command_monotonic = None
+
+    @property
+    def first_command_monotonic(self) -> float | None:
+        """time.monotonic() of the first command since :meth:`mark_decision` (None: none yet)."""
+        return self._first_command_monotonic
+
+    def _command(self, controller: str, names: list[str], points: list[np.ndarray],
+                 times_s: list[float]) -> None:
+        if self._first_command_monotonic is None:
+            self._first_command_monotonic = time.monotonic()
+        self._send(controller, names, points, times_s)
+
+    # ----------------------------------------------------------------------------- commands
+
+    def _arm_targets(self, joint_targets: np.ndarray) -> np.ndarray:
+        q = np.asarray(joint_targets, float).reshape(-1)
+        if q.shape[0] != len(self.arm_joint_names):
+            raise ValueError(f"joint_targets: expected {len(self.arm_joint_names)} values "
+                             f"({self.arm_joint_names}), got {q.shape[0]}")
+        if not np.isfinite(q).all():
+            raise ValueError("joint_targets: values must be finite")
+        return np.clip(q, self.lower, self.upper)
+
+    def move_arm(self, joint_targets: np.ndarray, *, teleport: bool = False) -> bool:
+        """Move to ``joint_targets`` (clamped to the URDF limits); True once the joint states
+        show the arm there and nearly still, False on timeout. ``teleport`` is ignored: a
+        trajectory is the only way to move an arm behind a controller."""
+        return self.move_arm_through([joint_targets])
+
+    def move_arm_through(self, waypoints: Sequence[np.ndarray]) -> bool:
+        """Drive the arm through ``waypoints`` as one multi-point trajectory (the controller
+        blends them: no stop at the intermediate ones; one trajectory per waypoint when
+        ``blend_waypoints`` is false) and wait at the last; True once the
+        joint states show the arm there and nearly still, False on timeout. Every segment
+        lasts its largest joint distance at ``max_joint_velocity_rad_s`` (at least
+        ``min_move_duration_s``). The path counts from the joint state in which the joints have
+        left where they were (the command was taken up; a path that never leaves them from the
+        first joint state after the command): arrival counts only once its last segment has
+        begun, and the timeout is its duration plus ``move_timeout_margin_s`` (taking it up
+        too must happen within that)."""
+        cfg = self.config
+        if len(waypoints) == 0:
+            return True
+        points = [self._arm_targets(q) for q in waypoints]
+        if not cfg.blend_waypoints and len(points) > 1:
+            reached = True
+            for q in points:
+                reached = self.move_arm_through([q])
+            return reached
+        start = self.read_arm_joints()
+        times = cfg.path_times_s(start, points)
+        seq = self.feedback.sequence()
+        self._command("arm", self.arm_joint_names, points, times)
+        t0 = self.feedback.next_stamp_s(seq)
+        names = self.arm_joint_names
+        if any(np.abs(q - start).max() >= cfg.joint_tolerance_rad for q in points):
+            # Timed from when the command is taken up: the joints leave where they were. A
+            # command that reaches the arm late leaves it standing, and a path that returns to
+            # its start (out and back) would "arrive" before it began.
+            if not self._motion_wait(lambda: self.feedback.departed(names, start),
+                                     t0 + times[-1] + cfg.move_timeout_margin_s):
+                self.move_timeouts += 1
+                return False
+            t0 = self.feedback.arm_time_s()
+        # Arrival counts from the start of the last segment: a path may pass its last point
+        # earlier (or start there, like an out-and-back move).
+        last_segment_s = t0 + (times[-2] if len(times) > 1 else 0.0)
+
+        def arrived() -> bool:  # called with the condition held
+            return self.feedback.arm_arrived(names, points[-1], last_segment_s)
+
+        arrived_in_time = self._motion_wait(arrived, t0 + times[-1] + cfg.move_timeout_margin_s)
+        if not arrived_in_time:
+            self.move_timeouts += 1
+        return arrived_in_time
+
+    def set_gripper(self, closed: bool) -> float:
+        """Close or open the gripper, wait until the fingers stop, return the aperture (m).
+        Sends nothing when this arm's last gripper command was the same and the fingers are
+        there (within gripper_position_tolerance_m) and still: e.g. the open before a grasp,
+        which would cost a round trip while the arm stands."""
+        cfg = self.config
+        target = self._grip_closed if closed else self._grip_open
+        other = self._grip_open if closed else self._grip_closed
+        names = self._gripper_names
+        start = self.feedback.read(names)
+        tol = cfg.gripper_position_tolerance_m
+        if self._gripper_sent == closed and np.abs(start - target).max() < tol:
+            with self.feedback.cond:
+                still = cfg.fingers_settled([self.feedback.velocities.get(n, math.inf)
+                                             for n in names])
+            if still:
+                return self.gripper_aperture()
+        self._gripper_sent = closed
+        seq = self.feedback.sequence()
+        self._command("gripper", names, [target], [cfg.gripper_duration_s])
+        t0 = self.feedback.next_stamp_s(seq)
+        # (less a microsecond: stamps are whole nanoseconds, and a driver that counts the
+        # same interval in its own clock's steps may land a rounding error short of it)
+        settle_from = t0 + max(cfg.gripper_min_settle_s, cfg.gripper_duration_s) - 1e-6
+        # Fingers must first move (before the command takes effect they are still too) --
+        # except when closing fingers that are already closed on an object (a re-squeeze):
+        # they may stay where they are.
+        must_move = not closed or bool(np.abs(start - other).max() < tol)
+
+        def settled() -> bool:  # called with the condition held
+            return self.feedback.fingers_done(names, target, start, settle_from, must_move)
+
+        self._motion_wait(settled, t0 + cfg.gripper_duration_s + cfg.gripper_timeout_s)
+        return self.gripper_aperture()

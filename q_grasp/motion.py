@@ -15,8 +15,13 @@ from q_grasp.config import check_each
 
 @dataclass
 class MotionTolerances:
-    """How close and how still a joint must be for a motion to count as finished."""
+    """How fast arm joints move, and how close and how still a joint must be for a motion to
+    count as finished: one set for every arm (SimRobotConfig, RosArmConfig)."""
 
+    max_joint_velocity_rad_s: float = 2.0
+    """Speed limit of arm joints (the servos' rated speed is ~2 rad/s): the simulator's motors
+    move no faster, and trajectories sent to an arm are timed so that the joint that moves
+    furthest moves at it."""
     joint_tolerance_rad: float = 0.01
     """A move has arrived when every arm joint is this close to its target..."""
     velocity_tolerance_rad_s: float = 0.05
@@ -25,8 +30,9 @@ class MotionTolerances:
     """Fingers slower than this count as settled (stopped on an object or at their limit)."""
 
     def __post_init__(self) -> None:
-        check_each(self, ("joint_tolerance_rad", "velocity_tolerance_rad_s",
-                          "gripper_velocity_tolerance_m_s"), lambda v: v > 0.0, "must be > 0")
+        check_each(self, ("max_joint_velocity_rad_s", "joint_tolerance_rad",
+                          "velocity_tolerance_rad_s", "gripper_velocity_tolerance_m_s"),
+                   lambda v: v > 0.0, "must be > 0")
 
     def arm_arrived(self, positions: np.ndarray, velocities: np.ndarray,
                     targets: np.ndarray) -> bool:

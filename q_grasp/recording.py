@@ -1,6 +1,7 @@
 """MCAP recordings of a run's topics: serialized ROS 2 messages (CDR) with their `ros2msg`
 schemas, as `ros2 bag record -s mcap` writes them, so `ros2 bag`, Foxglove and the `mcap`
-Python readers open them. No rclpy here: the recorder node hands in serialized bytes.
+Python readers open them. No rclpy here: the recorder node hands in serialized bytes (only
+:func:`fill_replay_buffer` deserializes, with rclpy's CDR reader).
 """
 
 from __future__ import annotations
@@ -158,3 +159,59 @@ def read_messages(path: str | Path, topics: Sequence[str] | None = None
                              f"({type(exc).__name__}: {exc})"[:300]) from None
     finally:
         f.close()
+
+
+def fill_replay_buffer(core: Any, path: str | Path) -> int:
+    """Feed the transitions of recording ``path`` into ``core`` (a TrainerCore), each blob
+    validated as the trainer validates live ones; returns the transitions added.
+
+    RecordingError (naming the file) for a truncated or foreign file, a recording of another
+    task or network (its first weights message is checked against the core's network), or
+    one without transitions."""
+    from rclpy.serialization import deserialize_message
+    from std_msgs.msg import UInt8MultiArray
+
+    from q_grasp.messages import msg_to_blob
+    from q_grasp.wire import (
+        TRANSITIONS_SCHEMA,
+        TRANSITIONS_TOPIC,
+        WEIGHTS_SCHEMA,
+        WEIGHTS_TOPIC,
+        WeightsLimits,
+        WireError,
+        decode_weights,
+    )
+    from q_grasp.wire.auth import strip_tag
+
+    added = batches = 0
+    weights_checked = False
+    expected = "std_msgs/msg/UInt8MultiArray"
+    for topic, type_name, data, _ in read_messages(path, [TRANSITIONS_TOPIC, WEIGHTS_TOPIC]):
+        if type_name != expected:
+            raise RecordingError(f"{path}: {topic} holds {type_name}, expected {expected}")
+        if topic == WEIGHTS_TOPIC and weights_checked:
+            continue
+        try:
+            msg = deserialize_message(data, UInt8MultiArray)
+        except Exception as exc:  # rclpy raises several types for broken CDR
+            raise RecordingError(f"{path}: a {topic} message is not valid CDR: {exc}") from None
+        try:
+            # A run signs its blobs with a key of its own, gone with the run: the recording is
+            # trusted as a file the user chose (as a checkpoint is); every blob is still
+            # validated in full.
+            blob, signed = strip_tag(msg_to_blob(
+                msg, WEIGHTS_SCHEMA if topic == WEIGHTS_TOPIC else TRANSITIONS_SCHEMA))
+            if topic == WEIGHTS_TOPIC:
+                decode_weights(blob, WeightsLimits(task=core.config.task), core.net_config)
+                weights_checked = True
+                continue
+            batch = core.decode(blob, authenticated=signed)
+        except WireError as exc:
+            raise RecordingError(
+                f"{path}: {topic} message {batches + 1 if topic == TRANSITIONS_TOPIC else 1} "
+                f"does not fit a {core.config.task} trainer with this network: {exc}") from None
+        added += core.ingest(batch)
+        batches += 1
+    if not batches:
+        raise RecordingError(f"{path}: holds no {TRANSITIONS_TOPIC} messages")
+    return added

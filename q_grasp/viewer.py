@@ -9,9 +9,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+
+from q_grasp.markers import ARROW, CUBE, SPHERE
 
 SIM_TIME = "sim_time"
 """Timeline of the robot's messages (their header stamps)."""
@@ -147,6 +150,65 @@ class RunViewer:
         """Flush and finish the .rrd file."""
         self.rec.flush()
         self.rec.disconnect()
+
+
+CURVES = ("success_rate", "loss", "mean_max_q", "epsilon", "updates_per_s", "weights_version")
+"""Trainer diagnostics drawn as learning curves (against transitions)."""
+
+Draw = tuple[str, tuple, dict]
+"""A RunViewer call: method name, positional and keyword arguments."""
+
+
+def trainer_curves(name: str, values: Mapping[str, str]) -> tuple[int, dict[str, float]] | None:
+    """(transitions, learning curves) of a trainer's /diagnostics status (its name and
+    key/values as text); None for other nodes' statuses and incomplete ones."""
+    if not name.endswith("/trainer"):
+        return None
+    try:
+        return int(values["transitions"]), {k: float(values[k]) for k in CURVES if k in values}
+    except (KeyError, ValueError):
+        return None
+
+
+class MarkerDraws:
+    """The RunViewer calls that draw the policy's markers (q_grasp.markers, for rviz):
+    grasp pose, approach and outcome, the Reacher's goal (its size: the success tolerance) and
+    the end effector. Markers read as visualization_msgs/Marker fields (ns, type, pose, scale,
+    color, points, text)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple] = {}
+
+    def draws(self, marker: Any, t_s: float) -> list[Draw]:
+        """What to draw for ``marker`` stamped ``t_s`` (nothing for a repeat)."""
+        ns, p, o = marker.ns, marker.pose.position, marker.pose.orientation
+        center = [p.x, p.y, p.z]
+        color = tuple(int(round(255 * min(max(c, 0.0), 1.0)))
+                      for c in (marker.color.r, marker.color.g, marker.color.b))
+        entity = f"world/{ns}"
+        if ns != "grasp_outcome":
+            # The policy repeats markers (a grasp before and after the attempt, the Reacher's
+            # goal at every step): Rerun keeps the last one, so only changes are logged.
+            shape = (marker.type, *center, o.x, o.y, o.z, o.w, marker.scale.x, marker.scale.y,
+                     marker.scale.z, *color, *((q.x, q.y, q.z) for q in marker.points))
+            if self._last.get(ns) == shape:
+                return []
+            self._last[ns] = shape
+        if ns == "grasp" and marker.type == CUBE:
+            half = [0.5 * marker.scale.x, 0.5 * marker.scale.y, 0.5 * marker.scale.z]
+            return [("box", (entity, center, half, [o.x, o.y, o.z, o.w], t_s, color), {})]
+        if ns == "grasp_approach" and marker.type == ARROW and len(marker.points) == 2:
+            a, b = marker.points
+            return [("arrow", (entity, [a.x, a.y, a.z], [b.x, b.y, b.z], t_s, color), {})]
+        if ns == "grasp_outcome":
+            level = "INFO" if marker.text.startswith("success") else "WARN"
+            return [("points", (entity, center, t_s),
+                     dict(color=color, radius=0.012, label=marker.text)),
+                    ("text", ("grasp_outcomes", marker.text, t_s), dict(level=level))]
+        if ns in ("goal", "end_effector") and marker.type == SPHERE:
+            return [("points", (entity, center, t_s),
+                     dict(color=color, radius=max(0.5 * marker.scale.x, 0.003)))]
+        return []
 
 
 def recorded_entities(rrd_path: str | Path) -> set[str]:

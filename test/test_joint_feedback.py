@@ -1,4 +1,4 @@
-"""The ROS arm adapter's feedback without ROS (q_grasp.joint_feedback): joint states in, waits
+"""The ROS arm adapter without ROS (q_grasp.joint_feedback): joint states in, waits
 measured in the arm's clock, restarts and stop requests out. States come from a feeder thread
 that answers each wait, so no assertion depends on how fast the machine is."""
 
@@ -110,3 +110,67 @@ def test_path_times_give_each_segment_its_largest_joint_distance_at_the_speed_li
     cfg = RosArmConfig(max_joint_velocity_rad_s=2.0, min_move_duration_s=0.05)
     points = [np.array([1.0, 0.0]), np.array([1.0, 0.01]), np.array([0.0, -1.0])]
     assert cfg.path_times_s(np.zeros(2), points) == pytest.approx([0.5, 0.55, 1.055])
+
+
+class Controller:
+    """A trajectory controller on the arm's clock for FeedbackArm, without ROS: a joint state
+    every 0.02 s of arm time; a command takes effect ``delay_s`` of arm time after it was sent
+    (it reaches the arm late) and is then followed linearly."""
+
+    def __init__(self, robot, delay_s: float) -> None:
+        self.names = [*robot.arm_joint_names, *robot.gripper_joint_names]
+        self.q = np.r_[robot.home_positions, robot.gripper_open_positions].astype(float)
+        self.delay_s, self.t = delay_s, 1.0
+        self.pending = self.path = None
+        self.taken_up = threading.Event()
+        self.stop = threading.Event()
+        self.feedback = None
+
+    def send(self, controller, names, points, times_s) -> None:
+        from q_grasp.motion import Trajectory
+
+        columns = [self.names.index(n) for n in names]
+        self.pending = (self.t + self.delay_s, columns,
+                        Trajectory(tuple(names), np.array(times_s), np.array(points)))
+
+    def run(self) -> None:
+        while not self.stop.wait(0.0005):
+            self.t += 0.02
+            if self.pending is not None and self.t >= self.pending[0]:
+                (_, columns, path), self.pending = self.pending, None
+                self.path = (self.t, columns, path, self.q[columns].copy())
+                self.taken_up.set()
+            if self.path is not None:
+                t0, columns, path, start = self.path
+                self.q[columns] = path.sample(self.t - t0, start)
+            self.feedback.update(self.names, self.q, [], self.t)
+
+
+def test_a_move_that_reaches_the_arm_late_is_waited_for() -> None:
+    """Arrival is judged once the joints leave where they were: an out-and-back path taken up
+    1 s (arm time) late would otherwise "arrive" at once, its end being where the arm stands."""
+    from q_grasp.joint_feedback import FeedbackArm
+    from q_grasp.robot_config import RobotConfig
+
+    robot = RobotConfig()
+    config = RosArmConfig()
+    controller = Controller(robot, delay_s=1.0)
+    feedback = JointFeedback(config)
+    controller.feedback = feedback
+    arm = FeedbackArm(robot, config, feedback, controller.send)
+    thread = threading.Thread(target=controller.run, daemon=True)
+    thread.start()
+    try:
+        assert feedback.wait_for_joints(controller.names, 10.0)
+        home = arm.read_arm_joints()
+        before = arm.arm_time_s()
+        out = home + np.array([0.6, 0.0, 0.0, 0.0, 0.0])
+        assert arm.move_arm_through([out, home])
+        assert controller.taken_up.is_set()  # not before the arm even had the command
+        assert arm.arm_time_s() - before >= 1.0 + 0.6  # the delay, then both 0.3 s segments
+        np.testing.assert_allclose(arm.read_arm_joints(), home, atol=config.joint_tolerance_rad)
+        assert arm.move_timeouts == 0
+        assert arm.move_arm(home)  # already there: nothing to take up, arrives at once
+    finally:
+        controller.stop.set()
+        thread.join(timeout=5.0)

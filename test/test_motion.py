@@ -27,19 +27,24 @@ def test_fingers_settle_below_their_speed_tolerance() -> None:
     assert not tol.fingers_settled([math.inf])  # a finger never reported
 
 
-@pytest.mark.parametrize("name", ["joint_tolerance_rad", "velocity_tolerance_rad_s",
-                                  "gripper_velocity_tolerance_m_s"])
+@pytest.mark.parametrize("name", ["max_joint_velocity_rad_s", "joint_tolerance_rad",
+                                  "velocity_tolerance_rad_s", "gripper_velocity_tolerance_m_s"])
 def test_tolerances_must_be_positive(name: str) -> None:
-    with pytest.raises(ValueError, match=name):
-        SimRobotConfig(**{name: 0.0})
+    from q_grasp.joint_feedback import RosArmConfig
+
+    for cls in (SimRobotConfig, RosArmConfig):
+        with pytest.raises(ValueError, match=f"{name}: must be > 0"):
+            cls(**{name: 0.0})
 
 
 def test_the_arms_share_one_set_of_tolerances() -> None:
     from q_grasp.joint_feedback import RosArmConfig
 
     fields = MotionTolerances.__dataclass_fields__
+    assert "max_joint_velocity_rad_s" in fields  # the speed limit too, declared once
     for cls in (SimRobotConfig, RosArmConfig):
         assert issubclass(cls, MotionTolerances)
+        assert not set(cls.__dict__.get("__annotations__", {})) & set(fields)  # no copies
         assert {n: f.default for n, f in fields.items()} == {
             n: cls.__dataclass_fields__[n].default for n in fields}
 

@@ -19,8 +19,9 @@ pytest.importorskip("mcap_ros2")
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 
 from q_grasp.cli import main as cli_main  # noqa: E402
+from q_grasp.node_params.recorder import RecorderConfig  # noqa: E402
 from q_grasp.node_processes import ros_child_env, unique_domain_id  # noqa: E402
-from q_grasp.nodes.recorder import TOPICS, RecorderConfig  # noqa: E402
+from q_grasp.nodes.recorder import TOPICS  # noqa: E402
 from q_grasp.recording import (  # noqa: E402
     McapRecorder,
     RecordingError,

@@ -170,6 +170,40 @@ def test_move_arm_through_is_one_blended_trajectory(ros_arm) -> None:
     assert proc.poll() is None
 
 
+def test_a_command_that_reaches_the_arm_late_is_waited_for(ros_arm) -> None:
+    """Arrival is judged once the command has been taken up: an out-and-back path relayed to
+    the arm 0.5 s (wall; 2 s of the arm's time) late would otherwise "arrive" at once, the arm
+    standing at its start that is also the path's end."""
+    arm, _, _, log = ros_arm
+    node = arm.node
+    assert arm.move_arm(HOME), log.read_text()[-2000:]
+    relay_pub = node.create_publisher(JointTrajectory, "/arm_controller/joint_trajectory",
+                                      qos.COMMAND_QOS)
+    forwarded = threading.Event()
+
+    def relay(msg: JointTrajectory) -> None:
+        def forward() -> None:
+            relay_pub.publish(msg)
+            forwarded.set()
+        threading.Timer(0.5, forward).start()
+
+    relay_sub = node.create_subscription(JointTrajectory, "/late/arm", relay, qos.COMMAND_QOS)
+    late = RosArm(node, RobotConfig(), RosArmConfig(arm_trajectory_topic="/late/arm"))
+    try:
+        assert late.feedback.wait_for_joints(late.arm_joint_names, 10.0)
+        assert wait_until(lambda: late._arm_pub.get_subscription_count() > 0
+                          and relay_pub.get_subscription_count() > 0, 10.0,
+                          lambda: time.sleep(0.02))
+        t0 = late.arm_time_s()
+        assert late.move_arm_through([HOME + np.array([0.6, 0.0, 0.0, 0.0, 0.0]), HOME])
+        assert forwarded.is_set()  # not done before the arm even had the command
+        assert late.arm_time_s() - t0 >= 0.6
+        np.testing.assert_allclose(late.read_arm_joints(), HOME, atol=0.02)
+    finally:
+        node.destroy_subscription(relay_sub)
+        node.destroy_publisher(relay_pub)
+
+
 def test_grasp_skill_over_ros(ros_arm) -> None:
     arm, objects, _, log = ros_arm
     assert arm.move_arm(HOME)

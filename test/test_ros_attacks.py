@@ -39,6 +39,7 @@ from test_ros_trainer import trainer_args  # noqa: E402
 
 from q_grasp.learning.tasks import default_config, make_env  # noqa: E402
 from q_grasp.learning.trainer_core import checkpoints_newest_first  # noqa: E402
+from q_grasp.messages import msg_to_blob  # noqa: E402
 from q_grasp.node_processes import (  # noqa: E402
     start_node_process,
     stop_process,
@@ -47,7 +48,7 @@ from q_grasp.node_processes import (  # noqa: E402
     wait_until,
 )
 from q_grasp.nodes import qos  # noqa: E402
-from q_grasp.nodes.convert import blob_to_msg, msg_to_blob  # noqa: E402
+from q_grasp.nodes.convert import blob_to_msg  # noqa: E402
 from q_grasp.wire import (  # noqa: E402
     TRANSITIONS_SCHEMA,
     WEIGHTS_SCHEMA,

@@ -15,19 +15,21 @@ from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from q_grasp.nodes import qos
-from q_grasp.nodes.convert import (
+from q_grasp.messages import (
     MessageError,
-    blob_to_msg,
-    camera_info_msg,
     camera_info_to_dict,
     color_image_to_numpy,
     depth_image_to_numpy,
-    image_msg,
     joint_positions,
-    joint_state_msg,
     msg_to_blob,
     parse_joint_trajectory,
+)
+from q_grasp.nodes import qos
+from q_grasp.nodes.convert import (
+    blob_to_msg,
+    camera_info_msg,
+    image_msg,
+    joint_state_msg,
     to_time_msg,
 )
 from q_grasp.wire import WireError
@@ -331,9 +333,9 @@ class _FakeDriver:
                                                  to_time_msg(self.stamp)))
 
     def run_after_command(self, script) -> None:
-        def publish(_publisher, _msg) -> None:
+        def send(*_command) -> None:
             self.threading.Thread(target=script, daemon=True).start()
-        self.arm._publish = publish
+        self.arm._send = send
 
 
 @pytest.mark.ros

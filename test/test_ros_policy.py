@@ -27,6 +27,7 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 from q_grasp.learning.checkpoint import save_checkpoint  # noqa: E402
 from q_grasp.learning.config import NetworkConfig  # noqa: E402
 from q_grasp.learning.networks import build_network, network_spec_for_env  # noqa: E402
+from q_grasp.messages import msg_to_blob  # noqa: E402
 from q_grasp.node_processes import (  # noqa: E402
     start_node_process,
     stop_process,
@@ -34,12 +35,7 @@ from q_grasp.node_processes import (  # noqa: E402
     wait_until,
 )
 from q_grasp.nodes import qos  # noqa: E402
-from q_grasp.nodes.convert import (  # noqa: E402
-    blob_to_msg,
-    image_msg,
-    joint_state_msg,
-    msg_to_blob,
-)
+from q_grasp.nodes.convert import blob_to_msg, image_msg, joint_state_msg  # noqa: E402
 from q_grasp.tasks.load import load_task  # noqa: E402
 from q_grasp.wire import (  # noqa: E402
     TRANSITIONS_SCHEMA,

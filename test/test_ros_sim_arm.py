@@ -23,6 +23,11 @@ from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
+from q_grasp.messages import (  # noqa: E402
+    color_image_to_numpy,
+    depth_image_to_numpy,
+    joint_positions,
+)
 from q_grasp.node_processes import (  # noqa: E402
     start_node_process,
     stop_process,
@@ -30,11 +35,6 @@ from q_grasp.node_processes import (  # noqa: E402
     wait_until,
 )
 from q_grasp.nodes import qos  # noqa: E402
-from q_grasp.nodes.convert import (  # noqa: E402
-    color_image_to_numpy,
-    depth_image_to_numpy,
-    joint_positions,
-)
 
 ARM = ["base_joint", "shoulder_joint", "elbow_joint", "wrist_joint", "wrist_rotation_joint"]
 HOME = [0.0, -1.1, 1.4, 1.3, 0.0]

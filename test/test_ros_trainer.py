@@ -283,7 +283,7 @@ class TrainerProbe:
         self.pub.publish(blob_to_msg(blob, schema or TRANSITIONS_SCHEMA))
 
     def version(self, index: int = -1) -> int:
-        from q_grasp.nodes.convert import msg_to_blob
+        from q_grasp.messages import msg_to_blob
         from q_grasp.wire import WEIGHTS_SCHEMA
 
         return decode_weights(msg_to_blob(self.weights[index], WEIGHTS_SCHEMA),
@@ -461,8 +461,8 @@ def test_repeated_and_old_batches_are_refused_and_gaps_counted(tmp_path, probe) 
 def test_only_blobs_signed_with_the_system_key_are_taken(tmp_path, probe) -> None:
     """With a key file the trainer refuses unsigned and foreign-key transitions, takes signed
     ones and signs its weights; a missing key file stops it at start, naming the file."""
+    from q_grasp.messages import msg_to_blob
     from q_grasp.node_processes import start_node_process, stop_process
-    from q_grasp.nodes.convert import msg_to_blob
     from q_grasp.wire import WEIGHTS_SCHEMA, Authenticator, authenticator
 
     missing = tmp_path / "no_such.key"

@@ -287,3 +287,18 @@ def test_fast_time_without_a_message_cap_is_warned_of() -> None:
     assert "set max_publish_rate_hz" in SimArmConfig(still_real_time_factor=200.0
                                                      ).uncapped_warning()
     assert SimArmConfig(real_time_factor=0.0, max_publish_rate_hz=100.0).uncapped_warning() == ""
+
+
+def test_the_rate_report_measures_the_real_time_factor_on_the_loops_clock() -> None:
+    rig = Rig(real_time_factor=2.0, still_real_time_factor=40.0, max_publish_rate_hz=25.0)
+    rig.loop.rate_report()  # the window starts now
+    rig.loop.submit(rig.loop.arm, rig.base_move(0.5, 10.0))  # moving: paced at 2x
+    rig.run_for(2.0)
+    values, slow = rig.loop.rate_report()
+    assert values["real_time_factor"] == pytest.approx(2.0, rel=0.05) and not slow
+    assert values["real_time_factor_target"] == 2.0 and values["arm_trajectory_active"]
+    rig.loop.reconfigure(SimArmConfig(publish_clock=True, camera_rate_hz=0.0,
+                                      real_time_factor=5.0, max_publish_rate_hz=25.0))
+    rig.clock.t += 1.0  # a second of wall time in which the loop did not run: too slow
+    values, slow = rig.loop.rate_report()
+    assert values["real_time_factor"] == 0.0 and slow

@@ -57,6 +57,40 @@ def test_crop_and_resize_keeps_the_projection() -> None:
     assert np.allclose(small[:2] / small[2], [(u - 80) * 64 / 480, v * 64 / 480])
 
 
+def test_camera_stream_without_ros_guesses_intrinsics_and_reports_a_missing_camera(
+        tmp_path) -> None:
+    from q_grasp.hardware.camera import CameraStream, pinhole_guess
+    from q_grasp.node_params.usb_camera import UsbCameraConfig
+
+    video = tmp_path / "grey.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for _ in range(3):
+        writer.write(np.full((240, 320, 3), 128, np.uint8))
+    writer.release()
+    levels: list[tuple[str, str]] = []
+    health = type("Health", (), {
+        "count": lambda self, key, n=1: None, "set": lambda self, **values: None,
+        "ok": lambda self, m: levels.append(("ok", m)),
+        "warn": lambda self, m: levels.append(("warn", m)),
+        "error": lambda self, m, log=False: levels.append(("error", m))})()
+    published: list[tuple[np.ndarray, dict]] = []
+
+    def publish(image, info) -> None:
+        published.append((image, info))
+        stream.stop.set()  # one frame is enough
+
+    stream = CameraStream(UsbCameraConfig(source=str(video), width=32, height=32), health,
+                          publish)
+    stream.run()
+    image, info = published[0]
+    assert image.shape == (32, 32, 3) and (info["width"], info["height"]) == (32, 32)
+    _, K = crop_and_resize(np.zeros((240, 320, 3), np.uint8), pinhole_guess(320, 240).K, 32, 32)
+    assert np.allclose(info["K"], K) and levels == [("ok", "capturing")]
+    missing = CameraStream(UsbCameraConfig(source=str(tmp_path / "none.avi")), health, publish)
+    missing._open()
+    assert levels[-1] == ("error", f"cannot open camera {tmp_path / 'none.avi'}")
+
+
 rclpy = pytest.importorskip("rclpy")
 
 
@@ -65,9 +99,9 @@ def test_node_publishes_a_video_files_frames_with_its_camera_info(tmp_path, monk
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import CameraInfo, Image
 
+    from q_grasp.messages import color_image_to_numpy
     from q_grasp.node_processes import unique_domain_id
     from q_grasp.nodes import qos
-    from q_grasp.nodes.convert import color_image_to_numpy
     from q_grasp.nodes.usb_camera import UsbCameraNode
 
     video = tmp_path / "table.avi"

@@ -83,6 +83,18 @@ def test_calibration_maps_and_never_leaves_its_limits(tmp_path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ValueError, match="servo ids repeat"):
         XArmCalibration.from_yaml(path, ARM)
+    # A bad value gets the config core's one line: the file, the field, the range, the value.
+    for change, message in (({"servo_id": 0}, "joints.elbow_joint.servo_id: must be in "
+                                              "[1, 253], got 0"),
+                            ({"servo_id": 4, "direction": "up"},
+                             "joints.elbow_joint.direction: expected an integer, got 'up'"),
+                            ({"servo_id": 4, "spin": 1},
+                             "joints.elbow_joint.spin: unknown field")):
+        data["joints"]["elbow_joint"] = change
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(ValueError) as info:
+            XArmCalibration.from_yaml(path, ARM)
+        assert str(info.value).startswith(f"config file {str(path)!r}: {message}")
 
 
 def test_joints_map_to_servos_and_back_within_the_calibrated_range(tmp_path) -> None:
@@ -131,6 +143,63 @@ def test_fake_board_turns_servos_at_a_bounded_speed() -> None:
 
 
 rclpy = pytest.importorskip("rclpy")
+
+
+class Health:
+    """Records what an XArmController reports."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.levels: list[tuple[str, str]] = []
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def set(self, **values: float) -> None:
+        pass
+
+    def ok(self, message: str) -> None:
+        self.levels.append(("ok", message))
+
+    def warn(self, message: str) -> None:
+        self.levels.append(("warn", message))
+
+    def error(self, message: str, log: bool = False) -> None:
+        self.levels.append(("error", message))
+
+
+def test_controller_plays_a_trajectory_and_holds_without_ros() -> None:
+    from q_grasp.hardware.xarm_controller import XArmController
+    from q_grasp.motion import Trajectory
+    from q_grasp.node_params.xarm_driver import XArmDriverConfig
+
+    reads: list[np.ndarray] = []
+    health = Health()
+    xarm = XArmController(XArmDriverConfig(device="fake", read_rate_hz=50.0), health,
+                          lambda names, q: reads.append(q))
+    home = np.array(RobotConfig().home_positions)
+    target = home + [0.2, -0.1, 0.1, 0.0, 0.3]
+    path = Trajectory(joint_names=tuple(ARM), times_s=np.array([0.3]), positions=target[None])
+    assert xarm.play("arm", path) == "no_state"  # nothing read yet
+    xarm.connect()
+    thread = threading.Thread(target=xarm.run, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: len(reads) >= 2, 20, "position reads")
+        assert np.allclose(reads[-1][:5], home, atol=RAD_PER_UNIT)
+        assert xarm.play("arm", path) == ""
+        _wait(lambda: np.allclose(reads[-1][:5], target, atol=2 * RAD_PER_UNIT), 20,
+              "the arm at the target")
+        fake = xarm.board.device
+        duration, targets = fake.moves()[-1].move_targets()
+        assert duration == 300 and set(targets) == {xarm.calibration.joints[n].servo_id
+                                                    for n in ARM}
+        xarm.hold("arm")
+        assert fake.moves()[-1].move_targets()[0] == 0  # a hold is a MOVE of duration 0
+    finally:
+        xarm.close(thread)
+    assert not thread.is_alive()
+    assert health.counts.get("moves_sent", 0) >= 2 and ("ok", "connected") in health.levels
 
 
 @pytest.fixture
@@ -206,7 +275,7 @@ def _trajectory(names, points):
 
 def test_driver_plays_trajectories_as_timed_moves(driver) -> None:
     node, seen, arm_pub, grip_pub, _ = driver
-    fake = node.board.device
+    fake = node.xarm.board.device
     _wait(lambda: len(seen["states"]) >= 3 and arm_pub.get_subscription_count() > 0, 20,
           "joint states and the trajectory subscription")
     state = seen["states"][-1]
@@ -221,7 +290,7 @@ def test_driver_plays_trajectories_as_timed_moves(driver) -> None:
     arm_pub.publish(_trajectory(ARM, [(0.4, target1), (0.7, target2)]))
     _wait(lambda: len(fake.moves()) >= before + 2, 10, "two MOVE packets")
     moves = fake.moves()[before:before + 2]
-    cal = node.calibration
+    cal = node.xarm.calibration
     for packet_, target, duration_ms in zip(moves, (target1, target2), (400, 300)):
         duration, targets = packet_.move_targets()
         assert duration == duration_ms
@@ -252,7 +321,7 @@ def test_driver_plays_trajectories_as_timed_moves(driver) -> None:
 
 def test_bad_trajectories_never_reach_the_board(driver) -> None:
     node, seen, arm_pub, grip_pub, _ = driver
-    fake = node.board.device
+    fake = node.xarm.board.device
     _wait(lambda: len(seen["states"]) >= 2 and arm_pub.get_subscription_count() > 0, 20,
           "joint states")
     home = RobotConfig().home_positions
@@ -278,7 +347,7 @@ def test_a_missing_board_is_reported_and_the_node_stays_up(driver) -> None:
     _wait(lambda: "no xArm board" in seen["diag"].get("_message", ""), 20,
           "the missing board on /diagnostics")
     assert seen["diag"]["_level"] == b"\x02"  # ERROR
-    assert node.board is None and node.context.ok()
+    assert node.xarm.board is None and node.context.ok()
 
 
 def test_policy_runs_reacher_episodes_through_the_driver(driver, tmp_path) -> None:
@@ -287,7 +356,7 @@ def test_policy_runs_reacher_episodes_through_the_driver(driver, tmp_path) -> No
     from q_grasp.node_processes import start_node_process, stop_process
 
     node, seen, arm_pub, _, domain = driver
-    fake = node.board.device
+    fake = node.xarm.board.device
     log = tmp_path / "policy.log"
     policy = start_node_process(
         "q_grasp.nodes.policy",
@@ -358,7 +427,7 @@ def test_policy_runs_grasp_episodes_through_the_driver(driver, tmp_path) -> None
     from q_grasp.node_processes import start_node_process, stop_process
 
     node, seen, _, _, domain = driver
-    fake = node.board.device
+    fake = node.xarm.board.device
     logs = {name: tmp_path / f"{name}.log" for name in ("camera_sim", "policy")}
     camera = start_node_process(
         "q_grasp.nodes.sim_arm",
@@ -380,7 +449,7 @@ def test_policy_runs_grasp_episodes_through_the_driver(driver, tmp_path) -> None
     finally:
         codes = [stop_process(policy), stop_process(camera)]
     assert codes == [0, 0], {n: p.read_text()[-2000:] for n, p in logs.items()}
-    cal = node.calibration
+    cal = node.xarm.calibration
     gripper_moves = [p for p in fake.moves() if cal.gripper.servo_id in p.move_targets()[1]]
     arm_moves = [p for p in fake.moves()
                  if cal.joints["base_joint"].servo_id in p.move_targets()[1]]

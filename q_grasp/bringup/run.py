@@ -393,7 +393,7 @@ class Bringup:
         from sensor_msgs.msg import Image
 
         from q_grasp.learning.visualize import save_png
-        from q_grasp.nodes.convert import color_image_to_numpy
+        from q_grasp.messages import color_image_to_numpy
         from q_grasp.nodes.qos import DEFAULT_QOS
 
         folder = self.out / "eval_qmaps"

@@ -132,20 +132,17 @@ class ServoCalibration:
     upper_rad: float = 2.0
     """Highest joint angle ever commanded (rad)."""
 
-    def check(self, name: str) -> None:
+    def __post_init__(self) -> None:
         if not 1 <= self.servo_id <= 253:
-            raise ValueError(f"calibration {name}.servo_id: must be in [1, 253], got "
-                             f"{self.servo_id}")
+            raise ValueError(f"servo_id: must be in [1, 253], got {self.servo_id}")
         if self.direction not in (1, -1):
-            raise ValueError(f"calibration {name}.direction: must be 1 or -1, got "
-                             f"{self.direction}")
+            raise ValueError(f"direction: must be 1 or -1, got {self.direction}")
         if not SERVO_MIN_UNITS <= self.centre_units <= SERVO_MAX_UNITS:
-            raise ValueError(f"calibration {name}.centre_units: must be in [0, 1000], got "
-                             f"{self.centre_units}")
+            raise ValueError(f"centre_units: must be in [0, 1000], got {self.centre_units}")
         if not (math.isfinite(self.lower_rad) and math.isfinite(self.upper_rad)
                 and self.lower_rad < self.upper_rad):
-            raise ValueError(f"calibration {name}: lower_rad {self.lower_rad} must be below "
-                             f"upper_rad {self.upper_rad}")
+            raise ValueError(f"lower_rad: must be below upper_rad {self.upper_rad}, got "
+                             f"{self.lower_rad}")
 
     def to_units(self, angle_rad: float) -> int:
         """Servo units for an angle, first clipped to the calibrated limits."""
@@ -172,16 +169,16 @@ class GripperCalibration:
     closed_m: float = 0.0
     """Finger joint position when closed."""
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if not 1 <= self.servo_id <= 253:
-            raise ValueError(f"calibration gripper.servo_id: must be in [1, 253], got "
-                             f"{self.servo_id}")
+            raise ValueError(f"servo_id: must be in [1, 253], got {self.servo_id}")
         for name in ("open_units", "closed_units"):
             if not SERVO_MIN_UNITS <= getattr(self, name) <= SERVO_MAX_UNITS:
-                raise ValueError(f"calibration gripper.{name}: must be in [0, 1000], got "
-                                 f"{getattr(self, name)}")
+                raise ValueError(f"{name}: must be in [0, 1000], got {getattr(self, name)}")
         if self.open_units == self.closed_units or self.open_m == self.closed_m:
-            raise ValueError("calibration gripper: open and closed must differ")
+            raise ValueError(f"open_units: open and closed must differ (units and metres), got "
+                             f"{self.open_units} / {self.closed_units} units, {self.open_m} / "
+                             f"{self.closed_m} m")
 
     def to_units(self, position_m: float) -> int:
         lo, hi = sorted((self.closed_m, self.open_m))
@@ -200,16 +197,16 @@ class XArmCalibration:
     joints: dict[str, ServoCalibration] = field(default_factory=dict)
     gripper: GripperCalibration = field(default_factory=GripperCalibration)
 
-    def check(self, arm_joint_names: Iterable[str]) -> None:
-        missing = [n for n in arm_joint_names if n not in self.joints]
-        if missing:
-            raise ValueError(f"calibration joints: missing {missing}")
-        for name, joint in self.joints.items():
-            joint.check(name)
-        self.gripper.check()
+    def __post_init__(self) -> None:
         ids = [j.servo_id for j in self.joints.values()] + [self.gripper.servo_id]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"calibration: servo ids repeat: {ids}")
+            raise ValueError(f"joints: servo ids repeat (with the gripper's last), got {ids}")
+
+    def check(self, arm_joint_names: Iterable[str]) -> None:
+        """ValueError unless every arm joint has a calibration."""
+        missing = [n for n in arm_joint_names if n not in self.joints]
+        if missing:
+            raise ValueError(f"joints: missing {missing}")
 
     @property
     def servo_ids(self) -> list[int]:
@@ -237,25 +234,15 @@ class XArmCalibration:
 
     @classmethod
     def from_yaml(cls, path: str | Path, arm_joint_names: Sequence[str]) -> XArmCalibration:
-        """Read and check a calibration file (ValueError naming the file and field)."""
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"calibration {path}: cannot read: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("joints"), dict):
-            raise ValueError(f"calibration {path}: expected a mapping with 'joints' and "
-                             f"'gripper'")
-        try:
-            joints = {str(name): ServoCalibration(**values)
-                      for name, values in data["joints"].items()}
-            gripper = GripperCalibration(**(data.get("gripper") or {}))
-        except TypeError as exc:
-            raise ValueError(f"calibration {path}: {exc}") from None
-        calibration = cls(joints, gripper)
+        """Read and check a calibration file through the config core (a ValueError naming the
+        file and the field, as for every q_grasp config)."""
+        from q_grasp.config import ConfigError, load_yaml
+
+        calibration = load_yaml(cls, path)
         try:
             calibration.check(arm_joint_names)
         except ValueError as exc:
-            raise ValueError(f"calibration {path}: {exc}") from None
+            raise ConfigError(f"config file {str(path)!r}: {exc}") from None
         return calibration
 
     def to_yaml(self, path: str | Path) -> None:

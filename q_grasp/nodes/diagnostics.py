@@ -85,6 +85,20 @@ class Diagnostics:
         with self._lock:
             self._level, self._message = level, message
 
+    def ok(self, message: str) -> None:
+        """Level OK (q_grasp.hardware.health.Health)."""
+        self.set_level(OK, message)
+
+    def warn(self, message: str) -> None:
+        """Level WARN."""
+        self.set_level(WARN, message)
+
+    def error(self, message: str, log: bool = False) -> None:
+        """Level ERROR; ``log``: also to the node's log (at most every 30 s)."""
+        self.set_level(ERROR, message)
+        if log:
+            self._node.get_logger().error(message, throttle_duration_sec=30.0)
+
     def counter(self, key: str) -> int:
         """Current value of a counter."""
         with self._lock:

@@ -26,8 +26,6 @@ Service client: sim_arm/reset_scene (std_srvs/Trigger) at the start of every gra
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import sys
 import threading
 import time
@@ -37,51 +35,40 @@ from typing import Any
 import numpy as np
 import torch
 from geometry_msgs.msg import Point, PointStamped
-from gymnasium.utils import seeding as gym_seeding
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import UInt8MultiArray
+from std_msgs.msg import Header, UInt8MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from q_grasp.frame_sync import CameraFrame, FrameSync, FrameTimeouts
-from q_grasp.learning.agent import Actor
+from q_grasp.frame_sync import CameraFrame
 from q_grasp.learning.visualize import q_map_overlay
-from q_grasp.node_params.policy import DYNAMIC_PARAMETERS, PolicyConfig
-from q_grasp.nodes import qos
-from q_grasp.nodes.convert import (
+from q_grasp.markers import policy_markers
+from q_grasp.messages import (
     MessageError,
-    blob_to_msg,
     camera_info_to_dict,
     color_image_to_numpy,
     depth_image_to_numpy,
-    image_msg,
     msg_to_blob,
-    node_authenticator,
     stamp_ns,
 )
+from q_grasp.node_params.policy import DYNAMIC_PARAMETERS, PolicyConfig
+from q_grasp.nodes import qos
+from q_grasp.nodes.convert import blob_to_msg, image_msg, node_authenticator
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
-from q_grasp.nodes.ros_arm import ArmRestartedError, ArmStoppedError, ArmTimeoutError, RosArm
+from q_grasp.nodes.ros_arm import ArmRestartedError, ArmStoppedError, RosArm
 from q_grasp.nodes.runtime import run_node
-from q_grasp.tasks.episodes import (
-    DecisionLatency,
-    EpisodeStats,
-    Transition,
-    TransitionBatcher,
-)
-from q_grasp.tasks.grasp import GraspTask, table_looks_empty
-from q_grasp.tasks.load import load_task, make_task
-from q_grasp.tasks.names import is_grasp_task
-from q_grasp.tasks.reach import ReachTask
-from q_grasp.tasks.shaping import RewardShaping, shaping_terms
+from q_grasp.tasks.acting import Acting
+from q_grasp.tasks.load import load_task
 from q_grasp.wire import (
     TRANSITIONS_SCHEMA,
     TRANSITIONS_TOPIC,
     WEIGHTS_SCHEMA,
     WEIGHTS_TOPIC,
+    TransitionBatch,
     WeightsLimits,
     WireError,
     decode_weights,
@@ -89,10 +76,6 @@ from q_grasp.wire import (
     state_dict_dtypes,
     state_dict_shapes,
 )
-
-
-def _yaw_quaternion(yaw: float) -> tuple[float, float, float, float]:
-    return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
 
 
 class PolicyNode(Node):
@@ -108,37 +91,21 @@ class PolicyNode(Node):
                                        period_s=cfg.diagnostics_period_s, hardware_id=cfg.task)
         self.setup = load_task(cfg.task, experiment_config=cfg.experiment_config,
                                checkpoint=cfg.checkpoint, seed=cfg.seed)
-        env_cfg = self.setup.env_config
-        if cfg.task == "reacher" and cfg.goal_tolerance_m > 0.0:
-            env_cfg = dataclasses.replace(env_cfg, goal_tolerance_m=cfg.goal_tolerance_m)
-            self.setup.env_config = env_cfg
-        self.robot = env_cfg.robot
-        self.task: ReachTask | GraspTask = make_task(cfg.task, env_cfg)
+        self._stop = threading.Event()
+        # SIGINT shuts the context down before destroy_node runs: stop acting at once.
+        self.context.on_shutdown(self._stop.set)
+        self.arm = RosArm(self, self.setup.env_config.robot, cfg.arm, stop=self._stop,
+                          reject=self.diagnostics.reject)
+        actor_id = cfg.actor_id or self.get_fully_qualified_name()
+        self.acting = Acting(self.setup, lambda: self.config, self.arm, self,
+                             actor_id=actor_id, stop=self._stop)
         q_net = self.setup.q_net
-        exploration, total = cfg.exploration(self.setup.experiment)
-        self.actor = Actor(q_net, exploration, total, seed=cfg.seed)
         self._net_config = dict(q_net.config)
         self._weights_shapes = state_dict_shapes(q_net.state_dict())
         self._weights_dtypes = state_dict_dtypes(q_net.state_dict())
         self._weights_limits = WeightsLimits(max_blob_bytes=cfg.max_weights_bytes,
                                              task=cfg.task)
-        self._weights_version = -1
-        self._weights_run = ""
-        start_step = 0
-        if cfg.resume_exploration and cfg.train:
-            start_step = int(self.setup.counters.get("env_steps", 0))
-        self.stats = EpisodeStats(cfg.success_window, initial_steps=start_step)
-        actor_id = cfg.actor_id or self.get_fully_qualified_name()
-        self._batcher = TransitionBatcher(cfg.task, actor_id, q_net.n_actions,
-                                          cfg.transition_batch_size)
-        self._latency = DecisionLatency()
         self._last_summary = time.monotonic()
-        self._stop = threading.Event()
-        # SIGINT shuts the context down before destroy_node runs: stop acting at once.
-        self.context.on_shutdown(self._stop.set)
-
-        self.arm = RosArm(self, self.robot, cfg.arm, stop=self._stop,
-                          reject=self.diagnostics.reject)
         self._feedback_level: bytes | None = None  # what _check_feedback last set
         self._finished = False
         self.create_timer(0.5, self._check_feedback,
@@ -150,20 +117,15 @@ class PolicyNode(Node):
         self._goal_pub = self.create_publisher(PointStamped, "q_grasp/goal", qos.DEFAULT_QOS)
         self.create_subscription(UInt8MultiArray, WEIGHTS_TOPIC, self._on_weights,
                                  qos.WEIGHTS_QOS, callback_group=MutuallyExclusiveCallbackGroup())
-
-        self.frames: FrameSync | None = None
+        self.frames = self.acting.frames
         self._q_map_pub = None
         self._reset_client = None
-        if is_grasp_task(cfg.task):
+        if self.frames is not None:
             self._init_grasp(cfg)
-        else:
-            self.task.check_workspace()
-            # The goal stream ReacherEnv(seed=seed) draws.
-            self._goal_rng = gym_seeding.np_random(cfg.seed)[0]
 
         self.diagnostics.set(task=cfg.task, mode="train" if cfg.train else "evaluate",
                              weights_version=-1, weights_source=self.setup.source,
-                             steps=self.stats.steps, episodes=0)
+                             steps=self.acting.stats.steps, episodes=0)
         self._worker = threading.Thread(target=self._run, name="policy_act", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -179,21 +141,7 @@ class PolicyNode(Node):
     # ----------------------------------------------------------------------------- set-up
 
     def _init_grasp(self, cfg: PolicyConfig) -> None:
-        env_cfg = self.setup.env_config
-        # A colour-only camera: the table plane stands in for depth.
-        self._table_plane = getattr(env_cfg, "depth_source", "camera") == "table_plane"
-        self.chain = self.task.chain
-        self.channels = self.task.channels
-        self.image_hw = (self.task.height, self.task.width)
-        self.n_rotations = self.task.num_rotations
-        task_camera = env_cfg.camera_config()
-        camera_pose = (tuple(cfg.camera_position_m or task_camera.position),
-                       tuple(cfg.camera_target_m or task_camera.target),
-                       tuple(cfg.camera_up_vector or task_camera.up_vector))
-        self.frames = FrameSync(
-            self.image_hw, camera_pose, max_skew_s=cfg.max_stamp_skew_s, stop=self._stop,
-            table_depth=(lambda camera: self.task.depth(camera, None)) if self._table_plane
-            else None)
+        self.image_hw = self.frames.image_hw
         sensors = MutuallyExclusiveCallbackGroup()
         sensor_qos = qos.SENSOR_SUBSCRIBER_QOS
         self.create_subscription(Image, "camera/color/image_raw", self._on_color, sensor_qos,
@@ -219,24 +167,13 @@ class PolicyNode(Node):
         except WireError as exc:
             self.diagnostics.reject("weights", exc.reason, exc.detail)
             return
-        if weights.run_id == self._weights_run and weights.version <= self._weights_version:
-            # Within one run of the trainer versions only grow: this is a replay.
-            self.diagnostics.reject("weights", "rollback", (
-                f"version {weights.version} from {weights.source!r} (run {weights.run_id}) is "
-                f"not newer than the version {self._weights_version} in use"))
+        if weights.run_id != self.acting.weights_run and self.acting.weights_run:
+            self.get_logger().info(f"weights from a new trainer run {weights.run_id} "
+                                   f"(version {weights.version})")
+        refused = self.acting.take_weights(weights)
+        if refused:
+            self.diagnostics.reject("weights", "rollback", refused)
             return
-        own = self.actor.q_net.state_dict()
-        # Convert every tensor before touching the network, so that the swap below cannot
-        # fail half way: the network holds either the old weights or the new ones.
-        state = {k: v.to(dtype=own[k].dtype) for k, v in weights.state_dict.items()}
-        with self.actor.lock:
-            self.actor.q_net.load_state_dict(state)
-            self._weights_version = weights.version
-        if weights.run_id != self._weights_run:
-            if self._weights_run:
-                self.get_logger().info(f"weights from a new trainer run {weights.run_id} "
-                                       f"(version {weights.version})")
-            self._weights_run = weights.run_id
         self.diagnostics.count("weights_received")
         self.diagnostics.set(weights_version=weights.version,
                              weights_source=weights.source or "trainer",
@@ -277,20 +214,23 @@ class PolicyNode(Node):
     def _run(self) -> None:
         """Worker thread: wait for the arm, then run episodes until shutdown."""
         try:
-            if is_grasp_task(self.config.task) and self.actor.exploration.use_action_mask:
-                self._build_reach_table()  # before the first decision
+            acting = self.acting
+            if acting.grasp and acting.actor.exploration.use_action_mask:
+                seconds = acting.build_reach_table()  # before the first decision
+                self.get_logger().info(f"reachability table of the grasp skill built in "
+                                       f"{seconds:.1f} s")
             self._wait_for_arm()
             errors = 0
             while not self._stop.is_set():
                 cfg = self.config
-                if cfg.max_episodes and self.stats.episodes >= cfg.max_episodes:
+                if cfg.max_episodes and acting.stats.episodes >= cfg.max_episodes:
                     self._finish()
                     return
                 try:
-                    if is_grasp_task(cfg.task):
-                        self._grasp_episode()
+                    if acting.grasp:
+                        acting.grasp_episode()
                     else:
-                        self._reacher_episode()
+                        acting.reach_episode()
                     errors = 0
                 except (ArmStoppedError, KeyboardInterrupt):
                     return
@@ -320,16 +260,10 @@ class PolicyNode(Node):
         if self._finished:
             return
         cfg = self.config
-        now = time.monotonic()
-        ages = {}
-        if self.arm.last_state_monotonic is not None:
-            ages["joint states"] = now - self.arm.last_state_monotonic
-        color_s = None if self.frames is None else self.frames.last_color_monotonic
-        if color_s is not None:
-            ages["camera frames"] = now - color_s
-        if not ages:
+        oldest = self.acting.feedback_age(time.monotonic(), self.arm.last_state_monotonic)
+        if oldest is None:
             return  # not started: _wait_for_arm says so
-        what, age = max(ages.items(), key=lambda item: item[1])
+        what, age = oldest
         level = (ERROR if age >= cfg.feedback_error_s
                  else WARN if age >= cfg.feedback_warn_s else None)
         if level is not None:
@@ -348,13 +282,13 @@ class PolicyNode(Node):
             if self._stop.is_set():
                 raise ArmStoppedError("shutting down")
             waited += 5.0
-            self.get_logger().info(f"waiting for joint_states of {self.robot.arm_joint_names} "
+            self.get_logger().info(f"waiting for joint_states of {self.arm.arm_joint_names} "
                                    f"and the trajectory controllers ({waited:.0f} s)")
             self.diagnostics.set_level(WARN, "waiting for the arm")
         self.diagnostics.set_level(OK, "acting")
 
     def _finish(self) -> None:
-        stats = self.stats
+        stats = self.acting.stats
         self.get_logger().info(
             f"done: {stats.episodes} episodes, success rate {stats.success_rate:.3f} over the "
             f"last {min(stats.episodes, self.config.success_window)}, attempt success rate "
@@ -365,94 +299,42 @@ class PolicyNode(Node):
         if self.config.shutdown_when_done:
             self.context.try_shutdown()
 
-    def _epsilon(self) -> float:
-        cfg = self.config
-        exploration, total = cfg.exploration(self.setup.experiment)
-        if not cfg.train:
-            return exploration.eval_epsilon
-        self.actor.set_exploration(exploration, total)  # (ros2 param set may change it)
-        return self.actor.exploration_value(self.stats.steps)
+    # ----------------------------------------------------------------------------- ActingView
 
-    def _q_values(self, obs: np.ndarray) -> np.ndarray:
-        with self.actor.lock:
-            return self.actor.q_net.predict_q(obs)
+    def count(self, key: str) -> None:
+        """A diagnostics counter (for Acting)."""
+        self.diagnostics.count(key)
 
-    def _record(self, transition: Transition, latency_ms: float | None, epsilon: float) -> None:
-        done = transition.terminated or transition.truncated
-        self.stats.record_step(transition.reward, transition.is_success, done)
-        cfg = self.config
-        if cfg.train:
-            batch = self._batcher.add(transition, self._weights_version)
-            if batch is not None:
-                batch.stamp_ns = self.get_clock().now().nanoseconds
-                blob = encode_transitions(batch, checksum=not self._auth.enabled)
-                msg = blob_to_msg(self._auth.sign(blob), TRANSITIONS_SCHEMA)
-                self._transitions_pub.publish(msg)
-                self.diagnostics.count("transitions_published", len(batch))
-        grasp = is_grasp_task(cfg.task)
-        values = self.stats.values(attempts=grasp)
-        values.update(epsilon=epsilon, weights_version=self._weights_version,
-                      move_timeouts=self.arm.move_timeouts,
-                      joint_state_stamps_backwards=self.arm.stamps_backwards)
-        if latency_ms is not None:
-            values.update(self._latency.add(latency_ms))
-        self.diagnostics.set(**values)
+    def debug(self, line: str) -> None:
+        """A debug log line (for Acting)."""
+        self.get_logger().debug(line)
+
+    def send(self, batch: TransitionBatch) -> None:
+        """Publish a batch of transitions for the trainer."""
+        batch.stamp_ns = self.get_clock().now().nanoseconds
+        blob = encode_transitions(batch, checksum=not self._auth.enabled)
+        self._transitions_pub.publish(blob_to_msg(self._auth.sign(blob), TRANSITIONS_SCHEMA))
+        self.diagnostics.count("transitions_published", len(batch))
+
+    def report(self, values: dict[str, Any], summary: str | None) -> None:
+        """Acting's statistics to /diagnostics; the summary line to the log (throttled)."""
+        self.diagnostics.set(**values, move_timeouts=self.arm.move_timeouts,
+                             joint_state_stamps_backwards=self.arm.stamps_backwards)
         if self._feedback_level is not None:
             pass  # _check_feedback's WARN/ERROR stands until the feedback is back
         elif self.diagnostics.rejected_total() == 0:
             self.diagnostics.set_level(OK, "acting")
         else:
             self.diagnostics.set_level(WARN, "acting; rejected some inputs (see rejected.*)")
-        if done:
-            line = (self.stats.summary_line(attempts=grasp)
-                    + f", epsilon {epsilon:.3f}, weights v{self._weights_version}")
-            self.get_logger().debug(line)
+        if summary is not None:
+            self.get_logger().debug(summary)
             now = time.monotonic()
-            if now - self._last_summary >= cfg.log_every_s:
+            if now - self._last_summary >= self.config.log_every_s:
                 self._last_summary = now
-                self.get_logger().info(line)
+                self.get_logger().info(summary)
 
-    # ----------------------------------------------------------------------------- reacher
-
-    def _reacher_episode(self) -> None:
-        cfg, task = self.config, self.task
-        current = self.arm.read_arm_joints()
-        here = np.clip(current, task.chain.lower, task.chain.upper)
-        episode = task.new_episode(
-            self._goal_rng, reach_q=None if cfg.start_pose == "random" else here[task.reach_index],
-            max_steps=self.setup.max_episode_steps)
-        tolerance = task.config.goal_tolerance_m
-        self._publish_goal(episode.goal, tolerance)
-        if cfg.start_pose == "random":
-            self.arm.move_arm(episode.start_q)
-            episode.target = episode.start_q.copy()
-        else:
-            episode.target = here
-        state = task.measure(self.arm.read_arm_joints(), episode)
-        # Training shapes rewards as the CLI's wrappers do (learning.tasks.add_shaping).
-        experiment = self.setup.experiment
-        shaping = RewardShaping(shaping_terms(experiment.env, experiment.dqn.gamma)
-                                if cfg.train else [])
-        shaping.reset(state.info)
-        while True:
-            epsilon = self._epsilon()
-            received = time.monotonic()
-            self.arm.mark_decision()
-            action = self.actor.act(state.observation, epsilon=epsilon)
-            next_state, reward, terminated, truncated = task.step(self.arm, episode, action)
-            first = self.arm.first_command_monotonic
-            latency = None if first is None else (first - received) * 1e3
-            reward = shaping.step(reward, next_state.info, terminated)
-            self._record(Transition(state.observation, action, reward, next_state.observation,
-                                    terminated, truncated, next_state.success), latency, epsilon)
-            self._publish_markers(goal=episode.goal, tolerance=tolerance, ee=next_state.ee)
-            if terminated or truncated or self._stop.is_set():
-                return
-            state = next_state
-
-    # ----------------------------------------------------------------------------- grasp
-
-    def _reset_scene(self) -> None:
+    def reset_scene(self) -> None:
+        """Call the reset service (if any) and wait for it; a failure is counted and logged."""
         client = self._reset_client
         if client is None:
             return
@@ -481,172 +363,42 @@ class PolicyNode(Node):
         else:
             self.diagnostics.count("resets")
 
-    def _wait_for_frame(self, after_s: float) -> CameraFrame:
-        """The first complete colour + depth frame stamped at or after ``after_s`` (arm
-        clock); ArmTimeoutError after frame_timeout_s (FrameSync.wait)."""
-        cfg = self.config
-        try:
-            return self.frames.wait(after_s, self.arm, FrameTimeouts(
-                cfg.frame_timeout_s, cfg.frame_timeout_min_wall_s,
-                cfg.arm.stale_timeout_s + cfg.frame_timeout_s))
-        except ArmTimeoutError:
-            self.diagnostics.count("frame_timeouts")
-            raise
-
-    def _settled_frame(self, after_motion: bool = False) -> tuple[np.ndarray, CameraFrame]:
-        """The first frame stamped settle_time_s (arm clock) after now -- or, ``after_motion``,
-        after the end of the arm's last motion -- and its observation. (One wait: the frame's
-        stamp says that the time has passed, so no joint state need say it first.)"""
-        since = self.arm.motion_end_s if after_motion else None
-        if since is None:
-            since = self.arm.arm_time_s()
-        frame = self._wait_for_frame(since + self.config.settle_time_s)
-        return self.task.observation(frame.rgb, frame.heightmap), frame
-
-    def _grasp_episode(self) -> None:
-        from q_grasp.skills.grasp import GraspOutcome
-
-        cfg = self.config
-        self.actor.new_episode()
-        self._reset_scene()
-        home = np.asarray(self.robot.home_positions, float)
-        if np.abs(self.arm.read_arm_joints() - home).max() > cfg.arm.joint_tolerance_rad:
-            self.arm.move_arm(home)  # out of the camera's view
-        obs, frame = self._settled_frame()
-        h, w = self.image_hw
-        attempts = 0
-        place = np.asarray(cfg.place_joint_positions, float)
-        if place.size and place.size != len(self.robot.arm_joint_names):
-            raise ValueError(f"place_joint_positions: expected {len(self.robot.arm_joint_names)}"
-                             f" values, got {place.size}")
-
-        def carry_away(outcome: GraspOutcome) -> None:
-            if outcome.success and place.size:
-                self.arm.move_arm(place)
-
-        while not self._stop.is_set():
-            epsilon = self._epsilon()
-            self.arm.mark_decision()
-            q = self._q_values(obs)
-            allowed = self._reachable_actions(frame)
-            action = self.actor.act_on_q_values(q, epsilon, allowed)
-            target = self.task.grasp_target(frame.camera, frame.depth, action)
-            cell = (target.rotation, target.row, target.col)
-            if cfg.publish_q_map and self._q_map_pub.get_subscription_count() > 0:
-                self._publish_q_map(obs, q.reshape(self.n_rotations, h, w), cell, frame,
-                                    None if allowed is None else allowed[:h * w])
-            if target.has_depth:
-                self._publish_markers(grasp=(target.point_m, target.yaw_rad))
-                self._publish_goal(target.point_m, None)
-            else:  # nothing to aim at: an unsuccessful attempt
-                self.diagnostics.count("grasp_no_depth")
-            outcome = self.task.execute(self.arm, target, home, after_lift=carry_away)
-            if target.has_depth:
-                self._publish_markers(grasp=(target.point_m, target.yaw_rad),
-                                      outcome=(target.point_m, outcome))
-            first = self.arm.first_command_monotonic
-            latency = None if first is None else (first - frame.received_monotonic) * 1e3
-            if not outcome.ik_success:
-                self.diagnostics.count("grasp_ik_failures")
-            attempts += 1
-            next_obs, next_frame = self._settled_frame(after_motion=True)
-            # (a colour-only camera cannot tell an empty table: attempts end the episode)
-            empty = (not self._table_plane
-                     and table_looks_empty(next_frame.heightmap, cfg.empty_table_height_m))
-            terminated, truncated = self.task.episode_end(
-                outcome.success, empty, attempts, cfg.terminate_on_success,
-                self.setup.max_episode_steps)
-            truncated = truncated or (not terminated and self.task.nothing_graspable(
-                next_frame.camera, next_frame.depth))
-            self._record(Transition(obs, action, self.task.reward(outcome), next_obs,
-                                    terminated, truncated, bool(outcome.success)),
-                         latency, epsilon)
-            self.actor.record_outcome(action, bool(outcome.success), terminated or truncated)
-            self.get_logger().debug(f"grasp at pixel ({target.row}, {target.col}) rotation "
-                                    f"{target.rotation}: {outcome.message}")
-            if terminated or truncated:
-                return
-            obs, frame = next_obs, next_frame
-
-    def _build_reach_table(self) -> None:
-        """Build the arm's top-down reachability (from the IK: seconds) before acting."""
-        start = time.monotonic()
-        _ = self.task.reach
-        self.get_logger().info(f"reachability table of the grasp skill built in "
-                               f"{time.monotonic() - start:.1f} s")
-
-    def _reachable_actions(self, frame: CameraFrame) -> np.ndarray | None:
-        """Flat bool mask of the grasps the arm can reach in this frame (None: the experiment
-        switched the mask off, or nothing is reachable)."""
-        if not self.actor.exploration.use_action_mask:
-            return None
-        mask = self.task.action_mask(frame.camera, frame.depth)
-        if not mask.any():
-            self.diagnostics.count("grasp_nothing_reachable")
-        return self.actor.allowed_actions(mask)
-
     # ----------------------------------------------------------------------------- display
 
-    def _publish_q_map(self, obs: np.ndarray, q_map: np.ndarray, action: tuple[int, int, int],
-                       frame: CameraFrame, reachable: np.ndarray | None = None) -> None:
-        picture = q_map_overlay(obs, q_map, self.channels, action,
+    def show_q_map(self, obs: np.ndarray, q_map: np.ndarray, action: tuple[int, int, int],
+                   frame: CameraFrame, reachable: np.ndarray | None = None) -> None:
+        """The Q-map overlay on q_grasp/q_map, while someone subscribes."""
+        if not self.config.publish_q_map or self._q_map_pub.get_subscription_count() == 0:
+            return
+        picture = q_map_overlay(obs, q_map, self.acting.task.channels, action,
                                 scale=self.config.q_map_scale,
                                 reachable=None if reachable is None
                                 else reachable.reshape(q_map.shape[1:]))
         self._q_map_pub.publish(image_msg(np.ascontiguousarray(picture, np.uint8), "rgb8",
                                           frame.stamp, frame.frame_id))
 
-    def _marker(self, ns: str, kind: int, position: np.ndarray, scale: tuple[float, ...],
-                rgba: tuple[float, ...], yaw: float = 0.0) -> Marker:
-        marker = Marker(ns=ns, id=0, type=kind, action=Marker.ADD)
-        marker.header.frame_id = self.config.world_frame
-        marker.header.stamp = self.get_clock().now().to_msg()
-        p = marker.pose.position
-        p.x, p.y, p.z = (float(v) for v in position)
-        o = marker.pose.orientation
-        o.x, o.y, o.z, o.w = _yaw_quaternion(yaw)
-        marker.scale.x, marker.scale.y, marker.scale.z = (float(s) for s in scale)
-        c = marker.color
-        c.r, c.g, c.b, c.a = (float(v) for v in rgba)
-        return marker
-
-    def _publish_markers(self, *, goal: np.ndarray | None = None, tolerance: float = 0.01,
-                         ee: np.ndarray | None = None,
-                         grasp: tuple[np.ndarray, float] | None = None,
-                         outcome: tuple[np.ndarray, Any] | None = None) -> None:
+    def show_markers(self, **markers: Any) -> None:
+        """q_grasp.markers.policy_markers(**markers) for rviz and the viewer, while someone
+        subscribes."""
         if self._markers_pub.get_subscription_count() == 0:
             return  # drawn for people (rviz); nobody watching, nothing to build
-        markers = MarkerArray()
-        if goal is not None:
-            size = 2.0 * max(tolerance, 0.005)
-            markers.markers.append(self._marker("goal", Marker.SPHERE, goal, (size,) * 3,
-                                                (0.1, 0.8, 0.2, 0.6)))
-        if ee is not None:
-            markers.markers.append(self._marker("end_effector", Marker.SPHERE, ee, (0.01,) * 3,
-                                                (0.2, 0.4, 1.0, 0.9)))
-        if grasp is not None:
-            point, yaw = grasp
-            # The bar lies along the finger closing direction (cos yaw, sin yaw, 0), the arrow
-            # shows the top-down approach ending at the grasp point.
-            markers.markers.append(self._marker("grasp", Marker.CUBE, point, (0.06, 0.006, 0.006),
-                                                (1.0, 0.5, 0.0, 0.9), yaw))
-            arrow = Marker(ns="grasp_approach", id=0, type=Marker.ARROW, action=Marker.ADD)
-            arrow.header = markers.markers[-1].header
-            arrow.points = [Point(x=float(point[0]), y=float(point[1]), z=float(point[2]) + 0.06),
-                            Point(x=float(point[0]), y=float(point[1]), z=float(point[2]))]
-            arrow.pose.orientation.w = 1.0
-            arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.004, 0.008, 0.01
-            arrow.color.r, arrow.color.g, arrow.color.b, arrow.color.a = 1.0, 0.5, 0.0, 0.9
-            markers.markers.append(arrow)
-        if outcome is not None:  # text over the grasp point: "success: ..." or "failure: ..."
-            point, result = outcome
-            text = self._marker("grasp_outcome", Marker.TEXT_VIEW_FACING, point, (0.02,) * 3,
-                                (0.1, 0.8, 0.2, 0.9) if result.success else (0.9, 0.1, 0.1, 0.9))
-            text.text = f"{'success' if result.success else 'failure'}: {result.message}"
-            markers.markers.append(text)
-        self._markers_pub.publish(markers)
+        header = Header(frame_id=self.config.world_frame,
+                        stamp=self.get_clock().now().to_msg())
+        msg = MarkerArray()
+        for spec in policy_markers(**markers):
+            marker = Marker(header=header, ns=spec.ns, id=0, type=spec.kind, action=Marker.ADD,
+                            text=spec.text, points=[Point(x=x, y=y, z=z)
+                                                    for x, y, z in spec.points])
+            p, o, s, c = marker.pose.position, marker.pose.orientation, marker.scale, marker.color
+            p.x, p.y, p.z = spec.position
+            o.x, o.y, o.z, o.w = spec.quaternion
+            s.x, s.y, s.z = spec.scale
+            c.r, c.g, c.b, c.a = spec.rgba
+            msg.markers.append(marker)
+        self._markers_pub.publish(msg)
 
-    def _publish_goal(self, point: np.ndarray, tolerance: float | None) -> None:
+    def show_goal(self, point: np.ndarray, tolerance: float | None) -> None:
+        """The goal on q_grasp/goal (and as a marker with its ``tolerance``)."""
         if self._goal_pub.get_subscription_count() > 0:  # (for people, as the markers)
             msg = PointStamped()
             msg.header.frame_id = self.config.world_frame
@@ -654,7 +406,7 @@ class PolicyNode(Node):
             msg.point.x, msg.point.y, msg.point.z = (float(v) for v in point)
             self._goal_pub.publish(msg)
         if tolerance is not None:
-            self._publish_markers(goal=point, tolerance=tolerance)
+            self.show_markers(goal=point, tolerance=tolerance)
 
     # ----------------------------------------------------------------------------- shutdown
 

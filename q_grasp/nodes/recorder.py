@@ -1,6 +1,7 @@
 """recorder: writes a run's topics (joint states, images, trajectories, transitions, weights,
 diagnostics, ...) as serialized ROS 2 messages into one MCAP file, like ``ros2 bag record -s
-mcap`` where rosbag2 is not installable; and rebuilds a replay buffer from a recording.
+mcap`` where rosbag2 is not installable (q_grasp.recording.fill_replay_buffer rebuilds a
+replay buffer from one).
 
 Subscriptions are raw (the CDR bytes are written as received, never deserialized). A recording
 that fails (disk full, unwritable folder) is logged and stops; the node and the run go on.
@@ -12,75 +13,33 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rclpy.qos import QoSProfile
+
+from q_grasp.node_params.recorder import TOPIC_TYPES, RecorderConfig
 from q_grasp.nodes import qos
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import OptionalOutputNode, run_node
-from q_grasp.recording import (
-    COMPRESSIONS,
-    McapRecorder,
-    RecordingError,
-    message_class,
-    read_messages,
-)
+from q_grasp.recording import McapRecorder, RecordingError, message_class
+from q_grasp.wire import TRANSITIONS_TOPIC, WEIGHTS_TOPIC
 
-TRANSITIONS_TOPIC = "/q_grasp/transitions"
-WEIGHTS_TOPIC = "/q_grasp/weights"
-TOPICS = {
-    "joint_states": ("sensor_msgs/msg/JointState", qos.SENSOR_SUBSCRIBER_QOS),
-    "camera/color/image_raw": ("sensor_msgs/msg/Image", qos.SENSOR_SUBSCRIBER_QOS),
-    "camera/depth/image_raw": ("sensor_msgs/msg/Image", qos.SENSOR_SUBSCRIBER_QOS),
-    "camera/color/camera_info": ("sensor_msgs/msg/CameraInfo", qos.SENSOR_SUBSCRIBER_QOS),
-    "camera/depth/camera_info": ("sensor_msgs/msg/CameraInfo", qos.SENSOR_SUBSCRIBER_QOS),
-    "arm_controller/joint_trajectory": ("trajectory_msgs/msg/JointTrajectory", qos.COMMAND_QOS),
-    "gripper_controller/joint_trajectory": ("trajectory_msgs/msg/JointTrajectory",
-                                            qos.COMMAND_QOS),
-    "robot_description": ("std_msgs/msg/String", qos.LATCHED_QOS),
-    TRANSITIONS_TOPIC: ("std_msgs/msg/UInt8MultiArray", qos.transitions_qos(100)),
-    WEIGHTS_TOPIC: ("std_msgs/msg/UInt8MultiArray", qos.WEIGHTS_QOS),
-    "q_grasp/q_map": ("sensor_msgs/msg/Image", qos.DEFAULT_QOS),
-    "q_grasp/markers": ("visualization_msgs/msg/MarkerArray", qos.DEFAULT_QOS),
-    "q_grasp/goal": ("geometry_msgs/msg/PointStamped", qos.DEFAULT_QOS),
-    "/diagnostics": ("diagnostic_msgs/msg/DiagnosticArray", qos.DEFAULT_QOS),
-}
-"""The run's topics the recorder can record (relative names: in the recorder's namespace, the
-arm's), their types and the subscription QoS (sensor streams best effort, so the recorder
-never slows the simulator's reliable publishers; latched topics transient local)."""
-DRAWN_ON_DEMAND = ("q_grasp/q_map", "q_grasp/markers", "q_grasp/goal")
-"""Pictures for people that the policy draws only while someone subscribes (the Q-map overlay
-costs the actor time on every grasp decision): recorded only when asked for in ``topics``."""
+QOS = {"robot_description": qos.LATCHED_QOS, TRANSITIONS_TOPIC: qos.transitions_qos(100),
+       WEIGHTS_TOPIC: qos.WEIGHTS_QOS}
+"""Subscription QoS other than by kind (below): latched topics are transient local."""
 
 
-@dataclass
-class RecorderConfig:
-    """Parameters of the recorder node."""
+def _subscription_qos(topic: str) -> QoSProfile:
+    if topic in QOS:
+        return QOS[topic]
+    if topic == "joint_states" or topic.startswith("camera/"):
+        return qos.SENSOR_SUBSCRIBER_QOS  # best effort: never slows the simulator's publishers
+    return qos.COMMAND_QOS if topic.endswith("joint_trajectory") else qos.DEFAULT_QOS
 
-    output_path: str = "recording.mcap"
-    """The .mcap file to write (its folder is created; an existing file is replaced)."""
-    topics: list[str] = field(
-        default_factory=lambda: [t for t in TOPICS if t not in DRAWN_ON_DEMAND])
-    """Topics to record (names as in the recorder's topic table; relative ones in the node's
-    namespace). Default: all but the Q-map, markers and goal, which the policy draws only for
-    a subscriber; /clock is never recorded (each message carries its receive time)."""
-    compression: str = "lz4"
-    """Chunk compression: none, lz4 (fast, the default) or zstd (smaller, more CPU)."""
-    chunk_size_bytes: int = 4 * 1024 * 1024
-    """Messages are buffered and written (compressed) per chunk of about this size."""
 
-    def __post_init__(self) -> None:
-        if not self.output_path.strip():
-            raise ValueError("output_path: must not be empty")
-        unknown = [t for t in self.topics if t not in TOPICS]
-        if unknown or not self.topics:
-            raise ValueError(f"topics: expected some of {list(TOPICS)}, got {self.topics}")
-        if self.compression not in COMPRESSIONS:
-            raise ValueError(f"compression: must be one of {list(COMPRESSIONS)}, got "
-                             f"{self.compression!r}")
-        if self.chunk_size_bytes < 1024:
-            raise ValueError(f"chunk_size_bytes: must be >= 1024, got {self.chunk_size_bytes}")
+TOPICS = {topic: (type_name, _subscription_qos(topic)) for topic, type_name in TOPIC_TYPES.items()}
+"""The recordable topics (node_params.recorder.TOPIC_TYPES): type and subscription QoS."""
 
 
 class RecorderNode(OptionalOutputNode):
@@ -125,7 +84,7 @@ class RecorderNode(OptionalOutputNode):
         return write
 
 
-def offered_qos_yaml(profile: Any) -> str:
+def offered_qos_yaml(profile: QoSProfile) -> str:
     """rosbag2's ``offered_qos_profiles`` (Jazzy's form: policy names) for an rclpy QoSProfile:
     the recorder's own subscription QoS per topic, so a replay offers what the run's consumers
     need (latched /robot_description and weights stay transient local)."""
@@ -142,60 +101,6 @@ def offered_qos_yaml(profile: Any) -> str:
         "liveliness_lease_duration": duration(profile.liveliness_lease_duration),
         "avoid_ros_namespace_conventions": bool(profile.avoid_ros_namespace_conventions),
     }], sort_keys=False)
-
-
-def fill_replay_buffer(core: Any, path: str | Path) -> int:
-    """Feed the transitions of recording ``path`` into ``core`` (a TrainerCore), each blob
-    validated as the trainer validates live ones; returns the transitions added.
-
-    RecordingError (naming the file) for a truncated or foreign file, a recording of another
-    task or network (its first weights message is checked against the core's network), or
-    one without transitions."""
-    from rclpy.serialization import deserialize_message
-    from std_msgs.msg import UInt8MultiArray
-
-    from q_grasp.nodes.convert import msg_to_blob
-    from q_grasp.wire import (
-        TRANSITIONS_SCHEMA,
-        WEIGHTS_SCHEMA,
-        WeightsLimits,
-        WireError,
-        decode_weights,
-    )
-    from q_grasp.wire.auth import strip_tag
-
-    added = batches = 0
-    weights_checked = False
-    expected = TOPICS[TRANSITIONS_TOPIC][0]
-    for topic, type_name, data, _ in read_messages(path, [TRANSITIONS_TOPIC, WEIGHTS_TOPIC]):
-        if type_name != expected:
-            raise RecordingError(f"{path}: {topic} holds {type_name}, expected {expected}")
-        if topic == WEIGHTS_TOPIC and weights_checked:
-            continue
-        try:
-            msg = deserialize_message(data, UInt8MultiArray)
-        except Exception as exc:  # rclpy raises several types for broken CDR
-            raise RecordingError(f"{path}: a {topic} message is not valid CDR: {exc}") from None
-        try:
-            # A run signs its blobs with a key of its own, gone with the run: the recording is
-            # trusted as a file the user chose (as a checkpoint is); every blob is still
-            # validated in full.
-            blob, signed = strip_tag(msg_to_blob(
-                msg, WEIGHTS_SCHEMA if topic == WEIGHTS_TOPIC else TRANSITIONS_SCHEMA))
-            if topic == WEIGHTS_TOPIC:
-                decode_weights(blob, WeightsLimits(task=core.config.task), core.net_config)
-                weights_checked = True
-                continue
-            batch = core.decode(blob, authenticated=signed)
-        except WireError as exc:
-            raise RecordingError(
-                f"{path}: {topic} message {batches + 1 if topic == TRANSITIONS_TOPIC else 1} "
-                f"does not fit a {core.config.task} trainer with this network: {exc}") from None
-        added += core.ingest(batch)
-        batches += 1
-    if not batches:
-        raise RecordingError(f"{path}: holds no {TRANSITIONS_TOPIC} messages")
-    return added
 
 
 def main(args: list[str] | None = None) -> int:

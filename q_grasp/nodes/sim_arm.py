@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 import traceback
 from pathlib import Path
 
@@ -41,15 +40,10 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from q_grasp.kinematics.camera import quaternion_xyzw
+from q_grasp.messages import accepted_trajectory
 from q_grasp.node_params.sim_arm import DYNAMIC_PARAMETERS, SimArmConfig
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import (
-    accepted_trajectory,
-    camera_info_msg,
-    image_msg,
-    joint_state_msg,
-    to_time_msg,
-)
+from q_grasp.nodes.convert import camera_info_msg, image_msg, joint_state_msg, to_time_msg
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
@@ -125,7 +119,6 @@ class SimArmNode(Node):
 
         # SIGINT shuts the context down before destroy_node runs: stop publishing at once.
         self.context.on_shutdown(self.loop.shutdown)
-        self._rate_window = (time.monotonic(), self.loop.sim_time_s)
         self._warn_if_uncapped(cfg)
         self._thread = threading.Thread(target=self._physics_loop, name="sim_arm_physics",
                                         daemon=True)
@@ -281,26 +274,14 @@ class SimArmNode(Node):
 
     def _report_rate(self) -> None:
         """Diagnostics of the physics loop (called by it every few hundred iterations)."""
-        window = self._rate_window
-        loop = self.loop
-        wall, sim_s = time.monotonic(), loop.sim_time_s
-        elapsed = wall - window[0]
-        measured = (sim_s - window[1]) / elapsed if elapsed > 0 else 0.0
-        target = self._config.real_time_factor
-        self.diagnostics.set(sim_time_s=round(sim_s, 3), real_time_factor=round(measured, 3),
-                             real_time_factor_target=target,
-                             still_real_time_factor=loop.still_rtf(self._config),
-                             physics_ticks_skipped=loop.ticks_skipped,
-                             physics_loop_iterations=loop.loop_iterations,
-                             arm_trajectory_active=self.arm.active,
-                             gripper_trajectory_active=self.gripper.active)
+        values, slow = self.loop.rate_report()
+        self.diagnostics.set(**values)
         if self.diagnostics.rejected_total() == 0:
             self.diagnostics.set_level(OK, "running")
-        elif target > 0 and measured < 0.5 * target:
+        elif slow:
             self.diagnostics.set_level(WARN, "slower than the requested real-time factor")
         else:
             self.diagnostics.set_level(WARN, "rejected some commands (see rejected.*)")
-        self._rate_window = (wall, sim_s)
 
     # ----------------------------------------------------------------------------- shutdown
 

@@ -28,9 +28,10 @@ from std_msgs.msg import UInt8MultiArray
 
 from q_grasp.learning.trainer_core import TrainerCore
 from q_grasp.learning.trainer_loop import TrainingLoop
+from q_grasp.messages import msg_to_blob
 from q_grasp.node_params.trainer import DYNAMIC_PARAMETERS, TrainerConfig
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import blob_to_msg, msg_to_blob, node_authenticator
+from q_grasp.nodes.convert import blob_to_msg, node_authenticator
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node

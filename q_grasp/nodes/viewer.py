@@ -30,17 +30,16 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import MarkerArray
 
+from q_grasp.messages import color_image_to_numpy, depth_image_to_numpy, stamp_s
 from q_grasp.node_params.viewer import ViewerConfig
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import color_image_to_numpy, depth_image_to_numpy, stamp_s
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import OptionalOutputNode, run_node
 from q_grasp.robot_config import RobotConfig
+from q_grasp.viewer import MarkerDraws, trainer_curves
 
-CURVES = ("success_rate", "loss", "mean_max_q", "epsilon", "updates_per_s", "weights_version")
-"""Trainer diagnostics drawn as learning curves (against transitions)."""
 QUEUE_SIZE = 64
 """Draw calls waiting for the drawing thread; the oldest are dropped beyond this."""
 RETRY_S = 0.05
@@ -99,7 +98,7 @@ class ViewerNode(OptionalOutputNode):
                                         daemon=True)
         self.dropped = 0
         self._streams: list[_Stream] = []
-        self._last_markers: dict[str, tuple] = {}
+        self._markers = MarkerDraws()
         self._streams_node: Node | None = None
         try:
             from q_grasp.viewer import RunViewer
@@ -207,53 +206,14 @@ class ViewerNode(OptionalOutputNode):
 
     def _on_markers(self, msg: MarkerArray) -> None:
         for marker in msg.markers:
-            self._draw_marker(marker)
-
-    def _draw_marker(self, marker: Marker) -> None:
-        """The policy's markers (policy.py draws them for rviz): grasp pose, approach and
-        outcome, the Reacher's goal (its size: the success tolerance), the end effector."""
-        ns, t_s = marker.ns, stamp_s(marker)
-        p, o = marker.pose.position, marker.pose.orientation
-        center = [p.x, p.y, p.z]
-        color = tuple(int(round(255 * min(max(c, 0.0), 1.0)))
-                      for c in (marker.color.r, marker.color.g, marker.color.b))
-        entity = f"world/{ns}"
-        if ns != "grasp_outcome":
-            # The policy repeats markers (a grasp before and after the attempt, the Reacher's
-            # goal at every step): Rerun keeps the last one, so only changes are logged.
-            shape = (marker.type, *center, o.x, o.y, o.z, o.w, marker.scale.x, marker.scale.y,
-                     marker.scale.z, *color, *((q.x, q.y, q.z) for q in marker.points))
-            if self._last_markers.get(ns) == shape:
-                return
-            self._last_markers[ns] = shape
-        if ns == "grasp" and marker.type == Marker.CUBE:
-            half = [0.5 * marker.scale.x, 0.5 * marker.scale.y, 0.5 * marker.scale.z]
-            self._draw("box", entity, center, half, [o.x, o.y, o.z, o.w], t_s, color)
-        elif ns == "grasp_approach" and marker.type == Marker.ARROW and len(marker.points) == 2:
-            a, b = marker.points
-            self._draw("arrow", entity, [a.x, a.y, a.z], [b.x, b.y, b.z], t_s, color)
-        elif ns == "grasp_outcome":
-            self._draw("points", entity, center, t_s, color=color, radius=0.012,
-                       label=marker.text)
-            success = marker.text.startswith("success")
-            self._draw("text", "grasp_outcomes", marker.text, t_s,
-                       level="INFO" if success else "WARN")
-        elif ns in ("goal", "end_effector") and marker.type == Marker.SPHERE:
-            self._draw("points", entity, center, t_s, color=color,
-                       radius=max(0.5 * marker.scale.x, 0.003))
+            for method, args, kwargs in self._markers.draws(marker, stamp_s(marker)):
+                self._draw(method, *args, **kwargs)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if not status.name.endswith("/trainer"):
-                continue
-            values = {kv.key: kv.value for kv in status.values}
-            try:
-                transitions = int(values["transitions"])
-                curves = {k: float(values[k]) for k in CURVES if k in values}
-            except (KeyError, ValueError):
-                continue
-            self._draw("curves", transitions, curves)
-
+            curves = trainer_curves(status.name, {kv.key: kv.value for kv in status.values})
+            if curves is not None:
+                self._draw("curves", *curves)
 
     def destroy_node(self) -> None:
         """Let the drawing thread finish and the .rrd be completed, for CLOSE_TIMEOUT_S at

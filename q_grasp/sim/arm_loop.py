@@ -92,6 +92,7 @@ class SimArmLoop:
         self.wake = threading.Event()  # a command, reset or spawn: end the pacing wait now
         self.clock = clock if clock is not None else WallClock()
         self.pacer = Pacer(self.clock, self.wake)
+        self._rate_window = (self.clock.now(), self.sim_time_s)  # (wall, sim) of rate_report
         # skip_physics_when_still: sim time since which nothing has moved (None: moving)
         self._still_since_s: float | None = None
         self.skipping = False  # the last control tick let time pass without physics
@@ -149,8 +150,27 @@ class SimArmLoop:
 
     def run(self) -> None:
         """Iterate until shutdown(); exceptions propagate to the caller."""
+        self._rate_window = (self.clock.now(), self.sim_time_s)
         while not self.stop.is_set():
             self.iteration()
+
+    def rate_report(self) -> tuple[dict[str, Any], bool]:
+        """The loop's diagnostics since the last call (for the ``report`` callback): simulated
+        time, the measured and requested real-time factors, skipped ticks, iterations,
+        whether trajectories are active; and whether it runs at under half the requested
+        real-time factor."""
+        (wall0, sim0), wall, sim_s = self._rate_window, self.clock.now(), self.sim_time_s
+        self._rate_window = (wall, sim_s)
+        measured = (sim_s - sim0) / (wall - wall0) if wall > wall0 else 0.0
+        target = self.config.real_time_factor
+        values = dict(sim_time_s=round(sim_s, 3), real_time_factor=round(measured, 3),
+                      real_time_factor_target=target,
+                      still_real_time_factor=self.still_rtf(self.config),
+                      physics_ticks_skipped=self.ticks_skipped,
+                      physics_loop_iterations=self.loop_iterations,
+                      arm_trajectory_active=self.arm.active,
+                      gripper_trajectory_active=self.gripper.active)
+        return values, target > 0 and measured < 0.5 * target
 
     def iteration(self) -> Messages | None:
         """One control tick (or, in a still world, as many as the pacing lets pass), what is

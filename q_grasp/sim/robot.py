@@ -17,14 +17,12 @@ from q_grasp.sim.quiet import pybullet
 @dataclass
 class SimRobotConfig(MotionTolerances):
     """How the simulator drives the arm's motors and decides that a motion is finished (the
-    tolerances of MotionTolerances)."""
+    speed limit and tolerances of MotionTolerances)."""
 
     position_gain: float = 0.3
     """Position gain of pybullet's joint PD controller (POSITION_CONTROL)."""
     velocity_gain: float = 1.0
     """Velocity gain of pybullet's joint PD controller."""
-    max_joint_velocity_rad_s: float = 2.0
-    """Speed limit of arm joints during physics moves (the servos' rated speed is ~2 rad/s)."""
     max_move_steps: int = 480
     """Physics steps a move may take before it reports a timeout (2 s at 240 Hz)."""
     gripper_max_velocity_m_s: float = 0.1
