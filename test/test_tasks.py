@@ -273,6 +273,10 @@ def test_grasp_clutter_task_and_a_shipped_experiment_by_name() -> None:
     # The registered clutter defaults (1-5 objects, 10 attempts) apply as in gymnasium.make.
     clutter = load_task("grasp_clutter")
     assert clutter.env_config.max_objects == 5 and clutter.max_episode_steps == 10
+    # Its shipped config trains on the train set, the held-out set kept out, bare table masked.
+    assert clutter.env_config.object_set == "train"
+    assert clutter.env_config.held_out_set == "held_out"
+    assert clutter.env_config.min_grasp_height_m > 0.0
     # A bare file name is the shipped config/<name> (parameter files refer to them so).
     objects = load_task("grasp_clutter", experiment_config="grasp_objects.yaml")
     assert objects.env_config.object_set == "train"
