@@ -45,13 +45,15 @@ def reacher_batch(n: int, seed: int = 0, **overrides) -> TransitionBatch:
     return TransitionBatch(**fields)
 
 
-@pytest.fixture(scope="module")
-def core_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("trainer_core")
+@pytest.fixture
+def core_dir(tmp_path) -> Path:
+    (tmp_path / "trainer_core").mkdir()
+    return tmp_path / "trainer_core"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def core(core_dir) -> TrainerCore:
+    """A fresh trainer core per test, so that no test depends on another having run first."""
     return TrainerCore(TrainerConfig(task="reacher", output_dir=str(core_dir),
                                      learning_starts=64, keep_checkpoints=2))
 
@@ -97,6 +99,11 @@ def test_updates_follow_the_replay_ratio_and_weights_validate(core) -> None:
 
 
 def test_checkpoint_resume(core, core_dir) -> None:
+    core.ingest(core.decode(encode_transitions(reacher_batch(200, seed=1))))
+    for _ in range(core.updates_due()):
+        core.update()
+    core.weights_blob()  # a broadcast: its version must not go back after the resume
+    assert core.updates > 0
     path = core.save_checkpoint(replay=True)
     assert not core.unsaved
     assert newest_checkpoint(core_dir) == path
