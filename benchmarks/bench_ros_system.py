@@ -5,9 +5,9 @@
     attempt, the same epsilon-greedy choice among the reachable grasps). Like for like, the
     single-process loop moves with physics to the pre-grasp pose and back home as the ROS arm
     must (the env's default teleports there; measured too, and so is the loop without the
-    reachability mask, the comparison before 2026-12-02). ROS variants: sim_arm + policy
+    reachability mask). ROS variants: sim_arm + policy
     composed in one process (bringup's default, EventsExecutor or MultiThreadedExecutor; also
-    with sim_arm's earlier /clock every tick and every camera frame rendered, with physics
+    with /clock every tick and every camera frame rendered, with physics
     stepped while the world is still, at real-time factors 10 and 40 instead of 20, and with
     the arm stopping at every waypoint of a descent or lift as the env's arm does) and in
     two processes (as ros2 launch runs
@@ -412,8 +412,8 @@ def composed_actor_main(args: list[str]) -> int:
 
 PACED_RTF20 = {"real_time_factor": 20.0, "still_real_time_factor": 0.0,
                "max_publish_rate_hz": 0.0}
-"""The shipped sim_arm params before 2026-12-02 (third session): everything paced at 20x, no
-caps on the streams."""
+"""sim_arm paced at 20x with no caps on the streams: the reference the shipped pacing
+(fast moves, a still world at its own factor, capped streams) is compared with."""
 
 
 def ros_composed_actor(folder: Path, attempts: int, epsilon: float, executor: str,

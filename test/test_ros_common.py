@@ -4,6 +4,7 @@ marked ``ros`` and run in their own ROS domain on localhost."""
 
 from __future__ import annotations
 
+import array
 import os
 import sys
 import time
@@ -193,15 +194,29 @@ def test_too_many_points() -> None:
 # ----------------------------------------------------------------------------- wire messages
 
 
-def test_blob_message_round_trip_and_label() -> None:
+def test_blob_message_round_trip_and_label(monkeypatch) -> None:
+    from std_msgs.msg import UInt8MultiArray
+
+    from q_grasp.nodes import convert
+
+    # rosidl takes an array.array('B') as is (one memcpy) but checks bytes or a list element by
+    # element in Python (seconds per MiB): record what blob_to_msg hands the data field.
+    handed = []
+
+    class Spy(UInt8MultiArray):
+        __slots__ = ()
+        data = property(UInt8MultiArray.data.fget,
+                        lambda self, value: (handed.append(value),
+                                             UInt8MultiArray.data.fset(self, value)))
+
+    monkeypatch.setattr(convert, "UInt8MultiArray", Spy)
     blob = bytes(range(256)) * 4096  # 1 MiB
-    start = time.perf_counter()
     msg = blob_to_msg(blob, "q_grasp/transitions")
-    elapsed = time.perf_counter() - start
+    assert type(handed[-1]) is array.array and handed[-1].typecode == "B", type(handed[-1])
+    assert len(handed[-1]) == len(blob)
     assert msg.layout.dim[0].label == "q_grasp/transitions"
     assert msg.layout.dim[0].size == len(blob)
     assert bytes(msg_to_blob(msg, "q_grasp/transitions")) == blob
-    assert elapsed < 0.05, "blob_to_msg must take rosidl's fast path (one memcpy)"
     with pytest.raises(WireError, match="schema"):
         msg_to_blob(msg, "q_grasp/weights")
     msg.layout.dim = []
@@ -285,10 +300,12 @@ def test_diagnostics_period_is_wall_clock_time_also_on_simulated_time(ros_contex
         diag.publish = lambda: published.append(time.monotonic())  # what the timer calls
         diag._timer.callback = diag.publish
         executor.add_node(node)
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
+        # The node's clock stands still, so only a wall-clock timer can fire; no rate is
+        # asserted (the machine's load decides how soon it fires).
+        deadline = time.monotonic() + 30.0
+        while len(published) < 3 and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
-        assert 5 <= len(published) <= 30, len(published)
+        assert len(published) >= 3, len(published)
     finally:
         executor.shutdown()
         node.destroy_node()

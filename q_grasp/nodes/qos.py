@@ -1,4 +1,4 @@
-"""QoS profiles per topic (DESIGN.md), chosen so that q_grasp interoperates with real drivers.
+"""QoS profiles per topic, chosen so that q_grasp interoperates with real drivers.
 
 The rule behind the sensor profiles: a *reliable* publisher matches both reliable and
 best-effort subscribers, and a *best-effort* subscriber matches both kinds of publishers. So

@@ -56,7 +56,7 @@ class RosArm(FeedbackArm):
                                               qos.COMMAND_QOS)
         self._gripper_pub = node.create_publisher(
             JointTrajectory, config.gripper_trajectory_topic, qos.COMMAND_QOS)
-        # Its own callback group, so feedback keeps flowing while another callback waits.
+        # Its own callback group: on a multi-threaded executor, feedback flows while others wait.
         node.create_subscription(JointState, config.joint_states_topic, self._on_joint_state,
                                  qos.SENSOR_SUBSCRIBER_QOS,
                                  callback_group=MutuallyExclusiveCallbackGroup())
