@@ -90,6 +90,10 @@ from q_grasp.wire import (
     state_dict_shapes,
 )
 
+RESET_HOME_WAIT_S = 0.5
+"""Longest wait (arm time) for joint states that show the arm home after a scene reset
+(skip_release_before_reset); then it is sent home."""
+
 
 def _yaw_quaternion(yaw: float) -> tuple[float, float, float, float]:
     return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
@@ -452,16 +456,17 @@ class PolicyNode(Node):
 
     # ----------------------------------------------------------------------------- grasp
 
-    def _reset_scene(self) -> None:
+    def _reset_scene(self) -> bool:
+        """Call the reset service; True when it reported success."""
         client = self._reset_client
         if client is None:
-            return
+            return False
         if not client.wait_for_service(timeout_sec=1.0):
             self.diagnostics.count("reset_unavailable")
             self.get_logger().warn(f"reset service {client.srv_name} not available; "
                                    "continuing with the scene as it is",
                                    throttle_duration_sec=30.0)
-            return
+            return False
         done = threading.Event()
         future = client.call_async(Trigger.Request())
         future.add_done_callback(lambda _: done.set())
@@ -473,13 +478,14 @@ class PolicyNode(Node):
                 future.cancel()
                 self.diagnostics.count("reset_timeouts")
                 self.get_logger().warn("scene reset timed out")
-                return
+                return False
         result = future.result()
         if result is None or not result.success:
             self.diagnostics.count("reset_failures")
             self.get_logger().warn(f"scene reset failed: {result.message if result else '?'}")
-        else:
-            self.diagnostics.count("resets")
+            return False
+        self.diagnostics.count("resets")
+        return True
 
     def _wait_for_frame(self, after_s: float) -> CameraFrame:
         """The first complete colour + depth frame stamped at or after ``after_s`` (arm
@@ -508,9 +514,20 @@ class PolicyNode(Node):
 
         cfg = self.config
         self.actor.new_episode()
-        self._reset_scene()
+        reset = self._reset_scene()
         home = np.asarray(self.robot.home_positions, float)
-        if np.abs(self.arm.read_arm_joints() - home).max() > cfg.arm.joint_tolerance_rad:
+
+        def at_home() -> bool:
+            return bool(np.abs(self.arm.read_arm_joints() - home).max()
+                        <= cfg.arm.joint_tolerance_rad)
+
+        # After a reset (arm home) the joint states may still show the arm where the last
+        # episode left it: wait for the reset's before deciding to move.
+        if reset and cfg.skip_release_before_reset:
+            self.arm.assume_gripper_open()
+            if not at_home():
+                self.arm.wait_until(at_home, RESET_HOME_WAIT_S)
+        if not at_home():
             self.arm.move_arm(home)  # out of the camera's view
         obs, frame = self._settled_frame()
         h, w = self.image_hw
@@ -520,9 +537,14 @@ class PolicyNode(Node):
             raise ValueError(f"place_joint_positions: expected {len(self.robot.arm_joint_names)}"
                              f" values, got {place.size}")
 
-        def carry_away(outcome: GraspOutcome) -> None:
+        # A success that ends the episode is left to the reset (skip_release_before_reset).
+        leave_to_reset = (cfg.skip_release_before_reset and cfg.terminate_on_success
+                          and self._reset_client is not None and not place.size)
+
+        def carry_away(outcome: GraspOutcome) -> bool:
             if outcome.success and place.size:
                 self.arm.move_arm(place)
+            return bool(outcome.success and leave_to_reset)
 
         while not self._stop.is_set():
             epsilon = self._epsilon()
@@ -549,15 +571,20 @@ class PolicyNode(Node):
             if not outcome.ik_success:
                 self.diagnostics.count("grasp_ik_failures")
             attempts += 1
-            next_obs, next_frame = self._settled_frame(after_motion=True)
-            # (a colour-only camera cannot tell an empty table: attempts end the episode)
-            empty = (not self._table_plane
-                     and table_looks_empty(next_frame.heightmap, cfg.empty_table_height_m))
-            terminated, truncated = self.task.episode_end(
-                outcome.success, empty, attempts, cfg.terminate_on_success,
-                self.setup.max_episode_steps)
-            truncated = truncated or (not terminated and self.task.nothing_graspable(
-                next_frame.camera, next_frame.depth))
+            if outcome.success and leave_to_reset:
+                # Terminal: no TD target reads next_obs, and the arm still blocks the view.
+                next_obs, next_frame = obs, frame
+                terminated, truncated = True, False
+            else:
+                next_obs, next_frame = self._settled_frame(after_motion=True)
+                # (a colour-only camera cannot tell an empty table: attempts end the episode)
+                empty = (not self._table_plane
+                         and table_looks_empty(next_frame.heightmap, cfg.empty_table_height_m))
+                terminated, truncated = self.task.episode_end(
+                    outcome.success, empty, attempts, cfg.terminate_on_success,
+                    self.setup.max_episode_steps)
+                truncated = truncated or (not terminated and self.task.nothing_graspable(
+                    next_frame.camera, next_frame.depth))
             self._record(Transition(obs, action, self.task.reward(outcome), next_obs,
                                     terminated, truncated, bool(outcome.success)),
                          latency, epsilon)
