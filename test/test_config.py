@@ -459,3 +459,25 @@ def test_every_documented_parameter_is_read_somewhere() -> None:
     dead = sorted(f"{cls.__name__}: {leaf.name}" for cls in configs for leaf in leaves(cls)
                   if leaf.path[-1] not in read)
     assert not dead, f"documented but never read (use them or remove them): {dead}"
+
+
+def test_bringup_builds_the_policys_reach_table_while_the_trainer_starts(tmp_path,
+                                                                         monkeypatch) -> None:
+    """The composed policy's reachability table is built ahead, in a thread, for the task the
+    policy will load: the policy then finds it in the per-process cache."""
+    from q_grasp.bringup.config import BringupConfig
+    from q_grasp.bringup.run import Bringup
+    from q_grasp.skills import reach
+
+    built = []
+    monkeypatch.setattr(reach, "_CACHE", {})
+    monkeypatch.setattr(reach, "build_reach_table",
+                        lambda chain, params, heights: built.append(params) or object())
+    run = Bringup(BringupConfig(task="grasp", out=str(tmp_path / "run")))
+    run._prebuild_reach_table().join(timeout=60.0)
+    assert len(built) == 1 and len(reach._CACHE) == 1
+    from q_grasp.tasks.load import load_task, make_task
+
+    setup = load_task("grasp")
+    assert make_task("grasp", setup.env_config).reach.table is next(iter(reach._CACHE.values()))
+    assert len(built) == 1  # found, not built again

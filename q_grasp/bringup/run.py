@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -222,6 +223,8 @@ class Bringup:
             f"learning starts at {plan.learning_starts}, output {self.out}"
             + (f", resuming from {plan.resume_from}" if plan.resume_from else ""))
         backend.start("trainer", node_overrides(cfg, "trainer", plan))
+        if "policy" in IN_PROCESS[cfg.mode] and is_grasp_task(cfg.task):
+            self._prebuild_reach_table()
         # Transitions published before the trainer's subscription is discovered are lost
         # (reliable, volatile): start acting once the learner listens.
         monitor_node = backend.monitor_node
@@ -277,6 +280,29 @@ class Bringup:
         self._record_training(summary, monitor)
         backend.stop("trainer", timeout_s=cfg.catch_up_timeout_s)
         monitor.forget_policy()
+
+    def _prebuild_reach_table(self) -> threading.Thread:
+        """Build the policy's reachability table (seconds of IK; cached per process) in a
+        thread while the trainer's process starts, so that the policy, composed in this
+        process, acts at once. A failure is left for the policy to report."""
+        from q_grasp.node_params.policy import PolicyConfig
+        from q_grasp.tasks.load import load_task, make_task
+
+        policy = node_config(self.params_file, "policy", PolicyConfig,
+                             node_overrides(self.cfg, "policy", self.plan))
+
+        def build() -> None:
+            try:
+                setup = load_task(policy.task, experiment_config=policy.experiment_config,
+                                  checkpoint=policy.checkpoint, seed=policy.seed)
+                if setup.experiment.exploration.use_action_mask:
+                    _ = make_task(policy.task, setup.env_config).reach
+            except Exception:  # the policy builds it again and says why
+                pass
+
+        thread = threading.Thread(target=build, name="reach_table", daemon=True)
+        thread.start()
+        return thread
 
     def _sim_parameters(self, names: Sequence[str]) -> dict[str, Any]:
         """sim_arm's values of these parameters as started (params file, else defaults)."""
