@@ -223,8 +223,6 @@ class Bringup:
             f"learning starts at {plan.learning_starts}, output {self.out}"
             + (f", resuming from {plan.resume_from}" if plan.resume_from else ""))
         backend.start("trainer", node_overrides(cfg, "trainer", plan))
-        if "policy" in IN_PROCESS[cfg.mode] and is_grasp_task(cfg.task):
-            self._prebuild_reach_table()
         monitor_node = backend.monitor_node
 
         def trainer_listens() -> bool:  # the trainer's subscription, not the recorder's
@@ -235,10 +233,12 @@ class Bringup:
         # receives the actor's last transitions_queue_depth messages. When the whole budget fits
         # in that history, acting starts at once instead of after the trainer's start-up;
         # otherwise once the learner listens (what came before would be lost).
-        if (not self._history_holds_budget(max_transitions)
-                and not self._wait(backend, trainer_listens, 300.0)):
-            raise RuntimeError("the trainer did not subscribe to /q_grasp/transitions within "
-                               "300 s")
+        if not self._history_holds_budget(max_transitions):
+            if "policy" in IN_PROCESS[cfg.mode] and is_grasp_task(cfg.task):
+                self._prebuild_reach_table()
+            if not self._wait(backend, trainer_listens, 300.0):
+                raise RuntimeError("the trainer did not subscribe to /q_grasp/transitions "
+                                   "within 300 s")
         backend.start("policy", node_overrides(cfg, "policy", plan))
         monitor = backend.monitor
         t0 = time.monotonic()
