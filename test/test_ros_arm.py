@@ -149,7 +149,13 @@ def test_a_gripper_opened_by_a_reset_gets_no_command_once_assumed_open(ros_arm) 
         assert wait_until(lambda: bool(sent), 5.0, lambda: time.sleep(0.02))
         result = client.call_async(Trigger.Request())
         assert wait_until(result.done, 30.0, lambda: time.sleep(0.02)) and result.result().success
-        assert arm.wait_until(lambda: arm.gripper_aperture() > 0.055, 2.0)
+        names = arm._gripper_names
+
+        def open_and_still() -> bool:  # (called with the state lock held)
+            speeds = [arm.feedback.velocities.get(n, 1.0) for n in names]
+            return arm.gripper_aperture() > 0.055 and arm.config.fingers_settled(speeds)
+
+        assert arm.wait_until(open_and_still, 2.0)
         arm.assume_gripper_open()
         n = len(sent)
         assert arm.set_gripper(False) > 0.055
