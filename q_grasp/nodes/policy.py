@@ -537,16 +537,21 @@ class PolicyNode(Node):
             raise ValueError(f"place_joint_positions: expected {len(self.robot.arm_joint_names)}"
                              f" values, got {place.size}")
 
-        # A success that ends the episode is left to the reset (skip_release_before_reset).
+        # A success that ends the episode is left to the reset (skip_release_before_reset) --
+        # only while the reset service is there to undo it (not on an arm without one).
+        client = self._reset_client
         leave_to_reset = (cfg.skip_release_before_reset and cfg.terminate_on_success
-                          and self._reset_client is not None and not place.size)
+                          and client is not None and not place.size)
+        left = [False]  # carry_away left this attempt's success to the reset
 
         def carry_away(outcome: GraspOutcome) -> bool:
             if outcome.success and place.size:
                 self.arm.move_arm(place)
-            return bool(outcome.success and leave_to_reset)
+            left[0] = bool(outcome.success and leave_to_reset and client.service_is_ready())
+            return left[0]
 
         while not self._stop.is_set():
+            left[0] = False
             epsilon = self._epsilon()
             self.arm.mark_decision()
             q = self._q_values(obs)
@@ -571,7 +576,7 @@ class PolicyNode(Node):
             if not outcome.ik_success:
                 self.diagnostics.count("grasp_ik_failures")
             attempts += 1
-            if outcome.success and leave_to_reset:
+            if left[0]:
                 # Terminal: no TD target reads next_obs, and the arm still blocks the view.
                 next_obs, next_frame = obs, frame
                 terminated, truncated = True, False
