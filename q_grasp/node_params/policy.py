@@ -118,10 +118,11 @@ class PolicyConfig:
     skip_release_before_reset: bool = False
     """grasp: after a successful grasp that ends the episode (terminate_on_success), while
     reset_service is available and without place_joint_positions, leave the object in the
-    gripper and the arm lifted: the reset that starts the next episode (sim_arm's: arm home, gripper open, a new
-    scene) undoes both, so the release, the move home and the settled frame after it (about a
-    third of a successful attempt's physics) are skipped. False: release and go home first (a
-    reset service that does not home the arm). The shipped sim_train_grasp*.yaml have true."""
+    gripper and the arm lifted: the reset that starts the next episode (sim_arm's: arm home,
+    gripper open, a new scene) undoes both, so the release, the move home and the settled frame
+    after it (about a third of a successful attempt's physics) are skipped. False: release and
+    go home first (a reset service that does not home the arm). The shipped
+    sim_train_grasp*.yaml have true."""
     world_frame: str = "world"
     """Frame of markers and goal points (the URDF base is placed in it by robot.base_position)."""
     publish_q_map: bool = True
