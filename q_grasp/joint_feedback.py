@@ -459,6 +459,12 @@ class FeedbackArm:
             self.move_timeouts += 1
         return arrived_in_time
 
+    def assume_gripper_open(self) -> None:
+        """The gripper was opened by something other than this arm's commands (a simulator's
+        scene reset): the next open sends nothing when the joint states show the fingers open
+        and still (as after an open command of its own)."""
+        self._gripper_sent = False
+
     def set_gripper(self, closed: bool) -> float:
         """Close or open the gripper, wait until the fingers stop, return the aperture (m).
         Sends nothing when this arm's last gripper command was the same and the fingers are

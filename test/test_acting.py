@@ -39,8 +39,11 @@ class View:
     def count(self, key: str) -> None:
         pass
 
-    def reset_scene(self) -> None:
-        pass
+    def reset_scene(self) -> bool:
+        return False
+
+    def can_reset(self) -> bool:
+        return False
 
     def send(self, batch) -> None:
         self.batches.append(batch)

@@ -459,3 +459,43 @@ def test_every_documented_parameter_is_read_somewhere() -> None:
     dead = sorted(f"{cls.__name__}: {leaf.name}" for cls in configs for leaf in leaves(cls)
                   if leaf.path[-1] not in read)
     assert not dead, f"documented but never read (use them or remove them): {dead}"
+
+
+def test_bringup_builds_the_policys_reach_table_while_the_trainer_starts(tmp_path,
+                                                                         monkeypatch) -> None:
+    """The composed policy's reachability table is built ahead, in a thread, for the task the
+    policy will load: the policy then finds it in the per-process cache."""
+    from q_grasp.bringup.config import BringupConfig
+    from q_grasp.bringup.run import Bringup
+    from q_grasp.skills import reach
+
+    built = []
+    monkeypatch.setattr(reach, "_CACHE", {})
+    monkeypatch.setattr(reach, "build_reach_table",
+                        lambda chain, params, heights: built.append(params) or object())
+    run = Bringup(BringupConfig(task="grasp", out=str(tmp_path / "run")))
+    run._prebuild_reach_table().join(timeout=60.0)
+    assert len(built) == 1 and len(reach._CACHE) == 1
+    from q_grasp.tasks.load import load_task, make_task
+
+    setup = load_task("grasp")
+    assert make_task("grasp", setup.env_config).reach.table is next(iter(reach._CACHE.values()))
+    assert len(built) == 1  # found, not built again
+
+
+def test_bringup_acts_before_the_trainer_listens_only_when_the_history_holds_the_budget(
+        tmp_path) -> None:
+    """Transitions are transient local: a budget that fits in the actor's and the trainer's
+    history (transitions_queue_depth, transitions_qos_depth) reaches a trainer that subscribes
+    late, so acting need not wait for it; a larger one (or a duration) waits."""
+    from q_grasp.bringup.config import BringupConfig, default_params_file
+    from q_grasp.bringup.run import Bringup
+
+    run = Bringup(BringupConfig(task="grasp", out=str(tmp_path / "run")))
+    assert run._history_holds_budget(500) and run._history_holds_budget(1)
+    assert not run._history_holds_budget(501) and not run._history_holds_budget(0)
+    text = default_params_file("grasp").read_text()
+    params = tmp_path / "params.yaml"
+    params.write_text(text.replace("transitions_qos_depth: 500", "transitions_qos_depth: 100"))
+    small = Bringup(BringupConfig(task="grasp", config=str(params), out=str(tmp_path / "b")))
+    assert small._history_holds_budget(100) and not small._history_holds_budget(101)

@@ -130,6 +130,42 @@ def test_a_gripper_already_where_it_was_sent_gets_no_command(ros_arm) -> None:
         node.destroy_subscription(sub)
 
 
+def test_a_gripper_opened_by_a_reset_gets_no_command_once_assumed_open(ros_arm) -> None:
+    """sim_arm's scene reset opens the gripper: after assume_gripper_open, opening sends
+    nothing while the joint states show it open (the policy's skip_release_before_reset)."""
+    from std_srvs.srv import Trigger
+
+    arm, *_ = ros_arm
+    node = arm.node
+    sent: list[JointTrajectory] = []
+    sub = node.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory",
+                                   sent.append, qos.COMMAND_QOS)
+    client = node.create_client(Trigger, "/sim_arm/reset_scene")
+    try:
+        assert wait_until(lambda: arm._gripper_pub.get_subscription_count() >= 2, 10.0,
+                          lambda: time.sleep(0.02))
+        assert client.wait_for_service(timeout_sec=10.0)
+        assert arm.set_gripper(True) < 0.004
+        assert wait_until(lambda: bool(sent), 5.0, lambda: time.sleep(0.02))
+        result = client.call_async(Trigger.Request())
+        assert wait_until(result.done, 30.0, lambda: time.sleep(0.02)) and result.result().success
+        names = arm._gripper_names
+
+        def open_and_still() -> bool:  # (called with the state lock held)
+            speeds = [arm.feedback.velocities.get(n, 1.0) for n in names]
+            return arm.gripper_aperture() > 0.055 and arm.config.fingers_settled(speeds)
+
+        assert arm.wait_until(open_and_still, 2.0)
+        arm.assume_gripper_open()
+        n = len(sent)
+        assert arm.set_gripper(False) > 0.055
+        time.sleep(0.3)  # a command it sent would have arrived
+        assert len(sent) == n
+    finally:
+        node.destroy_client(client)
+        node.destroy_subscription(sub)
+
+
 def test_move_arm_through_is_one_blended_trajectory(ros_arm) -> None:
     arm, _, proc, log = ros_arm
     node = arm.node

@@ -183,6 +183,33 @@ def _grasp_run(seed: int) -> tuple[list, bool, float, list]:
         return poses, outcome.success, outcome.aperture_m, after
 
 
+@pytest.mark.parametrize("end_lifted", [False, True])
+def test_after_lift_true_ends_the_grasp_holding(end_lifted: bool) -> None:
+    """after_lift returning True ends the motion lifted with the object held (a scene reset
+    follows); otherwise the gripper opens and the arm goes home."""
+    with BulletSim(seed=3) as sim:
+        robot = SimRobot(sim)
+        scene = Scene(sim, SceneConfig(num_objects=(1, 1), shapes=("cube",)))
+        target = scene.spawn(sim.rng)[0]
+        chain = KinematicChain.from_robot_config(robot.robot_config)
+        top = target.position + np.array([0.0, 0.0, target.size_m[2] / 2])
+        seen = []
+
+        def after_lift(outcome):
+            seen.append(outcome.success)
+            return end_lifted
+
+        outcome = execute_grasp(robot, chain, top, target.yaw_rad + np.pi / 2,
+                                home_joints=robot.home_positions, after_lift=after_lift)
+        assert outcome.success and seen == [True], outcome.message
+        away = np.abs(robot.read_arm_joints() - robot.home_positions).max()
+        lifted = scene.object_poses()[target.body_id][0][2] > target.position[2] + 0.03
+        if end_lifted:
+            assert away > 0.1 and robot.gripper_aperture() > 0.006 and lifted
+        else:
+            assert away < 0.03 and robot.gripper_aperture() > 0.05 and not lifted
+
+
 def test_same_seed_same_physics():
     """Same seed -> identical object poses and grasp outcome, bit for bit."""
     first = _grasp_run(7)

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -222,17 +223,22 @@ class Bringup:
             f"learning starts at {plan.learning_starts}, output {self.out}"
             + (f", resuming from {plan.resume_from}" if plan.resume_from else ""))
         backend.start("trainer", node_overrides(cfg, "trainer", plan))
-        # Transitions published before the trainer's subscription is discovered are lost
-        # (reliable, volatile): start acting once the learner listens.
         monitor_node = backend.monitor_node
 
         def trainer_listens() -> bool:  # the trainer's subscription, not the recorder's
             return any(info.node_name == "trainer" for info in
                        monitor_node.get_subscriptions_info_by_topic("/q_grasp/transitions"))
 
-        if not self._wait(backend, trainer_listens, 300.0):
-            raise RuntimeError("the trainer did not subscribe to /q_grasp/transitions within "
-                               "300 s")
+        # The actor's transitions are transient local: a trainer that subscribes late still
+        # receives the actor's last transitions_queue_depth messages. When the whole budget fits
+        # in that history, acting starts at once instead of after the trainer's start-up;
+        # otherwise once the learner listens (what came before would be lost).
+        if not self._history_holds_budget(max_transitions):
+            if "policy" in IN_PROCESS[cfg.mode] and is_grasp_task(cfg.task):
+                self._prebuild_reach_table()
+            if not self._wait(backend, trainer_listens, 300.0):
+                raise RuntimeError("the trainer did not subscribe to /q_grasp/transitions "
+                                   "within 300 s")
         backend.start("policy", node_overrides(cfg, "policy", plan))
         monitor = backend.monitor
         t0 = time.monotonic()
@@ -277,6 +283,45 @@ class Bringup:
         self._record_training(summary, monitor)
         backend.stop("trainer", timeout_s=cfg.catch_up_timeout_s)
         monitor.forget_policy()
+
+    def _history_holds_budget(self, max_transitions: int) -> bool:
+        """Whether a budget of ``max_transitions`` (0: a duration) fits in both the actor's
+        and the trainer's transient-local history of /q_grasp/transitions (messages hold at
+        least one transition each), so that none is lost before the trainer subscribes."""
+        from q_grasp.learning.trainer_core import TrainerConfig
+        from q_grasp.node_params.policy import PolicyConfig
+
+        if max_transitions <= 0:
+            return False
+        policy = node_config(self.params_file, "policy", PolicyConfig,
+                             node_overrides(self.cfg, "policy", self.plan))
+        trainer = node_config(self.params_file, "trainer", TrainerConfig,
+                              node_overrides(self.cfg, "trainer", self.plan))
+        return max_transitions <= min(policy.transitions_queue_depth,
+                                      trainer.transitions_qos_depth)
+
+    def _prebuild_reach_table(self) -> threading.Thread:
+        """Build the policy's reachability table (seconds of IK; cached per process) in a
+        thread while the trainer's process starts, so that the policy, composed in this
+        process, acts at once. A failure is left for the policy to report."""
+        from q_grasp.node_params.policy import PolicyConfig
+        from q_grasp.tasks.load import load_task, make_task
+
+        policy = node_config(self.params_file, "policy", PolicyConfig,
+                             node_overrides(self.cfg, "policy", self.plan))
+
+        def build() -> None:
+            try:
+                setup = load_task(policy.task, experiment_config=policy.experiment_config,
+                                  checkpoint=policy.checkpoint, seed=policy.seed)
+                if setup.experiment.exploration.use_action_mask:
+                    _ = make_task(policy.task, setup.env_config).reach
+            except Exception:  # the policy builds it again and says why
+                pass
+
+        thread = threading.Thread(target=build, name="reach_table", daemon=True)
+        thread.start()
+        return thread
 
     def _sim_parameters(self, names: Sequence[str]) -> dict[str, Any]:
         """sim_arm's values of these parameters as started (params file, else defaults)."""

@@ -115,6 +115,14 @@ class PolicyConfig:
     place_joint_positions: list[float] = field(default_factory=list)
     """grasp: arm joints (rad) to carry a held object to before the gripper opens (e.g. over
     a bin beside the table); empty: release it where it was lifted."""
+    skip_release_before_reset: bool = False
+    """grasp: after a successful grasp that ends the episode (terminate_on_success), while
+    reset_service is available and without place_joint_positions, leave the object in the
+    gripper and the arm lifted: the reset that starts the next episode (sim_arm's: arm home,
+    gripper open, a new scene) undoes both, so the release, the move home and the settled frame
+    after it (about a third of a successful attempt's physics) are skipped. False: release and
+    go home first (a reset service that does not home the arm). The shipped
+    sim_train_grasp*.yaml have true."""
     world_frame: str = "world"
     """Frame of markers and goal points (the URDF base is placed in it by robot.base_position)."""
     publish_q_map: bool = True
@@ -189,6 +197,9 @@ DYNAMIC_PARAMETERS = frozenset({"epsilon_schedule", "epsilon_start", "epsilon_en
 
 def policy_config_for_task(task: str) -> PolicyConfig:
     """The policy configuration shipped for ``task`` (its exploration is the experiment's)."""
-    # sim_arm's frame of a world at rest comes >= its still_time_s (0.1 s) after the last motion
+    grasp = is_grasp_task(task)
+    # sim_arm's frame of a world at rest comes >= its still_time_s (0.1 s) after the last
+    # motion; its reset homes the arm and opens the gripper, so a success need not do it first
     return PolicyConfig(task=task,
-                        settle_time_s=0.1 if is_grasp_task(task) else PolicyConfig.settle_time_s)
+                        settle_time_s=0.1 if grasp else PolicyConfig.settle_time_s,
+                        skip_release_before_reset=grasp)

@@ -333,17 +333,22 @@ class PolicyNode(Node):
                 self._last_summary = now
                 self.get_logger().info(summary)
 
-    def reset_scene(self) -> None:
-        """Call the reset service (if any) and wait for it; a failure is counted and logged."""
+    def can_reset(self) -> bool:
+        """A reset service is configured and ready now."""
+        return self._reset_client is not None and self._reset_client.service_is_ready()
+
+    def reset_scene(self) -> bool:
+        """Call the reset service (if any) and wait for it; True when it reported success
+        (a failure is counted and logged)."""
         client = self._reset_client
         if client is None:
-            return
+            return False
         if not client.wait_for_service(timeout_sec=1.0):
             self.diagnostics.count("reset_unavailable")
             self.get_logger().warn(f"reset service {client.srv_name} not available; "
                                    "continuing with the scene as it is",
                                    throttle_duration_sec=30.0)
-            return
+            return False
         done = threading.Event()
         future = client.call_async(Trigger.Request())
         future.add_done_callback(lambda _: done.set())
@@ -355,13 +360,14 @@ class PolicyNode(Node):
                 future.cancel()
                 self.diagnostics.count("reset_timeouts")
                 self.get_logger().warn("scene reset timed out")
-                return
+                return False
         result = future.result()
         if result is None or not result.success:
             self.diagnostics.count("reset_failures")
             self.get_logger().warn(f"scene reset failed: {result.message if result else '?'}")
-        else:
-            self.diagnostics.count("resets")
+            return False
+        self.diagnostics.count("resets")
+        return True
 
     # ----------------------------------------------------------------------------- display
 

@@ -223,7 +223,7 @@ def execute_grasp(
     params: GraspSkillConfig | None = None,
     *,
     home_joints: np.ndarray | list[float] | None = None,
-    after_lift: Callable[[GraspOutcome], None] | None = None,
+    after_lift: Callable[[GraspOutcome], bool | None] | None = None,
 ) -> GraspOutcome:
     """Grasp top-down at a world surface point ``position_m`` (the point seen at the chosen
     pixel, turned into world coordinates by the caller) with gripper yaw ``yaw_rad``.
@@ -232,7 +232,9 @@ def execute_grasp(
     (teleport allowed) -> descend (physics; the waypoints as one ``move_arm_through``) -> close
     -> lift (likewise) -> success = aperture > threshold -> ``after_lift(outcome)`` (e.g. a
     simulator records ground truth and removes the object) -> open -> home (``home_joints``;
-    stays put if None). When IK fails nothing moves.
+    stays put if None). When ``after_lift`` returns True the motion ends there instead (the
+    gripper holding, the arm lifted: a scene reset that follows puts both back). When IK fails
+    nothing moves.
     """
     params = params if params is not None else GraspSkillConfig()
     q_start = np.asarray(arm.read_arm_joints(), dtype=float)
@@ -255,8 +257,8 @@ def execute_grasp(
     )
     outcome = GraspOutcome(success, True, aperture, message, plan.grasp_position_m,
                            plan.yaw_rad, reached)
-    if after_lift is not None:
-        after_lift(outcome)
+    if after_lift is not None and after_lift(outcome):
+        return outcome
     arm.set_gripper(False)
     if home_joints is not None:
         arm.move_arm(np.asarray(home_joints, dtype=float), teleport=params.teleport_free_space)

@@ -30,6 +30,10 @@ from q_grasp.tasks.shaping import RewardShaping, shaping_terms
 from q_grasp.wire import TransitionBatch
 from q_grasp.wire.weights import WeightsMessage
 
+RESET_HOME_WAIT_S = 0.5
+"""Longest wait (arm time) for joint states that show the arm home after a scene reset
+(skip_release_before_reset); then it is sent home."""
+
 
 class ActingView(Protocol):
     """What acting hands to its host."""
@@ -37,8 +41,12 @@ class ActingView(Protocol):
     def count(self, key: str) -> None:
         """Add one to a diagnostics counter."""
 
-    def reset_scene(self) -> None:
-        """Ask for a fresh scene (the start of a grasp episode); never raises on failure."""
+    def reset_scene(self) -> bool:
+        """Ask for a fresh scene (the start of a grasp episode); True when one came (never
+        raises on failure)."""
+
+    def can_reset(self) -> bool:
+        """A scene reset is available now (a success may then be left to it)."""
 
     def send(self, batch: TransitionBatch) -> None:
         """Send a full batch of transitions to the trainer."""
@@ -66,6 +74,8 @@ class ActingArm(Protocol):
 
     def read_arm_joints(self) -> np.ndarray: ...
     def move_arm(self, joint_targets: np.ndarray) -> bool: ...
+    def wait_until(self, done: Callable[[], bool], timeout_s: float) -> bool: ...
+    def assume_gripper_open(self) -> None: ...
     def arm_time_s(self) -> float: ...
     def mark_decision(self) -> None: ...
     @property
@@ -272,9 +282,20 @@ class Acting:
         the attempt limit."""
         cfg, task = self.config(), self.task
         self.actor.new_episode()
-        self.view.reset_scene()
+        reset = self.view.reset_scene()
         home = np.asarray(self.robot.home_positions, float)
-        if np.abs(self.arm.read_arm_joints() - home).max() > cfg.arm.joint_tolerance_rad:
+
+        def at_home() -> bool:
+            return bool(np.abs(self.arm.read_arm_joints() - home).max()
+                        <= cfg.arm.joint_tolerance_rad)
+
+        # After a reset (arm home) the joint states may still show the arm where the last
+        # episode left it: wait for the reset's before deciding to move.
+        if reset and cfg.skip_release_before_reset:
+            self.arm.assume_gripper_open()
+            if not at_home():
+                self.arm.wait_until(at_home, RESET_HOME_WAIT_S)
+        if not at_home():
             self.arm.move_arm(home)  # out of the camera's view
         obs, frame = self.settled_frame()
         attempts = 0
@@ -283,11 +304,20 @@ class Acting:
             raise ValueError(f"place_joint_positions: expected {len(self.robot.arm_joint_names)}"
                              f" values, got {place.size}")
 
-        def carry_away(outcome: Any) -> None:
+        # A success that ends the episode is left to the reset (skip_release_before_reset) --
+        # only while a reset is there to undo it (not on an arm without one).
+        leave_to_reset = (cfg.skip_release_before_reset and cfg.terminate_on_success
+                          and not place.size)
+        left = [False]  # carry_away left this attempt's success to the reset
+
+        def carry_away(outcome: Any) -> bool:
             if outcome.success and place.size:
                 self.arm.move_arm(place)
+            left[0] = bool(outcome.success and leave_to_reset and self.view.can_reset())
+            return left[0]
 
         while not self.stop.is_set():
+            left[0] = False
             epsilon = self.epsilon()
             self.arm.mark_decision()
             q = self.q_values(obs)
@@ -303,15 +333,20 @@ class Acting:
             if not outcome.ik_success:
                 self.view.count("grasp_ik_failures")
             attempts += 1
-            next_obs, next_frame = self.settled_frame(after_motion=True)
-            # (a colour-only camera cannot tell an empty table: attempts end the episode)
-            empty = (not self.table_plane
-                     and table_looks_empty(next_frame.heightmap, cfg.empty_table_height_m))
-            terminated, truncated = task.episode_end(
-                outcome.success, empty, attempts, cfg.terminate_on_success,
-                self.setup.max_episode_steps)
-            truncated = truncated or (not terminated and task.nothing_graspable(
-                next_frame.camera, next_frame.depth))
+            if left[0]:
+                # Terminal: no TD target reads next_obs, and the arm still blocks the view.
+                next_obs, next_frame = obs, frame
+                terminated, truncated = True, False
+            else:
+                next_obs, next_frame = self.settled_frame(after_motion=True)
+                # (a colour-only camera cannot tell an empty table: attempts end the episode)
+                empty = (not self.table_plane
+                         and table_looks_empty(next_frame.heightmap, cfg.empty_table_height_m))
+                terminated, truncated = task.episode_end(
+                    outcome.success, empty, attempts, cfg.terminate_on_success,
+                    self.setup.max_episode_steps)
+                truncated = truncated or (not terminated and task.nothing_graspable(
+                    next_frame.camera, next_frame.depth))
             self.record(Transition(obs, action, task.reward(outcome), next_obs, terminated,
                                    truncated, bool(outcome.success)), latency, epsilon)
             self.actor.record_outcome(action, bool(outcome.success), terminated or truncated)

@@ -179,8 +179,9 @@ class GraspTask:
         return GraspTarget(rot, row, col, self.rotation_yaw(rot), point)
 
     def execute(self, arm: ArmInterface, target: GraspTarget, home_joints: np.ndarray,
-                after_lift: Callable[[GraspOutcome], None] | None = None) -> GraspOutcome:
-        """Run the grasp on ``arm``; without a depth reading, an unsuccessful attempt."""
+                after_lift: Callable[[GraspOutcome], bool | None] | None = None) -> GraspOutcome:
+        """Run the grasp on ``arm``; without a depth reading, an unsuccessful attempt.
+        ``after_lift`` as in ``execute_grasp`` (True: end the motion lifted)."""
         if not target.has_depth:
             return GraspOutcome(False, False, 0.0, "no depth at the chosen pixel")
         return execute_grasp(arm, self.chain, target.point_m, target.yaw_rad, self.config.skill,
