@@ -224,7 +224,10 @@ def test_a_command_that_reaches_the_arm_late_is_waited_for(ros_arm) -> None:
         threading.Timer(0.5, forward).start()
 
     relay_sub = node.create_subscription(JointTrajectory, "/late/arm", relay, qos.COMMAND_QOS)
-    late = RosArm(node, RobotConfig(), RosArmConfig(arm_trajectory_topic="/late/arm"))
+    # The relay's 0.5 s of wall time is ~2 s of arm time: a margin well beyond it, so that a
+    # loaded machine delaying the relay further does not time the move out.
+    late = RosArm(node, RobotConfig(), RosArmConfig(arm_trajectory_topic="/late/arm",
+                                                    move_timeout_margin_s=10.0))
     try:
         assert late.feedback.wait_for_joints(late.arm_joint_names, 10.0)
         assert wait_until(lambda: late._arm_pub.get_subscription_count() > 0
