@@ -217,3 +217,23 @@ def test_rotation_index_remap_for_gripper_yaw():
     # Non-square images or an odd number of rotations: only half turns are valid.
     assert ImageAugmenter(AugmentConfig(rotate90=True), (1, 4, 6), 4).turns == [0, 2]
     assert ImageAugmenter(AugmentConfig(rotate90=True), (1, 5, 5), 3).turns == [0, 2]
+
+
+@pytest.mark.parametrize("augment", [None, AugmentConfig(rotate90=True, flip=True)])
+def test_sample_without_next_observations_draws_the_same_batch(augment):
+    """A gamma-0 learner samples without next observations: the same transitions, actions
+    and augmentation draws as a full sample from the same seed, next_observations None."""
+    rng = np.random.default_rng(3)
+    bufs = [ReplayBuffer(32, (4, 6, 6), channel_names=("r", "g", "b", "height"),
+                         augment=augment, n_actions=4 * 36, seed=7) for _ in range(2)]
+    for k in range(20):
+        obs, nxt = rng.random((4, 6, 6), np.float32), rng.random((4, 6, 6), np.float32)
+        for buf in bufs:
+            buf.add(obs, k * 7 % 144, float(k % 2), nxt, k % 3 == 0, False)
+    for _ in range(3):
+        full, lean = bufs[0].sample(8), bufs[1].sample(8, next_obs=False)
+        assert lean.next_observations is None and full.next_observations is not None
+        for name in ("observations", "actions", "rewards", "terminated", "indices"):
+            np.testing.assert_array_equal(getattr(lean, name), getattr(full, name))
+    torch_batch = lean.to_torch()
+    assert torch_batch.next_observations is None and torch_batch.rewards.dtype == torch.float32

@@ -179,3 +179,38 @@ def test_epsilon_greedy_and_boltzmann():
     p1 = math.e / (math.e + 2)
     assert np.mean(acts == 1) == pytest.approx(p1, abs=0.03)
     assert np.all(boltzmann(q * 1000, 0.01, rng) == 1)  # no overflow at low temperature
+
+
+def test_gamma_zero_learner_update_without_next_observations_matches_the_full_batch():
+    """At gamma 0 the learner samples without next observations; its update (Q, loss,
+    gradients, new weights) equals one on the full batch drawn from the same seed."""
+    from q_grasp.learning.agent import Learner
+    from q_grasp.learning.buffer import ReplayBuffer
+    from q_grasp.learning.config import ExperimentConfig
+    from q_grasp.learning.networks import UNetQMap
+
+    cfg = ExperimentConfig()
+    cfg.dqn = DQNConfig(gamma=0.0, learning_rate=1e-2, batch_size=6, max_grad_norm=1.0)
+    rng = np.random.default_rng(0)
+    transitions = [(rng.random((4, 8, 8), np.float32), int(rng.integers(2 * 64)),
+                    float(rng.random() < 0.5), rng.random((4, 8, 8), np.float32))
+                   for _ in range(10)]
+    learners = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = UNetQMap(4, 2, 8, 8, base_channels=4, depth=2, coord_channels=False)
+        buf = ReplayBuffer(16, (4, 8, 8), channel_names=("r", "g", "b", "height"), seed=1)
+        for obs, a, r, nxt in transitions:
+            buf.add(obs, a, r, nxt, True, False)
+        learners.append(Learner(net, buf, cfg))
+    lean = learners[0].optimize()
+    full_learner = learners[1]
+    batch = full_learner.buffer.sample(6).to_torch()
+    assert batch.next_observations is not None
+    full = dqn_update(full_learner.q_net, full_learner.target_net, full_learner.optimizer,
+                      batch, cfg.dqn)
+    assert lean.loss == full.loss and lean.grad_norm == full.grad_norm
+    np.testing.assert_array_equal(lean.td_errors, full.td_errors)
+    for a, b in zip(learners[0].q_net.parameters(), full_learner.q_net.parameters(),
+                    strict=True):
+        assert torch.equal(a, b)

@@ -287,7 +287,8 @@ class Learner:
         """Sample a batch and run one TD update (None while the buffer has too few samples)."""
         if not self.can_optimize():
             return None
-        batch = self.buffer.sample(self.cfg.dqn.batch_size, beta=beta).to_torch(self.device)
+        batch = self.buffer.sample(self.cfg.dqn.batch_size, beta=beta,
+                                   next_obs=self.cfg.dqn.gamma != 0.0).to_torch(self.device)
         with self.lock:
             result = dqn_update(self.q_net, self.target_net, self.optimizer, batch, self.cfg.dqn,
                                 measure_max_q=(self.updates % MAX_Q_INTERVAL == 0

@@ -34,8 +34,8 @@ class ReplayBatch(NamedTuple):
     """int64 (B,)."""
     rewards: np.ndarray
     """float32 (B,): discounted sum of the n-step window's rewards."""
-    next_observations: np.ndarray
-    """float32 (B, *obs_shape): the state after the window."""
+    next_observations: np.ndarray | None
+    """float32 (B, *obs_shape): the state after the window (None when sampled without it)."""
     terminated: np.ndarray
     """float32 (B,): 1 where the episode terminated inside the window (no bootstrapping)."""
     truncated: np.ndarray
@@ -49,7 +49,8 @@ class ReplayBatch(NamedTuple):
 
     def to_torch(self, device: torch.device | str = "cpu") -> ReplayBatch:
         """The same batch as torch tensors on `device`."""
-        return ReplayBatch(*(torch.as_tensor(x, device=device) for x in self))
+        return ReplayBatch(*(None if x is None else torch.as_tensor(x, device=device)
+                             for x in self))
 
 
 class ObservationCodec:
@@ -341,8 +342,10 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
         self.added += 1
 
-    def sample(self, batch_size: int, beta: float = 1.0) -> ReplayBatch:
-        """Uniform (or prioritized, importance weights with exponent `beta`) sample."""
+    def sample(self, batch_size: int, beta: float = 1.0, next_obs: bool = True) -> ReplayBatch:
+        """Uniform (or prioritized, importance weights with exponent `beta`) sample;
+        ``next_obs=False`` leaves next_observations None (nothing bootstraps at gamma 0, and
+        decoding them is a third of the sample's cost)."""
         with self._lock:
             if self.size == 0:
                 raise ValueError("sample: the replay buffer is empty")
@@ -360,15 +363,16 @@ class ReplayBuffer:
             actions = self.actions[idx]
             if self.augmenter is None:
                 obs = self.codec.load(self.obs, idx)
-                next_obs = self.codec.load(self.next_obs, idx)
+                next_batch = self.codec.load(self.next_obs, idx) if next_obs else None
             else:
                 parts = {k: v[idx] for k, v in self.obs.items()}
-                next_parts = {k: v[idx] for k, v in self.next_obs.items()}
+                next_parts = ({k: v[idx] for k, v in self.next_obs.items()} if next_obs
+                              else {})  # the same random draws either way
                 actions = self.augmenter(parts, next_parts, actions, self.rng)
                 obs = self.codec.decode(parts)
-                next_obs = self.codec.decode(next_parts)
+                next_batch = self.codec.decode(next_parts) if next_obs else None
             return ReplayBatch(
-                obs, actions.astype(np.int64), self.rewards[idx].copy(), next_obs,
+                obs, actions.astype(np.int64), self.rewards[idx].copy(), next_batch,
                 self.terminated[idx].astype(np.float32), self.truncated[idx].astype(np.float32),
                 self.steps[idx].astype(np.int64), weights, idx.astype(np.int64))
 

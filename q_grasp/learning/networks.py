@@ -343,21 +343,24 @@ class UNetQMap(_Predictor):
         if c["up_mode"] != "transpose":  # the windowed decoder follows transposed up-sampling
             return self._q_taken_and_max_full(obs, actions, with_max)
         height, width = obs.shape[-2:]
-        actions = actions.long()
-        rot, pixel = actions // (height * width), actions % (height * width)
-        row, col = pixel // width, pixel % width
+        # Window positions are integer bookkeeping on B numbers: numpy, not a dozen tensor ops.
+        rot, pixel = np.divmod(actions.detach().cpu().numpy().astype(np.int64), height * width)
+        row, col = np.divmod(pixel, width)
         if not c["rotation_equivariant"]:
             q_win = self._q_windows(obs, row, col, 1)
-            q_taken = q_win[:, :, 0, 0].gather(1, rot.unsqueeze(1)).squeeze(1)
+            rot_t = torch.from_numpy(rot).to(obs.device)
+            q_taken = q_win.flatten(1).gather(1, rot_t.unsqueeze(1)).squeeze(1)
         else:
             # Only the taken rotation needs a pass: the image turned by -yaw, and the Q-map
             # turned back by +yaw as rotate_images does (bilinear, border padding), at one pixel.
-            yaws = rot.to(obs.dtype) * (math.pi / c["n_rotations"])
+            rot_t, row_t, col_t = (torch.from_numpy(a).to(obs.device) for a in (rot, row, col))
+            yaws = rot_t.to(obs.dtype) * (math.pi / c["n_rotations"])
             turned = rotate_images(obs, -yaws, "zeros")
-            src_x, src_y = _turned_source(row, col, yaws, height, width)
+            src_x, src_y = _turned_source(row_t, col_t, yaws, height, width)
             x0, y0 = src_x.floor(), src_y.floor()
             fx, fy = (src_x - x0).unsqueeze(1), (src_y - y0).unsqueeze(1)
-            q_win = self._q_windows(turned, y0.long(), x0.long(), 2)[:, 0]
+            q_win = self._q_windows(turned, y0.long().cpu().numpy(), x0.long().cpu().numpy(),
+                                    2)[:, 0]
             q_taken = ((1 - fy) * ((1 - fx) * q_win[:, 0, 0:1] + fx * q_win[:, 0, 1:2])
                        + fy * ((1 - fx) * q_win[:, 1, 0:1] + fx * q_win[:, 1, 1:2])).squeeze(1)
         return q_taken, self._mean_max_q(obs) if with_max else None
@@ -407,7 +410,7 @@ class UNetQMap(_Predictor):
         # never-tried pixels drift above 1 and then win the argmax.
         return torch.sigmoid(q) if self.config["output"] == "sigmoid" else q
 
-    def _q_windows(self, obs: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int
+    def _q_windows(self, obs: torch.Tensor, top: np.ndarray, left: np.ndarray, size: int
                    ) -> torch.Tensor:
         """The head's output (B, heads, size, size) on a size x size window per sample, top-left
         at (``top``, ``left``) (B,) in image pixels; equal to the full Q-map's pixels there.
@@ -419,12 +422,11 @@ class UNetQMap(_Predictor):
         """
         skips = self._encode(obs)
         depth = self.config["depth"]
+        top, left = np.asarray(top, np.int64), np.asarray(left, np.int64)
         plan = []  # the window of up-block output at level i, for i = 0 .. depth-1
         for _ in range(depth):
             plan.append((top, left, size))
-            top = torch.div(top - 2, 2, rounding_mode="floor")
-            left = torch.div(left - 2, 2, rounding_mode="floor")
-            size = (size + 4) // 2 + 1
+            top, left, size = (top - 2) // 2, (left - 2) // 2, (size + 4) // 2 + 1
         h = _take_windows(skips[depth], top, left, size)
         for level, block in zip(reversed(range(depth)), self.up, strict=True):
             w_top, w_left, w_size = plan[level]
@@ -433,10 +435,10 @@ class UNetQMap(_Predictor):
             skip = _take_windows(skips[level], w_top - 2, w_left - 2, w_size + 4)
             height, width = skips[level].shape[-2:]
             x = torch.cat([up, skip], dim=1) * _inside(w_top - 2, w_left - 2, w_size + 4,
-                                                       height, width, h.dtype)
+                                                       height, width, h)
             conv1, act1, conv2, act2 = block.conv
             x = act1(F.conv2d(x, conv1.weight, conv1.bias))
-            x = x * _inside(w_top - 1, w_left - 1, w_size + 2, height, width, h.dtype)
+            x = x * _inside(w_top - 1, w_left - 1, w_size + 2, height, width, h)
             h = act2(F.conv2d(x, conv2.weight, conv2.bias))
             top, left = w_top, w_left
         return self._output(self.head(h))
@@ -479,27 +481,34 @@ def rotate_images(x: torch.Tensor, angles_rad: torch.Tensor, padding_mode: str =
                          align_corners=False)
 
 
-def _take_windows(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int
+def _take_windows(x: torch.Tensor, top: np.ndarray, left: np.ndarray, size: int
                   ) -> torch.Tensor:
     """(B, C, size, size) windows of ``x`` (B, C, H, W), top-left at (``top``, ``left``) (B,);
     indices outside the image are clamped to its edge (callers mask them)."""
-    steps = torch.arange(size, device=x.device)
-    rows = (top.unsqueeze(1) + steps).clamp(0, x.shape[-2] - 1)
-    cols = (left.unsqueeze(1) + steps).clamp(0, x.shape[-1] - 1)
-    batch = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1)
-    # Indexed as (B, H, W, C): the result and, in backward, the gradient scattered back into
-    # x's shape are channels-last like x (mixed memory formats cost ~30x in element-wise ops).
-    return x.permute(0, 2, 3, 1)[batch, rows.unsqueeze(2), cols.unsqueeze(1)].permute(0, 3, 1, 2)
+    batch, channels, height, width = x.shape
+    steps = np.arange(size)
+    rows = np.clip(top[:, None] + steps, 0, height - 1)
+    cols = np.clip(left[:, None] + steps, 0, width - 1)
+    flat = ((np.arange(batch)[:, None, None] * height + rows[:, :, None]) * width
+            + cols[:, None, :])
+    # Rows of the (B*H*W, C) pixel table, a view of channels-last x: the result and, in
+    # backward, the gradient added back into x's shape (index_add) stay channels-last like x
+    # (mixed memory formats cost ~30x in element-wise ops).
+    pixels = x.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
+    index = torch.from_numpy(flat.reshape(-1)).to(x.device)
+    return pixels.index_select(0, index).view(batch, size, size, channels).permute(0, 3, 1, 2)
 
 
-def _inside(top: torch.Tensor, left: torch.Tensor, size: int, height: int, width: int,
-            dtype: torch.dtype) -> torch.Tensor:
-    """(B, 1, size, size): 1 where a window's pixel lies inside the height x width image."""
-    steps = torch.arange(size, device=top.device)
-    rows, cols = top.unsqueeze(1) + steps, left.unsqueeze(1) + steps
+def _inside(top: np.ndarray, left: np.ndarray, size: int, height: int, width: int,
+            like: torch.Tensor) -> torch.Tensor:
+    """(B, 1, size, size), dtype and device of ``like``: 1 where a window's pixel lies inside
+    the height x width image."""
+    steps = np.arange(size)
+    rows, cols = top[:, None] + steps, left[:, None] + steps
     rows_in = (rows >= 0) & (rows < height)
     cols_in = (cols >= 0) & (cols < width)
-    return (rows_in[:, None, :, None] & cols_in[:, None, None, :]).to(dtype)
+    inside = rows_in[:, None, :, None] & cols_in[:, None, None, :]
+    return torch.from_numpy(inside).to(device=like.device, dtype=like.dtype)
 
 
 def _turned_source(row: torch.Tensor, col: torch.Tensor, angles_rad: torch.Tensor, height: int,
