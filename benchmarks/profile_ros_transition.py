@@ -113,9 +113,9 @@ def instrument(c: Counters) -> None:
 
     arm_publish = RosArm._publish
 
-    def marked_publish(self, publisher, msg) -> None:
+    def marked_publish(self, *args) -> None:
         c.events["command"] = time.monotonic()
-        arm_publish(self, publisher, msg)
+        arm_publish(self, *args)
 
     RosArm._publish = marked_publish
     on_trajectory = SimArmNode._on_trajectory
