@@ -70,6 +70,11 @@ def ros_arm(tmp_path_factory, ros_domain_env):
         stop_process(proc)
 
 
+KEPT = """Subscriptions, publishers and clients a test adds to the fixture's node stay until the
+node goes: destroying one while the executor's thread builds its wait set can end that thread
+(rclpy InvalidHandle), and every later test in the module would then see no joint states."""
+
+
 def test_is_an_arm_interface(ros_arm) -> None:
     arm, *_ = ros_arm
     assert isinstance(arm, arm_interface.ArmInterface)
@@ -110,24 +115,22 @@ def test_a_gripper_already_where_it_was_sent_gets_no_command(ros_arm) -> None:
     arm, *_ = ros_arm
     node = arm.node
     sent: list[JointTrajectory] = []
-    sub = node.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory",
-                                   sent.append, qos.COMMAND_QOS)
-    try:
-        # matched with the arm's publisher (sim_arm is the other subscriber)
-        assert wait_until(lambda: arm._gripper_pub.get_subscription_count() >= 2, 10.0,
-                          lambda: time.sleep(0.02))
-        assert arm.set_gripper(False) > 0.055  # open, sent (or already so): settles open
-        time.sleep(0.3)  # a command it sent has arrived
-        n = len(sent)
-        ended = arm.motion_end_s
-        assert arm.set_gripper(False) > 0.055  # open again: nothing to do
-        time.sleep(0.3)
-        assert len(sent) == n and arm.motion_end_s == ended
-        assert arm.set_gripper(True) < 0.004  # a change is sent
-        assert wait_until(lambda: len(sent) == n + 1, 5.0, lambda: time.sleep(0.02))
-        arm.set_gripper(False)
-    finally:
-        node.destroy_subscription(sub)
+    before = arm._gripper_pub.get_subscription_count()
+    node.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory",
+                             sent.append, qos.COMMAND_QOS)  # (see KEPT)
+    # matched with the arm's publisher
+    assert wait_until(lambda: arm._gripper_pub.get_subscription_count() > before, 10.0,
+                      lambda: time.sleep(0.02))
+    assert arm.set_gripper(False) > 0.055  # open, sent (or already so): settles open
+    time.sleep(0.3)  # a command it sent has arrived
+    n = len(sent)
+    ended = arm.motion_end_s
+    assert arm.set_gripper(False) > 0.055  # open again: nothing to do
+    time.sleep(0.3)
+    assert len(sent) == n and arm.motion_end_s == ended
+    assert arm.set_gripper(True) < 0.004  # a change is sent
+    assert wait_until(lambda: len(sent) == n + 1, 5.0, lambda: time.sleep(0.02))
+    arm.set_gripper(False)
 
 
 def test_a_gripper_opened_by_a_reset_gets_no_command_once_assumed_open(ros_arm) -> None:
@@ -138,109 +141,67 @@ def test_a_gripper_opened_by_a_reset_gets_no_command_once_assumed_open(ros_arm) 
     arm, *_ = ros_arm
     node = arm.node
     sent: list[JointTrajectory] = []
-    sub = node.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory",
-                                   sent.append, qos.COMMAND_QOS)
+    before = arm._gripper_pub.get_subscription_count()
+    node.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory",
+                             sent.append, qos.COMMAND_QOS)  # (see KEPT)
     client = node.create_client(Trigger, "/sim_arm/reset_scene")
-    try:
-        assert wait_until(lambda: arm._gripper_pub.get_subscription_count() >= 2, 10.0,
-                          lambda: time.sleep(0.02))
-        assert client.wait_for_service(timeout_sec=10.0)
-        assert arm.set_gripper(True) < 0.004
-        assert wait_until(lambda: bool(sent), 5.0, lambda: time.sleep(0.02))
-        result = client.call_async(Trigger.Request())
-        assert wait_until(result.done, 30.0, lambda: time.sleep(0.02)) and result.result().success
-        names = arm._gripper_names
+    assert wait_until(lambda: arm._gripper_pub.get_subscription_count() > before, 10.0,
+                      lambda: time.sleep(0.02))
+    assert client.wait_for_service(timeout_sec=10.0)
+    assert arm.set_gripper(True) < 0.004
+    assert wait_until(lambda: bool(sent), 5.0, lambda: time.sleep(0.02))
+    result = client.call_async(Trigger.Request())
+    assert wait_until(result.done, 30.0, lambda: time.sleep(0.02)) and result.result().success
+    names = arm._gripper_names
 
-        def open_and_still() -> bool:  # (called with the state lock held)
-            speeds = [arm.feedback.velocities.get(n, 1.0) for n in names]
-            return arm.gripper_aperture() > 0.055 and arm.config.fingers_settled(speeds)
+    def open_and_still() -> bool:  # (called with the state lock held)
+        speeds = [arm.feedback.velocities.get(n, 1.0) for n in names]
+        return arm.gripper_aperture() > 0.055 and arm.config.fingers_settled(speeds)
 
-        assert arm.wait_until(open_and_still, 2.0)
-        arm.assume_gripper_open()
-        n = len(sent)
-        assert arm.set_gripper(False) > 0.055
-        time.sleep(0.3)  # a command it sent would have arrived
-        assert len(sent) == n
-    finally:
-        node.destroy_client(client)
-        node.destroy_subscription(sub)
+    assert arm.wait_until(open_and_still, 2.0)
+    arm.assume_gripper_open()
+    n = len(sent)
+    assert arm.set_gripper(False) > 0.055
+    time.sleep(0.3)  # a command it sent would have arrived
+    assert len(sent) == n
 
 
 def test_move_arm_through_is_one_blended_trajectory(ros_arm) -> None:
     arm, _, proc, log = ros_arm
     node = arm.node
     commands: list[JointTrajectory] = []
-    sub_cmd = node.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory",
-                                       commands.append, 10)
+    before = node.count_subscribers("/arm_controller/joint_trajectory")
+    node.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory",
+                             commands.append, 10)  # (see KEPT)
+    assert wait_until(lambda: node.count_subscribers("/arm_controller/joint_trajectory")
+                      > before, 10.0, lambda: time.sleep(0.02))
+    assert arm.move_arm(HOME)
+    assert wait_until(lambda: bool(commands), 10.0, lambda: time.sleep(0.02))
+    commands.clear()
+    out = HOME + np.array([0.6, 0.0, 0.0, 0.0, 0.0])
+    t0 = arm.arm_time_s()
+    assert arm.move_arm_through([out, HOME]), log.read_text()[-2000:]
+    # It started at the last waypoint, yet waited for the whole path: both segments'
+    # 0.3 s at 2 rad/s (arrival counts from the start of the last segment). The path
+    # itself is sim_arm's to follow (sampling: test_ros_common).
+    assert arm.arm_time_s() - t0 >= 0.6
+    np.testing.assert_allclose(arm.read_arm_joints(), HOME, atol=0.02)
+    assert wait_until(lambda: bool(commands), 5.0, lambda: time.sleep(0.02))
+    assert len(commands) == 1 and len(commands[0].points) == 2
+    # Not blended: one trajectory per waypoint, each waited for.
+    commands.clear()
+    arm.config.blend_waypoints = False
     try:
-        assert wait_until(lambda: node.count_subscribers("/arm_controller/joint_trajectory") > 1,
-                          10.0, lambda: time.sleep(0.02))
-        assert arm.move_arm(HOME)
-        assert wait_until(lambda: bool(commands), 10.0, lambda: time.sleep(0.02))
-        commands.clear()
-        out = HOME + np.array([0.6, 0.0, 0.0, 0.0, 0.0])
-        t0 = arm.arm_time_s()
         assert arm.move_arm_through([out, HOME]), log.read_text()[-2000:]
-        # It started at the last waypoint, yet waited for the whole path: both segments'
-        # 0.3 s at 2 rad/s (arrival counts from the start of the last segment). The path
-        # itself is sim_arm's to follow (sampling: test_ros_common).
-        assert arm.arm_time_s() - t0 >= 0.6
-        np.testing.assert_allclose(arm.read_arm_joints(), HOME, atol=0.02)
-        assert wait_until(lambda: bool(commands), 5.0, lambda: time.sleep(0.02))
-        assert len(commands) == 1 and len(commands[0].points) == 2
-        # Not blended: one trajectory per waypoint, each waited for.
-        commands.clear()
-        arm.config.blend_waypoints = False
-        try:
-            assert arm.move_arm_through([out, HOME]), log.read_text()[-2000:]
-        finally:
-            arm.config.blend_waypoints = True
-        assert wait_until(lambda: len(commands) >= 2, 5.0, lambda: time.sleep(0.02))
-        assert [len(c.points) for c in commands] == [1, 1]
-        np.testing.assert_allclose(arm.read_arm_joints(), HOME, atol=0.02)
-        assert arm.move_arm_through([]) is True
-        with pytest.raises(ValueError, match="finite"):
-            arm.move_arm_through([out, np.full(5, np.nan)])
     finally:
-        node.destroy_subscription(sub_cmd)
+        arm.config.blend_waypoints = True
+    assert wait_until(lambda: len(commands) >= 2, 5.0, lambda: time.sleep(0.02))
+    assert [len(c.points) for c in commands] == [1, 1]
+    np.testing.assert_allclose(arm.read_arm_joints(), HOME, atol=0.02)
+    assert arm.move_arm_through([]) is True
+    with pytest.raises(ValueError, match="finite"):
+        arm.move_arm_through([out, np.full(5, np.nan)])
     assert proc.poll() is None
-
-
-def test_a_command_that_reaches_the_arm_late_is_waited_for(ros_arm) -> None:
-    """Arrival is judged once the command has been taken up: an out-and-back path relayed to
-    the arm 0.5 s (wall; 2 s of the arm's time) late would otherwise "arrive" at once, the arm
-    standing at its start that is also the path's end."""
-    arm, _, _, log = ros_arm
-    node = arm.node
-    assert arm.move_arm(HOME), log.read_text()[-2000:]
-    relay_pub = node.create_publisher(JointTrajectory, "/arm_controller/joint_trajectory",
-                                      qos.COMMAND_QOS)
-    forwarded = threading.Event()
-
-    def relay(msg: JointTrajectory) -> None:
-        def forward() -> None:
-            relay_pub.publish(msg)
-            forwarded.set()
-        threading.Timer(0.5, forward).start()
-
-    relay_sub = node.create_subscription(JointTrajectory, "/late/arm", relay, qos.COMMAND_QOS)
-    # The relay's 0.5 s of wall time is ~2 s of arm time: a margin well beyond it, so that a
-    # loaded machine delaying the relay further does not time the move out.
-    late = RosArm(node, RobotConfig(), RosArmConfig(arm_trajectory_topic="/late/arm",
-                                                    move_timeout_margin_s=10.0))
-    try:
-        assert late.feedback.wait_for_joints(late.arm_joint_names, 10.0)
-        assert wait_until(lambda: late._arm_pub.get_subscription_count() > 0
-                          and relay_pub.get_subscription_count() > 0, 10.0,
-                          lambda: time.sleep(0.02))
-        t0 = late.arm_time_s()
-        assert late.move_arm_through([HOME + np.array([0.6, 0.0, 0.0, 0.0, 0.0]), HOME])
-        assert forwarded.is_set()  # not done before the arm even had the command
-        assert late.arm_time_s() - t0 >= 0.6
-        np.testing.assert_allclose(late.read_arm_joints(), HOME, atol=0.02)
-    finally:
-        node.destroy_subscription(relay_sub)
-        node.destroy_publisher(relay_pub)
 
 
 def test_grasp_skill_over_ros(ros_arm) -> None:
