@@ -109,6 +109,10 @@ def _marked_processes(marker: str) -> list[int]:
     return found
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Launch:
     """``ros2 launch q_grasp sim_train.launch.py ARGS`` in a folder of its own, output to a log."""
 
@@ -119,9 +123,12 @@ class Launch:
                     "ROS_HOME": str(cwd / "ros_home"), "PYTHONUNBUFFERED": "1"}
         self.log_path = cwd / "launch.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        # SIGINT back to its default: a suite started in the background (nohup, `cmd &` in a
+        # script) hands its children SIGINT ignored, and Python keeps it so.
         self.proc = subprocess.Popen(["ros2", "launch", "q_grasp", "sim_train.launch.py", *args],
                                      cwd=cwd, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_default_sigint)
 
     @property
     def log(self) -> str:
