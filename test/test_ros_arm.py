@@ -111,16 +111,21 @@ def test_motion_end_is_the_arm_time_a_motion_ended(ros_arm) -> None:
     assert arm.move_arm(HOME), log.read_text()[-2000:]
 
 
-def test_a_gripper_already_where_it_was_sent_gets_no_command(ros_arm) -> None:
-    arm, *_ = ros_arm
-    node = arm.node
+def _gripper_commands(arm: RosArm) -> list[JointTrajectory]:
+    """The gripper commands the arm sends from now on (a subscription matched with its
+    publisher; kept, see KEPT)."""
     sent: list[JointTrajectory] = []
     before = arm._gripper_pub.get_subscription_count()
-    node.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory",
-                             sent.append, qos.COMMAND_QOS)  # (see KEPT)
-    # matched with the arm's publisher
+    arm.node.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory",
+                                 sent.append, qos.COMMAND_QOS)
     assert wait_until(lambda: arm._gripper_pub.get_subscription_count() > before, 10.0,
                       lambda: time.sleep(0.02))
+    return sent
+
+
+def test_a_gripper_already_where_it_was_sent_gets_no_command(ros_arm) -> None:
+    arm, *_ = ros_arm
+    sent = _gripper_commands(arm)
     assert arm.set_gripper(False) > 0.055  # open, sent (or already so): settles open
     time.sleep(0.3)  # a command it sent has arrived
     n = len(sent)
@@ -140,13 +145,8 @@ def test_a_gripper_opened_by_a_reset_gets_no_command_once_assumed_open(ros_arm) 
 
     arm, *_ = ros_arm
     node = arm.node
-    sent: list[JointTrajectory] = []
-    before = arm._gripper_pub.get_subscription_count()
-    node.create_subscription(JointTrajectory, "/gripper_controller/joint_trajectory",
-                             sent.append, qos.COMMAND_QOS)  # (see KEPT)
+    sent = _gripper_commands(arm)
     client = node.create_client(Trigger, "/sim_arm/reset_scene")
-    assert wait_until(lambda: arm._gripper_pub.get_subscription_count() > before, 10.0,
-                      lambda: time.sleep(0.02))
     assert client.wait_for_service(timeout_sec=10.0)
     assert arm.set_gripper(True) < 0.004
     assert wait_until(lambda: bool(sent), 5.0, lambda: time.sleep(0.02))
