@@ -8,6 +8,7 @@ and keep running. Building messages is the nodes' (q_grasp.nodes.convert).
 from __future__ import annotations
 
 import array
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -74,6 +75,24 @@ def stamp_ns(msg: Any) -> int:
 def stamp_s(msg: Any) -> float:
     """A stamped message's header stamp in seconds."""
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+RESET_STAMP_PREFIX = "reset stamp "
+"""sim_arm's ~/reset_scene answers end with this and the reset's time in seconds, on the clock
+of its message stamps (std_srvs/Trigger has only a message string to carry it): the stamp of
+the last tick before the reset, so every message stamped later shows the new scene."""
+
+
+def reset_stamp_s(message: str) -> float | None:
+    """The reset time in a ~/reset_scene answer (None: the answer does not say)."""
+    _, sep, tail = message.rpartition(RESET_STAMP_PREFIX)
+    if not sep:
+        return None
+    try:
+        value = float(tail.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def duration_to_s(duration: Any) -> float:

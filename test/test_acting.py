@@ -39,8 +39,8 @@ class View:
     def count(self, key: str) -> None:
         pass
 
-    def reset_scene(self) -> bool:
-        return False
+    def reset_scene(self) -> float | None:
+        return None
 
     def can_reset(self) -> bool:
         return False
@@ -128,3 +128,24 @@ def test_the_oldest_silent_input_is_named(reacher_setup) -> None:
     acting, _, _ = make_acting(reacher_setup)
     assert acting.feedback_age(10.0, None) is None
     assert acting.feedback_age(10.0, 7.5) == ("joint states", 2.5)
+
+
+def test_the_first_frame_after_a_reset_is_stamped_after_it(reacher_setup) -> None:
+    # Joint states seen before a reset's answer may all predate it: the frame the episode
+    # starts from must be stamped settle_time_s after the reset, not after them.
+    acting, _, _ = make_acting(reacher_setup)
+    asked = []
+
+    class AskedError(Exception):
+        pass
+
+    def wait_for_frame(after_s: float):
+        asked.append(after_s)
+        raise AskedError
+
+    acting.wait_for_frame = wait_for_frame
+    for not_before_s in (5.0, -3.0):
+        with pytest.raises(AskedError):
+            acting.settled_frame(not_before_s=not_before_s)
+    settle_s = acting.config().settle_time_s
+    assert asked == [5.0 + settle_s, 0.0 + settle_s]  # the arm's clock reads 0.0

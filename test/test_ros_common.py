@@ -24,6 +24,7 @@ from q_grasp.messages import (
     joint_positions,
     msg_to_blob,
     parse_joint_trajectory,
+    reset_stamp_s,
 )
 from q_grasp.nodes import qos
 from q_grasp.nodes.convert import (
@@ -225,6 +226,17 @@ def test_blob_message_round_trip_and_label(monkeypatch) -> None:
 
 
 # ----------------------------------------------------------------------------- QoS
+
+
+@pytest.mark.parametrize("message, stamp", [
+    ("arm at home, 1 objects spawned; reset stamp 12.500000", 12.5),
+    ("arm at home, 2 objects spawned", None),              # another simulator's answer
+    ("arm at home; reset stamp soon", None),
+    ("arm at home; reset stamp nan", None),
+    ("arm at home; reset stamp inf", None),
+])
+def test_reset_stamp_read_from_the_reset_answer(message: str, stamp: float | None) -> None:
+    assert reset_stamp_s(message) == stamp
 
 
 def test_qos_profiles_match_design() -> None:

@@ -27,6 +27,8 @@ from q_grasp.messages import (  # noqa: E402
     color_image_to_numpy,
     depth_image_to_numpy,
     joint_positions,
+    reset_stamp_s,
+    stamp_s,
 )
 from q_grasp.node_processes import (  # noqa: E402
     start_node_process,
@@ -267,10 +269,17 @@ def test_reset_scene_service(sim_arm) -> None:
     assert probe.reset.wait_for_service(timeout_sec=10.0)
     probe.arm_pub.publish(trajectory(["base_joint"], [([-0.4], 0.3)]))
     probe.wait(lambda: abs(probe.joints(["base_joint"])[0] + 0.4) < 0.02, 20.0, "base at -0.4")
+    before_s = stamp_s(probe.last["/joint_states"])
     future = probe.reset.call_async(Trigger.Request())
     probe.wait(future.done, 20.0, "reset_scene response")
     assert future.result().success, future.result().message
-    probe.wait(lambda: np.abs(probe.joints(ARM) - HOME).max() < 0.02, 10.0, "home after reset")
+    # The answer carries the reset's stamp (that of the last tick before it): every joint
+    # state stamped later shows home.
+    reset_s = reset_stamp_s(future.result().message)
+    assert reset_s is not None and reset_s >= before_s - 1e-9, future.result().message
+    probe.wait(lambda: stamp_s(probe.last["/joint_states"]) > reset_s + 1e-6, 10.0,
+               "a joint state stamped after the reset")
+    np.testing.assert_allclose(probe.joints(ARM), HOME, atol=0.02)
 
 
 def test_bad_parameters_stop_a_sim_arm(sim_arm, tmp_path) -> None:

@@ -32,7 +32,7 @@ from q_grasp.learning.networks import (
 )
 from q_grasp.learning.schedules import boltzmann, epsilon_greedy, make_schedule
 
-MAX_Q_INTERVAL = 20
+MAX_Q_INTERVAL = 100
 """The learner measures the logged mean max-Q every this many updates (a U-Net needs full
 Q-maps for it, several times the cost of the update itself) and reports the latest measure in
 between."""

@@ -50,6 +50,11 @@ def to_time_msg(t_s: float) -> Time:
     return Time(sec=int(sec), nanosec=min(int(round((t_s - sec) * 1e9)), 999_999_999))
 
 
+def time_msg_s(msg: Time) -> float:
+    """builtin_interfaces/Time -> seconds."""
+    return msg.sec + msg.nanosec * 1e-9
+
+
 def to_duration_msg(t_s: float) -> Duration:
     """Seconds -> builtin_interfaces/Duration."""
     time_msg = to_time_msg(t_s)

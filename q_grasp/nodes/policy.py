@@ -26,6 +26,7 @@ Service client: sim_arm/reset_scene (std_srvs/Trigger) at the start of every gra
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -52,6 +53,7 @@ from q_grasp.messages import (
     color_image_to_numpy,
     depth_image_to_numpy,
     msg_to_blob,
+    reset_stamp_s,
     stamp_ns,
 )
 from q_grasp.node_params.policy import DYNAMIC_PARAMETERS, PolicyConfig
@@ -337,18 +339,19 @@ class PolicyNode(Node):
         """A reset service is configured and ready now."""
         return self._reset_client is not None and self._reset_client.service_is_ready()
 
-    def reset_scene(self) -> bool:
-        """Call the reset service (if any) and wait for it; True when it reported success
-        (a failure is counted and logged)."""
+    def reset_scene(self) -> float | None:
+        """Call the reset service (if any) and wait for it: None unless it reported success
+        (a failure is counted and logged); else the reset's stamp, -inf when the answer does
+        not carry one (messages.reset_stamp_s)."""
         client = self._reset_client
         if client is None:
-            return False
+            return None
         if not client.wait_for_service(timeout_sec=1.0):
             self.diagnostics.count("reset_unavailable")
             self.get_logger().warn(f"reset service {client.srv_name} not available; "
                                    "continuing with the scene as it is",
                                    throttle_duration_sec=30.0)
-            return False
+            return None
         done = threading.Event()
         future = client.call_async(Trigger.Request())
         future.add_done_callback(lambda _: done.set())
@@ -360,14 +363,15 @@ class PolicyNode(Node):
                 future.cancel()
                 self.diagnostics.count("reset_timeouts")
                 self.get_logger().warn("scene reset timed out")
-                return False
+                return None
         result = future.result()
         if result is None or not result.success:
             self.diagnostics.count("reset_failures")
             self.get_logger().warn(f"scene reset failed: {result.message if result else '?'}")
-            return False
+            return None
         self.diagnostics.count("resets")
-        return True
+        stamp = reset_stamp_s(result.message)
+        return -math.inf if stamp is None else stamp
 
     # ----------------------------------------------------------------------------- display
 

@@ -40,10 +40,16 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from q_grasp.kinematics.camera import quaternion_xyzw
-from q_grasp.messages import accepted_trajectory
+from q_grasp.messages import RESET_STAMP_PREFIX, accepted_trajectory
 from q_grasp.node_params.sim_arm import DYNAMIC_PARAMETERS, SimArmConfig
 from q_grasp.nodes import qos
-from q_grasp.nodes.convert import camera_info_msg, image_msg, joint_state_msg, to_time_msg
+from q_grasp.nodes.convert import (
+    camera_info_msg,
+    image_msg,
+    joint_state_msg,
+    time_msg_s,
+    to_time_msg,
+)
 from q_grasp.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from q_grasp.nodes.params import declare_config
 from q_grasp.nodes.runtime import run_node
@@ -206,7 +212,10 @@ class SimArmNode(Node):
         self.diagnostics.count("resets")
         self.diagnostics.set(objects=len(objects))
         response.success = True
-        response.message = f"arm at home, {len(objects)} objects spawned"
+        # The reset's stamp (the clock of this node's messages) lets a policy tell frames of
+        # the new scene from frames published before it (RESET_STAMP_PATTERN).
+        response.message = (f"arm at home, {len(objects)} objects spawned; "
+                            f"{RESET_STAMP_PREFIX}{time_msg_s(self._stamp(self.loop.reset_time_s)):.9f}")
         return response
 
     def _on_spawn_scene(self, request: Trigger.Request, response: Trigger.Response

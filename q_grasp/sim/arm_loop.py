@@ -96,6 +96,7 @@ class SimArmLoop:
         # skip_physics_when_still: sim time since which nothing has moved (None: moving)
         self._still_since_s: float | None = None
         self.skipping = False  # the last control tick let time pass without physics
+        self.reset_time_s = 0.0  # simulated time of the latest reset()
         self.ticks_skipped = 0
         self.loop_iterations = 0
         self._joint, self._camera, self._clock = Stream(), Stream(), Stream()
@@ -126,8 +127,10 @@ class SimArmLoop:
         return objects
 
     def reset(self) -> list[int]:
-        """Arm home, gripper open, trajectories dropped, a new scene; the objects' ids."""
+        """Arm home, gripper open, trajectories dropped, a new scene; the objects' ids.
+        ``reset_time_s``: the simulated time it happened at."""
         with self.lock:
+            self.reset_time_s = self.sim_time_s
             self.robot.home()
             self.arm.cancel(self.robot.home_positions)
             self.gripper.cancel(np.asarray(self.config.robot.gripper_open_positions))

@@ -10,6 +10,7 @@ scene reset and the pictures drawn for people. Nothing here needs ROS.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -41,9 +42,9 @@ class ActingView(Protocol):
     def count(self, key: str) -> None:
         """Add one to a diagnostics counter."""
 
-    def reset_scene(self) -> bool:
-        """Ask for a fresh scene (the start of a grasp episode); True when one came (never
-        raises on failure)."""
+    def reset_scene(self) -> float | None:
+        """Ask for a fresh scene (the start of a grasp episode); None unless one came (never
+        raises on failure), else the arm-clock time of the reset (-inf: not known)."""
 
     def can_reset(self) -> bool:
         """A scene reset is available now (a success may then be left to it)."""
@@ -252,13 +253,17 @@ class Acting:
             self.view.count("frame_timeouts")
             raise
 
-    def settled_frame(self, after_motion: bool = False) -> tuple[np.ndarray, CameraFrame]:
+    def settled_frame(self, after_motion: bool = False, not_before_s: float = -math.inf
+                      ) -> tuple[np.ndarray, CameraFrame]:
         """The first frame stamped settle_time_s (arm clock) after now -- or, ``after_motion``,
-        after the end of the arm's last motion -- and its observation. (One wait: the frame's
-        stamp says that the time has passed, so no joint state need say it first.)"""
+        after the end of the arm's last motion -- and not before ``not_before_s`` (a scene
+        reset: the joint states seen so far may all predate it), and its observation. (One
+        wait: the frame's stamp says that the time has passed, so no joint state need say it
+        first.)"""
         since = self.arm.motion_end_s if after_motion else None
         if since is None:
             since = self.arm.arm_time_s()
+        since = max(since, not_before_s)
         frame = self.wait_for_frame(since + self.config().settle_time_s)
         return self.task.observation(frame.rgb, frame.heightmap), frame
 
@@ -282,7 +287,8 @@ class Acting:
         the attempt limit."""
         cfg, task = self.config(), self.task
         self.actor.new_episode()
-        reset = self.view.reset_scene()
+        reset_at = self.view.reset_scene()
+        reset = reset_at is not None
         home = np.asarray(self.robot.home_positions, float)
 
         def at_home() -> bool:
@@ -297,7 +303,7 @@ class Acting:
                 self.arm.wait_until(at_home, RESET_HOME_WAIT_S)
         if not at_home():
             self.arm.move_arm(home)  # out of the camera's view
-        obs, frame = self.settled_frame()
+        obs, frame = self.settled_frame(not_before_s=-math.inf if reset_at is None else reset_at)
         attempts = 0
         place = np.asarray(cfg.place_joint_positions, float)
         if place.size and place.size != len(self.robot.arm_joint_names):
