@@ -1,7 +1,7 @@
 """Cost of the MCAP recorder and the Rerun viewer on the main job's throughput.
 
     python benchmarks/bench_recorder_viewer.py [--rounds 2] [--transitions 200]
-        [--modes off record viewer] [--baseline DIR]
+        [--modes off record viewer] [--baseline DIR] [--out FILE]
 
 Runs `python -m q_grasp.nodes.bringup --task grasp --trainer-process --max-transitions N
 --eval-episodes 0 --catch-up false` with neither, with --record and with --viewer, alternating
@@ -14,8 +14,7 @@ start-up work such as imports, the policy's reach table or the viewer's URDF). I
 the viewer's own CPU per transition: its drawing thread plus Rerun's native threads (each
 thread's CPU from /proc; the runs name their Python threads through a sitecustomize), a figure
 that, unlike the whole process's, does not move with how long the actor waits on a loaded
-machine. Writes
-benchmarks/results/recorder_viewer.json.
+machine. Writes benchmarks/results/recorder_viewer.json (or --out).
 """
 
 from __future__ import annotations
@@ -30,7 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from q_grasp.node_processes import ros_child_env, unique_domain_id
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from q_grasp.node_processes import ros_child_env, unique_domain_id  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recorder_viewer.json"
 MODES = {"off": [], "record": ["--record"], "viewer": ["--viewer", "--viewer-port", "29090"]}
@@ -133,7 +134,11 @@ def main() -> int:
     parser.add_argument("--baseline", metavar="DIR",
                         help="also run --viewer with the q_grasp of DIR (an older version, e.g. "
                         "`git archive COMMIT | tar -x -C DIR`) as mode viewer_baseline")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help=f"result file (default {RESULTS.relative_to(RESULTS.parents[2])})")
     args = parser.parse_args()
+    if args.rounds < 1 or args.transitions < 1:
+        parser.error("--rounds and --transitions must be >= 1")
     modes = {m: (MODES[m], None) for m in args.modes}
     if args.baseline:
         if not (Path(args.baseline) / "q_grasp" / "nodes" / "viewer.py").is_file():
@@ -156,9 +161,10 @@ def main() -> int:
                                  "viewer_cpu_s_per_transition")
                        if all(r[k] is not None for r in mine)}
     print(json.dumps(means))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "runs": rows,
-                                   "means": means}, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "runs": rows,
+                                    "means": means}, indent=2) + "\n")
+    print(f"wrote {args.out}")
     return 0
 
 
