@@ -213,7 +213,7 @@ class SimArmNode(Node):
         self.diagnostics.set(objects=len(objects))
         response.success = True
         # The reset's stamp (the clock of this node's messages) lets a policy tell frames of
-        # the new scene from frames published before it (RESET_STAMP_PATTERN).
+        # the new scene from frames published before it (messages.reset_stamp_s).
         response.message = (f"arm at home, {len(objects)} objects spawned; "
                             f"{RESET_STAMP_PREFIX}{time_msg_s(self._stamp(self.loop.reset_time_s)):.9f}")
         return response
