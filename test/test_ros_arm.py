@@ -16,7 +16,7 @@ pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip("rclpy")
 
 from geometry_msgs.msg import PoseArray  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from q_grasp.kinematics import KinematicChain  # noqa: E402
@@ -51,7 +51,11 @@ def ros_arm(tmp_path_factory, ros_domain_env):
     node.create_subscription(PoseArray, "/sim_arm/object_poses", objects.append,
                              qos.DEFAULT_QOS)
     arm = RosArm(node, RobotConfig(), RosArmConfig())
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    # The node processes' executor (q_grasp.nodes.runtime). rclpy's MultiThreadedExecutor
+    # piles up thousands of pending futures here and stalls the process for up to a second
+    # at a time (it then saw ~20 of sim_arm's 240 joint states per second, and missed whole
+    # moves).
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
@@ -237,7 +241,7 @@ def test_a_clock_that_goes_back_ends_the_wait(monkeypatch) -> None:
     robot = RobotConfig()
     arm = RosArm(node, robot, RosArmConfig())
     driver = node.create_publisher(JointState, "joint_states", qos.JOINT_STATES_PUBLISHER_QOS)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
