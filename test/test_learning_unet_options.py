@@ -186,3 +186,48 @@ def test_sigmoid_output_bounds_the_q_map_and_still_learns_a_success_probability(
         UNetQMap(1, 1, 8, 8, output="tanh")
     with pytest.raises(ValueError, match="network.unet_output"):
         ExperimentConfig.from_dict({"network": {"unet_output": "relu"}})
+
+
+def test_bce_loss_is_the_cross_entropy_of_the_logits_and_learns_the_success_rate() -> None:
+    """dqn.loss bce: binary cross-entropy between the sigmoid head's probability (taken from
+    its logit) and the 0/1 reward. One grasp that succeeded 3 times in 4 ends near 0.75."""
+    from torch.nn import functional as F
+
+    from q_grasp.learning.buffer import ReplayBatch
+    from q_grasp.learning.config import DQNConfig
+    from q_grasp.learning.dqn import dqn_update, make_optimizer
+
+    torch.manual_seed(0)
+    net = UNetQMap(1, 2, 8, 8, base_channels=4, depth=2, output="sigmoid",
+                   rotation_equivariant=True)
+    cfg = DQNConfig(gamma=0.0, loss="bce", learning_rate=0.01, batch_size=4)
+    opt = make_optimizer(net.parameters(), cfg)
+    obs = torch.rand(1, 1, 8, 8).repeat(4, 1, 1, 1)
+    actions = torch.full((4,), 64 + 27)
+    rewards = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    batch = ReplayBatch(obs, actions, rewards, None, torch.ones(4), torch.zeros(4),
+                        torch.ones(4, dtype=torch.int64), torch.ones(4), torch.arange(4))
+    logit, _ = net.q_taken_and_max(obs, actions, with_max=False, logits=True)
+    q_taken, _ = net.q_taken_and_max(obs, actions, with_max=False)
+    assert torch.allclose(torch.sigmoid(logit), q_taken, atol=1e-6)
+    expected = float(F.binary_cross_entropy_with_logits(logit, rewards))
+    first = dqn_update(net, net, opt, batch, cfg)
+    assert first.loss == pytest.approx(expected, rel=1e-5)
+    assert first.mean_q == pytest.approx(float(q_taken.mean()), abs=1e-6)
+    for _ in range(200):
+        result = dqn_update(net, net, opt, batch, cfg)
+    assert result.mean_q == pytest.approx(0.75, abs=0.02)
+    assert result.loss == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)),
+                                        abs=0.01)
+
+
+def test_bce_loss_needs_gamma_zero_and_a_sigmoid_u_net() -> None:
+    sigmoid_unet = {"kind": "unet", "unet_output": "sigmoid"}
+    ExperimentConfig.from_dict({"network": sigmoid_unet, "dqn": {"gamma": 0.0, "loss": "bce"}})
+    with pytest.raises(ValueError, match="dqn.loss: bce needs gamma 0"):
+        ExperimentConfig.from_dict({"network": sigmoid_unet,
+                                    "dqn": {"gamma": 0.9, "loss": "bce"}})
+    with pytest.raises(ValueError, match="dqn.loss: bce needs a U-Net with network.unet_output "
+                                         "sigmoid"):
+        ExperimentConfig.from_dict({"network": {"kind": "unet"},
+                                    "dqn": {"gamma": 0.0, "loss": "bce"}})

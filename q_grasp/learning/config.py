@@ -186,8 +186,10 @@ class DQNConfig:
     """Transitions per gradient step."""
     double_q: bool = True
     """Double DQN: pick a' with the online network, evaluate it with the target network."""
-    loss: Literal["huber", "mse"] = "huber"
-    """Huber (smooth L1) or mean squared TD error."""
+    loss: Literal["huber", "mse", "bce"] = "huber"
+    """Huber (smooth L1) or mean squared TD error; or "bce", binary cross-entropy between the
+    success probability and the 0/1 reward, for gamma 0 and a network with a sigmoid output
+    (network.unet_output: sigmoid; the loss takes its logits)."""
     huber_delta: float = 1.0
     """Huber loss: quadratic within +-delta, linear outside."""
     max_grad_norm: float | None = 10.0
@@ -207,6 +209,8 @@ class DQNConfig:
         _check(self.weight_decay >= 0.0, "dqn.weight_decay", "must be >= 0", self.weight_decay)
         _check(self.batch_size >= 1, "dqn.batch_size", "must be >= 1", self.batch_size)
         _check(self.huber_delta > 0, "dqn.huber_delta", "must be > 0", self.huber_delta)
+        _check(self.loss != "bce" or self.gamma == 0.0, "dqn.loss",
+               "bce needs gamma 0 (targets are the 0/1 rewards themselves)", self.loss)
         if self.max_grad_norm is not None:
             _check(self.max_grad_norm > 0, "dqn.max_grad_norm", "must be > 0 or null",
                    self.max_grad_norm)
@@ -335,6 +339,9 @@ class ExperimentConfig:
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
+        _check(self.dqn.loss != "bce" or (self.network.kind != "mlp"
+                                           and self.network.unet_output == "sigmoid"),
+               "dqn.loss", "bce needs a U-Net with network.unet_output sigmoid", self.dqn.loss)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

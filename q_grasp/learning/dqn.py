@@ -25,7 +25,7 @@ class UpdateResult(NamedTuple):
     """What one gradient step reports."""
 
     loss: float
-    """Mean (importance-weighted) Huber/MSE TD loss."""
+    """Mean (importance-weighted) Huber/MSE TD loss, or binary cross-entropy."""
     mean_q: float
     """Mean Q(s, a) of the batch's actions."""
     mean_max_q: float
@@ -83,16 +83,26 @@ def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.O
     needs (then NaN unless it comes for free)."""
     target = td_target(q_net, target_net, batch, cfg.gamma, cfg.double_q)
     taken_and_max = getattr(q_net, "q_taken_and_max", None)
-    if taken_and_max is not None:  # q_grasp networks (the U-Net evaluates only taken pixels)
+    if cfg.loss == "bce":
+        # Q = sigmoid(logit) = P(success): the loss takes the logits, whose gradient does not
+        # vanish where the sigmoid saturates (a Huber loss on the probabilities stalls there).
+        if taken_and_max is None or getattr(q_net, "config", {}).get("output") != "sigmoid":
+            raise ValueError("dqn.loss bce needs a network with a sigmoid output "
+                             "(network.unet_output: sigmoid)")
+        logit, q_max = taken_and_max(batch.observations, batch.actions, measure_max_q,
+                                     logits=True)
+        per_sample = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
+        q_taken = torch.sigmoid(logit)
+    elif taken_and_max is not None:  # q_grasp networks (the U-Net evaluates only taken pixels)
         q_taken, q_max = taken_and_max(batch.observations, batch.actions, measure_max_q)
-        q_max = math.nan if q_max is None else q_max
     else:
         q_all = q_net(batch.observations).flatten(1)
         q_taken = q_all.gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
         q_max = float(q_all.detach().max(dim=1).values.mean())
+    q_max = math.nan if q_max is None else q_max
     if cfg.loss == "huber":
         per_sample = F.huber_loss(q_taken, target, reduction="none", delta=cfg.huber_delta)
-    else:
+    elif cfg.loss == "mse":
         per_sample = F.mse_loss(q_taken, target, reduction="none")
     loss = (batch.weights * per_sample).mean()
 

@@ -300,7 +300,7 @@ class UNetQMap(_Predictor):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         self._check_obs(obs)
         if not self.config["rotation_equivariant"]:
-            return self._q_maps(obs)
+            return self._output(self._q_maps(obs))
         # Rotation k scores grasps at yaw theta_k = k*pi/R. Turning the image by -theta_k turns
         # such a grasp into a yaw-0 grasp, which the single head scores; the map is turned
         # back by +theta_k. So a turned scene gives the same Q-values at the turned pixel and
@@ -311,7 +311,7 @@ class UNetQMap(_Predictor):
         yaws = yaws.repeat(batch)
         turned = rotate_images(obs.repeat_interleave(n_rot, dim=0), -yaws, "zeros")
         q = rotate_images(self._q_maps(turned), yaws, "border")
-        return q.view(batch, n_rot, *obs.shape[-2:])
+        return self._output(q.view(batch, n_rot, *obs.shape[-2:]))
 
     def _check_obs(self, obs: torch.Tensor) -> None:
         if obs.dim() != 4 or obs.shape[1] != self.config["in_channels"]:
@@ -331,17 +331,20 @@ class UNetQMap(_Predictor):
                              padding=k // 2, count_include_pad=False).view_as(q)
         return q.flatten(1)
 
-    def q_taken_and_max(self, obs: torch.Tensor, actions: torch.Tensor, with_max: bool = True
-                        ) -> tuple[torch.Tensor, float | None]:
+    def q_taken_and_max(self, obs: torch.Tensor, actions: torch.Tensor, with_max: bool = True,
+                        logits: bool = False) -> tuple[torch.Tensor, float | None]:
         """Q(obs, action) with gradients, from the decoder evaluated only around the taken
         pixel: the loss depends on one pixel per sample, and the decoder's high-resolution
         levels are most of a full Q-map's cost (forward and backward). The encoder still runs
         on the whole image (the bottleneck sees all of it). The batch mean of max_a Q needs
-        full Q-maps, so it is computed only ``with_max``, on MAX_Q_SAMPLES samples."""
+        full Q-maps, so it is computed only ``with_max``, on MAX_Q_SAMPLES samples.
+        ``logits``: the head's values before the sigmoid of ``output: sigmoid`` (what a
+        cross-entropy loss takes; the same values for a linear head)."""
         self._check_obs(obs)
         c = self.config
         if c["up_mode"] != "transpose":  # the windowed decoder follows transposed up-sampling
-            return self._q_taken_and_max_full(obs, actions, with_max)
+            q_taken, q_max = self._q_taken_and_max_full(obs, actions, with_max)
+            return (q_taken if logits else self._output(q_taken)), q_max
         height, width = obs.shape[-2:]
         # Window positions are integer bookkeeping on B numbers: numpy, not a dozen tensor ops.
         rot, pixel = np.divmod(actions.detach().cpu().numpy().astype(np.int64), height * width)
@@ -363,18 +366,23 @@ class UNetQMap(_Predictor):
                                     2)[:, 0]
             q_taken = ((1 - fy) * ((1 - fx) * q_win[:, 0, 0:1] + fx * q_win[:, 0, 1:2])
                        + fy * ((1 - fx) * q_win[:, 1, 0:1] + fx * q_win[:, 1, 1:2])).squeeze(1)
-        return q_taken, self._mean_max_q(obs) if with_max else None
+        return (q_taken if logits else self._output(q_taken),
+                self._mean_max_q(obs) if with_max else None)
 
     def _q_taken_and_max_full(self, obs: torch.Tensor, actions: torch.Tensor, with_max: bool
                               ) -> tuple[torch.Tensor, float | None]:
-        if not self.config["rotation_equivariant"]:
-            return super().q_taken_and_max(obs, actions, with_max)
+        """Like q_taken_and_max from full Q-maps; the taken values before ``_output``."""
         c = self.config
         hw = c["height"] * c["width"]
         rot, pixel = actions.long() // hw, actions.long() % hw
-        yaws = rot.to(obs.dtype) * (math.pi / c["n_rotations"])
-        q_map = rotate_images(self._q_maps(rotate_images(obs, -yaws, "zeros")), yaws, "border")
-        q_taken = q_map.flatten(1).gather(1, pixel.unsqueeze(1)).squeeze(1)
+        if not c["rotation_equivariant"]:
+            q_map = self._q_maps(obs).flatten(1)
+            q_taken = q_map.gather(1, actions.long().unsqueeze(1)).squeeze(1)
+        else:
+            yaws = rot.to(obs.dtype) * (math.pi / c["n_rotations"])
+            q_map = rotate_images(self._q_maps(rotate_images(obs, -yaws, "zeros")), yaws,
+                                  "border")
+            q_taken = q_map.flatten(1).gather(1, pixel.unsqueeze(1)).squeeze(1)
         return q_taken, self._mean_max_q(obs) if with_max else None
 
     def _mean_max_q(self, obs: torch.Tensor) -> float:
@@ -403,11 +411,12 @@ class UNetQMap(_Predictor):
         h = skips.pop()
         for block in self.up:
             h = block(h, skips.pop())
-        return self._output(self.head(h)[:, :, :height, :width].contiguous())
+        return self.head(h)[:, :, :height, :width].contiguous()
 
     def _output(self, q: torch.Tensor) -> torch.Tensor:
-        # A success probability (gamma 0, 0/1 rewards) cannot leave [0, 1]; a linear head's
-        # never-tried pixels drift above 1 and then win the argmax.
+        """The head's values (logits for ``output: sigmoid``) as Q-values. A success
+        probability (gamma 0, 0/1 rewards) cannot leave [0, 1]; a linear head's never-tried
+        pixels drift above 1 and then win the argmax."""
         return torch.sigmoid(q) if self.config["output"] == "sigmoid" else q
 
     def _q_windows(self, obs: torch.Tensor, top: np.ndarray, left: np.ndarray, size: int
@@ -441,7 +450,7 @@ class UNetQMap(_Predictor):
             x = x * _inside(w_top - 1, w_left - 1, w_size + 2, height, width, h)
             h = act2(F.conv2d(x, conv2.weight, conv2.bias))
             top, left = w_top, w_left
-        return self._output(self.head(h))
+        return self.head(h)
 
     def predict_pixel(self, obs: np.ndarray) -> tuple[int, int, int]:
         """Greedy (rotation, row, col) for one observation (C, H, W)."""
