@@ -29,7 +29,7 @@ def test_defaults_validate_and_round_trip():
     ({"dqn": {"batch_size": "64"}}, r"dqn\.batch_size: expected an integer, got '64'"),
     ({"dqn": {"batch_size": 32.5}}, r"dqn\.batch_size: expected an integer"),
     ({"dqn": {"double_q": 1}}, r"dqn\.double_q: expected true or false"),
-    ({"dqn": {"loss": "l1"}}, r"dqn\.loss: must be one of \[.huber., .mse.\], got .l1."),
+    ({"dqn": {"loss": "l1"}}, r"dqn\.loss: must be one of \[.huber., .mse., .bce.\], got .l1."),
     ({"buffer": {"capacity": 0}}, r"buffer\.capacity: must be >= 1, got 0"),
     ({"buffer": {"augment": {"translate_px": -1}}}, r"buffer\.augment\.translate_px"),
     ({"network": {"hidden_sizes": [64, "x"]}}, r"network\.hidden_sizes\[1\]: expected an int"),
