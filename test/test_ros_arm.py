@@ -51,10 +51,9 @@ def ros_arm(tmp_path_factory, ros_domain_env):
     node.create_subscription(PoseArray, "/sim_arm/object_poses", objects.append,
                              qos.DEFAULT_QOS)
     arm = RosArm(node, RobotConfig(), RosArmConfig())
-    # The node processes' executor (q_grasp.nodes.runtime). rclpy's MultiThreadedExecutor
-    # piles up thousands of pending futures here and stalls the process for up to a second
-    # at a time (it then saw ~20 of sim_arm's 240 joint states per second, and missed whole
-    # moves).
+    # The node processes' executor (q_grasp.nodes.runtime): rclpy's MultiThreadedExecutor
+    # piles up pending futures under sim_arm's joint-state stream and stalls this process
+    # for up to a second, long enough to miss a whole move (ros_arm module doc).
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)

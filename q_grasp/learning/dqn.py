@@ -84,8 +84,8 @@ def dqn_update(q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.O
     target = td_target(q_net, target_net, batch, cfg.gamma, cfg.double_q)
     taken_and_max = getattr(q_net, "q_taken_and_max", None)
     if cfg.loss == "bce":
-        # Q = sigmoid(logit) = P(success): the loss takes the logits, whose gradient does not
-        # vanish where the sigmoid saturates (a Huber loss on the probabilities stalls there).
+        # Q = sigmoid(logit) = P(success). Taken on the logits, the loss's gradient is p - y:
+        # no sigmoid-derivative factor that vanishes where the sigmoid saturates.
         if taken_and_max is None or getattr(q_net, "config", {}).get("output") != "sigmoid":
             raise ValueError("dqn.loss bce needs a network with a sigmoid output "
                              "(network.unet_output: sigmoid)")

@@ -8,10 +8,9 @@ are q_grasp.joint_feedback.FeedbackArm's; this module connects it to the topics.
 
 The blocking calls (move_arm, move_arm_through, set_gripper) must run in a worker thread while
 the node's executor serves its callbacks in another: they wait for joint-state callbacks. Spin
-that executor as the node processes do (q_grasp.nodes.runtime: a SingleThreadedExecutor): with
-rclpy's MultiThreadedExecutor, a RosArm in a test process fed by sim_arm at 4x real time saw
-about 20 of 240 joint states per second, the rest lost in second-long stalls of its spin loop,
-and a short move could pass unseen.
+that executor as the node processes do (q_grasp.nodes.runtime: a SingleThreadedExecutor):
+rclpy's MultiThreadedExecutor can stall its process for up to a second under a fast joint-state
+stream, and the states of a whole short move are then lost.
 """
 
 from __future__ import annotations
