@@ -145,6 +145,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(f"--episodes: must be >= 1, got {args.episodes}")
     if not 0.0 <= args.epsilon <= 1.0:
         raise CliError(f"--epsilon: must be in [0, 1], got {args.epsilon}")
+    if args.select_smoothing_px is not None and not _valid_smoothing(args.select_smoothing_px):
+        raise CliError(f"--select-smoothing-px: must be an odd integer in [1, 15], got "
+                       f"{args.select_smoothing_px}")
     ckpt = load_checkpoint(args.checkpoint)
     env_info = ckpt.env or {}
     env_cfg = ckpt.config.env if ckpt.config else EnvConfig(id=env_info.get("id", ""))
@@ -160,6 +163,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env = make_env(env_cfg, render_mode=render_mode)
     ckpt.check_env(env)
     net = ckpt.build_network()
+    if args.select_smoothing_px is not None:
+        if net.kind != "unet":
+            raise CliError("--select-smoothing-px: only for U-Net (image) policies")
+        net.set_select_smoothing(args.select_smoothing_px)
     # Act as the run did (its reachability mask and failed-grasp memory), greedy or with
     # --epsilon.
     exploration = (dataclasses.replace(ckpt.config.exploration, eval_epsilon=args.epsilon)
@@ -218,6 +225,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2))
     return 0
+
+
+def _valid_smoothing(k: int) -> bool:
+    return 1 <= k <= 15 and k % 2 == 1
 
 
 def _parse_num_objects(text: str) -> tuple[int, int]:
@@ -328,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--set", action="append", metavar="env.kwargs.FIELD=VALUE",
                    help="override a field of the evaluation env, e.g. "
                    "--set env.kwargs.max_attempts=10")
+    e.add_argument("--select-smoothing-px", type=int, metavar="K",
+                   help="U-Net: act at the best KxK neighbourhood (odd, 1-15) instead of the "
+                   "checkpoint's network.unet_select_smoothing_px")
     e.add_argument("--video", help="write a GIF of the episodes here")
     e.add_argument("--fps", type=float, default=10.0)
     e.add_argument("--max-frames", type=int, default=600)

@@ -107,7 +107,7 @@ def test_eval_on_another_object_set(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     import q_grasp.learning.trainer as trainer
 
-    seen = []
+    seen, smoothing = [], []
     real = trainer.evaluate
 
     def spy(env, actor, episodes, **kwargs):
@@ -120,13 +120,15 @@ def test_eval_on_another_object_set(tmp_path, capsys, monkeypatch):
             return objects
 
         inner.scene.spawn = spawn
+        smoothing.append(actor.q_net.config["select_smoothing_px"])
         return real(env, actor, episodes, **kwargs)
 
     monkeypatch.setattr(trainer, "evaluate", spy)
     js = tmp_path / "e.json"
     assert main(["eval", "--checkpoint", ckpt, "--objects", "held_out", "--num-objects", "2",
                  "--episodes", "2", "--set", "env.kwargs.max_attempts=2", "--json",
-                 str(js)]) == 0
+                 str(js), "--select-smoothing-px", "3"]) == 0
+    assert smoothing == [3]
     text = capsys.readouterr().out
     assert "attempt success rate" in text and "95% CI" in text
     from q_grasp.sim.object_sets import object_set
@@ -142,7 +144,8 @@ def test_eval_on_another_object_set(tmp_path, capsys, monkeypatch):
     # Bad input: one line naming the set or the argument, before any episode.
     for argv, match in ((["--objects", "toys"], "unknown object set 'toys'"),
                         (["--num-objects", "0-3"], "--num-objects: expected"),
-                        (["--set", "env.kwargs.nope=1"], "nope: unknown field")):
+                        (["--set", "env.kwargs.nope=1"], "nope: unknown field"),
+                        (["--select-smoothing-px", "4"], "--select-smoothing-px: must be an odd")):
         assert main(["eval", "--checkpoint", ckpt, *argv]) == 2
         assert match in capsys.readouterr().err
 

@@ -135,6 +135,14 @@ def test_select_smoothing_prefers_a_plateau_to_a_lone_spike() -> None:
     plain = UNetQMap(1, 2, 12, 12, base_channels=4, depth=2)
     plain.forward = lambda obs: q
     assert plain.predict_pixel(np.zeros((1, 12, 12), np.float32)) == (0, 2, 2)
+    # A trained net's acting smoothing can be changed afterwards (q_grasp eval
+    # --select-smoothing-px); its weights and config round-trip stay valid.
+    plain.set_select_smoothing(3)
+    assert plain.predict_pixel(np.zeros((1, 12, 12), np.float32)) == (1, 8, 7)
+    assert plain.config["select_smoothing_px"] == 3
+    with pytest.raises(ValueError, match="select_smoothing_px"):
+        plain.set_select_smoothing(4)
+    assert plain.config["select_smoothing_px"] == 3
 
 
 @pytest.mark.parametrize("bad", [0, 2, 17, 2.5, True])

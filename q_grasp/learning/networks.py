@@ -244,11 +244,7 @@ class UNetQMap(_Predictor):
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation: must be one of {sorted(_ACTIVATIONS)}, "
                              f"got {activation!r}")
-        if (isinstance(select_smoothing_px, bool) or int(select_smoothing_px)
-                != select_smoothing_px or not 1 <= select_smoothing_px <= 15
-                or select_smoothing_px % 2 == 0):
-            raise ValueError(f"select_smoothing_px: must be an odd integer in [1, 15], got "
-                             f"{select_smoothing_px!r}")
+        _check_smoothing(select_smoothing_px)
         if output not in ("linear", "sigmoid"):
             raise ValueError(f"output: must be 'linear' or 'sigmoid', got {output!r}")
         try:
@@ -317,6 +313,12 @@ class UNetQMap(_Predictor):
         if obs.dim() != 4 or obs.shape[1] != self.config["in_channels"]:
             raise ValueError(f"UNetQMap expects (B, {self.config['in_channels']}, H, W) images, "
                              f"got shape {tuple(obs.shape)}")
+
+    def set_select_smoothing(self, select_smoothing_px: int) -> None:
+        """Act at the best ``select_smoothing_px`` square neighbourhood from now on (acting
+        only: the weights and training targets do not depend on it)."""
+        _check_smoothing(select_smoothing_px)
+        self.config["select_smoothing_px"] = int(select_smoothing_px)
 
     def acting_q_values(self, obs: torch.Tensor) -> torch.Tensor:
         """Q-maps averaged over select_smoothing_px x select_smoothing_px pixels (per rotation,
@@ -464,6 +466,14 @@ class UNetQMap(_Predictor):
         """Q-map (R, H, W) for one observation (C, H, W)."""
         c = self.config
         return self.predict_q(obs).reshape(c["n_rotations"], c["height"], c["width"])
+
+
+def _check_smoothing(select_smoothing_px: Any) -> None:
+    if (isinstance(select_smoothing_px, bool) or int(select_smoothing_px)
+            != select_smoothing_px or not 1 <= select_smoothing_px <= 15
+            or select_smoothing_px % 2 == 0):
+        raise ValueError(f"select_smoothing_px: must be an odd integer in [1, 15], got "
+                         f"{select_smoothing_px!r}")
 
 
 def rotate_images(x: torch.Tensor, angles_rad: torch.Tensor, padding_mode: str = "zeros",
