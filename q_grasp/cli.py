@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "--set env.kwargs.max_attempts=10")
     e.add_argument("--select-smoothing-px", type=int, metavar="K",
                    help="U-Net: act at the best KxK neighbourhood (odd, 1-15) instead of the "
-                   "checkpoint's network.unet_select_smoothing_px")
+                   "checkpoint's network.unet_eval_smoothing_px (or unet_select_smoothing_px)")
     e.add_argument("--video", help="write a GIF of the episodes here")
     e.add_argument("--fps", type=float, default=10.0)
     e.add_argument("--max-frames", type=int, default=600)

@@ -149,3 +149,17 @@ def test_the_first_frame_after_a_reset_is_stamped_after_it(reacher_setup) -> Non
             acting.settled_frame(not_before_s=not_before_s)
     settle_s = acting.config().settle_time_s
     assert asked == [5.0 + settle_s, 0.0 + settle_s]  # the arm's clock reads 0.0
+
+
+def test_a_grasp_evaluation_acts_with_the_evaluation_smoothing() -> None:
+    setup = load_task("grasp", seed=0)  # config/grasp.yaml: 5x5 in training, 7x7 evaluating
+    net = setup.q_net
+    assert (net.config["select_smoothing_px"], net.config["eval_smoothing_px"]) == (5, 7)
+    cfg = dataclasses.replace(policy_config_for_task("grasp"), train=True)
+    robot = setup.env_config.robot
+    arm = ClockedArm(robot.arm_joint_names, np.asarray(robot.home_positions, float))
+    Acting(setup, lambda: cfg, arm, View(), actor_id="t", stop=threading.Event())
+    assert net.config["select_smoothing_px"] == 5
+    cfg = dataclasses.replace(cfg, train=False)
+    Acting(setup, lambda: cfg, arm, View(), actor_id="e", stop=threading.Event())
+    assert net.config["select_smoothing_px"] == 7

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from q_grasp.envs.grasp import GraspConfig
-from q_grasp.learning.config import ExperimentConfig
+from q_grasp.learning.agent import Actor
+from q_grasp.learning.config import ExperimentConfig, ExplorationConfig
 from q_grasp.learning.networks import UNetQMap, build_network, rotate_images
+from q_grasp.learning.trainer import evaluate
 from q_grasp.sim.camera import PinholeCamera
 
 
@@ -143,6 +145,50 @@ def test_select_smoothing_prefers_a_plateau_to_a_lone_spike() -> None:
     with pytest.raises(ValueError, match="select_smoothing_px"):
         plain.set_select_smoothing(4)
     assert plain.config["select_smoothing_px"] == 3
+
+
+def test_evaluation_smoothing_applies_only_to_greedy_evaluation() -> None:
+    q = torch.zeros(1, 2, 12, 12)
+    q[0, 0, 2, 2] = 1.0
+    q[0, 1, 7:10, 6:9] = 0.8
+    obs = np.zeros((1, 12, 12), np.float32)
+    net = UNetQMap(1, 2, 12, 12, base_channels=4, depth=2, eval_smoothing_px=3)
+    net.forward = lambda obs: q
+    assert net.predict_pixel(obs) == (0, 2, 2)          # training acts on single pixels
+    with net.evaluation_smoothing():
+        assert net.predict_pixel(obs) == (1, 8, 7)      # evaluation on 3x3 windows
+    assert net.predict_pixel(obs) == (0, 2, 2)
+    actor = Actor(net, ExplorationConfig(use_action_mask=False, retry_exclusion_px=-1), 1)
+    env = _OneStepEnv(obs)
+    evaluate(env, actor, 1)
+    assert env.actions == [1 * 144 + 8 * 12 + 7]
+    assert net.predict_pixel(obs) == (0, 2, 2)
+    net.use_eval_smoothing()                            # the policy node evaluating
+    assert net.predict_pixel(obs) == (1, 8, 7)
+    # Unset (older checkpoints): evaluation acts as training does.
+    plain = UNetQMap(1, 2, 12, 12, base_channels=4, depth=2)
+    plain.forward = lambda obs: q
+    with plain.evaluation_smoothing():
+        assert plain.predict_pixel(obs) == (0, 2, 2)
+    with pytest.raises(ValueError, match="eval_smoothing_px"):
+        UNetQMap(1, 1, 8, 8, base_channels=4, depth=2, eval_smoothing_px=4)
+    with pytest.raises(ValueError, match="network.unet_eval_smoothing_px"):
+        ExperimentConfig.from_dict({"network": {"unet_eval_smoothing_px": 2}})
+    assert ExperimentConfig.from_dict({"network": {"unet_eval_smoothing_px": 0}})
+
+
+class _OneStepEnv:
+    """A one-step episode on a fixed observation; records the actions taken."""
+
+    def __init__(self, obs: np.ndarray) -> None:
+        self.obs, self.actions = obs, []
+
+    def reset(self, seed=None):
+        return self.obs, {}
+
+    def step(self, action):
+        self.actions.append(int(action))
+        return self.obs, 1.0, True, False, {"is_success": True}
 
 
 @pytest.mark.parametrize("bad", [0, 2, 17, 2.5, True])

@@ -76,6 +76,10 @@ class NetworkConfig:
     """U-Net, acting only: average each rotation's Q-map over this many pixels square (odd, 1 =
     off) before the argmax, so a grasp is chosen where its neighbours would succeed too (the
     single best pixel is the most over-estimated one). Training targets are unchanged."""
+    unet_eval_smoothing_px: int = 0
+    """U-Net: the same for greedy evaluation only (`q_grasp eval`, training's evaluations, the
+    policy node with train false); 0 = unet_select_smoothing_px. A wider window judges a
+    trained map more robustly, while a sharp one lets training exploit its first successes."""
     unet_head_bias_init: float = 0.0
     """U-Net: initial bias of the Q-map head. With gamma 0 and a 0/1 success reward, 1.0 is an
     optimistic start: every untried grasp looks like a success until tried."""
@@ -102,6 +106,10 @@ class NetworkConfig:
         _check(1 <= self.unet_select_smoothing_px <= 15 and self.unet_select_smoothing_px % 2,
                "network.unet_select_smoothing_px", "must be an odd integer in [1, 15]",
                self.unet_select_smoothing_px)
+        _check(self.unet_eval_smoothing_px == 0 or (1 <= self.unet_eval_smoothing_px <= 15
+                                                    and self.unet_eval_smoothing_px % 2),
+               "network.unet_eval_smoothing_px", "must be 0 (as unet_select_smoothing_px) or "
+               "an odd integer in [1, 15]", self.unet_eval_smoothing_px)
 
 
 @dataclass

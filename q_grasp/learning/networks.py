@@ -9,7 +9,8 @@ mode, no gradients).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
@@ -229,7 +230,8 @@ class UNetQMap(_Predictor):
                  channel_scale: Sequence[float] | None = None,
                  channel_names: Sequence[str] | None = None,
                  rotation_equivariant: bool = False, select_smoothing_px: int = 1,
-                 head_bias_init: float = 0.0, output: str = "linear") -> None:
+                 head_bias_init: float = 0.0, output: str = "linear",
+                 eval_smoothing_px: int = 0) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels: must be >= 1, got {in_channels}")
@@ -245,6 +247,8 @@ class UNetQMap(_Predictor):
             raise ValueError(f"activation: must be one of {sorted(_ACTIVATIONS)}, "
                              f"got {activation!r}")
         _check_smoothing(select_smoothing_px)
+        if eval_smoothing_px:
+            _check_smoothing(eval_smoothing_px, "eval_smoothing_px")
         if output not in ("linear", "sigmoid"):
             raise ValueError(f"output: must be 'linear' or 'sigmoid', got {output!r}")
         try:
@@ -267,6 +271,7 @@ class UNetQMap(_Predictor):
             "select_smoothing_px": int(select_smoothing_px),
             "head_bias_init": float(head_bias_init),
             "output": output,
+            "eval_smoothing_px": int(eval_smoothing_px),
         }
         act = _ACTIVATIONS[activation]
         self.register_buffer("channel_scale", torch.tensor(scale).view(1, -1, 1, 1))
@@ -315,10 +320,26 @@ class UNetQMap(_Predictor):
                              f"got shape {tuple(obs.shape)}")
 
     def set_select_smoothing(self, select_smoothing_px: int) -> None:
-        """Act at the best ``select_smoothing_px`` square neighbourhood from now on (acting
-        only: the weights and training targets do not depend on it)."""
+        """Act at the best ``select_smoothing_px`` square neighbourhood from now on, in training
+        and evaluation (acting only: the weights and training targets do not depend on it)."""
         _check_smoothing(select_smoothing_px)
         self.config["select_smoothing_px"] = int(select_smoothing_px)
+        self.config["eval_smoothing_px"] = int(select_smoothing_px)
+
+    def use_eval_smoothing(self) -> None:
+        """Act as greedy evaluation does (``eval_smoothing_px``, when set) from now on."""
+        if self.config.get("eval_smoothing_px"):
+            self.config["select_smoothing_px"] = self.config["eval_smoothing_px"]
+
+    @contextmanager
+    def evaluation_smoothing(self) -> Iterator[None]:
+        """Greedy evaluation's smoothing inside the block, training's restored after it."""
+        saved = self.config["select_smoothing_px"]
+        self.use_eval_smoothing()
+        try:
+            yield
+        finally:
+            self.config["select_smoothing_px"] = saved
 
     def acting_q_values(self, obs: torch.Tensor) -> torch.Tensor:
         """Q-maps averaged over select_smoothing_px x select_smoothing_px pixels (per rotation,
@@ -468,12 +489,10 @@ class UNetQMap(_Predictor):
         return self.predict_q(obs).reshape(c["n_rotations"], c["height"], c["width"])
 
 
-def _check_smoothing(select_smoothing_px: Any) -> None:
-    if (isinstance(select_smoothing_px, bool) or int(select_smoothing_px)
-            != select_smoothing_px or not 1 <= select_smoothing_px <= 15
-            or select_smoothing_px % 2 == 0):
-        raise ValueError(f"select_smoothing_px: must be an odd integer in [1, 15], got "
-                         f"{select_smoothing_px!r}")
+def _check_smoothing(value: Any, name: str = "select_smoothing_px") -> None:
+    if (isinstance(value, bool) or int(value) != value or not 1 <= value <= 15
+            or value % 2 == 0):
+        raise ValueError(f"{name}: must be an odd integer in [1, 15], got {value!r}")
 
 
 def rotate_images(x: torch.Tensor, angles_rad: torch.Tensor, padding_mode: str = "zeros",
@@ -615,7 +634,7 @@ def network_spec_for_env(env: gym.Env, cfg: NetworkConfig) -> tuple[str, dict[st
     net = UNetQMap(c, n_actions // (h * w), h, w, cfg.unet_base_channels, cfg.unet_depth,
                    cfg.unet_up_mode, cfg.activation, cfg.unet_coord_channels, scale, names,
                    cfg.unet_rotation_equivariant, cfg.unet_select_smoothing_px,
-                   cfg.unet_head_bias_init, cfg.unet_output)
+                   cfg.unet_head_bias_init, cfg.unet_output, cfg.unet_eval_smoothing_px)
     return kind, net.config
 
 

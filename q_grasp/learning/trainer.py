@@ -130,8 +130,10 @@ def evaluate(env: gym.Env, actor: Actor, episodes: int, seed: int = EVAL_SEED_BA
     known_success = True
     attempt_successes = 0
     # Evaluation episodes get a failed-grasp memory of their own (the actor may be in the middle
-    # of a training episode).
-    with actor.own_episodes() if hasattr(actor, "own_episodes") else nullcontext():
+    # of a training episode), and a U-Net acts with its evaluation smoothing.
+    smoothing = getattr(getattr(actor, "q_net", None), "evaluation_smoothing", None)
+    with (actor.own_episodes() if hasattr(actor, "own_episodes") else nullcontext(),
+          smoothing() if smoothing is not None else nullcontext()):
         for i in range(episodes):
             obs, info = env.reset(seed=seed + i)
             total, length, done = 0.0, 0, False

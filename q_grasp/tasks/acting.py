@@ -104,6 +104,8 @@ class Acting:
         self.task: ReachTask | GraspTask = make_task(cfg.task, setup.env_config)
         self.grasp = is_grasp_task(cfg.task)
         q_net = setup.q_net
+        if not cfg.train and hasattr(q_net, "use_eval_smoothing"):
+            q_net.use_eval_smoothing()  # a greedy evaluation acts as `q_grasp eval` does
         exploration, total = cfg.exploration(setup.experiment)
         self.actor = Actor(q_net, exploration, total, seed=cfg.seed)
         start_step = 0
