@@ -472,6 +472,21 @@ def test_domain_ids_reserved_across_processes(tmp_path, monkeypatch) -> None:
         testing.release_domain_id(domain)
 
 
+def test_the_multi_threaded_executor_comes_with_a_warning(ros_context, capsys) -> None:
+    from q_grasp.nodes import runtime
+
+    before = sys.getswitchinterval()
+    try:
+        runtime.make_executor("single", ros_context)
+        assert "MultiThreadedExecutor" not in capsys.readouterr().err
+        executor = runtime.make_executor("multi", ros_context)
+        assert type(executor).__name__ == "MultiThreadedExecutor"
+        assert "'single' or 'events'" in capsys.readouterr().err
+        executor.shutdown()
+    finally:
+        sys.setswitchinterval(before)
+
+
 def test_executors_shorten_the_gil_switch_interval(monkeypatch, ros_context) -> None:
     from q_grasp.nodes import runtime
 

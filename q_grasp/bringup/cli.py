@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="let the trainer finish the updates owed at its replay ratio "
                              "after the actor stops (default true)")
     parser.add_argument("--executor", choices=EXECUTORS,
-                        help="composed mode's rclpy executor (default events)")
+                        help="composed mode's rclpy executor (default events; multi is "
+                        "slower here and warns)")
     parser.add_argument("--node-log-level", choices=LOG_LEVELS,
                         help="console log level of the nodes after start-up (default warn)")
     parser.add_argument("--auth-key-file", metavar="PATH",

@@ -82,6 +82,9 @@ def make_executor(kind: str, context: Any = None, num_threads: int | None = None
         return SingleThreadedExecutor(context=context)
     from rclpy.executors import MultiThreadedExecutor
 
+    print("[q_grasp] MultiThreadedExecutor: its spin loop can hold the GIL for a second or more "
+          "while callbacks pile up, starving this process's node threads; 'single' or 'events' "
+          "serve q_grasp's callbacks faster (q_grasp/nodes/runtime.py)", file=sys.stderr)
     # Callbacks only store data or hand work over, so a few threads serve every group.
     return MultiThreadedExecutor(num_threads=num_threads or 4, context=context)
 
