@@ -130,7 +130,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from q_grasp.learning.agent import Actor
     from q_grasp.learning.checkpoint import load_checkpoint
     from q_grasp.learning.config import EnvConfig, ExplorationConfig
-    from q_grasp.learning.networks import image_channel_names
+    from q_grasp.learning.networks import check_smoothing_px, image_channel_names
     from q_grasp.learning.tasks import make_env, resolve_task
     from q_grasp.learning.trainer import EVAL_SEED_BASE, evaluate
     from q_grasp.learning.visualize import (
@@ -145,9 +145,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(f"--episodes: must be >= 1, got {args.episodes}")
     if not 0.0 <= args.epsilon <= 1.0:
         raise CliError(f"--epsilon: must be in [0, 1], got {args.epsilon}")
-    if args.select_smoothing_px is not None and not _valid_smoothing(args.select_smoothing_px):
-        raise CliError(f"--select-smoothing-px: must be an odd integer in [1, 15], got "
-                       f"{args.select_smoothing_px}")
+    if args.select_smoothing_px is not None:
+        try:
+            check_smoothing_px(args.select_smoothing_px, "--select-smoothing-px")
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     ckpt = load_checkpoint(args.checkpoint)
     env_info = ckpt.env or {}
     env_cfg = ckpt.config.env if ckpt.config else EnvConfig(id=env_info.get("id", ""))
@@ -225,10 +227,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2))
     return 0
-
-
-def _valid_smoothing(k: int) -> bool:
-    return 1 <= k <= 15 and k % 2 == 1
 
 
 def _parse_num_objects(text: str) -> tuple[int, int]:

@@ -246,9 +246,9 @@ class UNetQMap(_Predictor):
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation: must be one of {sorted(_ACTIVATIONS)}, "
                              f"got {activation!r}")
-        _check_smoothing(select_smoothing_px)
+        check_smoothing_px(select_smoothing_px)
         if eval_smoothing_px:
-            _check_smoothing(eval_smoothing_px, "eval_smoothing_px")
+            check_smoothing_px(eval_smoothing_px, "eval_smoothing_px")
         if output not in ("linear", "sigmoid"):
             raise ValueError(f"output: must be 'linear' or 'sigmoid', got {output!r}")
         try:
@@ -322,7 +322,7 @@ class UNetQMap(_Predictor):
     def set_select_smoothing(self, select_smoothing_px: int) -> None:
         """Act at the best ``select_smoothing_px`` square neighbourhood from now on, in training
         and evaluation (acting only: the weights and training targets do not depend on it)."""
-        _check_smoothing(select_smoothing_px)
+        check_smoothing_px(select_smoothing_px)
         self.config["select_smoothing_px"] = int(select_smoothing_px)
         self.config["eval_smoothing_px"] = int(select_smoothing_px)
 
@@ -489,7 +489,8 @@ class UNetQMap(_Predictor):
         return self.predict_q(obs).reshape(c["n_rotations"], c["height"], c["width"])
 
 
-def _check_smoothing(value: Any, name: str = "select_smoothing_px") -> None:
+def check_smoothing_px(value: Any, name: str = "select_smoothing_px") -> None:
+    """ValueError naming ``name`` unless ``value`` is an odd integer in [1, 15]."""
     if (isinstance(value, bool) or int(value) != value or not 1 <= value <= 15
             or value % 2 == 0):
         raise ValueError(f"{name}: must be an odd integer in [1, 15], got {value!r}")
