@@ -13,7 +13,8 @@ import torch
 from q_grasp.envs.grasp import GraspConfig
 from q_grasp.learning.agent import Actor
 from q_grasp.learning.config import ExperimentConfig, ExplorationConfig
-from q_grasp.learning.networks import UNetQMap, build_network, rotate_images
+from q_grasp.learning.networks import (UNetQMap, build_network, native_bfloat16, rotate_images,
+                                       uses_bfloat16)
 from q_grasp.learning.trainer import evaluate
 from q_grasp.sim.camera import PinholeCamera
 
@@ -240,6 +241,55 @@ def test_sigmoid_output_bounds_the_q_map_and_still_learns_a_success_probability(
         UNetQMap(1, 1, 8, 8, output="tanh")
     with pytest.raises(ValueError, match="network.unet_output"):
         ExperimentConfig.from_dict({"network": {"unet_output": "relu"}})
+
+
+@pytest.mark.parametrize("equivariant", [False, True])
+def test_bfloat16_precision_keeps_float32_weights_and_q_values_near_float32(
+        equivariant: bool) -> None:
+    """network.unet_precision bfloat16 runs the convolutions under autocast: Q-values come back
+    in float32 within bf16's rounding of the float32 network's, the taken-pixel update still
+    matches the full map, and the weights (what checkpoints and broadcasts carry) stay
+    float32 through an optimizer step."""
+    torch.manual_seed(3)
+    ref = UNetQMap(4, 8, 16, 16, base_channels=4, depth=2, coord_channels=False,
+                   rotation_equivariant=equivariant)
+    net = build_network("unet", {**ref.config, "precision": "bfloat16"})
+    net.load_state_dict(ref.state_dict())
+    obs = torch.rand(6, 4, 16, 16)
+    actions = torch.tensor([0, 15, 255, 1000, 2047, 777])
+    with torch.no_grad():
+        q_ref, q_bf = ref(obs), net(obs)
+    assert q_bf.dtype == torch.float32
+    scale = float(q_ref.abs().max())
+    assert float((q_bf - q_ref).abs().max()) <= 0.02 * scale + 1e-3
+    assert not torch.equal(q_bf, q_ref)  # the convolutions really ran in bfloat16
+    q_taken, _ = net.q_taken_and_max(obs, actions, with_max=False)
+    expected = q_bf.flatten(1).gather(1, actions.unsqueeze(1)).squeeze(1)
+    assert q_taken.dtype == torch.float32
+    assert torch.allclose(q_taken, expected, atol=1e-5)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    before = [p.detach().clone() for p in net.parameters()]
+    ((q_taken - 1.0) ** 2).mean().backward()
+    opt.step()
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+    with torch.no_grad():
+        q_after, _ = net.q_taken_and_max(obs, actions, with_max=False)
+    assert float((q_after - 1.0).abs().mean()) < float((q_taken.detach() - 1.0).abs().mean())
+
+
+def test_precision_option_is_checked_and_old_configs_mean_float32() -> None:
+    old = {k: v for k, v in UNetQMap(4, 8, 8, 8, depth=1).config.items() if k != "precision"}
+    assert build_network("unet", old).config["precision"] == "float32"
+    with pytest.raises(ValueError, match="precision: must be one of float32, bfloat16, auto"):
+        UNetQMap(4, 8, 8, 8, depth=1, precision="float16")
+    with pytest.raises(ValueError, match="network.unet_precision"):
+        ExperimentConfig.from_dict({"network": {"unet_precision": "half"}})
+    assert ExperimentConfig.from_dict(
+        {"network": {"unet_precision": "auto"}}).network.unet_precision == "auto"
+    assert uses_bfloat16("bfloat16", "cpu") and not uses_bfloat16("float32", "cpu")
+    assert uses_bfloat16("auto", "cpu") == native_bfloat16("cpu")
+    assert not uses_bfloat16("auto", "meta")
 
 
 def test_bce_loss_is_the_cross_entropy_of_the_logits_and_learns_the_success_rate() -> None:

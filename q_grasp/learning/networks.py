@@ -8,9 +8,10 @@ mode, no gradients).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import gymnasium as gym
@@ -231,7 +232,7 @@ class UNetQMap(_Predictor):
                  channel_names: Sequence[str] | None = None,
                  rotation_equivariant: bool = False, select_smoothing_px: int = 1,
                  head_bias_init: float = 0.0, output: str = "linear",
-                 eval_smoothing_px: int = 0) -> None:
+                 eval_smoothing_px: int = 0, precision: str = "float32") -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels: must be >= 1, got {in_channels}")
@@ -251,6 +252,9 @@ class UNetQMap(_Predictor):
             check_smoothing_px(eval_smoothing_px, "eval_smoothing_px")
         if output not in ("linear", "sigmoid"):
             raise ValueError(f"output: must be 'linear' or 'sigmoid', got {output!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, "
+                             f"got {precision!r}")
         try:
             head_bias_init = float(head_bias_init)
         except (TypeError, ValueError):
@@ -272,6 +276,7 @@ class UNetQMap(_Predictor):
             "head_bias_init": float(head_bias_init),
             "output": output,
             "eval_smoothing_px": int(eval_smoothing_px),
+            "precision": precision,
         }
         act = _ACTIVATIONS[activation]
         self.register_buffer("channel_scale", torch.tensor(scale).view(1, -1, 1, 1))
@@ -430,11 +435,20 @@ class UNetQMap(_Predictor):
 
     def _q_maps(self, obs: torch.Tensor) -> torch.Tensor:
         height, width = obs.shape[-2:]
-        skips = self._encode(obs)
-        h = skips.pop()
-        for block in self.up:
-            h = block(h, skips.pop())
-        return self.head(h)[:, :, :height, :width].contiguous()
+        with self._autocast(obs):
+            skips = self._encode(obs)
+            h = skips.pop()
+            for block in self.up:
+                h = block(h, skips.pop())
+            q = self.head(h)
+        return q[:, :, :height, :width].float().contiguous()
+
+    def _autocast(self, x: torch.Tensor) -> torch.autocast | nullcontext:
+        """The convolutions' precision (``precision``) on ``x``'s device; the caller turns
+        the result back to float32."""
+        if not uses_bfloat16(self.config.get("precision", "float32"), x.device.type):
+            return nullcontext()
+        return torch.autocast(x.device.type, dtype=torch.bfloat16)
 
     def _output(self, q: torch.Tensor) -> torch.Tensor:
         """The head's values (logits for ``output: sigmoid``) as Q-values. A success
@@ -452,6 +466,11 @@ class UNetQMap(_Predictor):
         down), with unpadded convolutions and zeros outside the image wherever the full
         network zero-pads. Window pixels outside the image are not meaningful.
         """
+        with self._autocast(obs):
+            return self._q_windows_of(obs, top, left, size).float()
+
+    def _q_windows_of(self, obs: torch.Tensor, top: np.ndarray, left: np.ndarray, size: int
+                      ) -> torch.Tensor:
         skips = self._encode(obs)
         depth = self.config["depth"]
         top, left = np.asarray(top, np.int64), np.asarray(left, np.int64)
@@ -487,6 +506,32 @@ class UNetQMap(_Predictor):
         """Q-map (R, H, W) for one observation (C, H, W)."""
         c = self.config
         return self.predict_q(obs).reshape(c["n_rotations"], c["height"], c["width"])
+
+
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+@functools.lru_cache(maxsize=None)
+def native_bfloat16(device_type: str) -> bool:
+    """Whether ``device_type`` ("cpu", "cuda") computes bfloat16 convolutions natively: a CPU
+    with AVX512-BF16 or AMX (oneDNN), a GPU of compute capability 8 or more. Elsewhere bf16 is
+    emulated and slower than float32."""
+    if device_type == "cpu":
+        try:
+            return bool(torch.backends.mkldnn.is_available()
+                        and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a torch build without the probe
+            return False
+    if device_type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return False
+
+
+def uses_bfloat16(precision: str, device_type: str) -> bool:
+    """Whether a U-Net of ``precision`` runs its convolutions in bfloat16 on ``device_type``."""
+    if precision == "bfloat16":
+        return True
+    return precision == "auto" and native_bfloat16(device_type)
 
 
 def check_smoothing_px(value: Any, name: str = "select_smoothing_px") -> None:
@@ -635,7 +680,8 @@ def network_spec_for_env(env: gym.Env, cfg: NetworkConfig) -> tuple[str, dict[st
     net = UNetQMap(c, n_actions // (h * w), h, w, cfg.unet_base_channels, cfg.unet_depth,
                    cfg.unet_up_mode, cfg.activation, cfg.unet_coord_channels, scale, names,
                    cfg.unet_rotation_equivariant, cfg.unet_select_smoothing_px,
-                   cfg.unet_head_bias_init, cfg.unet_output, cfg.unet_eval_smoothing_px)
+                   cfg.unet_head_bias_init, cfg.unet_output, cfg.unet_eval_smoothing_px,
+                   cfg.unet_precision)
     return kind, net.config
 
 
