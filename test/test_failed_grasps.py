@@ -80,3 +80,35 @@ def test_actor_tries_the_next_best_grasp_after_a_failure() -> None:
 def test_exclusion_radius_is_validated() -> None:
     with pytest.raises(ValueError, match="exploration.retry_exclusion_px"):
         ExperimentConfig.from_dict({"exploration": {"retry_exclusion_px": -2}})
+
+
+def test_exploration_on_objects_draws_random_grasps_from_high_pixels_only() -> None:
+    """exploration.min_height_m: random exploratory grasps land on pixels of the height
+    channel at least that high (within the action mask); greedy choices are unaffected; with no
+    such pixel, or none the mask allows, exploration falls back to the whole mask."""
+    net = UNetQMap(4, R, H, W, base_channels=4, depth=1,
+                   channel_names=["r", "g", "b", "height"])
+    obs = np.zeros((4, H, W), np.float32)
+    obs[3, 1:3, 2:4] = 0.03  # an object, 3 cm high: 4 pixels
+    obs[3, 5, 7] = 0.001     # below the floor
+    on_object = {action_of(r, row, col) for r in range(R) for row in (1, 2) for col in (2, 3)}
+    actor = Actor(net, ExplorationConfig(min_height_m=0.002), total_steps=10, seed=0)
+    drawn = {actor.act(obs, epsilon=1.0) for _ in range(200)}
+    assert drawn == on_object  # every rotation of every object pixel, nothing else
+    q = np.zeros(R * H * W, np.float32)
+    assert {actor.act_on_q_values(q, 1.0, None, obs) for _ in range(200)} == on_object
+    allowed = np.zeros(R * H * W, bool)
+    allowed[[action_of(1, 1, 2), action_of(0, 4, 4)]] = True
+    assert {actor.act_on_q_values(q, 1.0, allowed, obs) for _ in range(50)} == {
+        action_of(1, 1, 2)}
+    allowed[action_of(1, 1, 2)] = False  # no allowed object pixel: the mask as it is
+    assert {actor.act_on_q_values(q, 1.0, allowed, obs) for _ in range(20)} == {
+        action_of(0, 4, 4)}
+    flat = np.zeros_like(obs)  # nothing high: anywhere
+    assert len({actor.act(flat, epsilon=1.0) for _ in range(300)}) > 50
+    q[action_of(0, 5, 0)] = 1.0  # greedy still picks bare table when the map says so
+    assert actor.act_on_q_values(q, 0.0, None, obs) == action_of(0, 5, 0)
+    off = Actor(net, ExplorationConfig(), total_steps=10, seed=0)
+    assert len({off.act(obs, epsilon=1.0) for _ in range(300)} - on_object) > 50
+    with pytest.raises(ValueError, match="exploration.min_height_m"):
+        ExperimentConfig.from_dict({"exploration": {"min_height_m": -0.01}})

@@ -89,7 +89,7 @@ def test_updates_follow_the_replay_ratio_and_weights_validate(core) -> None:
     net = core.learner.q_net
     # What the policy node expects: its own network's constructor arguments.
     assert network_config_of(net) == dict(net.config)
-    msgs = [decode_weights(b, WeightsLimits(task="reacher"), dict(net.config),
+    msgs = [decode_weights(b, WeightsLimits(task="reacher"), network_config_of(net),
                            expected_shapes=state_dict_shapes(net.state_dict()))
             for b in (first, second)]
     assert msgs[1].version > msgs[0].version >= due

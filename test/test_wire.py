@@ -21,6 +21,7 @@ from q_grasp.wire import (
     decode_weights,
     encode_transitions,
     encode_weights,
+    network_config_of,
     state_dict_dtypes,
     state_dict_shapes,
 )
@@ -167,6 +168,25 @@ def test_weights_round_trip_state_dict() -> None:
     clone = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), torch.nn.BatchNorm2d(8),
                                 torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 3))
     clone.load_state_dict(msg.state_dict)
+
+
+def test_actor_takes_weights_from_a_learner_that_differs_only_at_run_time() -> None:
+    """Acting window and precision are the actor's own business; the weights' meaning (the
+    architecture) must match."""
+    from q_grasp.learning.networks import UNetQMap
+    learner = UNetQMap(4, 8, 16, 16, base_channels=4, depth=2, select_smoothing_px=5,
+                       precision="bfloat16")
+    actor = UNetQMap(4, 8, 16, 16, base_channels=4, depth=2, select_smoothing_px=7,
+                     eval_smoothing_px=9, precision="float32")
+    other = UNetQMap(4, 8, 16, 16, base_channels=4, depth=2, output="sigmoid")
+    assert "precision" not in network_config_of(learner)
+    blob = encode_weights(learner.state_dict(), 3, network_config_of(learner), task="grasp")
+    msg = decode_weights(blob, WeightsLimits(task="grasp"), network_config_of(actor),
+                         expected_shapes=state_dict_shapes(actor.state_dict()))
+    actor.load_state_dict(msg.state_dict)
+    with pytest.raises(WireError) as err:
+        decode_weights(blob, WeightsLimits(task="grasp"), network_config_of(other))
+    assert err.value.reason == "net_config"
 
 
 def test_weights_other_dtypes_and_views() -> None:

@@ -202,19 +202,38 @@ class Actor:
             return int(boltzmann(q[None], value, self.rng)[0])
         # Draw the coin first so that exploring steps skip the forward pass.
         if self.rng.random() < value:
-            return random_allowed_action(self.rng, self.q_net.n_actions, allowed)
+            return random_allowed_action(self.rng, self.q_net.n_actions,
+                                         self.exploration_actions(obs, allowed))
         return self._greedy(obs, allowed)
 
     def act_on_q_values(self, q_values: np.ndarray, epsilon: float,
-                        allowed: np.ndarray | None = None) -> int:
+                        allowed: np.ndarray | None = None, obs: np.ndarray | None = None
+                        ) -> int:
         """Epsilon-greedy over Q-values already computed (e.g. also drawn as a Q-map): with
-        probability ``epsilon`` a random action among ``allowed`` (flat bool, None: all), else
-        the best action outside ``skip_mask(allowed)``."""
+        probability ``epsilon`` a random action among ``allowed`` (flat bool, None: all; on
+        objects of ``obs`` with ``exploration.min_height_m``), else the best action outside
+        ``skip_mask(allowed)``."""
         q = np.asarray(q_values).reshape(-1)
         skip = self.skip_mask(allowed)
         if self.rng.random() < epsilon:
-            return random_allowed_action(self.rng, q.size, allowed)
+            return random_allowed_action(self.rng, q.size, self.exploration_actions(obs, allowed))
         return masked_argmax(q, skip)
+
+    def exploration_actions(self, obs: np.ndarray | None, allowed: np.ndarray | None
+                            ) -> np.ndarray | None:
+        """The actions a random exploratory step draws from: ``allowed``, narrowed with
+        ``exploration.min_height_m`` to grasps at pixels of ``obs``'s height channel at least
+        that high (on an object), unless that leaves none."""
+        floor = self.exploration.min_height_m
+        names = getattr(self.q_net, "config", {}).get("channel_names") or ()
+        if floor <= 0.0 or obs is None or "height" not in names:
+            return allowed
+        heights = np.asarray(obs)[names.index("height")]
+        on_object = np.tile((heights >= floor).reshape(-1),
+                            self.q_net.n_actions // heights.size)
+        if allowed is not None:
+            on_object &= allowed
+        return on_object if on_object.any() else allowed
 
     def act_batch(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions for a batch of observations."""
@@ -230,14 +249,16 @@ class Actor:
 
 def exploration_config(schedule: str, start: float, end: float, eval_epsilon: float,
                        decay_steps: int, retry_exclusion_px: int = -1,
-                       use_action_mask: bool = True) -> tuple[ExplorationConfig, int]:
+                       use_action_mask: bool = True, min_height_m: float = 0.0
+                       ) -> tuple[ExplorationConfig, int]:
     """An epsilon-greedy ExplorationConfig from an actor's epsilon settings (and the
-    experiment's failed-grasp exclusion and reachability mask), and the ``total_steps`` that
-    makes a linear schedule reach ``end`` after ``decay_steps``."""
+    experiment's failed-grasp exclusion, reachability mask and exploration on objects), and
+    the ``total_steps`` that makes a linear schedule reach ``end`` after ``decay_steps``."""
     cfg = ExplorationConfig(strategy="epsilon_greedy", schedule=schedule, start=start, end=end,
                             fraction=1.0, decay_steps=float(max(decay_steps, 1)),
                             eval_epsilon=eval_epsilon, retry_exclusion_px=retry_exclusion_px,
-                            use_action_mask=bool(use_action_mask))
+                            use_action_mask=bool(use_action_mask),
+                            min_height_m=float(min_height_m))
     cfg.validate()
     return cfg, max(int(decay_steps), 1)
 

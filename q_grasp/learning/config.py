@@ -260,6 +260,11 @@ class ExplorationConfig:
     """Act only on the actions the environment allows in ``info["action_mask"]`` (the
     gymnasium convention; TopDownGrasp lists the grasps the arm can reach there), both when
     exploring and when greedy. Environments without a mask are unaffected."""
+    min_height_m: float = 0.0
+    """Grasping (U-Net with a height channel): random exploratory grasps go only to pixels at
+    least this high above the table (on an object) when any allowed pixel is; greedy choices
+    are unaffected, so the network still learns that bare table fails. 0: explore anywhere
+    allowed."""
 
     def validate(self) -> None:
         lo = "exploration.start"
@@ -277,6 +282,8 @@ class ExplorationConfig:
                self.eval_epsilon)
         _check(-1 <= self.retry_exclusion_px <= 64, "exploration.retry_exclusion_px",
                "must be in [-1, 64] (-1: off)", self.retry_exclusion_px)
+        _check(0.0 <= self.min_height_m <= 0.05, "exploration.min_height_m",
+               "must be in [0, 0.05] m (0: off)", self.min_height_m)
 
 
 @dataclass

@@ -173,8 +173,8 @@ class PolicyConfig:
     def exploration(self, experiment: ExperimentConfig) -> tuple[ExplorationConfig, int]:
         """How to explore and over how many steps: the experiment's exploration and training
         steps (epsilon_schedule experiment), or epsilon from these parameters with the
-        experiment's failed-grasp exclusion and reachability mask (as the single-process loop
-        acts)."""
+        experiment's failed-grasp exclusion, reachability mask and exploration on objects (as
+        the single-process loop acts)."""
         from q_grasp.learning.agent import exploration_config
 
         if self.epsilon_schedule == "experiment":
@@ -187,7 +187,8 @@ class PolicyConfig:
         return exploration_config(self.epsilon_schedule, self.epsilon_start, self.epsilon_end,
                                   self.eval_epsilon, self.epsilon_decay_steps,
                                   experiment.exploration.retry_exclusion_px,
-                                  experiment.exploration.use_action_mask)
+                                  experiment.exploration.use_action_mask,
+                                  experiment.exploration.min_height_m)
 
 
 DYNAMIC_PARAMETERS = frozenset({"epsilon_schedule", "epsilon_start", "epsilon_end",

@@ -75,6 +75,7 @@ from q_grasp.wire import (
     WireError,
     decode_weights,
     encode_transitions,
+    network_config_of,
     state_dict_dtypes,
     state_dict_shapes,
 )
@@ -102,7 +103,7 @@ class PolicyNode(Node):
         self.acting = Acting(self.setup, lambda: self.config, self.arm, self,
                              actor_id=actor_id, stop=self._stop)
         q_net = self.setup.q_net
-        self._net_config = dict(q_net.config)
+        self._net_config = network_config_of(q_net)
         self._weights_shapes = state_dict_shapes(q_net.state_dict())
         self._weights_dtypes = state_dict_dtypes(q_net.state_dict())
         self._weights_limits = WeightsLimits(max_blob_bytes=cfg.max_weights_bytes,

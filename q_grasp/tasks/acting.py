@@ -330,7 +330,7 @@ class Acting:
             self.arm.mark_decision()
             q = self.q_values(obs)
             allowed = self.reachable_actions(frame)
-            action = self.actor.act_on_q_values(q, epsilon, allowed)
+            action = self.actor.act_on_q_values(q, epsilon, allowed, obs)
             target = task.grasp_target(frame.camera, frame.depth, action)
             self._show_decision(obs, q, target, frame, allowed)
             outcome = task.execute(self.arm, target, home, after_lift=carry_away)

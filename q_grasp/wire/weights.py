@@ -251,11 +251,17 @@ def _load_torch(data: bytes | memoryview) -> dict[str, torch.Tensor]:
         raise WireError(REASON_CORRUPT, f"safetensors rejected the payload: {exc}") from None
 
 
+RUNTIME_NET_KEYS = frozenset({"select_smoothing_px", "eval_smoothing_px", "precision"})
+"""Constructor arguments that change how a network acts or computes, not what its weights mean:
+a learner and an actor may differ in them."""
+
+
 def network_config_of(net: Any) -> dict[str, Any]:
     """The ``net_config`` a learner publishes and an actor expects for a q_grasp network: its
-    constructor arguments (``net.config``, what checkpoints store), so both sides compare the
-    same thing. The architecture kind is implied: the state-dict keys and shapes differ."""
-    return dict(net.config)
+    constructor arguments (``net.config``, what checkpoints store) less the runtime ones
+    (``RUNTIME_NET_KEYS``), so both sides compare what the weights mean. The architecture kind
+    is implied: the state-dict keys and shapes differ."""
+    return {k: v for k, v in net.config.items() if k not in RUNTIME_NET_KEYS}
 
 
 def state_dict_shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
