@@ -13,8 +13,13 @@ import torch
 from q_grasp.envs.grasp import GraspConfig
 from q_grasp.learning.agent import Actor
 from q_grasp.learning.config import ExperimentConfig, ExplorationConfig
-from q_grasp.learning.networks import (UNetQMap, build_network, native_bfloat16, rotate_images,
-                                       uses_bfloat16)
+from q_grasp.learning.networks import (
+    UNetQMap,
+    build_network,
+    native_bfloat16,
+    rotate_images,
+    uses_bfloat16,
+)
 from q_grasp.learning.trainer import evaluate
 from q_grasp.sim.camera import PinholeCamera
 

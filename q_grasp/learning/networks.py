@@ -511,7 +511,7 @@ class UNetQMap(_Predictor):
 PRECISIONS = ("float32", "bfloat16", "auto")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def native_bfloat16(device_type: str) -> bool:
     """Whether ``device_type`` ("cpu", "cuda") computes bfloat16 convolutions natively: a CPU
     with AVX512-BF16 or AMX (oneDNN), a GPU of compute capability 8 or more. Elsewhere bf16 is
