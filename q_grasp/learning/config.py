@@ -89,10 +89,10 @@ class NetworkConfig:
     unbounded head. The head bias is then a logit (``unet_head_bias_init``)."""
     unet_precision: Literal["float32", "bfloat16", "auto"] = "float32"
     """U-Net: the dtype its convolutions run in. "bfloat16" runs them under torch.autocast
-    (weights, optimizer, loss and Q-values stay float32; checkpoints are unchanged): ~1.4x
-    faster TD updates and ~1.9x faster acting where the CPU computes bfloat16 natively
-    (AVX512-BF16 or AMX; a bf16-capable GPU), slower where it does not. "auto": bfloat16
-    where the hardware computes it natively, float32 elsewhere."""
+    (weights, optimizer, loss and Q-values stay float32; checkpoints are unchanged): TD updates
+    and greedy actions ~1.3-1.5x faster where the CPU computes bfloat16 natively (AVX512-BF16
+    or AMX; a bf16-capable GPU), slower where it does not. "auto": bfloat16 where the hardware
+    computes it natively, float32 elsewhere."""
     height_scale_m: float = 0.05
     """U-Net: height/depth channels are divided by this (metres) so they are of order 1."""
 
